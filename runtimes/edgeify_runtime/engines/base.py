@@ -1,0 +1,200 @@
+"""The engine adapter contract and the small helpers every adapter shares.
+
+An adapter wraps one inference engine (ONNX Runtime, OpenVINO, ...). It imports its engine inside ``load``
+only, so importing ``edgeify_runtime`` never pulls in an engine. The facade (``edgeify_runtime.session``)
+does input validation, casting and layout handling; an adapter receives feeds that already match the
+artifact's own signature and returns one array per manifest output name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import BundleError, EngineMissingError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+
+    from ..manifest import Manifest
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """One registered engine: how to find it without importing it, and how to tell a user to install it.
+
+    ``adapter`` is ``"module.path:ClassName"``; ``modules`` are the engine's importable top-level module names
+    (the first one found is used); ``distributions`` are the pip distribution names whose metadata gives the
+    version (several builds of one engine exist, e.g. ``onnxruntime-gpu``); ``pip`` is the install command's
+    argument that fixes a missing engine.
+    """
+
+    name: str
+    adapter: str
+    modules: tuple[str, ...]
+    distributions: tuple[str, ...]
+    pip: str
+
+    @property
+    def install_command(self) -> str:
+        return f"pip install {self.pip}"
+
+
+class EngineAdapter:
+    """Base class of engine adapters.
+
+    Lifetime: construct with no arguments (cheap, no engine import), ``load`` once, ``run`` many times,
+    ``close`` once. Subclasses set the class attributes and implement ``_load`` and ``run``.
+    """
+
+    #: adapter name, as written in a manifest's ``engine.name``
+    name: ClassVar[str] = ""
+    #: option keys this adapter understands (from the manifest's ``engine.options`` or ``load(options=...)``)
+    option_keys: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self) -> None:
+        self.version: str = ""
+        #: the imported engine module's name (``onnxruntime``, ``openvino``), for reports
+        self.module: str = ""
+        self.threads: int = 0
+        self.options: dict[str, Any] = {}
+        #: the manifest's ``engine.min_version``, checked again after import when metadata had no version
+        self.min_version: str | None = None
+        self._loaded = False
+
+    def _import_engine(self) -> ModuleType:
+        """Import this adapter's engine, set ``module``/``version``, and enforce ``min_version``."""
+        from . import engine_info, installed_version
+
+        info = engine_info(self.name)
+        errors: list[str] = []
+        for mod_name in info.modules:
+            try:
+                module = importlib.import_module(mod_name)
+            except ModuleNotFoundError as exc:
+                if exc.name == mod_name:
+                    continue
+                errors.append(f"{mod_name}: {exc}")
+                continue
+            except Exception as exc:  # a broken native library raises OSError/RuntimeError, not ImportError
+                errors.append(f"{mod_name}: {type(exc).__name__}: {exc}")
+                continue
+            self.module = mod_name
+            version = installed_version(info) or str(getattr(module, "__version__", "") or "")
+            self.version = version or "unknown"
+            check_min_version(info, version or None, self.min_version)
+            return module
+        if errors:
+            raise EngineMissingError(
+                f"engine {self.name!r} is installed but cannot be imported ({'; '.join(errors)})",
+                hint=f"pip install --force-reinstall {info.pip}")
+        raise EngineMissingError(
+            f"engine {self.name!r} is not installed on this device: {info.install_command}",
+            hint=info.install_command)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def load(self, bundle_dir: str | Path, manifest: Manifest, threads: int,
+             options: dict[str, Any] | None = None) -> None:
+        """Load the manifest's artifact from ``bundle_dir`` with ``threads`` intra-op threads."""
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - self.option_keys)
+        if unknown:
+            raise BundleError(
+                f"engine {self.name!r} does not understand the option(s) {', '.join(map(repr, unknown))}; "
+                f"it knows {sorted(self.option_keys)}",
+                hint="upgrade edgeify-runtime if the bundle was built by a newer edgeify, or fix the options")
+        self.threads = int(threads)
+        self.options = opts
+        artifact = Path(bundle_dir) / manifest.engine.artifact
+        if not artifact.is_file():
+            raise BundleError(f"bundle {bundle_dir}: engine artifact {manifest.engine.artifact!r} is missing",
+                              hint="rebuild or redeploy the bundle")
+        self._load(artifact, manifest)
+        self._loaded = True
+
+    def _load(self, artifact: Path, manifest: Manifest) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        """Run one inference; ``feeds`` maps manifest input names to arrays in the engine's layout."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the engine's session; idempotent."""
+        self._loaded = False
+
+    def __repr__(self) -> str:
+        state = "loaded" if self._loaded else "not loaded"
+        return f"<{type(self).__name__} {self.name} {self.version or '?'} threads={self.threads} {state}>"
+
+
+# -- helpers shared by adapters ------------------------------------------------------------------------------
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """The leading numeric release components of a version string: ``"2024.4.1-16618"`` -> ``(2024, 4, 1)``.
+
+    Parsing stops at the first component that does not start with a digit (``"1.18.0rc1"`` -> ``(1, 18, 0)``,
+    ``"1.19.dev2"`` -> ``(1, 19)``); pre-release tags therefore compare equal to their release, which is the
+    lenient choice for a minimum-version check. Trailing zeros are dropped so ``"1.17"`` == ``"1.17.0"``.
+    """
+    parts: list[int] = []
+    release = re.split(r"[-+ ]", str(version).strip().lstrip("vV"), maxsplit=1)[0]
+    for comp in release.split("."):
+        m = re.match(r"\d+", comp)
+        if not m:
+            break
+        parts.append(int(m.group()))
+        if m.end() != len(comp):  # "0rc1": keep 0, stop after it
+            break
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def version_at_least(installed: str, minimum: str) -> bool:
+    """``installed >= minimum`` on the numeric release components (see ``version_tuple``)."""
+    return version_tuple(installed) >= version_tuple(minimum)
+
+
+def check_min_version(info: EngineInfo, installed: str | None, minimum: str | None) -> None:
+    """Raise EngineMissingError when ``installed`` is older than ``minimum``; unknown versions pass."""
+    if not minimum or not installed:
+        return
+    if not version_tuple(minimum):
+        raise BundleError(f"manifest: engine.min_version {minimum!r} is not a version number")
+    if not version_at_least(installed, minimum):
+        raise EngineMissingError(
+            f"the bundle needs {info.name} >= {minimum}, but {installed} is installed",
+            hint=f"pip install --upgrade '{info.pip}>={minimum}'")
+
+
+def names_to_positions(wanted: list[str] | tuple[str, ...], have: list[list[str]], what: str,
+                       engine: str) -> list[int]:
+    """Map manifest tensor names to engine port positions.
+
+    ``have[i]`` holds every name of the engine's ``i``-th port. A name found among them wins; when no
+    manifest name matches any port name at all, the manifest order is used (converters sometimes rename
+    tensors), as long as the counts agree. A partial match is an error: guessing would silently swap tensors.
+    """
+    if len(wanted) != len(have):
+        raise BundleError(f"{engine}: the artifact has {len(have)} {what}(s) but the manifest lists "
+                          f"{len(wanted)}", hint="rebuild the bundle")
+    lookup: dict[str, int] = {}
+    for i, names in enumerate(have):
+        for n in names:
+            lookup.setdefault(n, i)
+    found = [lookup.get(n) for n in wanted]
+    if all(i is not None for i in found) and len(set(found)) == len(found):
+        return [int(i) for i in found]  # type: ignore[arg-type]
+    if all(i is None for i in found):
+        return list(range(len(wanted)))
+    missing = [n for n, i in zip(wanted, found) if i is None]  # noqa: B905 - strict= needs 3.10, we run on 3.8
+    if not missing:
+        raise BundleError(f"{engine}: several manifest {what}s name the same artifact tensor: {list(wanted)}",
+                          hint="rebuild the bundle")
+    raise BundleError(f"{engine}: the artifact has no {what}(s) named {missing}; it has "
+                      f"{[names[0] if names else '?' for names in have]}", hint="rebuild the bundle")

@@ -1,0 +1,90 @@
+"""ONNX Runtime adapter: artifact ``model.onnx``.
+
+Session settings: ``intra_op_num_threads = threads``, ``inter_op_num_threads = 1``, sequential execution, all
+graph optimizations, ``CPUExecutionProvider`` unless the options name other providers.
+
+Options (manifest ``engine.options`` or ``load(options=...)``):
+  ``providers``                 list of execution provider names, in priority order
+  ``provider_options``          list of dicts, one per provider
+  ``graph_optimization_level``  ``"disable" | "basic" | "extended" | "all"`` (default ``"all"``)
+  ``session_config``            dict of ``SessionOptions.add_session_config_entry`` keys and values
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BundleError, EngineMissingError
+from .base import EngineAdapter, names_to_positions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..manifest import Manifest
+
+_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+               "all": "ORT_ENABLE_ALL"}
+
+
+class OnnxRuntimeAdapter(EngineAdapter):
+    name = "onnxruntime"
+    option_keys = frozenset({"providers", "provider_options", "graph_optimization_level", "session_config"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._session: Any = None
+        self._feed_names: list[tuple[str, str]] = []  # (manifest input name, session input name)
+        self._output_names: list[str] = []  # session output name per manifest output, in manifest order
+        self._manifest_outputs: list[str] = []
+        self.providers: list[str] = []
+
+    def _load(self, artifact: Path, manifest: Manifest) -> None:
+        ort = self._import_engine()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        level = str(self.options.get("graph_optimization_level", "all"))
+        if level not in _OPT_LEVELS:
+            raise BundleError(f"onnxruntime: graph_optimization_level {level!r} is not one of "
+                              f"{sorted(_OPT_LEVELS)}")
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
+        for key, value in dict(self.options.get("session_config") or {}).items():
+            so.add_session_config_entry(str(key), str(value))
+        providers = list(self.options.get("providers") or ["CPUExecutionProvider"])
+        available = ort.get_available_providers()
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise EngineMissingError(
+                f"onnxruntime {self.version} on this device lacks the execution provider(s) {missing}; "
+                f"it has {available}",
+                hint="install the onnxruntime build that ships them (e.g. pip install onnxruntime-gpu), or "
+                     "pass options={'providers': ['CPUExecutionProvider']}")
+        kwargs: dict[str, Any] = {"sess_options": so, "providers": providers}
+        if self.options.get("provider_options") is not None:
+            kwargs["provider_options"] = list(self.options["provider_options"])
+        try:
+            self._session = ort.InferenceSession(str(artifact), **kwargs)
+        except Exception as exc:
+            raise BundleError(f"onnxruntime {self.version} cannot load {artifact.name}: {exc}",
+                              hint="the artifact may need a newer onnxruntime (pip install --upgrade "
+                                   "onnxruntime), or the bundle is damaged") from exc
+        self.providers = list(self._session.get_providers())
+        manifest_inputs = [t.name for t in manifest.inputs]
+        self._manifest_outputs = [t.name for t in manifest.outputs]
+        sess_in = [i.name for i in self._session.get_inputs()]
+        sess_out = [o.name for o in self._session.get_outputs()]
+        pos_in = names_to_positions(manifest_inputs, [[n] for n in sess_in], "input", self.name)
+        pos_out = names_to_positions(self._manifest_outputs, [[n] for n in sess_out], "output", self.name)
+        self._feed_names = [(name, sess_in[pos_in[k]]) for k, name in enumerate(manifest_inputs)]
+        self._output_names = [sess_out[i] for i in pos_out]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self._session.run(self._output_names, {eng: feeds[man] for man, eng in self._feed_names})
+        return {name: results[k] for k, name in enumerate(self._manifest_outputs)}
+
+    def close(self) -> None:
+        self._session = None
+        super().close()

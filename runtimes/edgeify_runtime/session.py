@@ -1,0 +1,266 @@
+"""The facade: load a bundle, read its signature, run named inputs to named outputs, close.
+
+    import edgeify_runtime as er
+
+    with er.load("bundle/") as model:
+        print(model.inputs, model.engine_name, model.engine_version)
+        outputs = model.run({"x": x})          # or model.run(x) for a single-input model
+        probs = outputs["logits"]
+
+Callers always use the manifest's ``layout`` (e.g. NCHW); when the artifact has another ``engine_layout``
+(e.g. an NHWC TFLite model) the transpose happens here, on the way in and out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .engines import EngineAdapter, create_adapter
+from .errors import BundleError, InputSignatureError
+from .fingerprint import default_threads
+from .manifest import Manifest, TensorSpec
+
+__all__ = ["Model", "load"]
+
+
+#: dynamic-dimension names that say nothing about which dimensions are equal
+_ANONYMOUS_DIMS = frozenset({"", "?", "-1", "dynamic", "None", "none", "unk"})
+
+
+def _dtype(name: str, where: str) -> np.dtype:
+    try:
+        return np.dtype(name)
+    except TypeError as exc:
+        raise BundleError(f"manifest: {where} has an unknown dtype {name!r}") from exc
+
+
+def layout_permutation(src: str | None, dst: str | None) -> tuple[int, ...] | None:
+    """The ``np.transpose`` axes that turn an array in layout ``src`` into layout ``dst`` (None: no change).
+
+    Layouts are strings of distinct axis letters (``"NCHW"``, ``"NHWC"``, ``"NCDHW"``...); both must hold the
+    same letters. ``layout_permutation("NCHW", "NHWC") == (0, 2, 3, 1)``.
+    """
+    if not src or not dst or src == dst:
+        return None
+    s, d = src.upper(), dst.upper()
+    if sorted(s) != sorted(d) or len(set(s)) != len(s):
+        raise BundleError(f"manifest: cannot convert layout {src!r} to {dst!r} (different or repeated axes)")
+    return tuple(s.index(c) for c in d)
+
+
+def _fmt_shape(shape: tuple[Any, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+class _Port:
+    """A TensorSpec with its resolved dtype and layout permutations."""
+
+    __slots__ = ("dtype", "from_engine", "shape_str", "spec", "to_engine")
+
+    def __init__(self, spec: TensorSpec, kind: str) -> None:
+        self.spec = spec
+        self.shape_str = _fmt_shape(spec.shape)
+        self.dtype = _dtype(spec.dtype, f"{kind} {spec.name!r}")
+        self.to_engine = layout_permutation(spec.layout, spec.engine_layout)
+        self.from_engine = layout_permutation(spec.engine_layout, spec.layout)
+        if self.to_engine is not None and len(spec.shape) != len(self.to_engine):
+            raise BundleError(f"manifest: {kind} {spec.name!r} has shape {_fmt_shape(spec.shape)} but layout "
+                              f"{spec.layout!r}")
+
+
+class Model:
+    """A loaded bundle. Create it with ``edgeify_runtime.load``; close it (or use ``with``) when done.
+
+    Not thread-safe: use one Model per thread.
+    """
+
+    def __init__(self, bundle_dir: Path, manifest: Manifest, adapter: EngineAdapter, threads: int) -> None:
+        self.bundle_dir = bundle_dir
+        self.manifest = manifest
+        self.threads = threads
+        self._adapter: EngineAdapter | None = adapter
+        self._engine_name = adapter.name
+        self._engine_version = adapter.version
+        self._engine_module = adapter.module
+        self._in = [_Port(t, "input") for t in manifest.inputs]
+        self._out = [_Port(t, "output") for t in manifest.outputs]
+        self._in_names = [p.spec.name for p in self._in]
+
+    # -- signature -----------------------------------------------------------------------------------------
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.manifest.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.manifest.outputs
+
+    @property
+    def engine_name(self) -> str:
+        return self._engine_name
+
+    @property
+    def engine_version(self) -> str:
+        return self._engine_version
+
+    @property
+    def engine_module(self) -> str:
+        """The imported engine module (``onnxruntime``, ``openvino``)."""
+        return self._engine_module
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.precision
+
+    @property
+    def closed(self) -> bool:
+        return self._adapter is None
+
+    # -- inference -----------------------------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, Any] | np.ndarray | Any) -> dict[str, np.ndarray]:
+        """Run one inference.
+
+        ``feeds`` maps every input name to an array (array-likes are converted), or is a single array when
+        the model has exactly one input. Arrays are cast to the signature's dtype when
+        ``np.can_cast(..., 'same_kind')`` allows it. Returns ``{output name: array}`` in the manifest's output
+        order and layouts. Raises InputSignatureError naming the input for a wrong name, rank, fixed dimension
+        or dtype.
+        """
+        adapter = self._adapter
+        if adapter is None:
+            raise ValueError("run() on a closed Model")
+        prepared = self._prepare(feeds)
+        raw = adapter.run(prepared)
+        out: dict[str, np.ndarray] = {}
+        for port in self._out:
+            name = port.spec.name
+            if name not in raw:  # pragma: no cover - adapters return every manifest output
+                raise BundleError(f"engine {self._engine_name} returned no output {name!r}")
+            arr = np.asarray(raw[name])
+            if port.from_engine is not None and arr.ndim == len(port.from_engine):
+                arr = np.ascontiguousarray(arr.transpose(port.from_engine))
+            out[name] = arr
+        return out
+
+    __call__ = run
+
+    def _prepare(self, feeds: Mapping[str, Any] | np.ndarray | Any) -> dict[str, np.ndarray]:
+        if not isinstance(feeds, Mapping):
+            if len(self._in) != 1:
+                raise InputSignatureError(
+                    f"this model has {len(self._in)} inputs ({', '.join(self._in_names)}); pass a dict "
+                    "{name: array}, not a single array")
+            feeds = {self._in_names[0]: feeds}
+        unknown = [str(k) for k in feeds if k not in self._in_names]
+        missing = [n for n in self._in_names if n not in feeds]
+        if unknown or missing:
+            parts = []
+            if unknown:
+                parts.append(f"unknown input name(s) {', '.join(map(repr, unknown))}")
+            if missing:
+                parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
+            raise InputSignatureError("; ".join(parts) + f". The model's inputs: {self._describe_inputs()}")
+        symbols: dict[str, tuple[int, str]] = {}
+        prepared: dict[str, np.ndarray] = {}
+        # a dynamic dimension name shared by several inputs ("batch") must have one value across them
+        for port in self._in:
+            spec = port.spec
+            arr = feeds[spec.name]
+            if not isinstance(arr, np.ndarray):
+                try:
+                    arr = np.asarray(arr)
+                except Exception as exc:
+                    raise InputSignatureError(
+                        f"input {spec.name!r}: cannot be converted to an array: {exc}") from exc
+            want = port.shape_str
+            if arr.ndim != len(spec.shape):
+                raise InputSignatureError(
+                    f"input {spec.name!r}: expected rank {len(spec.shape)} (shape {want}), got shape "
+                    f"{list(arr.shape)} (rank {arr.ndim})")
+            for axis, dim in enumerate(spec.shape):
+                got = arr.shape[axis]
+                if isinstance(dim, int):
+                    if dim >= 0 and dim != got:
+                        raise InputSignatureError(
+                            f"input {spec.name!r}: dimension {axis} must be {dim} (shape {want}), got shape "
+                            f"{list(arr.shape)}")
+                elif dim not in _ANONYMOUS_DIMS:
+                    seen = symbols.setdefault(dim, (got, spec.name))
+                    if seen[0] != got and seen[1] != spec.name:
+                        raise InputSignatureError(
+                            f"input {spec.name!r}: dynamic dimension {dim!r} (axis {axis}) is {got}, but it "
+                            f"is {seen[0]} in input {seen[1]!r}; inputs sharing a dimension name must agree")
+            if arr.dtype != port.dtype:
+                if not np.can_cast(arr.dtype, port.dtype, casting="same_kind"):
+                    raise InputSignatureError(
+                        f"input {spec.name!r}: expected dtype {port.dtype.name}, got {arr.dtype.name}, which "
+                        "cannot be cast safely (same kind); convert it explicitly, e.g. "
+                        f"x.astype({port.dtype.name!r})")
+                arr = arr.astype(port.dtype)
+            if port.to_engine is not None:
+                arr = arr.transpose(port.to_engine)
+            prepared[spec.name] = np.ascontiguousarray(arr)
+        return prepared
+
+    def _describe_inputs(self) -> str:
+        return ", ".join(f"{p.spec.name} {_fmt_shape(p.spec.shape)} {p.dtype.name}" for p in self._in)
+
+    # -- lifetime ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the engine session; idempotent. ``run`` after ``close`` raises ValueError."""
+        adapter, self._adapter = self._adapter, None
+        if adapter is not None:
+            adapter.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # best effort; close() is the contract
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"threads={self.threads}"
+        return (f"<edgeify_runtime.Model {self.bundle_dir.name!r} {self._engine_name} {self._engine_version} "
+                f"{self.manifest.precision} inputs=[{self._describe_inputs()}] {state}>")
+
+
+def load(bundle: str | os.PathLike[str], *, engine: str | None = None, threads: int | None = None,
+         verify: bool = True, options: Mapping[str, Any] | None = None) -> Model:
+    """Load an edgeify bundle directory and return a ready Model.
+
+    ``engine``: must be the engine the bundle was built for (None: the manifest's); a bundle has one artifact.
+    ``threads``: intra-op threads (None: the physical core count this process may use).
+    ``verify``: check every file's sha256 first (BundleError naming the bad files when one differs).
+    ``options``: engine load options, merged over the manifest's ``engine.options``.
+
+    Raises BundleError (malformed/unsafe/tampered bundle, or an engine the bundle was not built for),
+    EngineMissingError (engine not installed or older than the manifest's ``engine.min_version``).
+    """
+    bundle_dir = Path(bundle)
+    manifest = Manifest.read(bundle_dir)
+    want = manifest.engine.name
+    if engine is not None and engine != want:
+        raise BundleError(
+            f"bundle {bundle_dir} was built for engine {want!r}; it has no artifact for engine {engine!r}",
+            hint=f"omit engine= to use {want}, or build a bundle for {engine}")
+    if threads is None:
+        threads = default_threads()
+    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, not {threads!r}")
+    if verify:
+        manifest.verify_files(bundle_dir)
+    adapter = create_adapter(want, manifest.engine.min_version)
+    merged = dict(manifest.engine.options)
+    merged.update(dict(options or {}))
+    adapter.load(bundle_dir, manifest, threads, merged)
+    return Model(bundle_dir, manifest, adapter, threads)

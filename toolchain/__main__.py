@@ -1,0 +1,3 @@
+from edgeify.cli.main import main
+
+main()

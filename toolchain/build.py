@@ -1,0 +1,175 @@
+"""The build engine: resolve target + pipeline, run the steps (cached), check, and publish a bundle atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import DataError, InterruptedBuild
+
+
+class BuildObserver(Protocol):
+    def step_started(self, step_id: str, kind: str) -> None: ...
+    def step_finished(self, step_id: str, seconds: float, cached: bool) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class _Silent:
+    def step_started(self, step_id: str, kind: str) -> None: ...
+    def step_finished(self, step_id: str, seconds: float, cached: bool) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    target: str
+    family_alias: str | None
+    engine: str
+    precision: str
+    manifest: dict[str, Any]
+    latency: dict[str, Any] | None
+    seconds: float
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def validation(self) -> dict[str, Any]:
+        return self.manifest.get("validation") or {}
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C during a build, so the staging directory is always cleaned up."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def build(model: str | Path, *, target: str, out: str | Path, precision: str = "fp32", engine: str | None = None,
+          calib: str | Path | None = None, eval: str | Path | None = None, preprocess: str | Path | None = None,
+          input_shapes: list[str] | None = None, target_files: list[str] | tuple[str, ...] = (),
+          max_accuracy_drop: float | None = None, use_cache: bool = True, measure_latency: bool = True,
+          observer: BuildObserver | None = None) -> BuildResult:
+    """Build ``model`` for ``target`` at ``precision`` into the bundle directory ``out``."""
+    from . import bundle as bundle_mod
+    from .cache import StepCache
+    from .data import load_dataset
+    from .paths import cache_dir
+    from .pipeline import resolve, step_class
+    from .sources import open_source
+    from .steps.base import BuildContext
+    from .targets import load_registry
+
+    obs = observer or _Silent()
+    t0 = time.perf_counter()
+    registry = load_registry(target_files)
+    spec, family = registry.resolve(target)
+    pipeline = resolve(spec, engine, precision)
+    eng_name = pipeline.engine
+    if precision == "int8" and calib is None:
+        raise DataError(f"--precision int8 is static quantization and needs calibration data ({spec.name})",
+                        hint="pass --calib data.npz (a few hundred representative inputs), "
+                             "or use --precision int8-dynamic")
+    for flag, p in (("--calib", calib), ("--eval", eval), ("--preprocess", preprocess)):
+        if p is not None and not Path(p).exists():
+            raise DataError(f"{flag} {p}: not found")
+    source = open_source(str(model), input_shapes)
+    out = Path(out)
+    staging = bundle_mod.staging_dir_for(out)
+    cache = StepCache(cache_dir(), enabled=use_cache)
+    ctx = BuildContext(source=source, target=spec, engine_name=eng_name, engine=spec.engines[eng_name],
+                       precision=precision, work_dir=staging / "work", max_accuracy_drop=max_accuracy_drop,
+                       progress=obs.message)
+    records: list[dict[str, Any]] = []
+    tools: dict[str, str] = {}
+    outputs: dict[str | None, Any] = {}
+    try:
+        with _terminate_as_interrupt():
+            ctx.work_dir.mkdir(parents=True)
+            for step in pipeline.steps:
+                impl = step_class(step.kind)(step.config)
+                tools.update(impl.tool_versions())
+                if step.kind == "check" or impl.uses_calibration:
+                    _load_data(ctx, outputs, calib, eval, preprocess, load_dataset)
+                inp = outputs.get(step.input)
+                obs.step_started(step.id, step.kind)
+                ts = time.perf_counter()
+                key = impl.cache_key(ctx, inp.digest if inp is not None else source.digest)
+                art = cache.get(key) if impl.cacheable else None
+                cached = art is not None
+                if art is None:
+                    step_dir = ctx.work_dir / step.id
+                    step_dir.mkdir()
+                    art = impl.run(ctx, inp, step_dir)
+                    if impl.cacheable:
+                        art = cache.put(key, art)
+                secs = time.perf_counter() - ts
+                obs.step_finished(step.id, secs, cached)
+                outputs[step.id] = art
+                records.append({**step.describe(), "cache_key": key if impl.cacheable else None,
+                                "cached": cached, "seconds": round(secs, 3), "tools": impl.tool_versions()})
+            final = outputs[pipeline.steps[-1].id]
+            if ctx.calib is None and ctx.eval is None and (calib or eval):
+                _load_data(ctx, outputs, calib, eval, preprocess, load_dataset)
+            dest = staging / "bundle"
+            manifest = bundle_mod.assemble(dest, ctx, final, steps=records, tools=tools,
+                                           validation=final.meta.get("validation"))
+            latency = None
+            if measure_latency:
+                obs.message("measuring local latency")
+                latency = _quick_latency(dest)
+            bundle_mod.write_report(dest, manifest, latency)
+            shutil.rmtree(ctx.work_dir, ignore_errors=True)
+            bundle_mod.publish(dest, out)
+    except KeyboardInterrupt:
+        raise InterruptedBuild(f"build interrupted; nothing was written to {out}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return BuildResult(out=out, target=spec.name, family_alias=family, engine=eng_name, precision=precision,
+                       manifest=manifest, latency=latency, seconds=time.perf_counter() - t0, steps=records)
+
+
+def _load_data(ctx, outputs, calib, eval, preprocess, load_dataset) -> None:
+    if ctx.calib is not None or ctx.eval is not None:
+        return
+    from edgeify_runtime.manifest import TensorSpec
+
+    export = next((a for a in outputs.values() if a is not None and "inputs" in a.meta), None)
+    if export is None:
+        return
+    sig = [TensorSpec.from_dict(t) for t in export.meta["inputs"]]
+    if calib is not None:
+        ctx.calib = load_dataset(calib, sig, purpose="calibration", preprocess=preprocess)
+    if eval is not None:
+        ctx.eval = load_dataset(eval, sig, purpose="evaluation", need_labels=True, preprocess=preprocess)
+
+
+def _quick_latency(bundle_dir: Path) -> dict[str, Any] | None:
+    """A short local benchmark for the report (the real one is `edgeify bench`)."""
+    from .bench_local import run_agent
+
+    try:
+        res = run_agent({"bundle": str(bundle_dir), "warmup": 3, "runs": 20, "min_duration_s": 0.3,
+                         "max_duration_s": 20})
+    except Exception as exc:  # the report says why; the build itself succeeded
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {k: res.get(k) for k in ("latency_ms", "throughput_ips", "load_ms", "peak_rss_mb", "protocol")}
+
+
+def manifest_json(result: BuildResult) -> str:
+    return json.dumps(result.manifest, indent=2)

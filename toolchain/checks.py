@@ -1,0 +1,160 @@
+"""Parity and accuracy of a built bundle against its source model.
+
+Reference and built model run on the same inputs; per output we check names, then shapes, then values against
+the target's tolerance table, collect every mismatch, and raise one ``ParityError`` with a table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from edgeify_runtime.manifest import TensorSpec
+
+from .data import Dataset
+from .errors import AccuracyGateError, ParityError
+
+Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+@dataclass
+class Mismatch:
+    output: str
+    inputs: str
+    what: str
+    value: str
+    limit: str
+
+
+def random_dataset(signature: list[TensorSpec], samples: int, seed: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    fixed_batch = next((s.shape[0] for s in signature if s.shape and isinstance(s.shape[0], int)), None)
+    batch = fixed_batch or min(samples, 4)
+    n = max(batch, (samples // batch) * batch)
+    arrays = {}
+    for spec in signature:
+        shape = [n] + [d if isinstance(d, int) else 8 for d in spec.shape[1:]]
+        dt = np.dtype(spec.dtype)
+        if np.issubdtype(dt, np.floating):
+            arrays[spec.name] = rng.standard_normal(shape).astype(dt)
+        elif dt == np.bool_:
+            arrays[spec.name] = rng.integers(0, 2, shape).astype(dt)
+        else:
+            arrays[spec.name] = rng.integers(0, 10, shape).astype(dt)
+    return Dataset(arrays, None, f"random(seed={seed})", f"random-{seed}", batch)
+
+
+def collect(runner: Runner, data: Dataset, n_outputs: int) -> list[np.ndarray]:
+    outs: list[list[np.ndarray]] = [[] for _ in range(n_outputs)]
+    for feeds in data.batches():
+        res = runner(feeds)
+        for i in range(min(n_outputs, len(res))):
+            outs[i].append(np.asarray(res[i]))
+        if len(res) != n_outputs:
+            raise ParityError(f"the model returned {len(res)} outputs, the signature has {n_outputs}")
+    return [np.concatenate(o) for o in outs]
+
+
+def compare(names: list[str], ref: list[np.ndarray], got: list[np.ndarray], tol: Any, label: str,
+            gate: bool) -> tuple[list[dict[str, Any]], list[Mismatch]]:
+    rows, bad = [], []
+    for name, r, g in zip(names, ref, got):
+        row: dict[str, Any] = {"output": name, "inputs": label, "shape": list(g.shape), "gated": gate}
+        if r.shape != g.shape:
+            bad.append(Mismatch(name, label, "shape", str(list(g.shape)), str(list(r.shape))))
+            rows.append({**row, "error": "shape mismatch"})
+            continue
+        r64, g64 = r.astype(np.float64).ravel(), g.astype(np.float64).ravel()
+        diff = np.abs(r64 - g64)
+        max_abs = float(diff.max()) if diff.size else 0.0
+        ref_max = float(np.abs(r64).max()) if r64.size else 0.0
+        denom = float(np.linalg.norm(r64) * np.linalg.norm(g64))
+        cosine = float(r64 @ g64 / denom) if denom > 0 else float(np.array_equal(r64, g64))
+        row.update(max_abs=max_abs, mean_abs=float(diff.mean()) if diff.size else 0.0, ref_max_abs=ref_max,
+                   cosine=cosine)
+        if r.ndim == 2 and r.shape[1] > 1:
+            row["top1_agreement"] = float((r.argmax(1) == g.argmax(1)).mean())
+        if tol.metric == "max-abs":
+            bound = tol.rtol * ref_max + tol.atol
+            row["limit"] = f"max|Δ| ≤ {bound:.3g}"
+            row["pass"] = bool(max_abs <= bound)
+            if gate and not row["pass"]:
+                bad.append(Mismatch(name, label, "max|Δ|", f"{max_abs:.3g}", f"≤ {bound:.3g} "
+                                    f"({tol.rtol:g}·{ref_max:.3g} + {tol.atol:g})"))
+        else:
+            row["limit"] = f"cosine ≥ {tol.min_cosine}"
+            row["pass"] = bool(cosine >= tol.min_cosine)
+            if gate and not row["pass"]:
+                bad.append(Mismatch(name, label, "cosine", f"{cosine:.4f}", f"≥ {tol.min_cosine}"))
+        rows.append(row)
+    return rows, bad
+
+
+def parity(signature_in: list[TensorSpec], signature_out: list[TensorSpec], reference: Runner, built: Runner,
+           built_names: list[str], tol: Any, real: Dataset | None, random_samples: int, seed: int,
+           real_samples: int) -> dict[str, Any]:
+    names = [s.name for s in signature_out]
+    bad: list[Mismatch] = []
+    if list(built_names) != names:
+        bad.append(Mismatch(",".join(built_names), "-", "output names", str(built_names), str(names)))
+        raise_parity(bad)
+    rows: list[dict[str, Any]] = []
+    sets: list[tuple[str, Dataset, bool]] = []
+    rnd = random_dataset(signature_in, random_samples, seed)
+    # max-abs tolerances gate every input set; cosine (int8) gates real inputs, or random ones if none exist
+    sets.append(("random", rnd, tol.metric == "max-abs" or real is None))
+    if real is not None:
+        sets.append((f"real ({real.origin.rsplit('/', 1)[-1]})", real.head(real_samples), True))
+    for label, ds, gate in sets:
+        ref = collect(reference, ds, len(names))
+        got = collect(built, ds, len(names))
+        r, b = compare(names, ref, got, tol, label, gate)
+        rows += r
+        bad += b
+    report = {"tolerance": tol.model_dump(), "outputs": rows, "random_samples": rnd.count,
+              "real_samples": 0 if real is None else real.head(real_samples).count, "passed": not bad}
+    if bad:
+        raise_parity(bad, report)
+    return report
+
+
+def raise_parity(bad: Iterable[Mismatch], report: dict[str, Any] | None = None) -> None:
+    bad = list(bad)
+    lines = [f"{'output':<16} {'inputs':<22} {'check':<13} {'value':<12} limit"]
+    lines += [f"{m.output:<16} {m.inputs:<22} {m.what:<13} {m.value:<12} {m.limit}" for m in bad]
+    err = ParityError(f"the built model differs from the source model ({len(bad)} mismatch(es)):\n" + "\n".join(lines),
+                      hint="try a higher precision, another --engine, or more representative --calib data")
+    err.report = report  # type: ignore[attr-defined]
+    raise err
+
+
+def accuracy(reference: Runner, built: Runner, data: Dataset, n_outputs: int,
+             max_drop_points: float | None) -> dict[str, Any]:
+    """Top-1 accuracy of source vs built on labelled data; per-class deltas; worst class; optional gate."""
+    assert data.labels is not None
+    ref = collect(reference, data, n_outputs)[0]
+    got = collect(built, data, n_outputs)[0]
+    labels = data.labels[: len(ref)]
+    ref_pred, got_pred = ref.reshape(len(ref), -1).argmax(1), got.reshape(len(got), -1).argmax(1)
+    src_acc, built_acc = float((ref_pred == labels).mean()), float((got_pred == labels).mean())
+    per_class = []
+    for c in np.unique(labels):
+        m = labels == c
+        a, b = float((ref_pred[m] == c).mean()), float((got_pred[m] == c).mean())
+        per_class.append({"class": int(c), "count": int(m.sum()), "source": a, "built": b,
+                          "delta_points": round((b - a) * 100, 3)})
+    worst = min(per_class, key=lambda r: r["delta_points"])
+    result = {"samples": len(labels), "source_accuracy": src_acc, "built_accuracy": built_acc,
+              "drop_points": round((src_acc - built_acc) * 100, 3),
+              "top1_agreement": float((ref_pred == got_pred).mean()), "per_class": per_class,
+              "worst_class": worst, "max_drop_points": max_drop_points}
+    if max_drop_points is not None and result["drop_points"] > max_drop_points:
+        err = AccuracyGateError(
+            f"accuracy dropped {result['drop_points']:.2f} points ({src_acc:.2%} -> {built_acc:.2%}), more than "
+            f"--max-accuracy-drop {max_drop_points}; worst class {worst['class']}: {worst['delta_points']:+.2f} points",
+            hint="use more representative --calib data, a higher precision, or another --engine")
+        err.report = result  # type: ignore[attr-defined]
+        raise err
+    return result

@@ -1,0 +1,61 @@
+"""Small helpers on ONNX graphs shared by several steps (imported lazily: they need ``onnx``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeify_runtime.manifest import TensorSpec
+
+
+def _dims(tensor_type: Any) -> tuple[int | str, ...]:
+    dims: list[int | str] = []
+    for i, d in enumerate(tensor_type.shape.dim):
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append("batch" if i == 0 else (d.dim_param or f"dim{i}"))
+    return tuple(dims)
+
+
+def guess_layout(shape: tuple[int | str, ...], torch_source: bool) -> str | None:
+    if len(shape) != 4:
+        return None
+    if torch_source:
+        return "NCHW"
+    c_first, c_last = shape[1], shape[3]
+    if isinstance(c_first, int) and c_first in (1, 3, 4) and not (isinstance(c_last, int) and c_last in (1, 3, 4)):
+        return "NCHW"
+    if isinstance(c_last, int) and c_last in (1, 3, 4):
+        return "NHWC"
+    return None
+
+
+def signature(model: Any, torch_source: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs (initializers excluded) and outputs of an ONNX ModelProto as TensorSpecs."""
+    from onnx import helper
+
+    init = {i.name for i in model.graph.initializer}
+
+    def spec(v: Any, is_input: bool) -> TensorSpec:
+        tt = v.type.tensor_type
+        shape = _dims(tt)
+        dtype = str(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        return TensorSpec(v.name, shape, dtype, guess_layout(shape, torch_source) if is_input else None)
+
+    return ([spec(v, True) for v in model.graph.input if v.name not in init],
+            [spec(v, False) for v in model.graph.output])
+
+
+def opset_of(model: Any) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 0
+
+
+def save_single_file(model: Any, path: Path) -> Path:
+    import onnx
+
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    return path

@@ -1,0 +1,258 @@
+"""Source models: ONNX files, PyTorch ExportedPrograms (.pt2), TorchScript (.pt) and ``module.py:factory``.
+
+A ``SourceModel`` knows its kind and content hash, loads lazily, and runs as the *reference* the built model is
+checked against (torch eager for PyTorch sources, ONNX Runtime fp32 for ONNX sources).
+No pickle is ever loaded: ``.pt2`` goes through ``torch.export.load`` (weights-only), ``.pt`` must be TorchScript.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputSignatureError, ModelLoadError
+
+ONNX_SUFFIXES = {".onnx"}
+PT2_SUFFIXES = {".pt2"}
+TORCHSCRIPT_SUFFIXES = {".pt", ".ts", ".torchscript", ".jit"}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]] | list[tuple[int, ...]] | None:
+    """``["1,3,224,224"]`` (positional) or ``["x:1,3,224,224", "mask:1,77"]`` (by input name)."""
+    if not values:
+        return None
+    named: dict[str, tuple[int, ...]] = {}
+    positional: list[tuple[int, ...]] = []
+    for v in values:
+        name, sep, dims = v.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+        except ValueError:
+            raise InputSignatureError(f"--input-shape {v!r}: dims must be integers, e.g. 1,3,224,224") from None
+        if not shape or any(d <= 0 for d in shape):
+            raise InputSignatureError(f"--input-shape {v!r}: dims must be positive integers")
+        if sep:
+            named[name] = shape
+        else:
+            positional.append(shape)
+    if named and positional:
+        raise InputSignatureError("--input-shape: give all shapes by name (x:1,3,8,8) or all positionally")
+    return named or positional
+
+
+@dataclass
+class SourceModel:
+    spec: str
+    path: Path
+    kind: str  # onnx | exported-program | torchscript | module-factory
+    sha256: str
+    input_shapes: dict[str, tuple[int, ...]] | list[tuple[int, ...]] | None = None
+    factory: str | None = None
+    _obj: Any = field(default=None, repr=False)
+    _input_names: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def is_torch(self) -> bool:
+        return self.kind != "onnx"
+
+    @property
+    def digest(self) -> str:
+        extra = f"{self.kind}|{self.factory}|{self.input_shapes}"
+        return hashlib.sha256(f"{self.sha256}|{extra}".encode()).hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {"file": self.path.name, "kind": self.kind, "sha256": self.sha256, "factory": self.factory,
+                "input_shapes": self.input_shapes}
+
+    # -- loading ------------------------------------------------------------------------------------
+    def load(self) -> Any:
+        if self._obj is None:
+            self._obj = {"onnx": self._load_onnx, "exported-program": self._load_pt2,
+                         "torchscript": self._load_torchscript, "module-factory": self._load_factory}[self.kind]()
+        return self._obj
+
+    def _load_onnx(self) -> Any:
+        import onnx
+
+        try:
+            model = onnx.load(str(self.path))
+            onnx.checker.check_model(model)
+        except Exception as exc:
+            raise ModelLoadError(f"{self.path}: not a valid ONNX model ({type(exc).__name__}: {exc})",
+                                 hint="re-export the model; `python -c \"import onnx; onnx.checker.check_model("
+                                      "'model.onnx')\"` shows the problem") from None
+        return model
+
+    def _load_pt2(self) -> Any:
+        import torch
+
+        try:
+            return torch.export.load(str(self.path))
+        except Exception as exc:
+            raise ModelLoadError(f"{self.path}: cannot load the ExportedProgram ({type(exc).__name__}: {exc})",
+                                 hint="save it with torch.export.save(torch.export.export(model, args), 'model.pt2') "
+                                      "using the same torch version") from None
+
+    def _load_torchscript(self) -> Any:
+        import torch
+
+        try:
+            return torch.jit.load(str(self.path), map_location="cpu").eval()
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{self.path}: not a TorchScript archive ({type(exc).__name__}: {exc})",
+                hint="pickled nn.Modules (torch.save(model)) are refused for safety; save with "
+                     "torch.jit.save(torch.jit.script(model)) or torch.export.save(...)") from None
+
+    def _load_factory(self) -> Any:
+        import torch
+
+        name = f"_edgeify_user_model_{hashlib.sha1(str(self.path).encode()).hexdigest()[:8]}"
+        try:
+            spec = importlib.util.spec_from_file_location(name, self.path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise ModelLoadError(f"{self.path}: importing the module failed ({type(exc).__name__}: {exc})") from None
+        fn = getattr(module, self.factory or "", None)
+        if fn is None or not callable(fn):
+            found = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+            raise ModelLoadError(f"{self.path}: no callable {self.factory!r}",
+                                 hint=f"callables in that file: {', '.join(found[:10])}")
+        try:
+            model = fn()
+        except Exception as exc:
+            raise ModelLoadError(f"{self.spec}: the factory raised {type(exc).__name__}: {exc}") from None
+        if not isinstance(model, torch.nn.Module):
+            raise ModelLoadError(f"{self.spec}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+        return model.eval()
+
+    # -- signature ----------------------------------------------------------------------------------
+    def input_names(self) -> list[str]:
+        if self._input_names is None:
+            self._input_names = self._compute_input_names()
+        return self._input_names
+
+    def _compute_input_names(self) -> list[str]:
+        obj = self.load()
+        if self.kind == "onnx":
+            init = {i.name for i in obj.graph.initializer}
+            return [i.name for i in obj.graph.input if i.name not in init]
+        if self.kind == "exported-program":
+            from torch.export.graph_signature import InputKind
+
+            return [s.arg.name for s in obj.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+        if self.kind == "torchscript":
+            return [i.debugName().split(".")[0] for i in list(obj.graph.inputs())[1:]]
+        params = [p for p in inspect.signature(obj.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+        return [p.name for p in params]
+
+    def example_shapes(self, batch: int = 2) -> list[tuple[int, ...]]:
+        """Concrete shapes to trace/export with (dynamic batch dims get ``batch``)."""
+        names = self.input_names()
+        if self.input_shapes:
+            if isinstance(self.input_shapes, dict):
+                missing = [n for n in names if n not in self.input_shapes]
+                unknown = [n for n in self.input_shapes if n not in names]
+                if missing or unknown:
+                    raise InputSignatureError(f"--input-shape names {sorted(self.input_shapes)} do not match the "
+                                              f"model inputs {names}")
+                return [self.input_shapes[n] for n in names]
+            if len(self.input_shapes) != len(names):
+                raise InputSignatureError(f"--input-shape gives {len(self.input_shapes)} shape(s); the model has "
+                                          f"{len(names)} input(s): {names}")
+            return list(self.input_shapes)
+        if self.kind == "exported-program":
+            ep = self.load()
+            shapes = []
+            placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+            for name in names:
+                val = placeholders[name].meta.get("val")
+                shapes.append(tuple(d if isinstance(d, int) else batch for d in val.shape))
+            return shapes
+        raise InputSignatureError(f"{self.spec}: the input shape is unknown for a {self.kind} model",
+                                  hint="pass --input-shape, e.g. --input-shape 1,3,224,224")
+
+    # -- reference execution ------------------------------------------------------------------------
+    def reference(self) -> ReferenceRunner:
+        return ReferenceRunner(self)
+
+
+class ReferenceRunner:
+    """Runs the source model itself: torch eager (fp32) or ONNX Runtime on the original ONNX."""
+
+    def __init__(self, source: SourceModel) -> None:
+        self.source = source
+        self._session = None
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.source.kind == "onnx":
+            if self._session is None:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+                self._session = ort.InferenceSession(self.source.path.read_bytes(), opts,
+                                                     providers=["CPUExecutionProvider"])
+            return list(self._session.run(None, feeds))
+        import torch
+
+        model = self.source.load()
+        if self.source.kind == "exported-program":
+            model = model.module()
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.source.input_names()]
+        with torch.no_grad():
+            out = model(*args)
+        return [t.detach().cpu().numpy() for t in _flatten(out)]
+
+
+def _flatten(out: Any) -> list[Any]:
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _flatten(o)]
+    if isinstance(out, dict):
+        return [t for k in out for t in _flatten(out[k])]
+    return [out]
+
+
+def open_source(spec: str, input_shapes: list[str] | None = None) -> SourceModel:
+    """Identify a model reference without loading it (loading happens in the first step that needs it)."""
+    path_str, factory = spec, None
+    if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
+        path_str, factory = spec.rsplit(":", 1)
+    path = Path(path_str)
+    if not path.is_file():
+        raise ModelLoadError(f"model file not found: {path}")
+    suffix = path.suffix.lower()
+    if factory is not None or suffix == ".py":
+        if not factory:
+            raise ModelLoadError(f"{spec}: name the factory function, e.g. {path}:build_model")
+        kind = "module-factory"
+    elif suffix in ONNX_SUFFIXES:
+        kind = "onnx"
+    elif suffix in PT2_SUFFIXES:
+        kind = "exported-program"
+    elif suffix in TORCHSCRIPT_SUFFIXES:
+        kind = "torchscript"
+    else:
+        raise ModelLoadError(f"{path}: unknown model kind {suffix!r}",
+                             hint="give an .onnx, an ExportedProgram .pt2, a TorchScript .pt, or module.py:factory")
+    return SourceModel(spec=spec, path=path, kind=kind, sha256=_sha256(path),
+                       input_shapes=parse_input_shapes(input_shapes), factory=factory)

@@ -1,0 +1,104 @@
+"""What every build step shares: the artifact passed between steps, the build context, and the step contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from edgeify.data import Dataset
+    from edgeify.sources import SourceModel
+    from edgeify.targets.spec import EngineSpec, TargetSpec
+
+
+@dataclass
+class Artifact:
+    """A model produced by a step: its files (the first is the one an engine loads) and what is known of it."""
+
+    format: str
+    files: list[Path]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.files[0]
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for p in self.files:
+            h.update(p.name.encode())
+            with open(p, "rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(block)
+        return h.hexdigest()
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.files)
+
+
+@dataclass
+class BuildContext:
+    source: SourceModel
+    target: TargetSpec
+    engine_name: str
+    engine: EngineSpec
+    precision: str
+    work_dir: Path
+    calib: Dataset | None = None
+    eval: Dataset | None = None
+    max_accuracy_drop: float | None = None
+    progress: Callable[[str], None] = lambda msg: None
+    reports: dict[str, Any] = field(default_factory=dict)
+
+
+class StepConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Step:
+    """A build step. Subclasses set ``kind``, ``Config`` and ``tools`` (packages whose versions enter the cache
+    key and the manifest) and implement ``run``. Heavy libraries are imported inside ``run`` only."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[StepConfig]] = StepConfig
+    tools: ClassVar[tuple[str, ...]] = ()
+    cacheable: ClassVar[bool] = True
+    uses_calibration: ClassVar[bool] = False
+
+    def __init__(self, config: StepConfig) -> None:
+        self.config = config
+
+    def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
+        raise NotImplementedError
+
+    def tool_versions(self) -> dict[str, str]:
+        return tool_versions(self.tools)
+
+    def cache_key(self, ctx: BuildContext, input_digest: str) -> str:
+        payload = {
+            "kind": self.kind,
+            "config": self.config.model_dump(mode="json"),
+            "precision": ctx.precision,
+            "input": input_digest,
+            "tools": self.tool_versions(),
+            "calibration": ctx.calib.sha256 if (self.uses_calibration and ctx.calib is not None) else None,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def tool_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out

@@ -1,0 +1,119 @@
+"""``onnx-export``: any source model -> one self-contained ONNX file at a known opset, batch axis dynamic."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from pydantic import Field
+
+from edgeify.errors import ConversionError, InputSignatureError
+
+from .base import Artifact, BuildContext, Step, StepConfig
+
+
+class OnnxExportConfig(StepConfig):
+    opset: int = Field(default=18, ge=9, description="opset for torch exports")
+    min_opset: int = Field(default=13, ge=9, description="ONNX sources below this are upgraded")
+    dynamic_batch: bool = True
+
+
+class OnnxExport(Step):
+    kind = "onnx-export"
+    Config = OnnxExportConfig
+    tools = ("torch", "onnx", "onnxscript")
+    config: OnnxExportConfig
+
+    def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
+        import onnx
+
+        from edgeify.onnx_utils import opset_of, save_single_file, signature
+
+        src = ctx.source
+        out = out_dir / "model.onnx"
+        meta: dict = {}
+        if src.kind == "onnx":
+            model = src.load()
+            opset = opset_of(model)
+            if opset < self.config.min_opset:
+                ctx.progress(f"upgrading opset {opset} -> {self.config.min_opset}")
+                from onnx import version_converter
+
+                try:
+                    model = version_converter.convert_version(model, self.config.min_opset)
+                    onnx.checker.check_model(model)
+                except Exception as exc:
+                    raise ConversionError(f"upgrading the ONNX opset {opset} -> {self.config.min_opset} failed: {exc}",
+                                          hint="re-export the model at opset 13 or newer") from None
+                meta["opset_upgraded_from"] = opset
+            meta["exporter"] = "none (ONNX source)"
+            save_single_file(model, out)
+        else:
+            meta["exporter"] = self._export_torch(ctx, out)
+        model = onnx.load(str(out))
+        meta["opset"] = opset_of(model)
+        inputs, outputs = signature(model, torch_source=src.is_torch)
+        meta["inputs"] = [t.to_dict() for t in inputs]
+        meta["outputs"] = [t.to_dict() for t in outputs]
+        return Artifact("onnx", [out], meta)
+
+    def _export_torch(self, ctx: BuildContext, out: Path) -> str:
+        import torch
+
+        src = ctx.source
+        obj = src.load()
+        names = src.input_names()
+        shapes = src.example_shapes(batch=2 if self.config.dynamic_batch else 1)
+        args = tuple(torch.randn(*s) for s in shapes)
+        module = obj.module() if src.kind == "exported-program" else obj
+        try:
+            with torch.no_grad():
+                n_out = len(_flatten(module(*args)))
+        except Exception as exc:
+            raise InputSignatureError(
+                f"{src.spec}: running the model on inputs of shape {[list(s) for s in shapes]} failed: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
+                hint="check --input-shape against what the model's forward expects") from None
+        out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+        common = dict(input_names=names, output_names=out_names, opset_version=self.config.opset)
+        if src.kind == "torchscript":
+            dynamic_axes = {n: {0: "batch"} for n in [*names, *out_names]} if self.config.dynamic_batch else None
+            self._legacy(obj, args, out, dynamic_axes, common)
+            return "torch.onnx (TorchScript)"
+        target = obj if src.kind == "exported-program" else module
+        dyn = None
+        if self.config.dynamic_batch and src.kind != "exported-program":
+            batch = torch.export.Dim("batch", min=1, max=4096)
+            dyn = tuple({0: batch} for _ in names)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(target, args if src.kind != "exported-program" else (), str(out), dynamo=True,
+                                  external_data=False, dynamic_shapes=dyn, optimize=True, verbose=False, **common)
+            return "torch.onnx (dynamo)"
+        except Exception as exc:
+            if src.kind == "exported-program":
+                raise ConversionError(f"torch.onnx export of the ExportedProgram failed: {exc}") from None
+            ctx.progress(f"dynamo export failed ({type(exc).__name__}); retrying with the TorchScript exporter")
+            dynamic_axes = {n: {0: "batch"} for n in [*names, *out_names]} if self.config.dynamic_batch else None
+            self._legacy(module, args, out, dynamic_axes, common)
+            return "torch.onnx (TorchScript fallback)"
+
+    @staticmethod
+    def _legacy(module, args, out: Path, dynamic_axes, common) -> None:
+        import torch
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, args, str(out), dynamo=False, dynamic_axes=dynamic_axes, **common)
+        except Exception as exc:
+            raise ConversionError(f"torch.onnx export failed: {type(exc).__name__}: {exc}") from None
+
+
+def _flatten(out):
+    from edgeify.sources import _flatten as flat
+
+    return flat(out)
+
+

@@ -1,0 +1,61 @@
+"""``onnx-optimize``: graph simplification (onnxslim) then ONNX Runtime's portable (basic) offline optimizations.
+
+Only ORT's *basic* level is applied offline: extended/layout optimizations are hardware specific and ONNX
+Runtime applies them itself when the session is created on the device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from edgeify.errors import ConversionError
+
+from .base import Artifact, BuildContext, Step, StepConfig
+
+
+class OnnxOptimizeConfig(StepConfig):
+    slim: bool = True
+    ort_level: Literal["disabled", "basic"] = "basic"
+
+
+class OnnxOptimize(Step):
+    kind = "onnx-optimize"
+    Config = OnnxOptimizeConfig
+    tools = ("onnx", "onnxslim", "onnxruntime")
+    config: OnnxOptimizeConfig
+
+    def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
+        import onnx
+
+        from edgeify.onnx_utils import save_single_file
+
+        assert artifact is not None
+        model = onnx.load(str(artifact.path))
+        nodes_before = len(model.graph.node)
+        meta = dict(artifact.meta)
+        if self.config.slim:
+            import onnxslim
+
+            try:
+                model = onnxslim.slim(model)
+            except Exception as exc:  # onnxslim is an optimization: a failure is reported, not fatal
+                ctx.progress(f"onnxslim skipped: {type(exc).__name__}: {exc}")
+                meta["onnxslim_error"] = str(exc)
+        slim_path = save_single_file(model, out_dir / "slim.onnx")
+        out = out_dir / "model.onnx"
+        if self.config.ort_level == "basic":
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            opts.optimized_model_filepath = str(out)
+            try:
+                ort.InferenceSession(str(slim_path), opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:
+                raise ConversionError(f"ONNX Runtime cannot load the model: {exc}") from None
+            slim_path.unlink()
+        else:
+            slim_path.rename(out)
+        meta["nodes"] = {"before": nodes_before, "after": len(onnx.load(str(out)).graph.node)}
+        return Artifact("onnx", [out], meta)
