@@ -116,7 +116,9 @@ class TargetSpec(_Frozen):
     accelerators: tuple[AcceleratorSpec, ...] = ()
     precisions: tuple[Precision, ...]
     engines: dict[str, EngineSpec]
-    default_engine: dict[Precision, str] = Field(description="engine used per precision when --engine is not given")
+    default_engine: dict[Precision, str] = Field(
+        description="engine used per precision when --engine is not given (entries for precisions a board "
+                    "does not list, e.g. inherited from its template, are unused)")
     bench: BenchProtocol = BenchProtocol()
     tolerances: dict[Precision, Tolerance] = Field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     source: str = Field(default="", description="where this spec was loaded from", exclude=True)
@@ -141,9 +143,6 @@ class TargetSpec(_Frozen):
                 raise ValueError(f"default_engine.{prec} = {eng!r} is not one of the engines {sorted(self.engines)}")
             if prec not in self.engines[eng].precisions:
                 raise ValueError(f"default engine {eng!r} for {prec!r} does not support that precision")
-        for prec in self.default_engine:
-            if prec not in self.precisions:
-                raise ValueError(f"default_engine names {prec!r}, which is not in precisions")
         return self
 
     # -- derived -------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def random_dataset(signature: list[TensorSpec], samples: int, seed: int) -> Data
             arrays[spec.name] = rng.integers(0, 2, shape).astype(dt)
         else:
             arrays[spec.name] = rng.integers(0, 10, shape).astype(dt)
-    return Dataset(arrays, None, f"random(seed={seed})", f"random-{seed}", batch)
+    return Dataset(arrays, None, f"random(seed={seed})", f"random-{seed}", batch, fixed_batch=fixed_batch is not None)
 
 
 def collect(runner: Runner, data: Dataset, n_outputs: int) -> list[np.ndarray]:

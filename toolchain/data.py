@@ -46,21 +46,27 @@ class Dataset:
     sha256: str
     batch: int  # the batch size the model is fed with
     preprocessing: dict | None = None
+    fixed_batch: bool = False  # the model's batch dim is fixed: only full batches can be fed
 
     @property
     def count(self) -> int:
         return len(next(iter(self.inputs.values())))
 
-    def batches(self, max_samples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    def batches(self, max_samples: int | None = None, drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        """Samples in the model's batch size; a dynamic-batch model also gets the last partial batch unless
+        ``drop_last`` (calibrators that stack batches want equal sizes)."""
         n = self.count if max_samples is None else min(self.count, max_samples)
-        for start in range(0, n - self.batch + 1, self.batch):
+        full = drop_last or self.fixed_batch
+        for start in range(0, n if not full else n - self.batch + 1, self.batch):
             yield {k: v[start:start + self.batch] for k, v in self.inputs.items()}
 
     def head(self, n: int) -> Dataset:
-        n = max(self.batch, (min(n, self.count) // self.batch) * self.batch)
+        n = min(n, self.count)
+        if self.fixed_batch:
+            n = max(self.batch, (n // self.batch) * self.batch)
         return Dataset({k: v[:n] for k, v in self.inputs.items()},
                        None if self.labels is None else self.labels[:n], self.origin, self.sha256, self.batch,
-                       self.preprocessing)
+                       self.preprocessing, self.fixed_batch)
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> str:
@@ -105,14 +111,15 @@ def load_dataset(path: str | Path, signature: list[TensorSpec], *, purpose: str 
             raise DataError(f"{p}: {LABELS_KEY!r} must be {n} integer class ids, got shape {labels.shape} "
                             f"dtype {labels.dtype}")
     batch = _model_batch(signature)
-    if n < batch:
+    fixed = any(s.shape and isinstance(s.shape[0], int) for s in signature)
+    if fixed and n < batch:
         raise DataError(f"{p}: {n} samples, fewer than the model's fixed batch size {batch}")
     if n == 0:
         raise DataError(f"{p}: no samples")
     digest_src = dict(arrays)
     if labels is not None:
         digest_src[LABELS_KEY] = labels
-    return Dataset(arrays, labels, str(p), _digest(digest_src), batch, prep)
+    return Dataset(arrays, labels, str(p), _digest(digest_src), batch, prep, fixed)
 
 
 def _model_batch(signature: list[TensorSpec]) -> int:

@@ -7,14 +7,15 @@
 
 Depends on numpy only; each engine (onnxruntime, openvino, ...) is imported when a bundle needs it.
 ``python -m edgeify_runtime.bench`` is the benchmark agent; ``python -m edgeify_runtime.fingerprint`` prints
-the device fingerprint.
+the device fingerprint (``device_fingerprint()`` returns it; the name leaves ``edgeify_runtime.fingerprint``
+to the module).
 """
 
 from __future__ import annotations
 
 from .engines import available_engines
 from .errors import BundleError, EdgeifyRuntimeError, EngineMissingError, InputSignatureError
-from .fingerprint import fingerprint
+from .fingerprint import fingerprint as device_fingerprint
 from .manifest import SCHEMA_VERSION, Manifest, TensorSpec
 from .session import Model, load
 
@@ -33,6 +34,6 @@ __all__ = [
     "TensorSpec",
     "__version__",
     "available_engines",
-    "fingerprint",
+    "device_fingerprint",
     "load",
 ]

@@ -409,6 +409,25 @@ def _stdout_reserved() -> Iterator[Any]:
         sys.stdout = old_stdout
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a deployer's deadline) ends the run like Ctrl-C: a JSON error and exit 130, not silence."""
+    import signal
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM on this platform
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _error_payload(err: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "error": err, "agent_version": AGENT_VERSION}
 
@@ -449,15 +468,15 @@ def main(argv: list[str] | None = None) -> int:
     except RequestError as err:
         print(json.dumps(_error_payload(err.to_dict())), flush=True)
         return err.exit_code
-    with _stdout_reserved() as out:
+    with _stdout_reserved() as out, _sigterm_as_interrupt():
         code = 0
         try:
             result = run_benchmark(_read_request(args.request))
         except EdgeifyRuntimeError as err:
             result, code = _error_payload(err.to_dict()), err.exit_code
         except KeyboardInterrupt:
-            result, code = _error_payload({"type": "Interrupted", "message": "interrupted", "hint": "",
-                                           "exit_code": 130}), 130
+            result, code = _error_payload({"type": "Interrupted", "message": "interrupted (SIGINT/SIGTERM)",
+                                           "hint": "", "exit_code": 130}), 130
         except Exception as exc:
             if os.environ.get("EDGEIFY_DEBUG") == "1":
                 traceback.print_exc(file=sys.stderr)

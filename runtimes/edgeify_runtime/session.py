@@ -59,19 +59,25 @@ def _fmt_shape(shape: tuple[Any, ...]) -> str:
 
 
 class _Port:
-    """A TensorSpec with its resolved dtype and layout permutations."""
+    """A TensorSpec with its resolved dtype, layout permutations and precomputed shape checks."""
 
-    __slots__ = ("dtype", "from_engine", "shape_str", "spec", "to_engine")
+    __slots__ = ("dtype", "fixed", "from_engine", "name", "rank", "shape_str", "shared", "spec", "to_engine")
 
     def __init__(self, spec: TensorSpec, kind: str) -> None:
         self.spec = spec
+        self.name = spec.name
+        self.rank = len(spec.shape)
         self.shape_str = _fmt_shape(spec.shape)
         self.dtype = _dtype(spec.dtype, f"{kind} {spec.name!r}")
         self.to_engine = layout_permutation(spec.layout, spec.engine_layout)
         self.from_engine = layout_permutation(spec.engine_layout, spec.layout)
         if self.to_engine is not None and len(spec.shape) != len(self.to_engine):
-            raise BundleError(f"manifest: {kind} {spec.name!r} has shape {_fmt_shape(spec.shape)} but layout "
+            raise BundleError(f"manifest: {kind} {spec.name!r} has shape {self.shape_str} but layout "
                               f"{spec.layout!r}")
+        #: (axis, size) of every fixed dimension
+        self.fixed = tuple((i, d) for i, d in enumerate(spec.shape) if isinstance(d, int) and d >= 0)
+        #: (axis, symbol) of dynamic dimensions whose name other inputs share (set by Model)
+        self.shared: tuple[tuple[int, str], ...] = ()
 
 
 class Model:
@@ -90,7 +96,16 @@ class Model:
         self._engine_module = adapter.module
         self._in = [_Port(t, "input") for t in manifest.inputs]
         self._out = [_Port(t, "output") for t in manifest.outputs]
-        self._in_names = [p.spec.name for p in self._in]
+        self._in_names = [p.name for p in self._in]
+        # a dynamic dimension name used by several inputs ("batch") must have one value across them
+        users: dict[str, set[str]] = {}
+        for port in self._in:
+            for d in port.spec.shape:
+                if isinstance(d, str) and d not in _ANONYMOUS_DIMS:
+                    users.setdefault(d, set()).add(port.name)
+        for port in self._in:
+            port.shared = tuple((i, d) for i, d in enumerate(port.spec.shape)
+                                if isinstance(d, str) and len(users.get(d, ())) > 1)
 
     # -- signature -----------------------------------------------------------------------------------------
     @property
@@ -139,10 +154,12 @@ class Model:
         raw = adapter.run(prepared)
         out: dict[str, np.ndarray] = {}
         for port in self._out:
-            name = port.spec.name
+            name = port.name
             if name not in raw:  # pragma: no cover - adapters return every manifest output
                 raise BundleError(f"engine {self._engine_name} returned no output {name!r}")
-            arr = np.asarray(raw[name])
+            arr = raw[name]
+            if not isinstance(arr, np.ndarray):
+                arr = np.asarray(arr)
             if port.from_engine is not None and arr.ndim == len(port.from_engine):
                 arr = np.ascontiguousarray(arr.transpose(port.from_engine))
             out[name] = arr
@@ -157,9 +174,10 @@ class Model:
                     f"this model has {len(self._in)} inputs ({', '.join(self._in_names)}); pass a dict "
                     "{name: array}, not a single array")
             feeds = {self._in_names[0]: feeds}
-        unknown = [str(k) for k in feeds if k not in self._in_names]
-        missing = [n for n in self._in_names if n not in feeds]
-        if unknown or missing:
+        names = self._in_names
+        if len(feeds) != len(names) or any(n not in feeds for n in names):
+            unknown = [str(k) for k in feeds if k not in names]
+            missing = [n for n in names if n not in feeds]
             parts = []
             if unknown:
                 parts.append(f"unknown input name(s) {', '.join(map(repr, unknown))}")
@@ -168,44 +186,43 @@ class Model:
             raise InputSignatureError("; ".join(parts) + f". The model's inputs: {self._describe_inputs()}")
         symbols: dict[str, tuple[int, str]] = {}
         prepared: dict[str, np.ndarray] = {}
-        # a dynamic dimension name shared by several inputs ("batch") must have one value across them
         for port in self._in:
-            spec = port.spec
-            arr = feeds[spec.name]
+            name = port.name
+            arr = feeds[name]
             if not isinstance(arr, np.ndarray):
                 try:
                     arr = np.asarray(arr)
                 except Exception as exc:
                     raise InputSignatureError(
-                        f"input {spec.name!r}: cannot be converted to an array: {exc}") from exc
-            want = port.shape_str
-            if arr.ndim != len(spec.shape):
+                        f"input {name!r}: cannot be converted to an array: {exc}") from exc
+            shape = arr.shape
+            if len(shape) != port.rank:
                 raise InputSignatureError(
-                    f"input {spec.name!r}: expected rank {len(spec.shape)} (shape {want}), got shape "
-                    f"{list(arr.shape)} (rank {arr.ndim})")
-            for axis, dim in enumerate(spec.shape):
-                got = arr.shape[axis]
-                if isinstance(dim, int):
-                    if dim >= 0 and dim != got:
-                        raise InputSignatureError(
-                            f"input {spec.name!r}: dimension {axis} must be {dim} (shape {want}), got shape "
-                            f"{list(arr.shape)}")
-                elif dim not in _ANONYMOUS_DIMS:
-                    seen = symbols.setdefault(dim, (got, spec.name))
-                    if seen[0] != got and seen[1] != spec.name:
-                        raise InputSignatureError(
-                            f"input {spec.name!r}: dynamic dimension {dim!r} (axis {axis}) is {got}, but it "
-                            f"is {seen[0]} in input {seen[1]!r}; inputs sharing a dimension name must agree")
+                    f"input {name!r}: expected rank {port.rank} (shape {port.shape_str}), got shape "
+                    f"{list(shape)} (rank {len(shape)})")
+            for axis, dim in port.fixed:
+                if shape[axis] != dim:
+                    raise InputSignatureError(
+                        f"input {name!r}: dimension {axis} must be {dim} (shape {port.shape_str}), got shape "
+                        f"{list(shape)}")
+            for axis, sym in port.shared:
+                seen = symbols.setdefault(sym, (shape[axis], name))
+                if seen[0] != shape[axis] and seen[1] != name:
+                    raise InputSignatureError(
+                        f"input {name!r}: dynamic dimension {sym!r} (axis {axis}) is {shape[axis]}, but it "
+                        f"is {seen[0]} in input {seen[1]!r}; inputs sharing a dimension name must agree")
             if arr.dtype != port.dtype:
                 if not np.can_cast(arr.dtype, port.dtype, casting="same_kind"):
                     raise InputSignatureError(
-                        f"input {spec.name!r}: expected dtype {port.dtype.name}, got {arr.dtype.name}, which "
+                        f"input {name!r}: expected dtype {port.dtype.name}, got {arr.dtype.name}, which "
                         "cannot be cast safely (same kind); convert it explicitly, e.g. "
                         f"x.astype({port.dtype.name!r})")
                 arr = arr.astype(port.dtype)
             if port.to_engine is not None:
                 arr = arr.transpose(port.to_engine)
-            prepared[spec.name] = np.ascontiguousarray(arr)
+            if not arr.flags.c_contiguous:
+                arr = np.ascontiguousarray(arr)
+            prepared[name] = arr
         return prepared
 
     def _describe_inputs(self) -> str:

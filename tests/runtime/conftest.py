@@ -1,4 +1,4 @@
-"""Fixtures for the device-side tests: tiny real ONNX models, and real bundles written per the manifest schema.
+"""Fixtures for the device-side tests: tiny real ONNX models, real bundles written per the manifest schema.
 
 Tests may import onnx and openvino (to build artifacts); the runtime package under test may not.
 """
@@ -54,7 +54,8 @@ def _weights(seed: int, *shape: int) -> np.ndarray:
 def _finish(graph: Any) -> Any:
     from onnx import checker, helper
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgeify-tests")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="edgeify-tests")
     model.ir_version = IR_VERSION
     checker.check_model(model)
     return model
@@ -144,7 +145,8 @@ def write_bundle(dest: Path, payload: dict[str, Path], *, engine: str, artifact:
         "created_at": "2026-11-24T10:00:00+00:00",
         "target": {"name": target, "family": "x86", "arch": "x86_64"},
         "engine": {"name": engine, "min_version": min_version, "artifact": artifact,
-                   "format": "onnx" if artifact.endswith(".onnx") else "openvino-ir", "options": options or {}},
+                   "format": "onnx" if artifact.endswith(".onnx") else "openvino-ir",
+                   "options": options or {}},
         "precision": precision,
         "inputs": inputs,
         "outputs": outputs,
@@ -158,7 +160,8 @@ def write_bundle(dest: Path, payload: dict[str, Path], *, engine: str, artifact:
     return dest
 
 
-def rewrite_manifest(bundle: Path, mutate: Callable[[dict[str, Any]], None], *, redigest: bool = True) -> None:
+def rewrite_manifest(bundle: Path, mutate: Callable[[dict[str, Any]], None], *,
+                     redigest: bool = True) -> None:
     """Edit a bundle's manifest in place; by default recompute bundle_digest so only the edit is wrong."""
     path = bundle / "manifest.json"
     raw = json.loads(path.read_text(encoding="utf-8"))
@@ -177,6 +180,7 @@ class BundleKit:
         self._count = 0
 
     rewrite_manifest = staticmethod(rewrite_manifest)
+    write_bundle = staticmethod(write_bundle)
 
     def onnx(self, model: str) -> Path:
         path = self.cache / f"{model}.onnx"
@@ -207,14 +211,15 @@ class BundleKit:
     def ort_bundle(self, model: str = "gemm", **kw: Any) -> Path:
         inputs, outputs = self.signature(model)
         kw.setdefault("min_version", "1.16.0")
-        return write_bundle(self._dest(f"{model}-ort"), {"model.onnx": self.onnx(model)}, engine="onnxruntime",
-                            artifact="model.onnx", inputs=inputs, outputs=outputs, **kw)
+        return write_bundle(self._dest(f"{model}-ort"), {"model.onnx": self.onnx(model)},
+                            engine="onnxruntime", artifact="model.onnx", inputs=inputs, outputs=outputs, **kw)
 
     def ov_bundle(self, model: str = "gemm", **kw: Any) -> Path:
         inputs, outputs = self.signature(model)
         xml = self.ir(model)
         kw.setdefault("min_version", "2024.0")
-        return write_bundle(self._dest(f"{model}-ov"), {"model.xml": xml, "model.bin": xml.with_suffix(".bin")},
+        payload = {"model.xml": xml, "model.bin": xml.with_suffix(".bin")}
+        return write_bundle(self._dest(f"{model}-ov"), payload,
                             engine="openvino", artifact="model.xml", inputs=inputs, outputs=outputs, **kw)
 
     def reference(self, model: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -7,9 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import edgeify_runtime as er
+import pytest
 from edgeify_runtime import engines
 from edgeify_runtime.engines.base import EngineInfo, check_min_version, version_at_least, version_tuple
 
@@ -26,7 +25,8 @@ def test_version_tuple(version, expected):
 
 
 @pytest.mark.parametrize(("installed", "minimum", "ok"), [
-    ("1.32.0", "1.17.0", True), ("1.17.0", "1.17", True), ("1.9.0", "1.17.0", False),  # numeric, not string order
+    ("1.32.0", "1.17.0", True), ("1.17.0", "1.17", True),
+    ("1.9.0", "1.17.0", False),  # numeric, not string order
     ("2024.4.1", "2024.4", True), ("2023.3.0", "2024.0", False), ("1.18.0rc1", "1.18.0", True),
     ("2.10", "2.9.9", True), ("10.0", "9.99", True),
 ])
@@ -83,11 +83,12 @@ def test_import_is_light_and_engine_discovery_imports_nothing():
     code = (
         "import json, sys\n"
         "import edgeify_runtime as er\n"
-        "er.available_engines(); er.fingerprint()\n"
+        "er.available_engines(); er.device_fingerprint()\n"
         "heavy = ('onnxruntime', 'openvino', 'torch', 'onnx', 'tensorflow', 'edgeify', 'pydantic')\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(heavy))))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=120)
     assert json.loads(out.stdout) == []
 
 
@@ -97,9 +98,11 @@ def test_loading_imports_only_the_bundle_engine(kit):
         "import json, sys\n"
         "import edgeify_runtime as er\n"
         f"m = er.load({str(bundle)!r}); m.run({{'x': [[0.0] * 8]}}); m.close()\n"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'onnxruntime', 'openvino', 'onnx'})))\n"
+        "engines = {'onnxruntime', 'openvino', 'onnx'}\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & engines)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=120)
     assert json.loads(out.stdout) == ["onnxruntime"]
 
 
@@ -133,8 +136,11 @@ def test_version_matches_pyproject():
 
 
 def test_public_api():
-    assert set(er.__all__) >= {"load", "Model", "TensorSpec", "Manifest", "available_engines", "fingerprint",
-                               "BundleError", "EngineMissingError", "InputSignatureError",
-                               "EdgeifyRuntimeError", "__version__"}
+    assert set(er.__all__) >= {"load", "Model", "TensorSpec", "Manifest", "available_engines",
+                               "device_fingerprint", "BundleError", "EngineMissingError",
+                               "InputSignatureError", "EdgeifyRuntimeError", "__version__"}
     for name in er.__all__:
         assert hasattr(er, name), name
+    import edgeify_runtime.fingerprint as fp_module  # the module, not shadowed by a function
+
+    assert callable(fp_module.fingerprint) and fp_module.fingerprint is er.device_fingerprint

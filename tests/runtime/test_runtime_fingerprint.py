@@ -11,7 +11,6 @@ import sys
 
 import numpy as np
 import pytest
-
 from edgeify_runtime import fingerprint as fpmod
 from edgeify_runtime.stats import summarize
 
@@ -27,7 +26,8 @@ RPI5 = "\n\n".join(
     f"processor\t: {i}\nBogoMIPS\t: 108.00\n"
     "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop "
     "asimddp\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\n"
-    "CPU revision\t: 1\n" for i in range(4)) + "\n\nRevision\t: d04170\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n"
+    "CPU revision\t: 1\n" for i in range(4)
+) + "\n\nRevision\t: d04170\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n"
 
 # big.LITTLE phone SoC: two core types
 BIG_LITTLE = ("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm bf16 sve sve2\nCPU implementer\t: 0x41\n"
@@ -92,8 +92,8 @@ def test_unreadable_files_never_fail(monkeypatch):
 
 
 def test_fingerprint_cli_prints_json(agent_env):
-    out = subprocess.run([sys.executable, "-m", "edgeify_runtime.fingerprint"], capture_output=True, text=True,
-                         check=True, timeout=120, env=agent_env())
+    out = subprocess.run([sys.executable, "-m", "edgeify_runtime.fingerprint"], capture_output=True,
+                         text=True, check=True, timeout=120, env=agent_env())
     data = json.loads(out.stdout)
     assert data["arch"] == platform.machine() and data["fingerprint_version"] == 1
 

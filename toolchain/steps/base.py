@@ -72,6 +72,7 @@ class Step:
     tools: ClassVar[tuple[str, ...]] = ()
     cacheable: ClassVar[bool] = True
     uses_calibration: ClassVar[bool] = False
+    precision_sensitive: ClassVar[bool] = True  # False: the output does not depend on the build's precision
 
     def __init__(self, config: StepConfig) -> None:
         self.config = config
@@ -86,7 +87,7 @@ class Step:
         payload = {
             "kind": self.kind,
             "config": self.config.model_dump(mode="json"),
-            "precision": ctx.precision,
+            "precision": ctx.precision if self.precision_sensitive else None,
             "input": input_digest,
             "tools": self.tool_versions(),
             "calibration": ctx.calib.sha256 if (self.uses_calibration and ctx.calib is not None) else None,

@@ -22,6 +22,7 @@ class OnnxExport(Step):
     kind = "onnx-export"
     Config = OnnxExportConfig
     tools = ("torch", "onnx", "onnxscript")
+    precision_sensitive = False
     config: OnnxExportConfig
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:

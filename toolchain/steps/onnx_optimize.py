@@ -23,6 +23,7 @@ class OnnxOptimize(Step):
     kind = "onnx-optimize"
     Config = OnnxOptimizeConfig
     tools = ("onnx", "onnxslim", "onnxruntime")
+    precision_sensitive = False
     config: OnnxOptimizeConfig
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:

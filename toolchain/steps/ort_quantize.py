@@ -83,7 +83,7 @@ class OrtQuantize(Step):
         if ctx.calib is None:
             raise DataError("static int8 quantization needs calibration data",
                             hint="pass --calib data.npz (or a .npy / image folder), or use --precision int8-dynamic")
-        batches = list(ctx.calib.batches(max_samples=self.config.max_calibration_samples))
+        batches = list(ctx.calib.batches(max_samples=self.config.max_calibration_samples, drop_last=True))
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
