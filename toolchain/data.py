@@ -57,8 +57,9 @@ class Dataset:
         ``drop_last`` (calibrators that stack batches want equal sizes)."""
         n = self.count if max_samples is None else min(self.count, max_samples)
         full = drop_last or self.fixed_batch
-        for start in range(0, n if not full else n - self.batch + 1, self.batch):
-            yield {k: v[start:start + self.batch] for k, v in self.inputs.items()}
+        b = self.batch if self.fixed_batch else max(1, min(self.batch, n))
+        for start in range(0, n if not full else n - b + 1, b):
+            yield {k: v[start:start + b] for k, v in self.inputs.items()}
 
     def head(self, n: int) -> Dataset:
         n = min(n, self.count)

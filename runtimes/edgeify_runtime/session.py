@@ -280,4 +280,8 @@ def load(bundle: str | os.PathLike[str], *, engine: str | None = None, threads: 
     merged = dict(manifest.engine.options)
     merged.update(dict(options or {}))
     adapter.load(bundle_dir, manifest, threads, merged)
-    return Model(bundle_dir, manifest, adapter, threads)
+    try:
+        return Model(bundle_dir, manifest, adapter, threads)
+    except BaseException:
+        adapter.close()
+        raise

@@ -194,14 +194,16 @@ def test_bench_sigterm_reports_json_and_130(kit, agent_env):
     proc = subprocess.Popen([sys.executable, "-m", "edgeify_runtime.bench"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=agent_env())
     try:
-        assert proc.stdin is not None and proc.stderr is not None
+        assert proc.stdin is not None and proc.stderr is not None and proc.stdout is not None
         proc.stdin.write(json.dumps(req))
         proc.stdin.close()
         deadline = time.monotonic() + 60
         while "timing at least" not in proc.stderr.readline():  # wait until the timed phase runs
             assert time.monotonic() < deadline and proc.poll() is None
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -241,3 +243,19 @@ def test_save_npz_accepts_any_output_name(tmp_path):
         assert sorted(z.files) == sorted(arrays)
         np.testing.assert_array_equal(z["a/b:0"], arrays["a/b:0"])
     assert [p.name for p in tmp_path.iterdir()] == ["o"]  # no temp file left behind
+
+
+def test_stdout_is_reserved_for_the_result(capfd):
+    """Anything written to fd 1 while the agent works (Python or native code) lands on stderr."""
+    import os
+
+    from edgeify_runtime.bench import _stdout_reserved
+
+    with _stdout_reserved() as out:
+        print("python chatter")
+        os.write(1, b"native chatter\n")
+        out.write('{"ok": true}\n')
+    print("after")
+    captured = capfd.readouterr()
+    assert captured.out == '{"ok": true}\nafter\n'
+    assert "python chatter" in captured.err and "native chatter" in captured.err

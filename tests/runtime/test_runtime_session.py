@@ -220,3 +220,14 @@ def test_verify_false_skips_hashing(kit):
         er.load(bundle)
     with er.load(bundle, verify=False) as model:
         assert model.run(_x(1))["y"].shape == (1, 4)
+
+
+def test_bad_dtype_or_layout_in_manifest(kit):
+    bundle = kit.ort_bundle("gemm")
+    kit.rewrite_manifest(bundle, lambda m: m["inputs"][0].update(dtype="float99"))
+    with pytest.raises(BundleError, match="unknown dtype 'float99'"):
+        er.load(bundle)
+    bundle = kit.ort_bundle("gemm")
+    kit.rewrite_manifest(bundle, lambda m: m["inputs"][0].update(layout="NCHW", engine_layout="NHWC"))
+    with pytest.raises(BundleError, match="has shape"):  # rank 2 cannot be NCHW
+        er.load(bundle)

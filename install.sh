@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install edgeify with every backend into the current Python environment.
+#   ./install.sh          edgeify + edgeify-runtime (editable) with all engines and converters
+#   ./install.sh --dev    also test dependencies and the system packages the test suite needs
+#                         (openssh-server for real sshd devices, iproute2 for network namespaces)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+dev=0
+for arg in "$@"; do
+  case "$arg" in
+    --dev) dev=1 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) echo "install.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+PY=${PYTHON:-python}
+command -v "$PY" >/dev/null || PY=python3
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+if [ "$dev" = 1 ]; then
+  pkgs=(openssh-server iproute2)
+  missing=()
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    say "system packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+extras="all"
+[ "$dev" = 1 ] && extras="all,dev"
+say "python packages: edgeify[$extras] + edgeify-runtime ($("$PY" --version))"
+"$PY" -m pip install -q --upgrade pip
+"$PY" -m pip install -q -c constraints.txt -e ./runtimes -e ".[$extras]"
+
+# Packages whose declared dependencies would break the environment are installed with --no-deps here
+# (none needed yet; onnx2tf joins this list with the TFLite targets).
+NO_DEPS=()
+if [ "${#NO_DEPS[@]}" -gt 0 ]; then
+  "$PY" -m pip install -q --no-deps "${NO_DEPS[@]}"
+fi
+
+"$PY" -m pip check || echo "pip check: see README 'Install' for the expected messages of --no-deps packages"
+say "done: $(edgeify version 2>/dev/null || echo '?') — try: edgeify targets"

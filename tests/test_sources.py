@@ -1,0 +1,108 @@
+"""Model inputs: ONNX (any opset from 9), ExportedProgram, TorchScript, module.py:factory + --input-shape."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, make_gemm_onnx
+from edgeify.build import build
+from edgeify.errors import InputSignatureError, ModelLoadError
+from edgeify.sources import open_source, parse_input_shapes
+
+
+def test_onnx_opset9_source_is_upgraded(tmp_path: Path) -> None:
+    src = make_gemm_onnx(tmp_path / "old.onnx", opset=9)
+    res = build(src, target="x86", precision="int8-dynamic", out=tmp_path / "b", measure_latency=False)
+    export = res.steps[0]
+    assert res.manifest["opset"] >= 13
+    assert res.validation["passed"]
+    assert export["uses"] == "onnx-export"
+    assert res.manifest["inputs"][0]["shape"] == ["batch", 16]
+
+
+def test_torchscript_source(tmp_path: Path) -> None:
+    import torch
+
+    from edgeify.sources import open_source as _open
+
+    digits_cnn = _open(f"{REPO}/examples/digits/model.py:digits_cnn").load
+    ts = tmp_path / "digits.pt"
+    torch.jit.save(torch.jit.script(digits_cnn()), str(ts))
+    res = build(ts, target="x86", precision="fp32", input_shapes=["1,1,8,8"], out=tmp_path / "b",
+                measure_latency=False)
+    assert res.manifest["source"]["kind"] == "torchscript"
+    assert res.manifest["inputs"][0] == {"name": "x", "shape": ["batch", 1, 8, 8], "dtype": "float32",
+                                         "layout": "NCHW"}
+    worst = max(r["max_abs"] for r in res.validation["outputs"])
+    assert worst < 1e-4
+
+
+def test_module_factory_source_with_input_shape(tmp_path: Path) -> None:
+    res = build(f"{REPO}/examples/digits/model.py:digits_cnn", target="x86-avx2", precision="fp16",
+                input_shapes=["x:1,1,8,8"], out=tmp_path / "b", measure_latency=False)
+    assert res.manifest["source"]["kind"] == "module-factory"
+    assert res.manifest["source"]["factory"] == "digits_cnn"
+    assert res.manifest["inputs"][0]["shape"][0] == "batch"  # dynamic batch recorded
+
+
+def test_factory_without_input_shape_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputSignatureError) as exc:
+        build(f"{REPO}/examples/digits/model.py:digits_cnn", target="x86", out=tmp_path / "b")
+    assert "input shape is unknown" in exc.value.message and "--input-shape" in exc.value.hint
+
+
+def test_wrong_input_shape_for_the_model(tmp_path: Path) -> None:
+    with pytest.raises(InputSignatureError) as exc:
+        build(f"{REPO}/examples/digits/model.py:digits_cnn", target="x86", input_shapes=["1,3,32,32"],
+              out=tmp_path / "b")
+    assert exc.value.exit_code == 5 and "[1, 3, 32, 32]" in exc.value.message
+    assert not (tmp_path / "b").exists()
+
+
+def test_pickled_module_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    p = tmp_path / "pickled.pt"
+    torch.save(torch.nn.Linear(2, 2), str(p))
+    with pytest.raises(ModelLoadError, match="TorchScript"):
+        open_source(str(p)).load()
+
+
+def test_corrupt_and_unknown_models(tmp_path: Path) -> None:
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 50)
+    with pytest.raises(ModelLoadError, match="not a valid ONNX model"):
+        open_source(str(bad)).load()
+    other = tmp_path / "model.h5"
+    other.write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match="unknown model kind"):
+        open_source(str(other))
+    with pytest.raises(ModelLoadError, match="not found"):
+        open_source(str(tmp_path / "missing.onnx"))
+    script = tmp_path / "m.py"
+    script.write_text(textwrap.dedent("def build():\n    return 42\n"))
+    with pytest.raises(ModelLoadError, match="not a torch.nn.Module"):
+        open_source(f"{script}:build").load()
+    with pytest.raises(ModelLoadError, match="no callable 'nope'"):
+        open_source(f"{script}:nope").load()
+
+
+def test_parse_input_shapes() -> None:
+    assert parse_input_shapes(["1,3,224,224"]) == [(1, 3, 224, 224)]
+    assert parse_input_shapes(["x:1,3,8,8", "m:1,4"]) == {"x": (1, 3, 8, 8), "m": (1, 4)}
+    for bad in (["1,a"], ["0,3"], ["x:1,2", "1,2"]):
+        with pytest.raises(InputSignatureError):
+            parse_input_shapes(bad)
+
+
+def test_fixed_batch_onnx_is_fed_in_its_batch_size(tmp_path: Path) -> None:
+    src = make_gemm_onnx(tmp_path / "fixed.onnx", dynamic_batch=False)
+    calib = tmp_path / "calib.npy"
+    np.save(calib, np.random.default_rng(1).standard_normal((40, 16)).astype(np.float32))
+    res = build(src, target="x86", precision="int8", calib=calib, out=tmp_path / "b", measure_latency=False)
+    assert res.manifest["inputs"][0]["shape"] == [1, 16]
+    assert res.manifest["calibration"]["count"] == 40
