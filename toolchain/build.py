@@ -87,7 +87,7 @@ def build(model: str | Path, *, target: str, out: str | Path, precision: str = "
                              "or use --precision int8-dynamic")
     for flag, p in (("--calib", calib), ("--eval", eval), ("--preprocess", preprocess)):
         if p is not None and not Path(p).exists():
-            raise DataError(f"{flag} {p}: not found")
+            raise DataError(f"{flag} {p}: not found", hint=f"{flag} takes a .npz, a .npy or an image folder")
     source = open_source(str(model), input_shapes)
     out = Path(out)
     staging = bundle_mod.staging_dir_for(out)

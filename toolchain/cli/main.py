@@ -257,10 +257,12 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             err_console.print_exception()
         _print_error(exc)
+        if exc.exit_code == 130:
+            _exit_now(130)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/]")
-        sys.exit(130)
+        sys.stderr.write("interrupted\n")
+        _exit_now(130)
     except Exception as exc:  # the last resort: one line, traceback only on request
         if debug:
             err_console.print_exception()
@@ -271,17 +273,21 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _print_error(exc: Any) -> None:
-    from rich.text import Text
-
-    text = Text()
-    text.append("error", style="bold red")
-    text.append(f" [{exc.exit_code}] {exc.message}")
-    err_console.print(text)
+    """Plain text, never re-wrapped: messages and fixes must survive copy-paste and log scraping."""
+    tty = sys.stderr.isatty()
+    red, yellow, reset = ("\033[1;31m", "\033[1;33m", "\033[0m") if tty else ("", "", "")
+    sys.stderr.write(f"{red}error{reset} [{exc.exit_code}] {exc.message}\n")
     if exc.hint:
-        fix = Text()
-        fix.append("fix: ", style="bold yellow")
-        fix.append(exc.hint)
-        err_console.print(fix)
+        sys.stderr.write(f"{yellow}fix:{reset} {exc.hint}\n")
+    sys.stderr.flush()
+
+
+def _exit_now(code: int) -> None:
+    """After Ctrl-C/SIGTERM the partial output is already gone; skip atexit hooks of half-imported libraries
+    (a second KeyboardInterrupt there would turn the documented exit code into a signal death)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 __all__ = ["app", "main"]

@@ -1,0 +1,447 @@
+"""``SSHTransport``: a device over SSH, with paramiko.
+
+Security and failure behaviour (``tests/ssh`` runs all of it against real sshd processes):
+
+- Host keys are checked strictly against known_hosts (``~/.ssh/known_hosts`` or the config's
+  ``UserKnownHostsFile``, plus the global file). An unknown host fails with ``HostKeyUnknownError`` (22) and the
+  key's fingerprint; a changed key fails with ``HostKeyChangedError`` (23) and is never replaced
+  automatically. Trust-on-first-use happens only with ``trust_new_host_key=True`` (``--trust-new-host-key``),
+  which appends the new key to the first known_hosts file.
+- Authentication: the key files (the device's ``key``, else the config's ``IdentityFile``, else OpenSSH's
+  defaults), then the ssh-agent's keys. Passphrases are held in memory only and never logged, stored or shown.
+- The TCP socket is made here, with ``TCP_USER_TIMEOUT`` and keepalive probes, and handed to paramiko, which
+  also sends SSH keepalives: a device that vanishes (link cut, power loss) gives ``TransportLostError`` (24)
+  within seconds instead of blocking for the kernel's ~15 minute retransmission timeout.
+- Commands are argv lists; every argument is quoted with ``shlex.quote`` before it reaches the remote shell.
+- Files go over SFTP with pipelined writes and prefetched reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import hashlib
+import os
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    ConfigError,
+    HostKeyChangedError,
+    HostKeyUnknownError,
+    RemoteCommandError,
+    SSHAuthError,
+    TransportLostError,
+    UnreachableError,
+)
+from .local import io_error
+from .sshconfig import SSHEndpoint, resolve
+from .transport import CommandResult, ProgressCallback, Transport, as_bytes, check_env
+
+if TYPE_CHECKING:  # paramiko is imported when a connection is made, not when edgeify starts
+    import paramiko
+
+#: milliseconds of unacknowledged data after which the kernel drops the connection (a cut link)
+TCP_USER_TIMEOUT_MS = 5000
+#: seconds between SSH keepalive packets (they also make TCP notice an idle dead link)
+KEEPALIVE_S = 2
+CONNECT_TIMEOUT_S = 10.0
+#: longest an SFTP operation may stall with the connection alive
+IO_TIMEOUT_S = 60.0
+#: SSH window we advertise (for downloads) and SFTP request size for uploads; measured in
+#: benchmarks/ssh_deploy.py. OpenSSH's sftp-server accepts requests up to 256 KiB.
+WINDOW_BYTES = 8 * 2**20
+PUT_CHUNK = 32 * 1024
+#: AES-GCM first: one pass for encryption and integrity (OpenSSH >= 6.2 offers it); the rest as paramiko has them
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr",
+                     "aes192-ctr")
+#: known_hosts key type -> host key algorithms that prove it
+_KEY_ALGOS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's ``SHA256:...`` fingerprint of a public key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _key_kind(key: paramiko.PKey) -> str:
+    name = key.get_name()
+    return {"ssh-ed25519": "ED25519", "ssh-rsa": "RSA"}.get(name, name.upper())
+
+
+def tcp_socket(host: str, port: int, *, timeout: float, user_timeout_ms: int = TCP_USER_TIMEOUT_MS,
+               label: str = "") -> socket.socket:
+    """A connected TCP socket with keepalive and TCP_USER_TIMEOUT; UnreachableError when it cannot connect."""
+    where = label or f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UnreachableError(f"{where}: cannot resolve {host!r}: {exc.strerror}",
+                               hint="check the device's host (edgeify devices show NAME) and your DNS") from None
+    last: OSError | None = None
+    deadline = time.monotonic() + timeout
+    for family, kind, proto, _, addr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for opt, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3),
+                               ("TCP_USER_TIMEOUT", user_timeout_ms), ("TCP_NODELAY", 1)):
+                if hasattr(socket, opt):  # Linux; other systems keep the SSH keepalive only
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            sock.connect(addr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    reason = "timed out" if isinstance(last, socket.timeout) else (
+        last.strerror if last is not None and last.strerror else str(last))
+    raise UnreachableError(f"cannot connect to {where}: {reason}",
+                           hint="check that the device is on, on the network, and that sshd listens on that "
+                                "port (`edgeify devices show NAME` prints the resolved host and port)")
+
+
+class SSHTransport(Transport):
+    """One SSH connection to a device; connects lazily, reconnects after ``close``.
+
+    ``SSHTransport.for_endpoint(resolve("pi-01"))`` or ``SSHTransport("192.168.1.50", user="pi")``.
+    """
+
+    def __init__(self, host: str, *, port: int | None = None, user: str | None = None, key: str | None = None,
+                 trust_new_host_key: bool = False, passphrase: str | None = None, use_agent: bool = True,
+                 connect_timeout: float = CONNECT_TIMEOUT_S, io_timeout: float = IO_TIMEOUT_S,
+                 endpoint: SSHEndpoint | None = None, label: str | None = None) -> None:
+        self.endpoint = endpoint or resolve(host, port=port, user=user, key=key)
+        self.label = label or self.endpoint.label
+        self.trust_new_host_key = trust_new_host_key
+        self.use_agent = use_agent
+        self.connect_timeout = connect_timeout
+        self.io_timeout = io_timeout
+        self.__passphrase = passphrase  # name-mangled, never in repr/logs/results
+        self._t: paramiko.Transport | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._lock = threading.RLock()
+        #: set after connecting: what was verified (for ``devices check``)
+        self.host_key_fingerprint: str | None = None
+        self.trusted_new_key = False
+
+    @classmethod
+    def for_endpoint(cls, endpoint: SSHEndpoint, **kwargs: Any) -> SSHTransport:
+        return cls(endpoint.hostname, endpoint=endpoint, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"SSHTransport({self.label!r})"
+
+    # -- connection ------------------------------------------------------------------------------------
+    def connect(self) -> None:
+        self._transport()
+
+    def _alive(self) -> bool:
+        t = self._t
+        return t is not None and t.is_active()
+
+    def _transport(self) -> paramiko.Transport:
+        with self._lock:
+            if self._t is not None and self._t.is_active():
+                return self._t
+            self._close_quietly()
+            self._t = self._open()
+            return self._t
+
+    def _open(self) -> paramiko.Transport:
+        import paramiko
+
+        ep = self.endpoint
+        host_keys = self._load_host_keys()
+        known = host_keys.lookup(ep.known_hosts_name) or {}
+        sock = tcp_socket(ep.hostname, ep.port, timeout=self.connect_timeout, label=self.label)
+        t = paramiko.Transport(sock, default_window_size=WINDOW_BYTES)
+        try:
+            t.banner_timeout = t.handshake_timeout = t.auth_timeout = self.connect_timeout
+            opts = t.get_security_options()
+            opts.ciphers = tuple(c for c in PREFERRED_CIPHERS if c in opts.ciphers) + tuple(
+                c for c in opts.ciphers if c not in PREFERRED_CIPHERS)
+            if known:  # ask for the host key type(s) we already know, as OpenSSH does
+                algos = [a for kt in known for a in _KEY_ALGOS.get(kt, (kt,)) if a in opts.key_types]
+                opts.key_types = tuple(algos) + tuple(a for a in opts.key_types if a not in algos)
+            try:
+                t.start_client(timeout=self.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise UnreachableError(f"{self.label}: the SSH handshake failed: {exc or type(exc).__name__}",
+                                       hint="is an SSH server listening on that port?") from None
+            self._check_host_key(t.get_remote_server_key(), known)
+            self._authenticate(t)
+            t.set_keepalive(KEEPALIVE_S)
+            return t
+        except BaseException:
+            t.close()
+            raise
+
+    def _load_host_keys(self) -> paramiko.HostKeys:
+        import paramiko
+
+        keys = paramiko.HostKeys()
+        for path in (*self.endpoint.global_known_hosts_files, *self.endpoint.known_hosts_files):
+            if os.path.isfile(path):
+                try:
+                    keys.load(path)
+                except (OSError, paramiko.SSHException) as exc:
+                    raise ConfigError(f"cannot read known_hosts file {path}: {exc}") from exc
+        return keys
+
+    def _check_host_key(self, key: paramiko.PKey, known: Mapping[str, paramiko.PKey]) -> None:
+        ep = self.endpoint
+        fp = fingerprint(key)
+        self.host_key_fingerprint = fp
+        name = ep.known_hosts_name
+        kh = ep.known_hosts_files[0]
+        if known:
+            match = known.get(key.get_name())
+            if match is not None and match.asbytes() == key.asbytes():
+                return
+            old = ", ".join(f"{_key_kind(k)} {fingerprint(k)}" for k in known.values())
+            raise HostKeyChangedError(
+                f"{self.label}: HOST KEY CHANGED for {name}: known_hosts has {old}, the device presented "
+                f"{_key_kind(key)} {fp}. Someone may be intercepting the connection (man-in-the-middle), or the "
+                f"device was reinstalled",
+                hint=f"if you know the device was reinstalled, remove the old key with "
+                     f"`ssh-keygen -R {shlex.quote(name)} -f {shlex.quote(kh)}` and reconnect with "
+                     f"--trust-new-host-key; otherwise do not connect")
+        if not self.trust_new_host_key:
+            raise HostKeyUnknownError(
+                f"{self.label}: host key of {name} is not in known_hosts ({', '.join(ep.known_hosts_files)}); "
+                f"the device presented {_key_kind(key)} {fp}",
+                hint=f"check that fingerprint on the device (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`), then "
+                     f"accept it once with --trust-new-host-key (e.g. `edgeify devices check NAME "
+                     f"--trust-new-host-key`) or `ssh-keyscan -p {ep.port} {ep.hostname} >> {kh}`")
+        self._remember_host_key(kh, name, key)
+        self.trusted_new_key = True
+
+    @staticmethod
+    def _remember_host_key(path: str, name: str, key: paramiko.PKey) -> None:
+        p = Path(path)
+        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            needs_nl = False
+            if os.fstat(fd).st_size > 0:
+                with open(p, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    needs_nl = f.read(1) != b"\n"
+            line = ("\n" if needs_nl else "") + f"{name} {key.get_name()} {key.get_base64()}\n"
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def _authenticate(self, t: paramiko.Transport) -> None:
+        import paramiko
+
+        ep = self.endpoint
+        tried: list[str] = []
+
+        def attempt(pkey: paramiko.PKey, what: str) -> bool:
+            try:
+                remaining = t.auth_publickey(ep.user, pkey)
+            except paramiko.BadAuthenticationType as exc:
+                raise SSHAuthError(f"{self.label}: the server does not accept public-key authentication "
+                                   f"(it allows: {', '.join(exc.allowed_types) or 'nothing'})",
+                                   hint="enable PubkeyAuthentication on the device") from None
+            except paramiko.AuthenticationException:
+                tried.append(what)
+                return False
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                tried.append(what)
+                if not t.is_active():  # MaxAuthTries reached: the server hung up
+                    raise SSHAuthError(f"{self.label}: the server closed the connection during authentication "
+                                       f"after trying {', '.join(tried)}",
+                                       hint="use --key to name the right key (the server limits attempts)") from None
+                raise TransportLostError(f"{self.label}: connection lost during authentication: {exc}") from None
+            if remaining:
+                raise SSHAuthError(f"{self.label}: the server wants more authentication "
+                                   f"({', '.join(remaining)}) after the key; edgeify supports keys only")
+            return True
+
+        for path in ep.key_files:
+            if not os.path.isfile(path):
+                if ep.explicit_keys:
+                    raise ConfigError(f"{self.label}: key file {path} does not exist",
+                                      hint="fix the device's key: edgeify devices add NAME ... --key FILE --replace")
+                continue
+            try:
+                pkey = paramiko.PKey.from_path(path, self.__passphrase)
+            except paramiko.PasswordRequiredException:
+                tried.append(f"{path} (encrypted, no passphrase given)")
+                continue
+            except (paramiko.SSHException, ValueError, OSError) as exc:
+                tried.append(f"{path} (unreadable: {type(exc).__name__})")
+                continue
+            if attempt(pkey, path):
+                return
+        if self.use_agent and os.environ.get("SSH_AUTH_SOCK"):
+            agent = paramiko.Agent()
+            try:
+                for i, akey in enumerate(agent.get_keys()):
+                    if attempt(akey, f"agent key {i + 1} ({_key_kind(akey)} {fingerprint(akey)})"):
+                        return
+            finally:
+                agent.close()
+        raise SSHAuthError(
+            f"{self.label}: authentication failed; tried " + (", ".join(tried) or "no keys (none found)"),
+            hint=f"install your public key on the device (`ssh-copy-id -p {ep.port} {ep.user}@{ep.hostname}`), "
+                 "name the key with --key, or load it into ssh-agent (`ssh-add KEY`)")
+
+    # -- operations ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _io(self, what: str) -> Iterator[None]:
+        """Map failures inside an operation: connection gone -> TransportLostError, else the I/O error."""
+        import paramiko
+
+        try:
+            yield
+        except (EOFError, paramiko.SSHException, OSError) as exc:
+            if not self._alive() or isinstance(exc, (EOFError, ConnectionError)):
+                self._close_quietly()
+                raise TransportLostError(f"{self.label}: connection lost during {what} "
+                                         f"({type(exc).__name__}: {exc or 'EOF'})",
+                                         hint="check the device's power and network, then retry; nothing was "
+                                              "installed from the interrupted operation") from None
+            if isinstance(exc, socket.timeout):
+                raise RemoteCommandError(f"{self.label}: {what} stalled for {self.io_timeout:g} s") from None
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise io_error(exc, f"{self.label}: {what}") from None
+            raise RemoteCommandError(f"{self.label}: {what} failed: {exc}") from None
+
+    @staticmethod
+    def command_line(cmd: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
+        """The remote shell line: every piece quoted, so arguments arrive exactly as given."""
+        if not cmd:
+            raise ValueError("empty command")
+        parts: list[str] = []
+        if cwd:
+            parts.append(f"cd {shlex.quote(cwd)} &&")
+        env = check_env(env)
+        if env:
+            parts.append("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " &&")
+        parts.append("exec " + " ".join(shlex.quote(str(c)) for c in cmd))
+        return " ".join(parts)
+
+    def run(self, cmd: Sequence[str], *, timeout: float, input: str | bytes | None = None,
+            env: Mapping[str, str] | None = None, cwd: str | None = None) -> CommandResult:
+        line = self.command_line(cmd, env, cwd)
+        deadline = time.monotonic() + timeout
+        t = self._transport()
+        what = f"`{cmd[0]}`"
+        with self._io(what):
+            chan = t.open_session(timeout=min(timeout, self.connect_timeout))
+        try:
+            with self._io(what):
+                chan.settimeout(max(0.1, min(timeout, self.io_timeout)))
+                chan.exec_command(line)
+                data = as_bytes(input)
+                if data:
+                    chan.sendall(data)
+                chan.shutdown_write()
+                chan.settimeout(0.0)
+            out, err = bytearray(), bytearray()
+            fd = chan.fileno()
+            while True:
+                with self._io(what):
+                    progressed = False
+                    while chan.recv_ready():
+                        out += chan.recv(1 << 16)
+                        progressed = True
+                    while chan.recv_stderr_ready():
+                        err += chan.recv_stderr(1 << 16)
+                        progressed = True
+                if chan.exit_status_ready() and (chan.eof_received or chan.closed) \
+                        and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                if chan.closed and not chan.exit_status_ready():
+                    if not self._alive():
+                        self._close_quietly()
+                        raise TransportLostError(
+                            f"{self.label}: connection lost while {what} was running",
+                            hint="check the device's power and network (and whether its sshd was restarted), "
+                                 "then retry")
+                    break  # the channel closed without a status: the command died by a signal
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RemoteCommandError(f"{self.label}: {what} ran past its {timeout:g} s deadline",
+                                             hint="raise the deadline, or check the device's load")
+                if not progressed:
+                    select.select([fd], [], [], min(remaining, 0.25))
+                    if not self._alive() and not chan.exit_status_ready():
+                        self._close_quietly()
+                        raise TransportLostError(f"{self.label}: connection lost while {what} was running",
+                                                 hint="check the device's power and network, then retry")
+            rc = chan.recv_exit_status() if chan.exit_status_ready() else -1
+            return CommandResult(rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+        finally:
+            with contextlib.suppress(Exception):
+                chan.close()
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        import paramiko
+
+        with self._lock:
+            t = self._transport()
+            if self._sftp is None or self._sftp.get_channel() is None or self._sftp.get_channel().closed:
+                with self._io("opening SFTP"):
+                    self._sftp = paramiko.SFTPClient.from_transport(t, window_size=WINDOW_BYTES)
+                    if self._sftp is None:
+                        raise RemoteCommandError(f"{self.label}: the server refused the SFTP subsystem",
+                                                 hint="enable `Subsystem sftp` in the device's sshd_config")
+                self._sftp.get_channel().settimeout(self.io_timeout)
+            return self._sftp
+
+    def put(self, local: str, remote: str, *, callback: ProgressCallback | None = None) -> None:
+        total = os.path.getsize(local)
+        sftp = self._sftp_client()
+        done = 0
+        with open(local, "rb") as src, self._io(f"upload of {remote}"):
+            with sftp.open(remote, "wb") as dst:
+                dst.set_pipelined(True)
+                dst.MAX_REQUEST_SIZE = PUT_CHUNK
+                while True:
+                    block = src.read(PUT_CHUNK * 8)
+                    if not block:
+                        break
+                    dst.write(block)
+                    done += len(block)
+                    if callback:
+                        callback(done, total)
+            if total == 0 and callback:
+                callback(0, 0)
+
+    def get(self, remote: str, local: str) -> None:
+        sftp = self._sftp_client()
+        with self._io(f"download of {remote}"):
+            try:
+                sftp.get(remote, local, prefetch=True)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    raise RemoteCommandError(f"{self.label}: no such file {remote}") from None
+                raise
+
+    def _close_quietly(self) -> None:
+        sftp, t = self._sftp, self._t
+        self._sftp = self._t = None
+        for thing in (sftp, t):
+            if thing is not None:
+                with contextlib.suppress(Exception):
+                    thing.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_quietly()
+
+
+__all__ = ["SSHTransport", "fingerprint", "tcp_socket"]
