@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import edgeify_runtime
 import numpy as np
 import pytest
-
-import edgeify_runtime
 from edgeify.build import build
 from edgeify_runtime.manifest import Manifest, files_digest, sha256_file
 
@@ -45,7 +44,7 @@ def test_digits_every_engine_and_precision(digits, digits_eval, tmp_path: Path, 
     raw = json.loads((out / "manifest.json").read_text())
     assert raw["source"]["sha256"] == sha256_file(digits["model"])
     assert raw["bundle_digest"] == files_digest(raw["files"])
-    assert [s["id"] for s in raw["steps"]][0] == "export" and raw["steps"][-1]["id"] == "check"
+    assert raw["steps"][0]["id"] == "export" and raw["steps"][-1]["id"] == "check"
     assert raw["tools"]["onnxruntime"] and raw["tools"]["edgeify"]
     val = res.validation
     assert val["passed"] and {r["inputs"].split()[0] for r in val["outputs"]} == {"random", "real"}

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_cli
 from edgeify.errors import EXIT_CODES
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 from edgeify.build import build
 from edgeify.data import load_dataset
@@ -62,7 +61,7 @@ def test_image_folder_with_preprocessing(tmp_path: Path, digits) -> None:
     folder = _make_pngs(tmp_path / "pngs")
     ds = load_dataset(folder, SIG, need_labels=True)
     assert ds.count == 12 and ds.inputs["x"].shape == (12, 1, 8, 8)
-    assert 0.0 <= ds.inputs["x"].min() and ds.inputs["x"].max() <= 1.0
+    assert ds.inputs["x"].min() >= 0.0 and ds.inputs["x"].max() <= 1.0
     assert sorted(set(ds.labels.tolist())) == list(range(10))
     # the PNGs decode to the same inputs as eval.npz (8-bit rounding), so the trained model classifies them
     res = build(digits["model"], target="x86", precision="int8", calib=folder, eval=folder, out=tmp_path / "b",

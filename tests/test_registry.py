@@ -7,7 +7,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from edgeify.errors import ConfigError, TargetError
 from edgeify.pipeline import resolve
 from edgeify.targets import load_registry
@@ -154,6 +153,6 @@ def test_entry_point_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_specs_are_frozen_and_hashable() -> None:
     spec = load_registry(user_dir=Path("/nonexistent")).get("x86-avx2")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="frozen"):
         spec.name = "other"  # type: ignore[misc]
     assert len({spec, spec}) == 1 and len(spec.digest) == 64

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import REPO, make_gemm_onnx
 from edgeify.build import build
 from edgeify.errors import InputSignatureError, ModelLoadError
@@ -26,7 +25,6 @@ def test_onnx_opset9_source_is_upgraded(tmp_path: Path) -> None:
 
 def test_torchscript_source(tmp_path: Path) -> None:
     import torch
-
     from edgeify.sources import open_source as _open
 
     digits_cnn = _open(f"{REPO}/examples/digits/model.py:digits_cnn").load
@@ -85,7 +83,7 @@ def test_corrupt_and_unknown_models(tmp_path: Path) -> None:
         open_source(str(tmp_path / "missing.onnx"))
     script = tmp_path / "m.py"
     script.write_text(textwrap.dedent("def build():\n    return 42\n"))
-    with pytest.raises(ModelLoadError, match="not a torch.nn.Module"):
+    with pytest.raises(ModelLoadError, match=r"not a torch\.nn\.Module"):
         open_source(f"{script}:build").load()
     with pytest.raises(ModelLoadError, match="no callable 'nope'"):
         open_source(f"{script}:nope").load()

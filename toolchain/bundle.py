@@ -41,7 +41,7 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
     stem = Path(primary).stem
     names = [primary] + [stem + p.suffix for p in artifact.files[1:]]
     files: dict[str, dict[str, Any]] = {}
-    for src, name in zip(artifact.files, names):
+    for src, name in zip(artifact.files, names, strict=True):
         shutil.copyfile(src, dest / name)
         files[name] = {"sha256": sha256_file(dest / name), "size": (dest / name).stat().st_size}
     meta = artifact.meta

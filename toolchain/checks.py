@@ -60,7 +60,7 @@ def collect(runner: Runner, data: Dataset, n_outputs: int) -> list[np.ndarray]:
 def compare(names: list[str], ref: list[np.ndarray], got: list[np.ndarray], tol: Any, label: str,
             gate: bool) -> tuple[list[dict[str, Any]], list[Mismatch]]:
     rows, bad = [], []
-    for name, r, g in zip(names, ref, got):
+    for name, r, g in zip(names, ref, got, strict=True):
         row: dict[str, Any] = {"output": name, "inputs": label, "shape": list(g.shape), "gated": gate}
         if r.shape != g.shape:
             bad.append(Mismatch(name, label, "shape", str(list(g.shape)), str(list(r.shape))))

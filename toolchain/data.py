@@ -97,7 +97,8 @@ def load_dataset(path: str | Path, signature: list[TensorSpec], *, purpose: str 
                             hint="use a .npz with one array per input name")
         arrays, labels = {signature[0].name: _np_load(p)}, None
     else:
-        raise DataError(f"{p}: unknown data format {p.suffix!r}", hint=f"{flag} takes a .npz, a .npy or an image folder")
+        raise DataError(f"{p}: unknown data format {p.suffix!r}",
+                        hint=f"{flag} takes a .npz, a .npy or an image folder")
     if need_labels and labels is None:
         raise DataError(f"{p}: evaluation data needs integer class ids under the key {LABELS_KEY!r}",
                         hint="np.savez('eval.npz', x=inputs, labels=class_ids)")
@@ -159,7 +160,7 @@ def _conform(p: Path, spec: TensorSpec, a: np.ndarray) -> np.ndarray:
             f"{p}: input {spec.name!r}: samples have shape {list(a.shape[1:])} (array {list(a.shape)}), the model "
             f"expects {list(spec.shape)} with samples stacked on axis 0",
             hint="stack samples on the batch axis: array shape = [N, *sample_shape]")
-    for axis, (want, got) in enumerate(zip(spec.shape, a.shape)):
+    for axis, (want, got) in enumerate(zip(spec.shape, a.shape, strict=True)):
         if axis > 0 and isinstance(want, int) and want != got:
             raise InputSignatureError(
                 f"{p}: input {spec.name!r} has shape {list(a.shape)}; the model expects {list(spec.shape)} "

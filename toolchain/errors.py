@@ -14,10 +14,28 @@ from edgeify_runtime.errors import (
 )
 
 __all__ = [
-    "AccuracyGateError", "BundleError", "ConfigError", "ConversionError", "DataError", "DeviceError",
-    "EdgeifyError", "EngineMissingError", "HostKeyChangedError", "HostKeyUnknownError", "InputSignatureError",
-    "InterruptedBuild", "LatencyBudgetError", "ModelLoadError", "ParityError", "RemoteCommandError",
-    "RemoteDiskError", "SSHAuthError", "TargetError", "TransportLostError", "UnreachableError", "EXIT_CODES",
+    "EXIT_CODES",
+    "AccuracyGateError",
+    "BundleError",
+    "ConfigError",
+    "ConversionError",
+    "DataError",
+    "DeviceError",
+    "EdgeifyError",
+    "EngineMissingError",
+    "HostKeyChangedError",
+    "HostKeyUnknownError",
+    "InputSignatureError",
+    "InterruptedBuild",
+    "LatencyBudgetError",
+    "ModelLoadError",
+    "ParityError",
+    "RemoteCommandError",
+    "RemoteDiskError",
+    "SSHAuthError",
+    "TargetError",
+    "TransportLostError",
+    "UnreachableError",
     "error_for_code",
 ]
 

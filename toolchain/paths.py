@@ -38,4 +38,5 @@ def user_targets_dir() -> Path:
 
 
 def results_db() -> Path:
-    return Path(os.environ["EDGEIFY_RESULTS_DB"]) if os.environ.get("EDGEIFY_RESULTS_DB") else data_dir() / "results.sqlite"
+    override = os.environ.get("EDGEIFY_RESULTS_DB")
+    return Path(override) if override else data_dir() / "results.sqlite"

@@ -38,7 +38,8 @@ def _step_table() -> dict[str, str]:
     table = dict(BUILTIN_STEPS)
     for ep in entry_points(group=STEP_ENTRY_POINT_GROUP):
         if ep.name in table:
-            raise ConfigError(f"step kind {ep.name!r} from entry point {ep.value} is already defined by {table[ep.name]}")
+            raise ConfigError(f"step kind {ep.name!r} from entry point {ep.value} is already defined "
+                              f"by {table[ep.name]}")
         table[ep.name] = ep.value
     return table
 

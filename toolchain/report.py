@@ -42,7 +42,8 @@ def render_markdown(m: dict[str, Any], latency: dict[str, Any] | None) -> str:
             lines += ["", "## Accuracy", "",
                       f"- source {acc['source_accuracy']:.2%}, built {acc['built_accuracy']:.2%}: drop "
                       f"{acc['drop_points']:.2f} points on {acc['samples']} samples",
-                      f"- worst class {w['class']}: {w['source']:.2%} -> {w['built']:.2%} ({w['delta_points']:+.2f} points)",
+                      f"- worst class {w['class']}: {w['source']:.2%} -> {w['built']:.2%} "
+                      f"({w['delta_points']:+.2f} points)",
                       "", "| class | n | source | built | Δ points |", "|---|---|---|---|---|"]
             for c in acc["per_class"]:
                 lines.append(f"| {c['class']} | {c['count']} | {c['source']:.2%} | {c['built']:.2%} | "

@@ -106,6 +106,9 @@ class _RichObserver:
     def message(self, text: str) -> None:
         err_console.print(f"  [dim]{text}[/]")
 
+    def close(self) -> None:
+        self._stop()
+
     def _stop(self) -> None:
         if self._status is not None:
             self._status.stop()
@@ -139,10 +142,14 @@ def build(
     if out is None:
         spec, _ = load_registry(target_file).resolve(target)
         out = Path("build") / f"{Path(model.split(':')[0]).stem}-{spec.name}-{precision}"
-    result = run_build(model, target=target, out=out, precision=precision, engine=engine, calib=calib,
-                       eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
-                       target_files=target_file, max_accuracy_drop=max_accuracy_drop, use_cache=not no_cache,
-                       measure_latency=not no_latency, observer=_RichObserver())
+    observer = _RichObserver()
+    try:
+        result = run_build(model, target=target, out=out, precision=precision, engine=engine, calib=calib,
+                           eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
+                           target_files=target_file, max_accuracy_drop=max_accuracy_drop, use_cache=not no_cache,
+                           measure_latency=not no_latency, observer=observer)
+    finally:
+        observer.close()
     if result.family_alias:
         err_console.print(f"target [bold]{result.family_alias}[/] → board [bold]{result.target}[/] "
                           f"(the family's default; pass --target {result.target} to pin it)")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
-
 from edgeify.targets.spec import Tolerance
+from pydantic import Field
 
 from .base import Artifact, BuildContext, Step, StepConfig
 
@@ -31,10 +30,9 @@ class Check(Step):
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         import edgeify_runtime
-        from edgeify_runtime.manifest import TensorSpec
-
         from edgeify.bundle import assemble
         from edgeify.checks import accuracy, parity
+        from edgeify_runtime.manifest import TensorSpec
 
         assert artifact is not None
         staged = out_dir / "bundle"

@@ -10,9 +10,8 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-
 from edgeify.errors import ConversionError, DataError
+from pydantic import Field
 
 from .base import Artifact, BuildContext, Step, StepConfig
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from pydantic import Field
-
 from edgeify.errors import ConversionError, InputSignatureError
+from pydantic import Field
 
 from .base import Artifact, BuildContext, Step, StepConfig
 
@@ -27,7 +26,6 @@ class OnnxExport(Step):
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         import onnx
-
         from edgeify.onnx_utils import opset_of, save_single_file, signature
 
         src = ctx.source

@@ -28,7 +28,6 @@ class OnnxOptimize(Step):
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         import onnx
-
         from edgeify.onnx_utils import save_single_file
 
         assert artifact is not None

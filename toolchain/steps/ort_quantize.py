@@ -9,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
-
 from edgeify.errors import ConversionError, DataError
+from pydantic import Field
 
 from .base import Artifact, BuildContext, Step, StepConfig
 
