@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from _kit import REPO
 from edgeify.build import build
 from edgeify.data import load_dataset
 from edgeify.errors import DataError, InputSignatureError

@@ -35,8 +35,8 @@ def test_unknown_target_suggests_closest() -> None:
 
 def test_avx512_pipeline_differs_from_avx2_where_it_matters() -> None:
     reg = load_registry(user_dir=Path("/nonexistent"))
-    avx2 = resolve(reg.get("x86-avx2"), None, "int8").describe()
-    avx512 = resolve(reg.get("x86-avx512"), None, "int8").describe()
+    avx2 = resolve(reg.get("x86-avx2"), "onnxruntime", "int8").describe()
+    avx512 = resolve(reg.get("x86-avx512"), "onnxruntime", "int8").describe()
     assert avx2 != avx512
     q2 = next(s for s in avx2 if s["id"] == "quantize")["config"]
     q5 = next(s for s in avx512 if s["id"] == "quantize")["config"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, make_gemm_onnx
+from _kit import REPO, make_gemm_onnx
 from edgeify.build import build
 from edgeify.errors import InputSignatureError, ModelLoadError
 from edgeify.sources import open_source, parse_input_shapes
