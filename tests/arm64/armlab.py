@@ -168,9 +168,9 @@ class Arm64Device:
             "PidFile /run/edgeify-sshd.pid\nAuthorizedKeysFile /etc/ssh/edgeify_authorized_keys\n"
             "PermitRootLogin prohibit-password\nUsePAM no\nPasswordAuthentication no\nStrictModes no\n"
             "Subsystem sftp internal-sftp\nClientAliveInterval 5\nLogLevel ERROR\n")
-        self.proc = subprocess.Popen(["chroot", str(r), "/usr/sbin/sshd", "-D", "-e", "-f",
-                                      "/etc/ssh/edgeify_sshd_config"],
-                                     stdout=subprocess.DEVNULL, stderr=open(host_dir / "sshd.log", "wb"))
+        with open(host_dir / "sshd.log", "wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(["chroot", str(r), "/usr/sbin/sshd", "-D", "-e", "-f",
+                                          "/etc/ssh/edgeify_sshd_config"], stdout=subprocess.DEVNULL, stderr=log)
         try:
             sshlab.wait_port(self.address, self.port, timeout=60)
         except Exception:
