@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _kit import REPO
 from edgeify.build import build
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError, ConfigError, LatencyBudgetError
+from .errors import BundleError, LatencyBudgetError
 
 REQUIRED_RESULT_KEYS = ("latency_ms", "samples_ms", "throughput_ips", "load_ms", "first_inference_ms",
                         "peak_rss_mb", "protocol", "fingerprint", "bundle_digest", "engine")
@@ -48,7 +48,9 @@ def benchmark_bundle(bundle: Path, *, device: str = "local", threads: int | None
     bundle = Path(bundle).resolve()
     proto = protocol_for(bundle, threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration_s)
     if device != "local":
-        raise ConfigError(f"unknown device {device!r}", hint="only `local` is available in this version")
+        from .deploy.remote_bench import benchmark_on_device
+
+        return benchmark_on_device(bundle, device, proto, store=store)
     result = validate_result(run_agent({"bundle": str(bundle), **proto}))
     result["device"] = device
     if store:

@@ -32,7 +32,9 @@ __all__ = [
     "ParityError",
     "RemoteCommandError",
     "RemoteDiskError",
+    "RemoteUnwritableError",
     "SSHAuthError",
+    "SessionLostError",
     "TargetError",
     "TransportLostError",
     "UnreachableError",
@@ -119,6 +121,12 @@ class TransportLostError(DeviceError):
     exit_code = 24
 
 
+class SessionLostError(TransportLostError):
+    """The connection died while a remote command was running (sshd killed, device rebooted mid-benchmark)."""
+
+    exit_code = 27
+
+
 class RemoteCommandError(DeviceError):
     """A command on the device failed or ran past its deadline."""
 
@@ -129,6 +137,12 @@ class RemoteDiskError(DeviceError):
     """The device's work directory is full or not writable."""
 
     exit_code = 26
+
+
+class RemoteUnwritableError(RemoteDiskError):
+    """The device's work directory is not writable (read-only filesystem, permissions)."""
+
+    exit_code = 28
 
 
 class InterruptedBuild(EdgeifyError):
@@ -157,9 +171,11 @@ EXIT_CODES: dict[int, str] = {
     21: "SSH authentication failed",
     22: "SSH host key unknown (not in known_hosts)",
     23: "SSH host key changed (possible man-in-the-middle)",
-    24: "connection lost mid-operation",
+    24: "connection lost during a transfer (link cut, device gone)",
     25: "remote command failed or timed out",
-    26: "device disk full or work directory not writable",
+    26: "device disk full",
+    27: "connection lost while a remote command ran (sshd killed, device rebooted)",
+    28: "device work directory not writable",
     130: "interrupted (Ctrl-C / SIGTERM); partial output removed",
 }
 
@@ -169,7 +185,8 @@ def error_for_code(code: int) -> type[EdgeifyError]:
     classes: list[type[EdgeifyError]] = [
         InputSignatureError, EngineMissingError, BundleError, TargetError, ConfigError, ModelLoadError, DataError,
         ConversionError, ParityError, AccuracyGateError, LatencyBudgetError, UnreachableError, SSHAuthError,
-        HostKeyUnknownError, HostKeyChangedError, TransportLostError, RemoteCommandError, RemoteDiskError,
+        HostKeyUnknownError, HostKeyChangedError, TransportLostError, SessionLostError, RemoteCommandError,
+        RemoteDiskError, RemoteUnwritableError,
     ]
     for cls in classes:
         if cls.exit_code == code:

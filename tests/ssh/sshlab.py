@@ -8,7 +8,6 @@ route created here is removed by name.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -88,6 +87,7 @@ class Sshd:
     netns: str | None = None
     proc: subprocess.Popen | None = None
     host_key_line: str = ""
+    killed_at: float = 0.0
     workdir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -154,10 +154,22 @@ class Sshd:
         import psutil
 
         procs = self.processes()
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.send_signal(signal.SIGKILL)
-        psutil.wait_procs(procs, timeout=5)
+
+        def is_sshd(p: Any) -> bool:
+            try:
+                return p.name() == "sshd"
+            except psutil.Error:
+                return False
+
+        # the sshd processes first, deepest first (the one holding the connection dies without a word),
+        # then what they ran (the commands would otherwise live on as orphans)
+        sshds = [p for p in reversed(procs) if is_sshd(p)]
+        self.killed_at = time.monotonic()
+        for group in (sshds, [p for p in procs if p not in sshds]):
+            for p in group:
+                with contextlib.suppress(psutil.Error):
+                    p.send_signal(signal.SIGKILL)
+            psutil.wait_procs(group, timeout=5)
         if self.proc is not None:
             with contextlib.suppress(Exception):
                 self.proc.wait(timeout=5)
@@ -276,12 +288,11 @@ def make_bundle(out: Path, *, target: str = "x86-avx2", seed: int = 0, weight_mb
                 in_features: int = 16, out_features: int = 4, extra_files: dict[str, bytes] | None = None) -> Path:
     """A real bundle (ONNX Runtime, fp32): a Gemm whose weight matrix is ``weight_mb`` MB when given."""
     import numpy as np
+    from edgeify_runtime.manifest import dumps, files_digest, sha256_file
     from onnx import TensorProto, checker, helper, numpy_helper
 
-    from edgeify_runtime.manifest import dumps, files_digest, sha256_file
-
     if weight_mb:
-        in_features = max(1, int((weight_mb * 1e6 / 4 / out_features)))
+        in_features = max(1, int(weight_mb * 1e6 / 4 / out_features))
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((in_features, out_features)).astype(np.float32)
     b = rng.standard_normal((out_features,)).astype(np.float32)
@@ -342,6 +353,6 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-__all__ = ["IN_CI", "SSHD", "NetnsLink", "Sshd", "bind_readonly", "can_mount", "disk_free", "errno", "installed",
+__all__ = ["IN_CI", "SSHD", "NetnsLink", "Sshd", "bind_readonly", "can_mount", "disk_free", "installed",
            "make_bundle", "missing_tools", "mount_tmpfs", "python_without_engines", "remount_readonly", "umount",
            "wait_port", "write_ed25519_key"]

@@ -184,7 +184,9 @@ class Percentile(str, Enum):
 @app.command()
 def bench(
     bundle: Path = typer.Argument(..., help="bundle directory written by `edgeify build`"),
-    device: str = typer.Option("local", "--device", "-d", help="device to run on (`local`: this machine)"),
+    device: str = typer.Option("local", "--device", "-d", help="device to run on (`local`: this machine, or a name "
+                                                                 "from `edgeify devices list`)"),
+    devices: str = typer.Option(None, "--devices", help="several devices in parallel: tag:TAG, NAME1,NAME2 or all"),
     threads: int = typer.Option(None, "--threads", min=1, help="[default: the device's physical cores]"),
     warmup: int = typer.Option(None, "--warmup", min=0, help="[default: the target's protocol]"),
     runs: int = typer.Option(None, "--runs", min=1, help="[default: the target's protocol]"),
@@ -196,6 +198,13 @@ def bench(
 ) -> None:
     """Benchmark a bundle with the device-side agent (in its own process) and record the result."""
     from edgeify.benchmark import benchmark_bundle, check_budget
+
+    if devices:
+        from .devices import bench_fleet
+
+        bench_fleet(bundle, devices, threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration,
+                    store=not no_store, fmt=fmt.value, max_latency_ms=max_latency_ms, percentile=percentile.value)
+        return
 
     result = benchmark_bundle(bundle, device=device, threads=threads, warmup=warmup, runs=runs,
                               min_duration_s=min_duration, store=not no_store)
@@ -250,6 +259,11 @@ def version() -> None:
     from edgeify import __version__
 
     console.print(__version__)
+
+
+from .devices import register as _register_devices  # noqa: E402  (devices, deploy, rollback)
+
+_register_devices(app)
 
 
 # -- entry point --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ def transport_for(device: Device, *, trust_new_host_key: bool = False, passphras
                   connect_timeout: float | None = None) -> SSHTransport:
     kwargs = {} if connect_timeout is None else {"connect_timeout": connect_timeout}
     return SSHTransport.for_endpoint(endpoint_for(device), trust_new_host_key=trust_new_host_key,
-                                     passphrase=passphrase, label=device.name, **kwargs)
+                                     passphrase=passphrase, label=f"device {device.name}", **kwargs)
 
 
 @contextmanager

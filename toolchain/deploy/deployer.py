@@ -41,6 +41,7 @@ from ..errors import (
     EdgeifyError,
     RemoteCommandError,
     RemoteDiskError,
+    RemoteUnwritableError,
     TargetError,
     TransportLostError,
 )
@@ -90,11 +91,8 @@ def _runtime_sources() -> list[tuple[str, Path]]:
 
 
 @functools.lru_cache(maxsize=1)
-def runtime_package() -> RuntimePackage:
-    """Zip the installed ``edgeify_runtime`` (sources only, fixed timestamps): same sources, same bytes."""
+def _runtime_zip() -> tuple[bytes, str, str]:
     import edgeify_runtime
-
-    from ..paths import cache_dir
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -103,15 +101,23 @@ def runtime_package() -> RuntimePackage:
             info.external_attr = 0o644 << 16
             zf.writestr(info, path.read_bytes())
     data = buf.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
-    name = f"edgeify_runtime-{edgeify_runtime.__version__}-{digest[:16]}.zip"
+    return data, hashlib.sha256(data).hexdigest(), edgeify_runtime.__version__
+
+
+def runtime_package() -> RuntimePackage:
+    """The installed ``edgeify_runtime`` as a zip (sources only, fixed timestamps: same sources, same bytes),
+    written once to edgeify's cache dir."""
+    from ..paths import cache_dir
+
+    data, digest, version = _runtime_zip()
+    name = f"edgeify_runtime-{version}-{digest[:16]}.zip"
     out = cache_dir() / "runtime" / name
     if not out.is_file() or out.stat().st_size != len(data):
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{name}.{uuid.uuid4().hex[:8]}")
         tmp.write_bytes(data)
         os.replace(tmp, out)
-    return RuntimePackage(path=out, file=name, sha256=digest, size=len(data), version=edgeify_runtime.__version__)
+    return RuntimePackage(path=out, file=name, sha256=digest, size=len(data), version=version)
 
 
 # -- a device reached through a transport --------------------------------------------------------------------------
@@ -173,7 +179,7 @@ def op_error(device: str, err: dict[str, Any]) -> EdgeifyError:
         return RemoteDiskError(msg, hint="free space in the device's work directory, or point --workdir at a "
                                          "bigger disk")
     if kind == "not_writable":
-        return RemoteDiskError(msg, hint="make the device's work directory writable for the login user, or "
+        return RemoteUnwritableError(msg, hint="make the device's work directory writable for the login user, or "
                                          "choose another one with --workdir")
     if kind == "hash_mismatch":
         return BundleError(msg, hint="redeploy; if it happens again, check the device's storage")
@@ -240,6 +246,8 @@ def check_fit(manifest: Manifest, device: Device, *, force: bool = False) -> lis
 
     bundle_target = manifest.target
     engine = manifest.engine.name
+    if bundle_target == device.target:  # built for exactly this target: its engine is one of the target's
+        return []
     try:
         spec, _ = load_registry().resolve(device.target)
     except EdgeifyError:
@@ -399,9 +407,12 @@ def _upload(site: DeviceSite, todo: list[tuple[str, str, int]], prep: dict[str, 
     free = int(prep.get("free_bytes") or 0)
     if check_space and total + SPACE_MARGIN_BYTES > free:
         _discard(site, discard_args)
+        held = int(prep.get("staging_bytes") or 0)
+        note = (f"; {_mb(held)} of it is held by interrupted uploads in {prep['workdir']}/staging, removed "
+                "automatically 10 minutes after they stopped") if held else ""
         raise RemoteDiskError(
             f"device {site.name}: not enough space in {prep['workdir']}: the upload needs {_mb(total)} "
-            f"(+{_mb(SPACE_MARGIN_BYTES)} margin), {_mb(free)} is free; nothing was changed",
+            f"(+{_mb(SPACE_MARGIN_BYTES)} margin), {_mb(free)} is free; nothing was changed{note}",
             hint="free space on the device, or point --workdir at a bigger disk")
     done = 0
     try:
@@ -416,6 +427,9 @@ def _upload(site: DeviceSite, todo: list[tuple[str, str, int]], prep: dict[str, 
             done += size
     except TransportLostError:
         raise  # the device is gone: its staging directory is removed by the next deploy
+    except KeyboardInterrupt:
+        _discard(site, discard_args)
+        raise
     except EdgeifyError as exc:
         after = _discard(site, discard_args)
         if isinstance(exc, RemoteDiskError):

@@ -17,6 +17,7 @@ directory into ``bundles/<name>`` and only then switches ``current``. A cut or f
 staging directory (removed by the next deploy once stale), never a half-installed version.
 """
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -40,7 +41,7 @@ class OpError(Exception):
 
 def _os_error(exc, what):
     kind = _KIND_BY_ERRNO.get(exc.errno, "io")
-    return OpError(kind, "%s: %s" % (what, exc.strerror or exc), errno=exc.errno)
+    return OpError(kind, f"{what}: {exc.strerror or exc}", errno=exc.errno)
 
 
 def _sha256(path):
@@ -57,13 +58,13 @@ def _sha256(path):
 def _safe_rel(rel):
     parts = rel.split("/")
     if not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel or any(p in ("", ".", "..") for p in parts):
-        raise OpError("unsafe", "unsafe path in request: %r" % (rel,))
+        raise OpError("unsafe", f"unsafe path in request: {rel!r}")
     return rel
 
 
 def _safe_name(name):
     if not name or "/" in name or name.startswith(".") or name in ("current", "previous"):
-        raise OpError("unsafe", "unsafe bundle name: %r" % (name,))
+        raise OpError("unsafe", f"unsafe bundle name: {name!r}")
     return name
 
 
@@ -105,7 +106,7 @@ def _digest_of(version_dir):
 
 def _swap_link(link, target_name):
     """Point ``link`` at ``target_name`` (a sibling) with one atomic rename."""
-    tmp = "%s.tmp-%s" % (link, uuid.uuid4().hex[:8])
+    tmp = f"{link}.tmp-{uuid.uuid4().hex[:8]}"
     os.symlink(target_name, tmp)
     os.rename(tmp, link)
 
@@ -114,37 +115,49 @@ def _mkdirs(path):
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as exc:
-        raise _os_error(exc, "cannot create %s" % path)
+        raise _os_error(exc, f"cannot create {path}") from None
 
 
 def _probe_writable(directory):
-    probe = os.path.join(directory, ".write-probe-%s" % uuid.uuid4().hex[:8])
+    probe = os.path.join(directory, f".write-probe-{uuid.uuid4().hex[:8]}")
     try:
         with open(probe, "wb") as f:
             f.write(b"x")
         os.unlink(probe)
     except OSError as exc:
-        raise _os_error(exc, "%s is not writable" % directory)
+        raise _os_error(exc, f"{directory} is not writable") from None
 
 
-def _gc_staging(staging_root, keep=None):
+def _tree_bytes(path):
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def _gc_staging(staging_root):
+    """Remove uploads interrupted more than STALE_STAGING_S ago; return the bytes held by younger ones."""
     now = time.time()
     try:
         entries = os.listdir(staging_root)
     except OSError:
-        return
+        return 0
+    held = 0
     for entry in entries:
         path = os.path.join(staging_root, entry)
-        if path == keep:
-            continue
         try:
             if now - os.lstat(path).st_mtime > STALE_STAGING_S:
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     os.unlink(path)
+            else:
+                held += _tree_bytes(path)
         except OSError:
             pass
+    return held
 
 
 def op_prepare(args):
@@ -154,8 +167,9 @@ def op_prepare(args):
     for d in (work, os.path.join(work, "runtime"), os.path.join(work, "bundles"), staging_root):
         _mkdirs(d)
     _probe_writable(staging_root)
-    _gc_staging(staging_root)
-    out = {"workdir": work, "free_bytes": _free_bytes(work), "python": sys.version.split()[0]}
+    held = _gc_staging(staging_root)
+    out = {"workdir": work, "free_bytes": _free_bytes(work), "staging_bytes": held,
+           "python": sys.version.split()[0]}
     rt = args.get("runtime")
     if rt:
         path = os.path.join(work, "runtime", _safe_rel(rt["file"]))
@@ -189,7 +203,7 @@ def op_prepare(args):
                     reuse[rel] = candidate
                     break
     out["reuse"] = reuse
-    staging = os.path.join(staging_root, "%s-%s" % (name, uuid.uuid4().hex[:12]))
+    staging = os.path.join(staging_root, f"{name}-{uuid.uuid4().hex[:12]}")
     _mkdirs(staging)
     for rel in files:
         parent = os.path.dirname(rel)
@@ -208,7 +222,7 @@ def _install_runtime(work, rt):
     final = os.path.join(work, "runtime", _safe_rel(rt["file"]))
     tmp = rt["uploaded"]
     if not _inside(tmp, os.path.join(work, "runtime")):
-        raise OpError("unsafe", "runtime upload outside the work directory: %r" % (tmp,))
+        raise OpError("unsafe", f"runtime upload outside the work directory: {tmp!r}")
     if not _matches(tmp, rt, True):
         os.unlink(tmp)
         raise OpError("hash_mismatch", "the uploaded edgeify-runtime package failed its sha256 check",
@@ -232,11 +246,11 @@ def op_install(args):
         base = os.path.join(work, "bundles", name)
         staging = args["staging"]
         if not _inside(staging, os.path.join(work, "staging")):
-            raise OpError("unsafe", "staging directory outside the work directory: %r" % (staging,))
+            raise OpError("unsafe", f"staging directory outside the work directory: {staging!r}")
         for rel, src in sorted((args.get("reuse") or {}).items()):
             dst = os.path.join(staging, _safe_rel(rel))
             if not _inside(src, base):
-                raise OpError("unsafe", "reuse source outside the bundle directory: %r" % (src,))
+                raise OpError("unsafe", f"reuse source outside the bundle directory: {src!r}")
             try:
                 os.link(src, dst)
             except OSError:
@@ -249,7 +263,7 @@ def op_install(args):
             if not os.path.isfile(path):
                 bad.append(rel + ": missing")
             elif os.path.getsize(path) != meta["size"]:
-                bad.append("%s: size %d != %d" % (rel, os.path.getsize(path), meta["size"]))
+                bad.append(f"{rel}: size {os.path.getsize(path)} != {meta['size']}")
             elif _sha256(path) != meta["sha256"]:
                 bad.append(rel + ": sha256 mismatch")
         if bad:
@@ -266,7 +280,7 @@ def op_install(args):
         t2 = time.monotonic()
         timings["verify_ms"] = round((t2 - t1) * 1000, 2)
         digest = args["digest"]
-        version_name = "v-%s-%s" % (digest[:12], time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
+        version_name = "v-{}-{}".format(digest[:12], time.strftime("%Y%m%dT%H%M%S", time.gmtime()))
         version_name += "-" + uuid.uuid4().hex[:4]
         version = os.path.join(base, version_name)
         os.rename(staging, version)
@@ -291,7 +305,7 @@ def op_install(args):
         raise
     except OSError as exc:
         _discard(args, work)
-        raise _os_error(exc, "install failed")
+        raise _os_error(exc, "install failed") from None
 
 
 def _fsync_dir(path):
@@ -313,10 +327,8 @@ def _discard(args, work):
         shutil.rmtree(staging, ignore_errors=True)
     rt = args.get("runtime") or {}
     if rt.get("uploaded") and _inside(rt["uploaded"], os.path.join(work, "runtime")):
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(rt["uploaded"])
-        except OSError:
-            pass
 
 
 def op_discard(args):
@@ -324,10 +336,8 @@ def op_discard(args):
     work = _workdir(args)
     _discard(args, work)
     out = {}
-    try:
+    with contextlib.suppress(OSError):
         out["free_bytes"] = _free_bytes(work)
-    except OSError:
-        pass
     return out
 
 
@@ -338,9 +348,9 @@ def op_rollback(args):
     current = _link_target(os.path.join(base, "current"))
     previous = _link_target(os.path.join(base, "previous"))
     if not current:
-        raise OpError("missing", "bundle %r is not installed on this device" % name)
+        raise OpError("missing", f"bundle {name!r} is not installed on this device")
     if not previous:
-        raise OpError("missing", "bundle %r has no previous version on this device to roll back to" % name)
+        raise OpError("missing", f"bundle {name!r} has no previous version on this device to roll back to")
     bad = _check_version(previous)
     if bad:
         raise OpError("hash_mismatch", "the previous version failed its sha256 check: " + "; ".join(bad), bad=bad)
@@ -356,7 +366,7 @@ def _check_version(version):
         with open(os.path.join(version, "manifest.json"), encoding="utf-8") as f:
             files = json.load(f)["files"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return ["manifest.json: unreadable (%s)" % exc]
+        return [f"manifest.json: unreadable ({exc})"]
     return [rel for rel, meta in sorted(files.items()) if not _matches(os.path.join(version, _safe_rel(rel)), meta)]
 
 

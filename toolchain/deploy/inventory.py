@@ -17,6 +17,7 @@ connecting, as OpenSSH would. Writes are atomic (temporary file, fsync, rename).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -247,10 +248,8 @@ class Inventory:
 
 
 def with_suppress_unlink(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 def _validated(name: str, fields: dict[str, Any], *, where: str) -> Device:

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
-from ..errors import RemoteCommandError, RemoteDiskError
+from ..errors import RemoteCommandError, RemoteDiskError, RemoteUnwritableError
 from .transport import CommandResult, ProgressCallback, Transport, as_bytes, check_env
 
 #: errnos that mean "the device's disk is full or not writable"
@@ -24,7 +24,7 @@ def io_error(exc: OSError, what: str) -> Exception:
         return RemoteDiskError(f"{what}: the device's disk is full ({reason})",
                                hint="free space in the device's work directory or set another --workdir")
     if exc.errno in DISK_ERRNOS:
-        return RemoteDiskError(f"{what}: not writable ({reason})",
+        return RemoteUnwritableError(f"{what}: not writable ({reason})",
                                hint="make the device's work directory writable for the login user, or set "
                                     "another one: edgeify devices add NAME ... --workdir DIR")
     return RemoteCommandError(f"{what}: {reason}")

@@ -22,6 +22,12 @@ from .inventory import Device, Inventory
 
 #: seconds allowed on top of the protocol's own bounds (engine import, model load, verify)
 DEADLINE_SLACK_S = 120.0
+#: the client waits this much longer than the device-side deadline, so the device reports its own timeout
+CLIENT_GRACE_S = 15.0
+#: run "$@" under coreutils/busybox `timeout` when the device has it (then the agent cannot outlive its
+#: deadline even when the connection is gone), else plainly; $1 is the deadline in seconds
+DEVICE_DEADLINE = ('d=$1; shift; if command -v timeout >/dev/null 2>&1; then exec timeout -k 5 "$d" "$@"; fi; '
+                   'exec "$@"')
 
 
 def agent_deadline(proto: dict[str, Any]) -> float:
@@ -42,8 +48,13 @@ def run_agent_on_site(site: DeviceSite, report: DeployReport, proto: dict[str, A
     env = {"PYTHONPATH": posixpath.join(workdir, "runtime", rt.file)}
     if os.environ.get("EDGEIFY_DEBUG") == "1":
         env["EDGEIFY_DEBUG"] = "1"
-    rc, out, err = site.transport.run([*site.python, "-m", "edgeify_runtime.bench"], input=json.dumps(request),
-                                      env=env, timeout=timeout or agent_deadline(proto))
+    deadline = timeout or agent_deadline(proto)
+    cmd = ["sh", "-c", DEVICE_DEADLINE, "sh", str(int(deadline)), *site.python, "-m", "edgeify_runtime.bench"]
+    rc, out, err = site.transport.run(cmd, input=json.dumps(request), env=env, timeout=deadline + CLIENT_GRACE_S)
+    if rc == 124:  # `timeout` stopped it (the agent may have printed an "interrupted" result first)
+        raise RemoteCommandError(f"device {site.name}: the benchmark agent ran past its {int(deadline)} s deadline "
+                                 "and was stopped on the device",
+                                 hint="lower --runs/--min-duration, or check what else runs on the device")
     if rc in (126, 127) and not out.strip():
         raise RemoteCommandError(f"device {site.name}: cannot run `{' '.join(site.python)}`: "
                                  f"{err.strip()[-300:]}",
