@@ -2,7 +2,8 @@
 # Install edgeify with every backend into the current Python environment.
 #   ./install.sh          edgeify + edgeify-runtime (editable) with all engines and converters
 #   ./install.sh --dev    also test dependencies and the system packages the test suite needs
-#                         (openssh-server for real sshd devices, iproute2 for network namespaces)
+#                         (openssh-server for real sshd devices, iproute2 for network namespaces,
+#                          qemu-user-static + binfmt-support + debootstrap for the emulated arm64 device)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -10,7 +11,7 @@ dev=0
 for arg in "$@"; do
   case "$arg" in
     --dev) dev=1 ;;
-    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -20,7 +21,7 @@ command -v "$PY" >/dev/null || PY=python3
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 if [ "$dev" = 1 ]; then
-  pkgs=(openssh-server iproute2)
+  pkgs=(openssh-server iproute2 qemu-user-static binfmt-support debootstrap)
   missing=()
   for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ "${#missing[@]}" -gt 0 ]; then

@@ -114,4 +114,31 @@ def benchmark_fleet(bundle: str | os.PathLike[str], selector: str, proto: dict[s
                      max_workers=max_workers)
 
 
-__all__ = ["agent_deadline", "bench_device", "benchmark_fleet", "benchmark_on_device", "run_agent_on_site"]
+def outputs_on_site(site: DeviceSite, report: DeployReport, inputs_npz: str | os.PathLike[str], local_dir: Path,
+                    *, proto: dict[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
+    """Run the deployed bundle on a fixed input set on the device; bring its outputs back as a local .npz.
+
+    Used to prove a bundle gives the same answers on the device as on the host (host-vs-device parity).
+    Returns (agent result, local path of the outputs .npz). Remote files are removed afterwards.
+    """
+    import uuid
+
+    tag = uuid.uuid4().hex[:12]
+    io_dir = posixpath.join(report.workdir or "", "io")
+    remote_in, remote_out = posixpath.join(io_dir, f"{tag}-inputs.npz"), posixpath.join(io_dir, f"{tag}-outputs.npz")
+    site.transport.run(["mkdir", "-p", io_dir], timeout=30)
+    try:
+        site.transport.put(str(inputs_npz), remote_in)
+        quick = {"warmup": 1, "runs": 3, "min_duration_s": 0.0, "max_duration_s": 60.0}
+        result = run_agent_on_site(site, report, {**quick, **(proto or {}), "inputs_npz": remote_in,
+                                                  "outputs_npz": remote_out})
+        local_dir.mkdir(parents=True, exist_ok=True)
+        local = local_dir / f"{site.name}-{tag}-outputs.npz"
+        site.transport.get(remote_out, str(local))
+    finally:
+        site.transport.run(["rm", "-f", remote_in, remote_out], timeout=30)
+    return result, local
+
+
+__all__ = ["agent_deadline", "bench_device", "benchmark_fleet", "benchmark_on_device", "outputs_on_site",
+           "run_agent_on_site"]

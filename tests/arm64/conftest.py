@@ -1,0 +1,82 @@
+"""The emulated arm64 device for the tests: a cached arm64 Debian root under qemu-user, sshd on 127.0.0.5.
+
+Every test here is marked ``arm64`` (`pytest -m arm64` runs them alone). Setting the device up needs root and
+qemu-user-static, binfmt-support and debootstrap (`./install.sh --dev` installs them); without them the tests
+skip with the reason, except in CI (CI=true), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "ssh"))
+
+import armlab  # noqa: E402
+import sshlab  # noqa: E402
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).resolve().parent == HERE:
+            item.add_marker(pytest.mark.arm64)
+
+
+@dataclass
+class Arm64:
+    device: armlab.Arm64Device
+    home: Path
+    setup: dict
+
+
+@pytest.fixture(scope="session")
+def arm64(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arm64]:
+    missing = armlab.missing_system_tools()
+    reason = ""
+    if missing:
+        reason = f"needs {', '.join(missing)} (apt-get install qemu-user-static binfmt-support debootstrap)"
+    elif os.geteuid() != 0:
+        reason = "needs root (chroot, mounts, binfmt_misc)"
+    if reason:
+        if sshlab.IN_CI:
+            pytest.fail(f"CI: the emulated arm64 device cannot be set up: {reason}")
+        pytest.skip(reason)  # outside CI only
+    work = tmp_path_factory.mktemp("arm64")
+    t0 = time.monotonic()
+    root, info = armlab.ensure_root(work)
+    dev = armlab.Arm64Device(root)
+    mp = pytest.MonkeyPatch()
+    try:
+        dev.start(work)
+        info["setup_seconds"] = round(time.monotonic() - t0, 1)
+        home = work / "home"
+        (home / ".ssh").mkdir(parents=True)
+        (home / ".ssh" / "known_hosts").write_text(dev.known_hosts_line() + "\n")
+        mp.setenv("HOME", str(home))
+        for var in ("SSH_AUTH_SOCK", "EDGEIFY_SSH_CONFIG"):
+            mp.delenv(var, raising=False)
+        print(f"\n[arm64] device ready in {info['setup_seconds']} s (cached root: {info['cached']})",
+              file=sys.stderr)
+        yield Arm64(dev, home, info)
+    finally:
+        mp.undo()
+        dev.stop()
+
+
+@pytest.fixture()
+def arm64_device(arm64: Arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An inventory entry for the emulated device (target rpi5: a Raspberry Pi 5 stand-in), fresh results DB."""
+    from edgeify.deploy.inventory import make_device
+
+    monkeypatch.setenv("EDGEIFY_RESULTS_DB", str(tmp_path / "results.sqlite"))
+    d = arm64.device
+    return make_device("emu-arm64", host=d.address, port=d.port, user="root", key=str(d.key),
+                       python=d.python, workdir=d.workdir, target="rpi5", tags=("arm64", "emulated"))
