@@ -346,8 +346,11 @@ def run_benchmark(req: BenchRequest) -> dict[str, Any]:
             save_npz(req.outputs_npz, outputs)
             described = {k: {"shape": list(v.shape), "dtype": v.dtype.name} for k, v in outputs.items()}
             parity = {"inputs_npz": req.inputs_npz, "outputs_npz": req.outputs_npz, "outputs": described}
-        engine = {"name": model.engine_name, "version": model.engine_version, "module": model.engine_module}
+        engine = {"name": model.engine_name, "version": model.engine_version, "module": model.engine_module,
+                  "accelerator": model.accelerator}
         threads = model.threads
+        # the TensorRT adapter reports what it did with the engine plan (built / reused / rebuilt, and why)
+        engine_record = getattr(getattr(model, "_adapter", None), "engine_record", None)
     finally:
         model.close()
 
@@ -383,7 +386,34 @@ def run_benchmark(req: BenchRequest) -> dict[str, Any]:
     }
     if parity is not None:
         result["parity"] = parity
+    if engine_record is not None:
+        result["engine_build"] = engine_record.to_dict()
+        dynamic = {t.name: shapes[t.name] for t in manifest.inputs if any(not isinstance(d, int) for d in t.shape)}
+        result["trtexec"] = trtexec_breakdown(engine_record, req, dynamic)
     return result
+
+
+def trtexec_breakdown(record: Any, req: BenchRequest, shapes: dict[str, list[int]]) -> dict[str, Any]:
+    """trtexec's own timing of the same engine plan (H2D, GPU compute, D2H, enqueue), when the device has
+    trtexec: at least ``runs`` iterations and ``min_duration_s`` seconds after trtexec's 200 ms warm-up."""
+    import subprocess
+
+    from .trtexec import bench_command, parse_output
+
+    exe = (record.meta.get("fingerprint") or {}).get("trtexec")
+    if not exe:
+        return {"available": False, "reason": "trtexec is not on this device (the Model.run timings above stand)"}
+    cmd = bench_command(exe, record.plan, shapes=shapes or None, iterations=req.runs,
+                        duration_s=req.min_duration_s, dla_core=record.meta.get("dla_core"))
+    _log("trtexec breakdown: " + " ".join(cmd))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=req.max_duration_s + 60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"available": True, "command": cmd, "error": f"{type(exc).__name__}: {exc}"}
+    parsed = parse_output(proc.stdout + "\n" + proc.stderr)
+    return {"available": True, "command": cmd, "exit_code": proc.returncode,
+            "tensorrt_version": parsed["tensorrt_version"], "summary": parsed["summary"],
+            "summary_missing": parsed["summary_missing"], "errors": parsed["errors"][-5:]}
 
 
 # -- process entry -------------------------------------------------------------------------------------------

@@ -44,3 +44,10 @@ class BundleError(EdgeifyRuntimeError):
     """A bundle is malformed, unsafe (path traversal) or fails its integrity check (sha256)."""
 
     exit_code = 12
+
+
+class EngineBuildError(EdgeifyRuntimeError):
+    """Building the engine on the device failed (e.g. TensorRT rejected the ONNX). Same code as a failed
+    conversion on the host."""
+
+    exit_code = 8

@@ -238,7 +238,20 @@ def fingerprint() -> dict[str, Any]:
         "cpu_freq_mhz": cpu_freq_mhz(),
         "temperatures_c": temperatures_c(),
         "engines": available_engines(),
+        "jetson": _jetson(),
     }
+
+
+def _jetson() -> dict[str, Any] | None:
+    """L4T/JetPack, TensorRT, CUDA and GPU compute capability on a Jetson (``edgeify_runtime.jetson``); None
+    elsewhere."""
+    try:
+        from .jetson import jetson_fingerprint
+
+        fp = jetson_fingerprint()
+    except Exception:  # a fingerprint never fails
+        return None
+    return fp if fp.get("is_jetson") else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,18 +3,25 @@
     import edgeify_runtime as er
 
     with er.load("bundle/") as model:
-        print(model.inputs, model.engine_name, model.engine_version)
+        print(model.inputs, model.engine_name, model.engine_version, model.labels, model.preprocessing)
         outputs = model.run({"x": x})          # or model.run(x) for a single-input model
         probs = outputs["logits"]
 
 Callers always use the manifest's ``layout`` (e.g. NCHW); when the artifact has another ``engine_layout``
 (e.g. an NHWC TFLite model) the transpose happens here, on the way in and out.
+
+Accelerators: ``load(options=...)`` picks one in the engine's words (ONNX Runtime ``{"providers": [...]}``,
+OpenVINO ``{"device": "GPU"}``). When it is not available, ``load`` raises EngineMissingError; only with
+``cpu_fallback=True`` does it load on the CPU instead, and then it says so: a ``CPUFallbackWarning``, and
+``Model.fallback`` holds the reason (None when the requested placement was honoured). ``Model.accelerator``
+is where the engine actually runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,11 +29,23 @@ from typing import Any
 import numpy as np
 
 from .engines import EngineAdapter, create_adapter
-from .errors import BundleError, InputSignatureError
+from .errors import BundleError, EngineMissingError, InputSignatureError
 from .fingerprint import default_threads
 from .manifest import Manifest, TensorSpec
 
-__all__ = ["Model", "load"]
+__all__ = ["CPUFallbackWarning", "Model", "load"]
+
+
+class CPUFallbackWarning(RuntimeWarning):
+    """``load(..., cpu_fallback=True)`` could not use the requested accelerator and loaded on the CPU."""
+
+
+#: per engine: the load options that place the model on an accelerator, and their CPU values (None: drop the
+#: key). ``cpu_fallback`` rewrites exactly these keys; engines not listed run on the CPU only.
+_CPU_PLACEMENT: dict[str, dict[str, Any]] = {
+    "onnxruntime": {"providers": ["CPUExecutionProvider"], "provider_options": None},
+    "openvino": {"device": "CPU"},
+}
 
 
 #: dynamic-dimension names that say nothing about which dimensions are equal
@@ -86,10 +105,14 @@ class Model:
     Not thread-safe: use one Model per thread.
     """
 
-    def __init__(self, bundle_dir: Path, manifest: Manifest, adapter: EngineAdapter, threads: int) -> None:
+    def __init__(self, bundle_dir: Path, manifest: Manifest, adapter: EngineAdapter, threads: int,
+                 fallback: str | None = None) -> None:
         self.bundle_dir = bundle_dir
         self.manifest = manifest
         self.threads = threads
+        #: why ``load(..., cpu_fallback=True)`` fell back to the CPU; None when it did not
+        self.fallback = fallback
+        self._accelerator = _placement(adapter)
         self._adapter: EngineAdapter | None = adapter
         self._engine_name = adapter.name
         self._engine_version = adapter.version
@@ -132,6 +155,26 @@ class Model:
     @property
     def precision(self) -> str:
         return self.manifest.precision
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Class names from the manifest (index i names output column i), or None when the build had none."""
+        return self.manifest.labels
+
+    @property
+    def preprocessing(self) -> dict[str, Any] | None:
+        """How the build turned raw inputs (images) into model inputs, from the manifest, or None.
+
+        For an image folder: ``size`` [H, W], ``mode`` (Pillow ``"L"``/``"RGB"``), ``resample``, ``scale``,
+        ``mean``, ``std`` (per channel), ``layout`` and ``classes``: ``a = (pixels * scale - mean) / std``
+        after ``convert(mode)`` and ``resize((W, H), resample)``.
+        """
+        return self.manifest.preprocessing
+
+    @property
+    def accelerator(self) -> str:
+        """Where the engine runs, in its own words (``"CPUExecutionProvider"``, ``"CPU"``, ``"GPU.0"``...)."""
+        return self._accelerator
 
     @property
     def closed(self) -> bool:
@@ -246,22 +289,54 @@ class Model:
             self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"threads={self.threads}"
+        state = "closed" if self.closed else f"threads={self.threads} on {self._accelerator}"
         return (f"<edgeify_runtime.Model {self.bundle_dir.name!r} {self._engine_name} {self._engine_version} "
                 f"{self.manifest.precision} inputs=[{self._describe_inputs()}] {state}>")
 
 
+def _placement(adapter: EngineAdapter) -> str:
+    providers = getattr(adapter, "providers", None)  # onnxruntime: the session's providers, best first
+    if providers:
+        return str(providers[0])
+    return str(getattr(adapter, "device", None) or "CPU")
+
+
+def _unhonoured(engine: str, adapter: EngineAdapter, options: Mapping[str, Any]) -> str | None:
+    """Why the loaded engine does not run where ``options`` asked (an engine may drop a provider silently)."""
+    if engine == "onnxruntime" and options.get("providers") and not options.get("provider_fallback"):
+        got = list(getattr(adapter, "providers", None) or [])
+        lost = [str(p) for p in options["providers"] if p not in got]
+        if lost:
+            return f"onnxruntime could not start the execution provider(s) {lost}; the session runs on {got}"
+    return None
+
+
+def _cpu_options(engine: str, options: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``options`` with the accelerator keys set to the CPU; None when they already ask for the CPU."""
+    cpu = _CPU_PLACEMENT.get(engine)
+    if not cpu or not any(k in options and options[k] != v for k, v in cpu.items()):
+        return None
+    out = {k: v for k, v in options.items() if k not in cpu}
+    out.update({k: v for k, v in cpu.items() if v is not None})
+    return out
+
+
 def load(bundle: str | os.PathLike[str], *, engine: str | None = None, threads: int | None = None,
-         verify: bool = True, options: Mapping[str, Any] | None = None) -> Model:
+         verify: bool = True, options: Mapping[str, Any] | None = None, cpu_fallback: bool = False) -> Model:
     """Load an edgeify bundle directory and return a ready Model.
 
     ``engine``: must be the engine the bundle was built for (None: the manifest's); a bundle has one artifact.
     ``threads``: intra-op threads (None: the physical core count this process may use).
     ``verify``: check every file's sha256 first (BundleError naming the bad files when one differs).
-    ``options``: engine load options, merged over the manifest's ``engine.options``.
+    ``options``: engine load options, merged over the manifest's ``engine.options``; they choose the
+    accelerator (ONNX Runtime ``providers``, OpenVINO ``device``; see ``edgeify_runtime.engines``).
+    ``cpu_fallback``: when the accelerator the options ask for is missing or does not start, load on the CPU
+    instead, warn (``CPUFallbackWarning``) and record why in ``Model.fallback``. Without it (the default)
+    that is an EngineMissingError: edgeify never moves a model to another device silently.
 
     Raises BundleError (malformed/unsafe/tampered bundle, or an engine the bundle was not built for),
-    EngineMissingError (engine not installed or older than the manifest's ``engine.min_version``).
+    EngineMissingError (engine not installed or older than the manifest's ``engine.min_version``; an
+    accelerator that is not there, unless ``cpu_fallback``).
     """
     bundle_dir = Path(bundle)
     manifest = Manifest.read(bundle_dir)
@@ -276,12 +351,31 @@ def load(bundle: str | os.PathLike[str], *, engine: str | None = None, threads: 
         raise ValueError(f"threads must be a positive int or None, not {threads!r}")
     if verify:
         manifest.verify_files(bundle_dir)
-    adapter = create_adapter(want, manifest.engine.min_version)
     merged = dict(manifest.engine.options)
     merged.update(dict(options or {}))
-    adapter.load(bundle_dir, manifest, threads, merged)
+    adapter = create_adapter(want, manifest.engine.min_version)
     try:
-        return Model(bundle_dir, manifest, adapter, threads)
+        adapter.load(bundle_dir, manifest, threads, merged)
+        reason = _unhonoured(want, adapter, merged)
+    except EngineMissingError as exc:
+        adapter.close()
+        if not cpu_fallback or _cpu_options(want, merged) is None:
+            raise
+        reason = str(exc)
+    skipped = list(getattr(adapter, "skipped_providers", None) or [])  # onnxruntime's provider_fallback
+    fallback = f"{want} skipped the execution provider(s) {skipped} (provider_fallback)" if skipped else None
+    if reason is not None:
+        adapter.close()
+        cpu = _cpu_options(want, merged)
+        if not cpu_fallback or cpu is None:
+            raise EngineMissingError(reason, hint="install the engine build and drivers for that accelerator, "
+                                                  "or pass cpu_fallback=True to accept the CPU")
+        adapter = create_adapter(want, manifest.engine.min_version)
+        adapter.load(bundle_dir, manifest, threads, cpu)
+        fallback = f"{reason}; loaded on the CPU instead (cpu_fallback=True)"
+        warnings.warn(f"edgeify_runtime: {bundle_dir}: {fallback}", CPUFallbackWarning, stacklevel=2)
+    try:
+        return Model(bundle_dir, manifest, adapter, threads, fallback)
     except BaseException:
         adapter.close()
         raise

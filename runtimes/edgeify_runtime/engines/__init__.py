@@ -34,6 +34,14 @@ _ENGINES = (
                 "onnxruntime-qnn", "onnxruntime-silicon"), "onnxruntime"),
     EngineInfo("openvino", "edgeify_runtime.engines.openvino:OpenVINOAdapter", ("openvino",),
                ("openvino",), "openvino"),
+    EngineInfo("tensorrt", "edgeify_runtime.engines.tensorrt:TensorRTAdapter", ("tensorrt",),
+               ("tensorrt", "tensorrt-cu12", "tensorrt_cu12", "tensorrt-libs"), "tensorrt",
+               "on a Jetson: sudo apt-get install nvidia-jetpack (or python3-libnvinfer), "
+               "plus pip install cuda-python"),
+    # no distributions: ai-edge-litert and tensorflow/tflite-runtime number releases differently; the adapter
+    # reports the version of the module it imported and checks min_version itself (see engines/litert.py)
+    EngineInfo("litert", "edgeify_runtime.engines.litert:LiteRTAdapter",
+               ("ai_edge_litert", "tflite_runtime", "tensorflow"), (), "ai-edge-litert"),
 )
 
 

@@ -38,10 +38,12 @@ class EngineInfo:
     modules: tuple[str, ...]
     distributions: tuple[str, ...]
     pip: str
+    #: how to install the engine when pip is not the way (e.g. TensorRT on a Jetson comes with JetPack)
+    hint: str = ""
 
     @property
     def install_command(self) -> str:
-        return f"pip install {self.pip}"
+        return self.hint or f"pip install {self.pip}"
 
 
 class EngineAdapter:

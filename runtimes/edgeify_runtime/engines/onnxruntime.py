@@ -8,6 +8,9 @@ Options (manifest ``engine.options`` or ``load(options=...)``):
   ``provider_options``          list of dicts, one per provider
   ``graph_optimization_level``  ``"disable" | "basic" | "extended" | "all"`` (default ``"all"``)
   ``session_config``            dict of ``SessionOptions.add_session_config_entry`` keys and values
+  ``provider_fallback``         true: ``providers`` is a fallback order (e.g. TensorRT, CUDA, CPU): providers this
+                                onnxruntime lacks or cannot start are skipped (``skipped_providers`` says which)
+                                instead of being an EngineMissingError
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "exten
 
 class OnnxRuntimeAdapter(EngineAdapter):
     name = "onnxruntime"
-    option_keys = frozenset({"providers", "provider_options", "graph_optimization_level", "session_config"})
+    option_keys = frozenset({"providers", "provider_options", "graph_optimization_level", "session_config",
+                             "provider_fallback"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,6 +43,7 @@ class OnnxRuntimeAdapter(EngineAdapter):
         self._output_names: list[str] = []  # session output name per manifest output, in manifest order
         self._manifest_outputs: list[str] = []
         self.providers: list[str] = []
+        self.skipped_providers: list[str] = []
 
     def _load(self, artifact: Path, manifest: Manifest) -> None:
         ort = self._import_engine()
@@ -56,6 +61,12 @@ class OnnxRuntimeAdapter(EngineAdapter):
         providers = list(self.options.get("providers") or ["CPUExecutionProvider"])
         available = ort.get_available_providers()
         missing = [p for p in providers if p not in available]
+        fallback = bool(self.options.get("provider_fallback"))
+        if missing and fallback and len(missing) < len(providers):  # an explicit fallback order: skip, say so
+            keep = [i for i, p in enumerate(providers) if p not in missing]
+            if self.options.get("provider_options") is not None:
+                self.options["provider_options"] = [list(self.options["provider_options"])[i] for i in keep]
+            providers, self.skipped_providers, missing = [providers[i] for i in keep], missing, []
         if missing:
             raise EngineMissingError(
                 f"onnxruntime {self.version} on this device lacks the execution provider(s) {missing}; "
@@ -72,6 +83,8 @@ class OnnxRuntimeAdapter(EngineAdapter):
                               hint="the artifact may need a newer onnxruntime (pip install --upgrade "
                                    "onnxruntime), or the bundle is damaged") from exc
         self.providers = list(self._session.get_providers())
+        if fallback:
+            self.skipped_providers += [p for p in providers if p not in self.providers]
         manifest_inputs = [t.name for t in manifest.inputs]
         self._manifest_outputs = [t.name for t in manifest.outputs]
         sess_in = [i.name for i in self._session.get_inputs()]

@@ -1,0 +1,79 @@
+"""Run a bundle's device steps on the device: ``python -m edgeify_runtime.device_steps --bundle DIR``.
+
+``edgeify build`` runs the host steps and records the steps that must run on the device in the manifest's
+``device_steps`` (today: ``tensorrt-engine``, the TensorRT engine built on the Jetson). ``edgeify deploy`` and
+``edgeify bench --device`` run this module on the device after installing the bundle. It prints ONE JSON object
+on stdout::
+
+    {"ok": true, "bundle": "...", "steps": [{"id": "engine", "uses": "tensorrt-engine",
+                                             "decision": "built|reused|rebuilt", "reason": "...",
+                                             "key": "...", "plan": "...", "meta": {...}}]}
+
+or ``{"ok": false, "error": {"type", "message", "hint", "exit_code"}}`` with the error's exit code (11: TensorRT
+is not installed, 8: the build failed, 12: the bundle is damaged, 2: bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+from .errors import BundleError, EdgeifyRuntimeError
+from .manifest import Manifest
+
+
+def run_device_steps(bundle: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    from .trt_engine import STEP_KIND, ensure_engine
+
+    manifest = Manifest.read(bundle)
+    manifest.verify_files(bundle)
+    done = []
+    for step in manifest.raw.get("device_steps") or []:
+        kind = step.get("uses") if isinstance(step, dict) else None
+        if kind != STEP_KIND:
+            raise BundleError(f"device step {step!r}: this edgeify-runtime cannot run step kind {kind!r}",
+                              hint="pip install --upgrade edgeify-runtime (the bundle may come from a newer edgeify)")
+        record = ensure_engine(bundle, manifest, options)
+        done.append({"id": step.get("id"), "uses": kind, **record.to_dict()})
+    return {"ok": True, "bundle": bundle, "bundle_digest": manifest.bundle_digest, "steps": done}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .bench import _error_payload, _sigterm_as_interrupt, _stdout_reserved
+
+    parser = argparse.ArgumentParser(prog="python -m edgeify_runtime.device_steps",
+                                     description="Run the bundle's device steps (e.g. build its TensorRT engine).")
+    parser.add_argument("--bundle", required=True, help="the bundle directory on this device")
+    parser.add_argument("--options", default=None, help="JSON object of engine options (e.g. '{\"dla_core\": 0}')")
+    args = parser.parse_args(argv)
+    with _stdout_reserved() as out, _sigterm_as_interrupt():
+        code = 0
+        try:
+            options = json.loads(args.options) if args.options else None
+            if options is not None and not isinstance(options, dict):
+                raise ValueError("--options must be a JSON object")
+            result = run_device_steps(args.bundle, options)
+        except ValueError as exc:
+            result = _error_payload({"type": "RequestError", "message": str(exc), "hint": "", "exit_code": 2})
+            code = 2
+        except EdgeifyRuntimeError as err:
+            result, code = _error_payload(err.to_dict()), err.exit_code
+        except KeyboardInterrupt:
+            result, code = _error_payload({"type": "Interrupted", "message": "interrupted (SIGINT/SIGTERM)",
+                                           "hint": "", "exit_code": 130}), 130
+        except Exception as exc:
+            if os.environ.get("EDGEIFY_DEBUG") == "1":
+                traceback.print_exc(file=sys.stderr)
+            result, code = _error_payload({"type": type(exc).__name__, "message": str(exc),
+                                           "hint": "set EDGEIFY_DEBUG=1 for the traceback on stderr",
+                                           "exit_code": 1}), 1
+        out.write(json.dumps(result) + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
