@@ -39,9 +39,12 @@ say "python packages: edgeify[$extras] + edgeify-runtime ($("$PY" --version))"
 "$PY" -m pip install -q --upgrade pip
 "$PY" -m pip install -q -c constraints.txt -e ./runtimes -e ".[$extras]"
 
-# Packages whose declared dependencies would break the environment are installed with --no-deps here
-# (none needed yet; onnx2tf joins this list with the TFLite targets).
-NO_DEPS=()
+# Packages whose declared dependencies would break the environment are installed with --no-deps here.
+# onnx2tf pins numpy 1.26.4, onnx 1.19, onnxruntime 1.23, protobuf 4.25 and tensorflow 2.19 (it would downgrade
+# all of them); tf-keras 2.21 depends on "tensorflow", while this environment has the same release as
+# tensorflow-cpu. Everything they import at run time comes with edgeify[tflite]. `pip check` then lists their
+# unmet pins: expected, see README "Install".
+NO_DEPS=("onnx2tf==1.29.24" "tf-keras==2.21.0")
 if [ "${#NO_DEPS[@]}" -gt 0 ]; then
   "$PY" -m pip install -q --no-deps "${NO_DEPS[@]}"
 fi

@@ -42,8 +42,13 @@ class EngineSpec(_Frozen):
     min_version: str | None = None
     precisions: tuple[Precision, ...]
     layout: Literal["NCHW", "NHWC", "any"] = "any"
+    io_dtypes: tuple[Literal["float32", "int8"], ...] = Field(
+        default=("float32",), description="I/O dtypes a caller may use (--io-dtype); int8 applies to int8 builds")
     build_on: Literal["host", "device"] = "host"
     install_hint: str = ""
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="engine load options written to the manifest's engine.options "
+                                          "(e.g. ONNX Runtime providers in fallback order)")
     pipeline: tuple[StepRef, ...]
 
     @model_validator(mode="after")

@@ -20,7 +20,7 @@ def test_builtin_targets_and_family_alias() -> None:
     spec, family = reg.resolve("x86")
     assert (spec.name, family) == ("x86-avx2", "x86")
     assert reg.resolve("x86-avx512") == (reg.targets["x86-avx512"], None)
-    for s in reg:
+    for s in (s for s in reg if s.family == "x86"):
         assert set(s.engines) == {"onnxruntime", "openvino"}
         assert s.precisions == ("fp32", "fp16", "int8", "int8-dynamic")
 
@@ -67,7 +67,10 @@ def test_unsupported_precision_and_engine() -> None:
 
 def test_future_target_families_are_expressible() -> None:
     """Jetson (TensorRT built on the device), Raspberry Pi and Android (TFLite NHWC) fit the same format."""
-    reg = load_registry([DATA / "future_targets.toml"], user_dir=Path("/nonexistent"))
+    from edgeify.targets.registry import _read_toml, build_registry
+
+    # alone: the built-in files now define these families for real (jetson.toml, arm.toml)
+    reg = build_registry([_read_toml(DATA / "future_targets.toml")])
     jetson, fam = reg.resolve("jetson")
     assert (jetson.name, fam) == ("jetson-orin-nano", "jetson")
     assert jetson.engines["tensorrt"].build_on == "device"

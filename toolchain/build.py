@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import DataError, InterruptedBuild
+from .errors import DataError, InterruptedBuild, TargetError
 
 
 class BuildObserver(Protocol):
@@ -64,8 +64,12 @@ def build(model: str | Path, *, target: str, out: str | Path, precision: str = "
           calib: str | Path | None = None, eval: str | Path | None = None, preprocess: str | Path | None = None,
           input_shapes: list[str] | None = None, target_files: list[str] | tuple[str, ...] = (),
           max_accuracy_drop: float | None = None, use_cache: bool = True, measure_latency: bool = True,
-          observer: BuildObserver | None = None) -> BuildResult:
-    """Build ``model`` for ``target`` at ``precision`` into the bundle directory ``out``."""
+          observer: BuildObserver | None = None, io_dtype: str = "float32") -> BuildResult:
+    """Build ``model`` for ``target`` at ``precision`` into the bundle directory ``out``.
+
+    ``io_dtype``: the dtype callers feed and receive; ``int8`` (int8 I/O, quantized with the scale and zero
+    point recorded in the manifest) only for ``int8`` builds on engines that list it (TFLite).
+    """
     from . import bundle as bundle_mod
     from .cache import StepCache
     from .data import load_dataset
@@ -81,10 +85,14 @@ def build(model: str | Path, *, target: str, out: str | Path, precision: str = "
     spec, family = registry.resolve(target)
     pipeline = resolve(spec, engine, precision)
     eng_name = pipeline.engine
-    if precision == "int8" and calib is None:
-        raise DataError(f"--precision int8 is static quantization and needs calibration data ({spec.name})",
+    if precision in ("int8", "int16x8") and calib is None:
+        raise DataError(f"--precision {precision} is static quantization and needs calibration data ({spec.name})",
                         hint="pass --calib data.npz (a few hundred representative inputs), "
                              "or use --precision int8-dynamic")
+    if io_dtype not in spec.engines[eng_name].io_dtypes or (io_dtype != "float32" and precision != "int8"):
+        raise TargetError(f"--io-dtype {io_dtype} is not available for {precision} with engine {eng_name!r} on "
+                          f"{spec.name}", hint="int8 I/O needs --precision int8 and an engine that offers it "
+                                               "(the TFLite targets); omit --io-dtype for float32 I/O")
     for flag, p in (("--calib", calib), ("--eval", eval), ("--preprocess", preprocess)):
         if p is not None and not Path(p).exists():
             raise DataError(f"{flag} {p}: not found", hint=f"{flag} takes a .npz, a .npy or an image folder")
@@ -94,14 +102,18 @@ def build(model: str | Path, *, target: str, out: str | Path, precision: str = "
     cache = StepCache(cache_dir(), enabled=use_cache)
     ctx = BuildContext(source=source, target=spec, engine_name=eng_name, engine=spec.engines[eng_name],
                        precision=precision, work_dir=staging / "work", max_accuracy_drop=max_accuracy_drop,
-                       progress=obs.message)
+                       progress=obs.message, io_dtype=io_dtype)
     records: list[dict[str, Any]] = []
+    device_steps: list[dict[str, Any]] = []  # where = "device": recorded for the device, never run here
     tools: dict[str, str] = {}
     outputs: dict[str | None, Any] = {}
     try:
         with _terminate_as_interrupt():
             ctx.work_dir.mkdir(parents=True)
             for step in pipeline.steps:
+                if step.where == "device":  # e.g. the TensorRT engine: deploy/bench runs it on the device
+                    device_steps.append(step.describe())
+                    continue
                 impl = step_class(step.kind)(step.config)
                 tools.update(impl.tool_versions())
                 if step.kind == "check" or impl.uses_calibration:
@@ -121,16 +133,21 @@ def build(model: str | Path, *, target: str, out: str | Path, precision: str = "
                 secs = time.perf_counter() - ts
                 obs.step_finished(step.id, secs, cached)
                 outputs[step.id] = art
+                if art.meta.get("engine_min_version"):  # what this artifact's ops need (e.g. TFLite op versions)
+                    ctx.engine = ctx.engine.model_copy(update={"min_version": art.meta["engine_min_version"]})
                 records.append({**step.describe(), "cache_key": key if impl.cacheable else None,
                                 "cached": cached, "seconds": round(secs, 3), "tools": impl.tool_versions()})
-            final = outputs[pipeline.steps[-1].id]
+            final = outputs[[s for s in pipeline.steps if s.where != "device"][-1].id]
             if ctx.calib is None and ctx.eval is None and (calib or eval):
                 _load_data(ctx, outputs, calib, eval, preprocess, load_dataset)
             dest = staging / "bundle"
             manifest = bundle_mod.assemble(dest, ctx, final, steps=records, tools=tools,
-                                           validation=final.meta.get("validation"))
+                                           validation=final.meta.get("validation"), device_steps=device_steps)
             latency = None
-            if measure_latency:
+            if measure_latency and device_steps:  # e.g. a TensorRT engine: it only exists on the device
+                latency = {"error": "the engine is built on the device: measure it there with "
+                                    "`edgeify bench BUNDLE --device NAME`"}
+            elif measure_latency:
                 obs.message("measuring local latency")
                 latency = _quick_latency(dest)
             bundle_mod.write_report(dest, manifest, latency)

@@ -34,8 +34,12 @@ STAGING_PREFIX = ".edgeify-staging-"
 
 
 def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[dict[str, Any]],
-             tools: dict[str, str], validation: dict[str, Any] | None) -> dict[str, Any]:
-    """Copy the artifact into ``dest`` under the engine's file names and write ``manifest.json``."""
+             tools: dict[str, str], validation: dict[str, Any] | None,
+             device_steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Copy the artifact into ``dest`` under the engine's file names and write ``manifest.json``.
+
+    ``device_steps``: resolved steps that run on the device after deploy (``where = "device"``, e.g. the TensorRT
+    engine build), written as the manifest's ``device_steps`` for ``edgeify_runtime.device_steps``."""
     dest.mkdir(parents=True, exist_ok=True)
     primary = ctx.engine.artifact
     stem = Path(primary).stem
@@ -60,7 +64,7 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
                    "os": ctx.target.os, "spec_digest": ctx.target.digest, "status": ctx.target.status},
         "engine": {"name": ctx.engine.runtime, "engine_key": ctx.engine_name, "min_version": ctx.engine.min_version,
                    "artifact": primary, "format": ctx.engine.artifact_format, "build_on": ctx.engine.build_on,
-                   "options": {}},
+                   "options": dict(ctx.engine.options)},
         "precision": ctx.precision,
         "quantization": meta.get("quantization") or {"method": "none", "weights": "float32"},
         "inputs": meta["inputs"],
@@ -79,6 +83,8 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
         "steps": steps,
         "validation": validation,
     }
+    if device_steps:
+        manifest["device_steps"] = device_steps
     (dest / MANIFEST_NAME).write_text(dumps(manifest), encoding="utf-8")
     return manifest
 

@@ -26,7 +26,10 @@ BUILTIN_STEPS: dict[str, str] = {
     "ort-quantize": "edgeify.steps.ort_quantize:OrtQuantize",
     "openvino-convert": "edgeify.steps.openvino_convert:OpenVinoConvert",
     "nncf-quantize": "edgeify.steps.nncf_quantize:NncfQuantize",
+    "tflite-convert": "edgeify.steps.tflite_convert:TfliteConvert",
+    "tflite-quantize": "edgeify.steps.tflite_quantize:TfliteQuantize",
     "check": "edgeify.steps.check:Check",
+    "tensorrt-engine": "edgeify.steps.tensorrt_engine:TensorRTEngine",
 }
 STEP_ENTRY_POINT_GROUP = "edgeify.steps"
 

@@ -63,7 +63,7 @@ def test_bench_onnxruntime_end_to_end(kit, agent_env, tmp_path):
     manifest = er.Manifest.read(bundle)
     assert res["bundle_digest"] == manifest.bundle_digest
     assert res["engine"] == {"name": "onnxruntime", "version": __import__("onnxruntime").__version__,
-                             "module": "onnxruntime"}
+                             "module": "onnxruntime", "accelerator": "CPUExecutionProvider"}
     assert res["precision"] == "fp32" and res["target"] == "x86-avx2"
     assert res["protocol"]["batch"] == 4 and res["protocol"]["threads"] == 1
     assert res["protocol"]["input_shapes"] == {"x": [4, 8]}

@@ -1,5 +1,6 @@
-"""CLI for devices: ``edgeify devices add|list|show|remove|check|status``, ``edgeify deploy``, ``edgeify rollback``,
-and the fleet path of ``edgeify bench --devices``. ``register(app)`` adds them to the main typer app.
+"""CLI for devices: ``edgeify devices add|list|show|remove|check|status``, ``edgeify deploy [--app serve]``,
+``edgeify rollback``, ``edgeify apps status|stop``, and the fleet path of ``edgeify bench --devices``.
+``register(app)`` adds them to the main typer app.
 
 Heavy modules (paramiko, the deployer) are imported inside the commands so ``edgeify --help`` stays fast.
 """
@@ -275,12 +276,24 @@ def deploy_cmd(
     name: str = typer.Option(None, "--name", help="name of the bundle on the device [default: the directory's]"),
     force: bool = typer.Option(False, "--force", help="deploy even if the bundle's target/engine does not fit "
                                                       "the device's target"),
+    app: str = typer.Option(None, "--app", help="also install this app beside the bundle, start it and check its "
+                                                "health: serve (examples/apps/serve.py) or path/to/app.py"),
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port the app listens on (with --app)"),
+    app_option: list[str] = typer.Option([], "--app-option", metavar="KEY=VALUE",
+                                         help="passed to the app as --KEY VALUE (KEY alone: --KEY), e.g. "
+                                              "max-batch=16, host=127.0.0.1; repeatable"),
+    health_timeout: float = typer.Option(60.0, "--health-timeout", min=1.0,
+                                         help="seconds the app has to answer /healthz (with --app)"),
     trust_new_host_key: bool = TrustOpt,
     ask_passphrase: bool = AskPassOpt,
     fmt: Format = FormatOpt,
 ) -> None:
     """Upload a bundle and the runtime agent, verify sha256 on the device, install atomically (keeps the
-    previous version for `edgeify rollback`). Unchanged files are not sent again."""
+    previous version for `edgeify rollback`). Unchanged files are not sent again.
+
+    With --app serve: also install the HTTP service app next to the bundle, (re)start it detached on --port and
+    wait until its /healthz answers with the bundle's digest. The app's packages must already be on the device;
+    stop it with `edgeify apps stop NAME --device DEV`."""
     from edgeify.deploy.connect import open_site
     from edgeify.deploy.deployer import deploy
     from edgeify.deploy.fleet import run_fleet
@@ -290,6 +303,14 @@ def deploy_cmd(
     devs = Inventory().select(selector) if many else [Inventory().get(selector)]
     pw = _passphrase(ask_passphrase)
     show_progress = fmt == Format.table and not many and sys.stderr.isatty()
+    if app is not None:
+        _deploy_app(bundle, devs, many, app=app, port=port, options=app_option, name=name, force=force,
+                    health_timeout=health_timeout, trust_new_host_key=trust_new_host_key, passphrase=pw, fmt=fmt)
+        return
+    if app_option:
+        from edgeify.errors import ConfigError
+
+        raise ConfigError("--app-option needs --app", hint="e.g. --app serve --app-option max-batch=16")
 
     def one(dev: Any) -> Any:
         with open_site(dev, trust_new_host_key=trust_new_host_key, passphrase=pw) as site:
@@ -327,6 +348,116 @@ def _print_deploys(reports: list[dict[str, Any]], fmt: Format) -> None:
                       f"{', runtime sent' if r['runtime_uploaded'] else ''}) in {tm['total']:.2f} s ({parts} s)")
         for w in r.get("warnings") or []:
             err_console.print(f"  [yellow]forced:[/] {w}")
+        for step in r.get("device_steps") or []:  # e.g. the TensorRT engine, built on the device
+            console.print(f"  {step['uses']} on the device: [bold]{step['decision']}[/] ({step['reason']}) "
+                          f"{step['plan']}")
+
+
+def _deploy_app(bundle: Path, devs: list[Any], many: bool, *, app: str, port: int, options: list[str],
+                name: str | None, force: bool, health_timeout: float, trust_new_host_key: bool,
+                passphrase: str | None, fmt: Format) -> None:
+    """``edgeify deploy BUNDLE --app serve``: deploy, start the app, check its health, on one device or many."""
+    from edgeify.deploy.apps import app_arguments, deploy_app, resolve_app
+    from edgeify.deploy.connect import open_site
+    from edgeify.deploy.fleet import run_fleet
+
+    spec = resolve_app(app)  # a bad --app or --app-option fails here, before any connection
+    app_arguments(options)
+
+    def one(dev: Any) -> Any:
+        with open_site(dev, trust_new_host_key=trust_new_host_key, passphrase=passphrase) as site:
+            return deploy_app(site, bundle, app=spec, port=port, options=options, device=dev, name=name,
+                              force=force, health_timeout=health_timeout)
+
+    if not many:
+        with err_console.status(f"deploying {bundle.name} + {spec.kind} to {devs[0].name}",
+                                spinner="dots") if fmt == Format.table and sys.stderr.isatty() else _nullctx():
+            report = one(devs[0])
+        _print_apps([report.to_dict()], fmt)
+        return
+    outcomes = run_fleet(devs, one)
+    if fmt == Format.json:
+        print_json({"devices": [o.to_dict() for o in outcomes]})
+    else:
+        _print_apps([o.result.to_dict() for o in outcomes if o.ok], fmt)
+    _fail_fleet(outcomes)
+
+
+def _nullctx() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _print_apps(reports: list[dict[str, Any]], fmt: Format) -> None:
+    if fmt == Format.json:
+        print_json(reports[0] if len(reports) == 1 else {"devices": reports})
+        return
+    for r in reports:
+        _print_deploys([r["deploy"]], fmt)
+        tm = r["timings_s"]
+        before = r.get("restarted")
+        was = f"; restarted, was pid {before['pid']}" if before else ""
+        console.print(f"[green]✓[/] {r['device']}: {r['app']} [bold]healthy[/] at [bold]{r['url']}[/] "
+                      f"(pid {r['pid']}, bundle {r['bundle_digest'][:12]}{was}) in {r['seconds']:.2f} s "
+                      f"(deploy {tm.get('deploy', 0):.2f} · start {tm.get('start', 0):.2f} · "
+                      f"health {tm.get('health', 0):.2f} s)")
+        console.print(f"  log {r['log']} · stop: edgeify apps stop {r['name']} --device {r['device']}")
+
+
+apps_app = typer.Typer(help="Apps started on devices by `edgeify deploy BUNDLE --app serve`.", no_args_is_help=True)
+
+
+@apps_app.command("status")
+def apps_status(
+    device: str = typer.Option(..., "--device", "-d", help="device name (`edgeify devices list`)"),
+    trust_new_host_key: bool = TrustOpt,
+    fmt: Format = FormatOpt,
+) -> None:
+    """The apps on a device: name, app, port, pid, running or its exit code and last log lines."""
+    from edgeify.deploy.apps import app_status
+    from edgeify.deploy.connect import open_site
+    from edgeify.deploy.inventory import Inventory
+
+    dev = Inventory().get(device)
+    with open_site(dev, trust_new_host_key=trust_new_host_key) as site:
+        data = app_status(site)
+    if fmt == Format.json:
+        print_json({"device": device, **data})
+        return
+    if not data["apps"]:
+        console.print(f"no apps on {device} (edgeify deploy BUNDLE --device {device} --app serve)")
+    for a in data["apps"]:
+        state = "[green]running[/]" if a["running"] else f"[red]stopped[/] (exit {a.get('exit_code')})"
+        console.print(f"{a['name']}: {a['app']} {state} pid {a['pid']} port {a['port']} "
+                      f"bundle {str(a['digest'])[:12]} since {a['started_at']}  log {a['log']}")
+        for line in a.get("log_tail") or []:
+            console.print(f"  | {line}", markup=False)
+
+
+@apps_app.command("stop")
+def apps_stop(
+    name: str = typer.Argument(..., help="the app's name on the device (the bundle's name; `edgeify apps status`)"),
+    device: str = typer.Option(..., "--device", "-d", help="device name (`edgeify devices list`)"),
+    timeout: float = typer.Option(15.0, "--timeout", min=0.0, help="seconds after SIGTERM before SIGKILL"),
+    trust_new_host_key: bool = TrustOpt,
+    fmt: Format = FormatOpt,
+) -> None:
+    """Stop an app: SIGTERM (it finishes the requests in flight), then SIGKILL after --timeout."""
+    from edgeify.deploy.apps import stop_app
+    from edgeify.deploy.connect import open_site
+    from edgeify.deploy.inventory import Inventory
+
+    dev = Inventory().get(device)
+    with open_site(dev, trust_new_host_key=trust_new_host_key) as site:
+        out = stop_app(site, name, timeout=timeout)
+    if fmt == Format.json:
+        print_json({"device": device, **out})
+    elif out.get("was_running"):
+        console.print(f"[green]✓[/] {device}: stopped {name} (pid {out['pid']}, SIG{out['signal']}, "
+                      f"exit {out.get('exit_code')}, {out['seconds']:.2f} s)")
+    else:
+        console.print(f"{device}: {name} was not running")
 
 
 def rollback_cmd(
@@ -408,10 +539,11 @@ def bench_fleet(bundle: Path, selector: str, *, threads: int | None = None, warm
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``devices``, ``deploy`` and ``rollback`` to the main app."""
+    """Add ``devices``, ``deploy``, ``rollback`` and ``apps`` to the main app."""
     app.add_typer(devices_app, name="devices")
     app.command("deploy")(deploy_cmd)
     app.command("rollback")(rollback_cmd)
+    app.add_typer(apps_app, name="apps")
 
 
-__all__ = ["bench_fleet", "check_device", "devices_app", "register"]
+__all__ = ["apps_app", "bench_fleet", "check_device", "devices_app", "register"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,11 @@ app.add_typer(targets_app, name="targets")
 class Format(str, Enum):
     table = "table"
     json = "json"
+
+
+class IoDtype(str, Enum):
+    float32 = "float32"
+    int8 = "int8"
 
 
 TargetFiles = typer.Option([], "--target-file", help="extra target spec TOML file (repeatable)")
@@ -121,7 +128,7 @@ def build(
                                           "module.py:factory"),
     target: str = typer.Option(..., "--target", "-t", help="target or family name (`edgeify targets`)"),
     precision: str = typer.Option("fp32", "--precision", "-p", help="fp32 | fp16 | int8 (static, needs --calib) | "
-                                                                    "int8-dynamic"),
+                                                                    "int8-dynamic | int16x8 (TFLite, needs --calib)"),
     out: Path = typer.Option(None, "--out", "-o", help="bundle directory [default: build/<model>-<target>-<prec>]"),
     engine: str = typer.Option(None, "--engine", help="engine other than the target's default for the precision"),
     calib: Path = typer.Option(None, "--calib", help="calibration inputs: .npz | .npy | image folder"),
@@ -130,6 +137,9 @@ def build(
     input_shape: list[str] = typer.Option([], "--input-shape", help="e.g. 1,3,224,224 or x:1,3,224,224 (repeatable)"),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="fail if accuracy drops more "
                                                                                "(points) than this"),
+    io_dtype: IoDtype = typer.Option(IoDtype.float32, "--io-dtype", help="dtype callers feed and receive; int8: "
+                                     "int8 I/O for --precision int8 on TFLite targets (scale/zero point in the "
+                                     "manifest)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not reuse cached step results"),
     no_latency: bool = typer.Option(False, "--no-latency", help="skip the quick local latency run"),
     target_file: list[str] = TargetFiles,
@@ -143,13 +153,18 @@ def build(
         spec, _ = load_registry(target_file).resolve(target)
         out = Path("build") / f"{Path(model.split(':')[0]).stem}-{spec.name}-{precision}"
     observer = _RichObserver()
-    try:
-        result = run_build(model, target=target, out=out, precision=precision, engine=engine, calib=calib,
-                           eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
-                           target_files=target_file, max_accuracy_drop=max_accuracy_drop, use_cache=not no_cache,
-                           measure_latency=not no_latency, observer=observer)
-    finally:
-        observer.close()
+    # with --format json, stdout carries one JSON object: whatever converters print there (NNCF's progress
+    # bars, TensorFlow's logs) goes to stderr, at the file-descriptor level, while the build runs
+    guard = _stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
+    with guard:
+        try:
+            result = run_build(model, target=target, out=out, precision=precision, engine=engine, calib=calib,
+                               eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
+                               target_files=target_file, max_accuracy_drop=max_accuracy_drop,
+                               use_cache=not no_cache, measure_latency=not no_latency, observer=observer,
+                               io_dtype=io_dtype.value)
+        finally:
+            observer.close()
     if result.family_alias:
         err_console.print(f"target [bold]{result.family_alias}[/] → board [bold]{result.target}[/] "
                           f"(the family's default; pass --target {result.target} to pin it)")
@@ -160,6 +175,19 @@ def build(
     from .output import print_build_summary
 
     print_build_summary(summary)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def build_summary(result: Any) -> dict[str, Any]:

@@ -285,6 +285,8 @@ class DeployReport:
     runtime: str | None = None
     warnings: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: what the bundle's device steps did on the device (e.g. the TensorRT engine: built / reused / rebuilt)
+    device_steps: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -307,9 +309,30 @@ def ensure_runtime(site: DeviceSite) -> tuple[RuntimePackage, dict[str, Any]]:
 
 def deploy(site: DeviceSite, bundle: str | os.PathLike[str], *, device: Device | None = None,
            name: str | None = None, force: bool = False, hash_check: bool = True, check_space: bool = True,
-           on_progress: ProgressCallback | None = None, on_phase: PhaseCallback | None = None) -> DeployReport:
+           on_progress: ProgressCallback | None = None, on_phase: PhaseCallback | None = None,
+           device_steps: bool = True) -> DeployReport:
     """Deploy ``bundle`` to ``site``; see the module docstring. ``hash_check=False`` decides "unchanged" on
-    sizes and the manifest's sha256 only (the benchmark agent hashes every file before it runs)."""
+    sizes and the manifest's sha256 only (the benchmark agent hashes every file before it runs).
+
+    Then, unless ``device_steps=False``, run the bundle's device steps there (the manifest's ``device_steps``,
+    e.g. building its TensorRT engine, or reusing it when the device fingerprint has not changed); what they did
+    is in ``report.device_steps``."""
+    report = _deploy_files(site, bundle, device=device, name=name, force=force, hash_check=hash_check,
+                           check_space=check_space, on_progress=on_progress, on_phase=on_phase)
+    if device_steps and LocalBundle.read(bundle).manifest.raw.get("device_steps"):
+        from .remote_bench import run_device_steps_on_site
+
+        t = time.perf_counter()
+        report.device_steps = run_device_steps_on_site(site, report)
+        report.timings_s["device_steps"] = round(time.perf_counter() - t, 4)
+        report.timings_s["total"] = round(report.timings_s.get("total", 0.0) + report.timings_s["device_steps"], 4)
+        _phase(on_phase)("device_steps", {"steps": report.device_steps})
+    return report
+
+
+def _deploy_files(site: DeviceSite, bundle: str | os.PathLike[str], *, device: Device | None = None,
+                  name: str | None = None, force: bool = False, hash_check: bool = True, check_space: bool = True,
+                  on_progress: ProgressCallback | None = None, on_phase: PhaseCallback | None = None) -> DeployReport:
     t_start = time.perf_counter()
     local = LocalBundle.read(bundle)
     bname = bundle_name(local, name)

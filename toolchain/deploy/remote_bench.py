@@ -68,6 +68,36 @@ def run_agent_on_site(site: DeviceSite, report: DeployReport, proto: dict[str, A
     return result
 
 
+#: seconds allowed for a bundle's device steps (a TensorRT engine build takes minutes on an Orin Nano)
+DEVICE_STEPS_TIMEOUT_S = 3600.0
+
+
+def run_device_steps_on_site(site: DeviceSite, report: DeployReport, *, options: dict[str, Any] | None = None,
+                             timeout: float = DEVICE_STEPS_TIMEOUT_S) -> list[dict[str, Any]]:
+    """Run ``python -m edgeify_runtime.device_steps`` on the installed bundle; return what each step did.
+
+    Raises the typed error the device reported: EngineMissingError (exit 11) when the device has no TensorRT,
+    ConversionError (8) when the engine build failed, BundleError (12)."""
+    from ..bench_local import parse_agent_output
+
+    rt = runtime_package()
+    workdir = report.workdir or ""
+    remote_bundle = posixpath.join(workdir, "bundles", report.name, "current")
+    env = {"PYTHONPATH": posixpath.join(workdir, "runtime", rt.file)}
+    if os.environ.get("EDGEIFY_DEBUG") == "1":
+        env["EDGEIFY_DEBUG"] = "1"
+    cmd = ["sh", "-c", DEVICE_DEADLINE, "sh", str(int(timeout)), *site.python, "-m", "edgeify_runtime.device_steps",
+           "--bundle", remote_bundle]
+    if options:
+        cmd += ["--options", json.dumps(options)]
+    rc, out, err = site.transport.run(cmd, env=env, timeout=timeout + CLIENT_GRACE_S)
+    if rc == 124:
+        raise RemoteCommandError(f"device {site.name}: the device steps ran past their {int(timeout)} s deadline",
+                                 hint="see the engine build log in the bundle's engines/ directory on the device")
+    result = parse_agent_output(out, err, rc, f"device {site.name} (device steps)")
+    return list(result.get("steps") or [])
+
+
 def bench_device(device: Device, bundle: str | os.PathLike[str], proto: dict[str, Any], *, store: bool = True,
                  force: bool = False, trust_new_host_key: bool = False, timeout: float | None = None,
                  passphrase: str | None = None) -> dict[str, Any]:
@@ -80,6 +110,8 @@ def bench_device(device: Device, bundle: str | os.PathLike[str], proto: dict[str
     result["device"] = device.name
     result["deploy"] = {"status": report.status, "uploaded_bytes": report.uploaded_bytes,
                         "timings_s": report.timings_s, "warnings": report.warnings}
+    if report.device_steps:
+        result["deploy"]["device_steps"] = report.device_steps
     if store:
         from ..paths import results_db
         from ..results import ResultsStore
@@ -141,4 +173,4 @@ def outputs_on_site(site: DeviceSite, report: DeployReport, inputs_npz: str | os
 
 
 __all__ = ["agent_deadline", "bench_device", "benchmark_fleet", "benchmark_on_device", "outputs_on_site",
-           "run_agent_on_site"]
+           "run_agent_on_site", "run_device_steps_on_site"]

@@ -52,6 +52,7 @@ class BuildContext:
     engine: EngineSpec
     precision: str
     work_dir: Path
+    io_dtype: str = "float32"  # the dtype callers feed and receive (--io-dtype; int8 only for int8 TFLite builds)
     calib: Dataset | None = None
     eval: Dataset | None = None
     max_accuracy_drop: float | None = None

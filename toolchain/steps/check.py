@@ -7,8 +7,11 @@ tolerance for the precision; accuracy of source vs built when ``--eval`` data ha
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from edgeify.targets.spec import Tolerance
 from pydantic import Field
 
@@ -20,6 +23,12 @@ class CheckConfig(StepConfig):
     real_samples: int = Field(default=256, ge=1)
     seed: int = 0
     tolerance: Tolerance | None = Field(default=None, description="override the target's tolerance table")
+    engine_options: dict[str, Any] = Field(
+        default_factory=dict, description="load options for the check's run on the build host, e.g. to make the "
+                                          "host compute like the device (not written to the bundle)")
+    runtime: str | None = Field(
+        default=None, description="check with this device-side engine instead of the target engine's (e.g. "
+                                  "onnxruntime on the CPU for a TensorRT engine, which is built on the device)")
 
 
 class Check(Step):
@@ -36,16 +45,36 @@ class Check(Step):
 
         assert artifact is not None
         staged = out_dir / "bundle"
+        if self.config.runtime:  # the engine itself only exists on the device: check its artifact here instead
+            ctx = replace(ctx, engine=ctx.engine.model_copy(
+                update={"runtime": self.config.runtime, "options": {}, "min_version": None}))
         assemble(staged, ctx, artifact, steps=[], tools={}, validation=None)
-        inputs = [TensorSpec.from_dict(t) for t in artifact.meta["inputs"]]
+        io = (artifact.meta.get("quantization") or {}).get("io_quantization") or {}
+        io = io if isinstance(io, dict) else {}  # ort-quantize's fp16 records io as a sentence
+        # parity compares like with like: the source's float values. An int8-I/O model (--io-dtype int8) is fed
+        # inputs quantized with its own scale/zero point and its outputs are dequantized before comparing.
+        qin = {n: q for n, q in (io.get("inputs") or {}).items()}
+        qout = {n: q for n, q in (io.get("outputs") or {}).items()}
+        inputs = [_as_float(TensorSpec.from_dict(t), qin) for t in artifact.meta["inputs"]]
         outputs = [TensorSpec.from_dict(t) for t in artifact.meta["outputs"]]
         tol = self.config.tolerance or ctx.target.tolerances[ctx.precision]
         reference = ctx.source.reference()
         real = ctx.calib if ctx.calib is not None else ctx.eval
-        with edgeify_runtime.load(staged) as model:
-            def built(feeds):
+        with edgeify_runtime.load(staged, options=self.config.engine_options or None) as model:
+            fixed = _fixed_batch(model.inputs)
+
+            def run_once(feeds):
+                feeds = {k: _quantize(v, qin[k]) if _is_int(model, k) and k in qin else v for k, v in feeds.items()}
                 res = model.run(feeds)
-                return list(res.values())
+                return [_dequantize(v, qout[k]) if k in qout and v.dtype.kind in "iu" else v for k, v in res.items()]
+
+            def built(feeds):
+                n = len(next(iter(feeds.values())))
+                if fixed is None or n == fixed or n % fixed:
+                    return run_once(feeds)
+                # data comes in the source's batch (e.g. 32); a fixed-batch model (TFLite: 1) runs it in pieces
+                parts = [run_once({k: v[i:i + fixed] for k, v in feeds.items()}) for i in range(0, n, fixed)]
+                return [np.concatenate(col) for col in zip(*parts, strict=True)]
 
             ctx.progress("parity: source vs built on random and real inputs")
             report = parity(inputs, outputs, reference.run, built, [o.name for o in model.outputs], tol, real,
@@ -53,6 +82,35 @@ class Check(Step):
             if ctx.eval is not None and ctx.eval.labels is not None:
                 ctx.progress(f"accuracy on {ctx.eval.count} labelled samples")
                 report["accuracy"] = accuracy(reference.run, built, ctx.eval, len(outputs), ctx.max_accuracy_drop)
+        if self.config.runtime:
+            report["checked_with"] = f"{self.config.runtime} on the build host (the target engine runs on the device)"
         meta = dict(artifact.meta)
         meta["validation"] = report
         return Artifact(artifact.format, list(artifact.files), meta)
+
+
+def _as_float(spec, quantized: dict) -> object:
+    """The float tensor a quantized-I/O input stands for (what the source model takes)."""
+    from edgeify_runtime.manifest import TensorSpec
+
+    if spec.name in quantized and spec.dtype != "float32":
+        return TensorSpec(spec.name, spec.shape, "float32", spec.layout, spec.engine_layout)
+    return spec
+
+
+def _is_int(model, name: str) -> bool:
+    return any(t.name == name and np.dtype(t.dtype).kind in "iu" for t in model.inputs)
+
+
+def _quantize(x, q: dict):
+    info = np.iinfo(np.dtype(q["dtype"]))
+    return np.clip(np.rint(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(q["dtype"])
+
+
+def _dequantize(x, q: dict):
+    return ((x.astype(np.float32) - q["zero_point"]) * q["scale"]).astype(np.float32)
+
+
+def _fixed_batch(inputs) -> int | None:
+    dims = {t.shape[0] for t in inputs if t.shape}
+    return next(iter(dims)) if len(dims) == 1 and isinstance(next(iter(dims)), int) else None

@@ -14,6 +14,8 @@ from .base import Artifact, BuildContext, Step, StepConfig
 class OnnxExportConfig(StepConfig):
     opset: int = Field(default=18, ge=9, description="opset for torch exports")
     min_opset: int = Field(default=13, ge=9, description="ONNX sources below this are upgraded")
+    max_opset: int | None = Field(default=None, ge=9, description="newest opset the target's engine parses "
+                                                                  "(e.g. 17 for TensorRT 8.5/8.6); None: no limit")
     dynamic_batch: bool = True
 
 
@@ -50,6 +52,8 @@ class OnnxExport(Step):
         else:
             meta["exporter"] = self._export_torch(ctx, out)
         model = onnx.load(str(out))
+        if self.config.max_opset is not None and opset_of(model) > self.config.max_opset:
+            model = self._limit_opset(ctx, model, out)
         meta["opset"] = opset_of(model)
         inputs, outputs = signature(model, torch_source=src.is_torch)
         meta["inputs"] = [t.to_dict() for t in inputs]
@@ -97,6 +101,44 @@ class OnnxExport(Step):
             dynamic_axes = {n: {0: "batch"} for n in [*names, *out_names]} if self.config.dynamic_batch else None
             self._legacy(module, args, out, dynamic_axes, common)
             return "torch.onnx (TorchScript fallback)"
+
+    def _limit_opset(self, ctx: BuildContext, model, out: Path):
+        """Bring an export above ``max_opset`` down to it: the ONNX version converter, else (torch sources) the
+        TorchScript exporter at that opset; a ConversionError when neither can."""
+        import onnx
+        from edgeify.onnx_utils import opset_of, save_single_file
+        from onnx import version_converter
+
+        have, limit = opset_of(model), int(self.config.max_opset or 0)
+        try:
+            converted = version_converter.convert_version(model, limit)
+            onnx.checker.check_model(converted)
+            if opset_of(converted) <= limit:
+                save_single_file(converted, out)
+                return converted
+        except Exception as exc:
+            ctx.progress(f"opset {have} -> {limit} conversion failed ({type(exc).__name__})")
+        if ctx.source.kind == "onnx":
+            raise ConversionError(f"the model is at opset {have}; the target's engine parses opset <= {limit} and "
+                                  "the ONNX version converter could not convert it",
+                                  hint=f"re-export the model at opset {limit}")
+        import torch
+
+        src = ctx.source
+        obj = src.load()
+        module = obj.module() if src.kind == "exported-program" else obj
+        names = src.input_names()
+        args = tuple(torch.randn(*s) for s in src.example_shapes(batch=2 if self.config.dynamic_batch else 1))
+        n_out = len(onnx.load(str(out)).graph.output)
+        out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+        dynamic_axes = {n: {0: "batch"} for n in [*names, *out_names]} if self.config.dynamic_batch else None
+        ctx.progress(f"re-exporting with the TorchScript exporter at opset {limit} (the target's limit)")
+        self._legacy(module, args, out, dynamic_axes,
+                     dict(input_names=names, output_names=out_names, opset_version=limit))
+        model = onnx.load(str(out))
+        if opset_of(model) > limit:
+            raise ConversionError(f"could not export the model at opset <= {limit} (got {opset_of(model)})")
+        return model
 
     @staticmethod
     def _legacy(module, args, out: Path, dynamic_axes, common) -> None:

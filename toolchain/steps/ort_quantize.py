@@ -23,6 +23,8 @@ class OrtQuantizeConfig(StepConfig):
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     max_calibration_samples: int = Field(default=256, ge=1)
     symmetric_activations: bool = False
+    quantize_bias: bool = Field(default=True, description="False keeps biases float (TensorRT's QDQ import "
+                                                          "expects float biases)")
     op_types: tuple[str, ...] | None = Field(default=None, description="None: every op ORT can quantize")
 
 
@@ -106,7 +108,8 @@ class OrtQuantize(Step):
             weight_type=self._qtype(self.config.weight_type), per_channel=self.config.per_channel,
             reduce_range=self.config.reduce_range, calibrate_method=method,
             op_types_to_quantize=list(self.config.op_types) if self.config.op_types else None,
-            extra_options={"ActivationSymmetric": self.config.symmetric_activations},
+            extra_options={"ActivationSymmetric": self.config.symmetric_activations,
+                           "QuantizeBias": self.config.quantize_bias},
         )
         if pre != src:
             pre.unlink(missing_ok=True)
@@ -115,4 +118,6 @@ class OrtQuantize(Step):
         return {"method": "static", "format": "QDQ", "scheme": scheme, "activations": self.config.activation_type,
                 "weights": self.config.weight_type, "per_channel": self.config.per_channel,
                 "calibration_method": self.config.calibration_method,
+                "symmetric_activations": self.config.symmetric_activations, "bias": (
+                    "int32" if self.config.quantize_bias else "float32"),
                 "calibration_samples": min(ctx.calib.count, self.config.max_calibration_samples)}

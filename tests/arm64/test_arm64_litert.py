@@ -1,0 +1,64 @@
+"""rpi5 LiteRT bundles built on this x86 host, deployed by the real deployer to the emulated aarch64 device (a Pi 5
+stand-in with ai-edge-litert's aarch64 wheel), give the host's answers there: ARM XNNPACK kernels, the NCHW<->NHWC
+transposes of an onnx2tf model and the adapter's int8 quantization of a PT2E model, on aarch64.
+
+The device's Python runs with ``QEMU_CPU=cortex-a76``, the Pi 5's core. Under qemu's default CPU ("max": i8mm,
+SVE... in the hardware capabilities, while the device's /proc/cpuinfo reads like an A76) XNNPACK's int8 kernels
+gave wrong answers (digits: 3 of 8 argmaxes right, for litert-torch and onnx2tf int8 models alike; fp32,
+int8-dynamic and int16x8 exact; int8 without XNNPACK exact), and with those same int8 models on cortex-a76 all
+8 match: an emulator artifact, which this CPU model avoids."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import edgeify_runtime
+import numpy as np
+import pytest
+from edgeify.build import build
+from edgeify.deploy.connect import open_site
+from edgeify.deploy.deployer import deploy
+from edgeify.deploy.remote_bench import outputs_on_site
+
+
+@pytest.fixture()
+def pi5_device(arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from edgeify.deploy.inventory import make_device
+
+    monkeypatch.setenv("EDGEIFY_RESULTS_DB", str(tmp_path / "results.sqlite"))
+    d = arm64.device
+    return make_device("emu-pi5", host=d.address, port=d.port, user="root", key=str(d.key),
+                       python=f"env QEMU_CPU=cortex-a76 {d.python}", workdir=d.workdir, target="rpi5",
+                       tags=("arm64", "emulated"))
+
+
+@pytest.mark.parametrize(("source_kind", "precision"), [("onnx", "fp32"), ("pt2", "int8")])
+def test_digits_litert_bundle_matches_host_on_arm64(pi5_device, digits, digits_onnx, tmp_path: Path,
+                                                    source_kind: str, precision: str) -> None:
+    bundle = tmp_path / "bundle"
+    source = digits["model"] if source_kind == "pt2" else digits_onnx
+    res = build(source, target="rpi5", precision=precision, calib=digits["calib"], out=bundle,
+                measure_latency=False)
+    with np.load(digits["eval"]) as z:
+        x = z["x"][3:4]  # the .tflite has batch 1: the agent runs its inputs once
+    inputs = tmp_path / "inputs.npz"
+    np.savez(inputs, x=x)
+    with open_site(pi5_device) as site:
+        report = deploy(site, bundle, device=pi5_device)  # an rpi5 bundle on an rpi5 device: no --force
+        result, out_path = outputs_on_site(site, report, inputs, tmp_path / "fetched")
+    assert result["fingerprint"]["arch"] == "aarch64"
+    assert result["engine"]["name"] == "litert" and result["engine"]["module"] == "ai_edge_litert"
+    name = res.manifest["outputs"][0]["name"]
+    with np.load(out_path, allow_pickle=False) as z:
+        got = z[name]
+    with edgeify_runtime.load(bundle) as model:
+        ref = model.run({"x": x})[name]
+    diff = float(np.abs(got - ref).max())
+    print(json.dumps({"bundle": f"digits {source_kind} litert {precision}", "max_abs_diff_host_vs_arm64": diff,
+                      "agent_p50_ms": result["latency_ms"]["p50"]}))
+    assert got.shape == ref.shape == (1, 10) and got.argmax() == ref.argmax()
+    if precision == "fp32":
+        assert diff <= 1e-4 * float(np.abs(ref).max()) + 1e-5
+    else:  # the same int8 model: requantization may round one step differently on ARM
+        assert diff <= 0.05 * float(np.abs(ref).max())

@@ -1,0 +1,348 @@
+"""Helpers shared by the TFLite steps (host side; need ``ai-edge-litert``): the minimum runtime version a model's
+op versions need, and the manifest signature (names, shapes, dtypes, layouts) of a converted ``.tflite``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edgeify.errors import ConversionError
+from edgeify_runtime.manifest import TensorSpec
+
+# The TensorFlow Lite runtime release that first runs each builtin op version, from TensorFlow's
+# tensorflow/compiler/mlir/lite/tools/versioning/runtime_version.cc (the table the TF converter itself uses for
+# its `min_runtime_version` metadata). One line per op: the versions 1, 2, 3... in order; "-" = no such version.
+# Converters do not always write that metadata correctly (litert-torch writes "2.0.0" for every model,
+# ai-edge-quantizer does not update it), so edgeify computes it from the ops.
+_OP_VERSION_TABLE = """
+ABS 1.13.0 2.4.0 2.5.0 2.6.0 2.12.0
+ADD 1.5.0 1.14.0 2.4.0 2.6.0 2.13.0 2.23.0
+ADD_N 1.14.0
+ARG_MAX 1.9.0 1.14.0 2.9.0
+ARG_MIN 1.9.0 1.14.0 2.9.0
+ASSIGN_VARIABLE 2.6.0
+ATAN2 2.10.0
+AVERAGE_POOL_2D 1.5.0 1.14.0 2.3.0
+BATCH_MATMUL 2.3.0 2.3.0 2.4.0 2.5.0
+BATCH_TO_SPACE_ND 1.6.0 1.14.0 2.3.0 2.12.0
+BIDIRECTIONAL_SEQUENCE_LSTM 1.14.0 1.14.0 1.14.0
+BIDIRECTIONAL_SEQUENCE_RNN 1.14.0 1.14.0 2.3.0
+BITCAST 2.13.0
+BITWISE_XOR 2.13.0
+BROADCAST_ARGS 2.6.0
+BROADCAST_TO - 2.5.0 2.5.0
+BUCKETIZE 2.8.0
+CALL_ONCE 2.5.0
+CAST 1.5.0 2.7.0 2.8.0 2.9.0 2.12.0 2.15.0 2.17.0 2.21.0
+CEIL 1.14.0
+COMPLEX_ABS 2.5.0
+CONCATENATION 1.5.0 1.14.0 2.3.0 2.14.0 2.21.0
+CONV_2D 1.5.0 1.14.0 1.14.0 2.3.0 2.4.0 2.9.0 2.11.0 2.15.0
+CONV_3D 2.5.0
+CONV_3D_TRANSPOSE 2.6.0
+COS 1.14.0
+CUMSUM 2.4.0
+DENSIFY 2.2.0
+DEPTH_TO_SPACE 2.1.0 2.5.0
+DEPTHWISE_CONV_2D 1.5.0 1.12.0 1.14.0 2.2.0 2.3.0 2.3.0 2.11.0
+DEQUANTIZE 1.13.1 1.14.0 1.15.0 2.2.0 2.7.0 2.18.0 2.21.0 2.22.0
+DILATE 2.15.0
+DIV 1.6.0 2.3.0
+DYNAMIC_UPDATE_SLICE 2.9.0 2.17.0 2.19.0 2.20.0 2.21.0 2.22.0
+ELU 1.14.0
+EMBEDDING_LOOKUP 1.13.0 1.14.0 1.14.0 2.18.0 2.21.0
+EMBEDDING_LOOKUP_SPARSE 1.5.0
+EQUAL 1.14.0 1.14.0 2.3.0 2.13.0 2.21.0
+EXP 1.7.0 2.12.0
+EXPAND_DIMS 1.10.0
+FAKE_QUANT 1.5.0 1.10.0
+FILL 1.13.0 2.3.0 2.5.0 2.12.0
+FLOOR 1.9.0
+FLOOR_DIV 1.14.0 1.14.0 2.13.0
+FLOOR_MOD 1.13.0 2.13.0
+FULLY_CONNECTED 1.5.0 1.10.0 1.14.0 1.14.0 2.0.0 2.1.0 2.3.0 2.3.0 2.3.0 2.11.0 2.15.0 2.17.0 2.18.0 2.21.0
+GATHER 1.6.0 1.14.0 1.15.0 2.4.0 2.5.0 2.13.0 2.15.0
+GATHER_ND 1.14.0 2.3.0 2.5.0 2.13.0 2.16.0
+GELU 2.9.0 2.9.0
+GREATER 1.14.0 1.14.0
+GREATER_EQUAL 1.14.0 1.14.0 2.13.0
+HARD_SWISH 1.15.0
+HASHTABLE 2.5.0
+HASHTABLE_FIND 2.5.0
+HASHTABLE_IMPORT 2.5.0
+HASHTABLE_LOOKUP 1.5.0
+HASHTABLE_SIZE 2.5.0
+IF 1.15.0
+IMAG 2.5.0
+L2_NORMALIZATION 1.5.0 1.14.0
+L2_POOL_2D 1.5.0
+LEAKY_RELU 1.13.1 2.3.0
+LESS 1.14.0 1.14.0 2.13.0
+LESS_EQUAL 1.14.0 1.14.0
+LOCAL_RESPONSE_NORMALIZATION 1.5.0
+LOG 1.14.0 2.15.0
+LOG_SOFTMAX 1.14.0 1.14.0
+LOGICAL_AND 1.11.0
+LOGICAL_NOT 1.11.0
+LOGICAL_OR 1.11.0
+LOGISTIC 1.14.0 1.14.0 2.3.0
+LSH_PROJECTION 1.5.0
+LSTM 1.7.0 1.10.0 1.14.0 2.3.0
+MATRIX_DIAG 1.14.0
+MATRIX_SET_DIAG 1.14.0
+MAX_POOL_2D 1.5.0 1.14.0 2.3.0
+MAXIMUM 1.14.0 1.14.0 2.3.0 2.3.0
+MEAN 1.6.0 1.14.0 2.4.0
+MINIMUM 1.14.0 1.14.0 2.3.0 2.3.0
+MIRROR_PAD 1.13.1 2.3.0 2.12.0
+MUL 1.5.0 1.14.0 1.15.0 2.3.0 2.6.0 2.11.0 2.13.0 2.23.0
+MULTINOMIAL 2.8.0
+NEG 1.9.0
+NON_MAX_SUPPRESSION_V4 2.1.0
+NON_MAX_SUPPRESSION_V5 2.1.0
+NOT_EQUAL 1.14.0 1.14.0 2.3.0 2.21.0
+ONE_HOT 1.11.0
+PACK 1.11.0 1.14.0 2.3.0 2.13.0
+PAD 1.5.0 1.14.0 2.4.0 2.6.0 2.20.0
+PADV2 1.9.0 1.14.0 2.4.0 2.6.0 2.20.0
+POW 1.10.0
+PRELU 1.8.0
+QUANTIZE 1.14.0 1.15.0 2.7.0 2.21.0 2.21.0 2.21.0
+RANDOM_STANDARD_NORMAL 2.8.0
+RANDOM_UNIFORM 2.8.0
+RANGE 1.13.0 2.14.0
+RANK 1.14.0
+READ_VARIABLE 2.6.0
+REAL 2.5.0
+REDUCE_ALL 2.6.0
+REDUCE_ANY 1.11.0
+REDUCE_MAX 1.11.0 1.14.0 2.5.0
+REDUCE_MIN 1.11.0 1.14.0 2.5.0
+REDUCE_PROD 1.11.0 2.6.0
+REDUCE_WINDOW 2.15.0
+RELU 1.5.0 2.1.0 2.5.0
+RELU6 1.5.0 1.14.0 2.5.0
+RELU_0_TO_1 2.10.0
+RELU_N1_TO_1 1.5.0
+RESHAPE 1.5.0
+RESIZE_BILINEAR 1.7.0 1.14.0 2.2.0 2.5.0
+RESIZE_NEAREST_NEIGHBOR 1.13.1 1.14.0 2.3.0 2.4.0
+REVERSE_SEQUENCE 1.14.0
+REVERSE_V2 1.14.0 2.2.0 2.5.0
+RFFT2D 2.5.0
+RIGHT_SHIFT 2.13.0
+RNN 1.5.0 1.14.0 2.3.0
+ROUND 1.14.0
+RSQRT 1.10.0 2.5.0 2.15.0
+SCATTER_ND 2.1.0
+SEGMENT_SUM 2.2.0
+SELECT 1.14.0 1.14.0 2.12.0 2.12.0
+SELECT_V2 2.2.0 2.12.0
+SHAPE 1.10.0
+SIGN 2.11.0 2.12.0
+SIN 1.9.0
+SKIP_GRAM 1.5.0
+SLICE 1.14.0 1.14.0 1.14.0 2.4.0 2.5.0 2.14.0 2.21.0
+SOFTMAX 1.5.0 1.14.0 2.3.0
+SPACE_TO_BATCH_ND 1.6.0 1.14.0 2.3.0 2.12.0
+SPACE_TO_DEPTH 1.5.0 1.14.0
+SPARSE_TO_DENSE 1.9.0 1.14.0 1.15.0
+SPLIT 1.5.0 1.14.0 1.14.0 2.3.0
+SPLIT_V 1.13.1 2.3.0
+SQRT 1.10.0 2.21.0
+SQUARE 1.12.0
+SQUARED_DIFFERENCE 1.13.1 2.5.0
+SQUEEZE 1.6.0 2.5.0
+STABLEHLO_ADD 2.16.0
+STABLEHLO_AND 2.17.0
+STABLEHLO_CASE 2.17.0
+STABLEHLO_CBRT 2.17.0
+STABLEHLO_COMPOSITE 2.17.0
+STABLEHLO_GATHER 2.16.0
+STABLEHLO_MAXIMUM 2.16.0
+STABLEHLO_MINIMUM 2.16.0
+STABLEHLO_MULTIPLY 2.16.0
+STABLEHLO_PAD 2.16.0
+STABLEHLO_REDUCE_WINDOW 2.16.0
+STABLEHLO_RNG_BIT_GENERATOR 2.15.0
+STABLEHLO_SCATTER 2.15.0
+STABLEHLO_SHIFT_LEFT 2.17.0
+STRIDED_SLICE 1.6.0 1.14.0 2.1.0 2.2.0 2.5.0 2.6.0 2.14.0 2.14.0
+SUB 1.6.0 1.14.0 2.3.0 2.4.0 2.4.0
+SUM 1.10.0 1.15.0
+SVDF 1.5.0 1.14.0 2.2.0 2.3.0
+TANH 1.14.0 1.14.0 2.3.0
+TILE 1.10.1 2.2.0 2.8.0
+TOPK_V2 1.7.0 1.14.0 2.13.0
+TRANSPOSE 1.6.0 1.14.0 1.15.0 2.3.0 2.4.0 2.12.0 2.14.4 2.22.0
+TRANSPOSE_CONV 1.9.0 2.2.0 2.3.0 2.13.0 2.15.0
+UNIDIRECTIONAL_SEQUENCE_LSTM 1.13.1 1.14.0 2.3.0 2.12.0
+UNIDIRECTIONAL_SEQUENCE_RNN 1.14.0 1.14.0 2.3.0
+UNIQUE 1.14.0
+UNPACK 1.11.0 1.14.0 2.2.0 2.3.0 2.22.0
+UNSORTED_SEGMENT_MAX 2.10.0
+UNSORTED_SEGMENT_MIN 2.11.0
+UNSORTED_SEGMENT_PROD 2.10.0
+UNSORTED_SEGMENT_SUM 2.10.0
+VAR_HANDLE 2.6.0
+WHERE 1.14.0 2.8.0
+WHILE 1.15.0
+ZEROS_LIKE 1.12.0
+"""
+
+
+def _parse_table(text: str) -> dict[tuple[str, int], str]:
+    table = {}
+    for line in text.strip().splitlines():
+        op, *versions = line.split()
+        for i, v in enumerate(versions, start=1):
+            if v != "-":
+                table[(op, i)] = v
+    return table
+
+
+OP_RUNTIME_VERSIONS: dict[tuple[str, int], str] = _parse_table(_OP_VERSION_TABLE)
+
+
+def _vtuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v))
+
+
+def read_model(path: Path) -> Any:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+
+
+def model_ops(model: Any) -> list[tuple[str, int]]:
+    """(builtin op name, op version) of every operator code the model uses; custom ops as ``CUSTOM:name``."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops = []
+    for code in model.operatorCodes or []:
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        name = names.get(builtin, f"BUILTIN_{builtin}")
+        if name == "CUSTOM":
+            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
+            name = f"CUSTOM:{custom}"
+        ops.append((name, int(code.version)))
+    return sorted(set(ops))
+
+
+def min_runtime_version(path: Path, floor: str | None = None) -> dict[str, Any]:
+    """The oldest TensorFlow Lite runtime that has every op version of the model (at least ``floor``).
+
+    Returns ``{"min_version", "needed_by": [op@version, ...], "ops": {...}, "unknown": [...]}``; op versions
+    newer than the table (or custom ops) are listed under ``unknown`` and do not raise the minimum.
+    """
+    ops = model_ops(read_model(path))
+    best = floor or "0"
+    needed_by: list[str] = []
+    unknown = []
+    for name, ver in ops:
+        rt = OP_RUNTIME_VERSIONS.get((name, ver))
+        if rt is None:
+            unknown.append(f"{name}@{ver}")
+            continue
+        if _vtuple(rt) > _vtuple(best):
+            best, needed_by = rt, [f"{name}@{ver}"]
+        elif _vtuple(rt) == _vtuple(best):
+            needed_by.append(f"{name}@{ver}")
+    return {"min_version": best, "needed_by": needed_by, "ops": {f"{n}@{v}": OP_RUNTIME_VERSIONS.get((n, v))
+                                                                 for n, v in ops}, "unknown": unknown}
+
+
+CHANNELS_FIRST = {3: "NCW", 4: "NCHW", 5: "NCDHW"}
+CHANNELS_LAST = {3: "NWC", 4: "NHWC", 5: "NDHWC"}
+
+
+def _fixed(shape: tuple[int | str, ...], batch: int) -> tuple[int, ...]:
+    return tuple(d if isinstance(d, int) else (batch if i == 0 else -1) for i, d in enumerate(shape))
+
+
+def signature(path: Path, source_in: list[TensorSpec], source_out: list[TensorSpec], *, batch: int,
+              io_dtype: str) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, Any]]:
+    """The manifest signature of a converted model and its I/O quantization.
+
+    Names and caller layouts come from the source signature; shapes from the .tflite, in the caller's layout
+    (the .tflite has a fixed ``batch``); ``engine_layout`` is the .tflite's own layout where the converter
+    moved channels last (onnx2tf).
+    Caller dtypes: the source's (float32) with ``io_dtype`` float32, the tensor's own (int8) with int8.
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from edgeify_runtime.engines.litert import match_names, ordered_io, quant_params
+
+    interp = Interpreter(model_path=str(path))
+    ins, outs = ordered_io(interp)
+    io: dict[str, Any] = {"inputs": {}, "outputs": {}}
+
+    def build(kind: str, src: list[TensorSpec], have: list[tuple[str, dict[str, Any]]]) -> list[TensorSpec]:
+        if len(src) != len(have):
+            raise ConversionError(f"the converted model has {len(have)} {kind}s, the source has {len(src)}: "
+                                  f"{[n for n, _ in have]} vs {[t.name for t in src]}")
+        pos = match_names([t.name for t in src], have, kind)
+        specs = []
+        for k, s in enumerate(src):
+            _, det = have[pos[k]]
+            got = tuple(int(d) for d in det["shape"])
+            want = _fixed(s.shape, batch)
+            rank = len(want)
+            layout, engine_layout = s.layout, s.layout
+            same = len(got) == rank and all(w in (-1, g) for w, g in zip(want, got, strict=True))
+            last = (len(got) == rank and rank in CHANNELS_FIRST
+                    and all(w in (-1, g) for w, g in zip(want, (got[0], got[-1], *got[1:-1]), strict=True)))
+            if same:
+                shape = got
+            elif last and s.layout in (None, CHANNELS_FIRST[rank]):
+                layout, engine_layout = CHANNELS_FIRST[rank], CHANNELS_LAST[rank]
+                shape = (got[0], got[-1], *got[1:-1])
+            else:
+                raise ConversionError(f"{kind} {s.name!r}: the converted model's shape {list(got)} matches neither "
+                                      f"the source shape {list(s.shape)} nor its channels-last form")
+            tensor_dtype = np.dtype(det["dtype"]).name
+            q = quant_params(det) if np.dtype(det["dtype"]).kind in "iu" else None
+            dtype = tensor_dtype if (io_dtype != "float32" and q is not None) else s.dtype
+            if q is not None:
+                io[kind + "s"][s.name] = {"dtype": tensor_dtype, "scale": q[0], "zero_point": q[1]}
+            specs.append(TensorSpec(s.name, shape, dtype, layout, engine_layout))
+        return specs
+
+    return build("input", source_in, ins), build("output", source_out, outs), io
+
+
+@contextlib.contextmanager
+def quiet_converter() -> Iterator[None]:
+    """Converters print to stdout (litert-torch's progress, ai-edge-quantizer's size report), but stdout is
+    edgeify's (``--format json``): send file descriptor 1 to stderr, turn litert-torch's progress display off
+    and mute Python warnings and warning-level logs while a converter runs (errors still raise)."""
+    import logging
+    import warnings
+
+    old_env = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.export / torchao deprecation chatter
+            logging.disable(logging.WARNING)  # "converted in training mode": ExportedProgram modules cannot eval()
+            try:
+                yield
+            finally:
+                logging.disable(logging.NOTSET)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        if old_env is None:
+            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+        else:
+            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = old_env

@@ -1,0 +1,335 @@
+"""``tflite-convert``: a source model -> TensorFlow Lite, converted once and shared by every TFLite target.
+
+One step kind serves both kinds of source; what differs between them is the converter, chosen from the source
+(``ctx.source``), while the pipeline around it (signature, precision variant, check) is the same:
+
+* **PyTorch** (ExportedProgram ``.pt2``, ``module.py:factory``): **litert-torch**, straight from the torch
+  program, I/O layout kept (NCHW; litert-torch puts the transposes inside the model). It writes the one variant
+  the precision needs: ``fp32`` (also the base that ``tflite-quantize`` turns into fp16 and int16x8), ``int8``
+  through the PT2E flow (``torch.export`` -> ``prepare_pt2e`` with litert-torch's quantizer -> calibration ->
+  ``convert_pt2e(fold_quantize=False)`` -> ``litert_torch.convert(..., quant_config=...)``; int8 I/O), or
+  ``int8-dynamic`` (PT2E dynamic: int8 weights, activations quantized at run time).
+* **ONNX** (and TorchScript, which torch.export cannot re-trace): **onnx2tf** on the ``onnx-export`` step's
+  file, NHWC. One onnx2tf run writes every variant (float32, float16, dynamic range, full integer with float and
+  with int8 I/O, int16 activations); the step runs it once per model and calibration set and
+  ``tflite-quantize`` picks the variant. onnx2tf runs in its own process, offline: its working directory holds
+  the sample calibration file it would otherwise download (a deterministic one: edgeify never downloads during a
+  build; the user's ``--calib`` data is what calibrates), ``onnxsim`` is found on PATH next to this Python, and
+  it converts a copy (it rewrites its input).
+
+The input artifact is ``onnx-export``'s: for both kinds it carries the signature (names, shapes, dtypes,
+layouts) that calibration data and the manifest are checked against. The output is a set of ``.tflite`` files
+with ``meta["variants"]`` (variant -> file name). The cache key holds the route, the variant a litert-torch
+run makes (or ``all`` for onnx2tf), the calibration hash where a variant is calibrated, the step config and the
+tool versions -- never the target, so ``rpi4``, ``rpi5`` and ``android-arm64`` builds of a model share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any, Literal
+
+from edgeify.errors import ConversionError, DataError
+from pydantic import Field
+
+from ._tflite import quiet_converter
+from .base import Artifact, BuildContext, Step, StepConfig, tool_versions
+
+#: the file onnx2tf loads from its working directory instead of downloading it (20 RGB images, 128x128)
+ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+#: onnx2tf's outputs (``<stem>_<suffix>.tflite``) -> edgeify variant names
+ONNX2TF_VARIANTS = {
+    "float32": "fp32",
+    "float16": "fp16",
+    "dynamic_range_quant": "int8-dynamic",
+    "integer_quant": "int8",                       # int8 inside, float32 I/O
+    "full_integer_quant": "int8-io-int8",          # int8 inside and at the I/O
+    "integer_quant_with_int16_act": "int16x8",     # int16 activations, int8 weights, float32 I/O
+}
+TORCH_VARIANTS = {"int8": "int8", "int8-dynamic": "int8-dynamic"}  # every other precision starts from fp32
+
+
+class LiteRtTorchOptions(StepConfig):
+    per_channel: bool = True
+    max_calibration_samples: int = Field(default=256, ge=1)
+
+
+class Onnx2TfOptions(StepConfig):
+    quant_type: Literal["per-channel", "per-tensor"] = "per-channel"
+    max_calibration_samples: int = Field(default=256, ge=1)
+    onnxsim: bool = Field(default=True, description="let onnx2tf simplify the graph with onnxsim first")
+    timeout_s: float = Field(default=3600, gt=0)
+
+
+class TfliteConvertConfig(StepConfig):
+    batch: int = Field(default=1, ge=1, description="the .tflite's batch size (dynamic batch dims are fixed)")
+    litert_torch: LiteRtTorchOptions = LiteRtTorchOptions()
+    onnx2tf: Onnx2TfOptions = Onnx2TfOptions()
+
+
+class TfliteConvert(Step):
+    kind = "tflite-convert"
+    Config = TfliteConvertConfig
+    tools = ("litert-torch", "torch", "torchao", "ai-edge-litert", "onnx2tf", "tensorflow", "tf-keras", "onnx",
+             "onnxsim")
+    uses_calibration = True
+    config: TfliteConvertConfig
+
+    # -- routing and cache ---------------------------------------------------------------------------------
+    @staticmethod
+    def route(ctx: BuildContext) -> str:
+        return "litert-torch" if ctx.source.kind in ("exported-program", "module-factory") else "onnx2tf"
+
+    def variant(self, ctx: BuildContext) -> str:
+        if self.route(ctx) == "onnx2tf":
+            return "all"
+        return TORCH_VARIANTS.get(ctx.precision, "fp32")
+
+    def tool_versions(self) -> dict[str, str]:
+        found = tool_versions(self.tools)
+        if found.get("tensorflow") == "not installed":  # the CPU-only wheel has another distribution name
+            found["tensorflow"] = tool_versions(("tensorflow-cpu",))["tensorflow-cpu"]
+        return found
+
+    def cache_key(self, ctx: BuildContext, input_digest: str) -> str:
+        route, variant = self.route(ctx), self.variant(ctx)
+        calibrated = variant == "all" or variant == "int8"
+        payload = {
+            "kind": self.kind, "config": self.config.model_dump(mode="json"), "route": route, "variant": variant,
+            "input": input_digest, "source": ctx.source.sha256 if route == "litert-torch" else None,
+            "tools": self.tool_versions(),
+            "calibration": ctx.calib.sha256 if (calibrated and ctx.calib is not None) else None,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    # -- run -----------------------------------------------------------------------------------------------
+    def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
+        if artifact is None or "inputs" not in artifact.meta:
+            raise ConversionError("tflite-convert needs the onnx-export step's output as its input")
+        meta = {k: artifact.meta[k] for k in ("inputs", "outputs", "opset", "exporter") if k in artifact.meta}
+        meta["batch"] = self.config.batch
+        inputs = list(artifact.meta["inputs"])
+        if self.route(ctx) == "litert-torch":
+            files, info = self._litert_torch(ctx, inputs, self.variant(ctx), out_dir)
+        else:
+            files, info = self._onnx2tf(ctx, inputs, artifact.path, out_dir)
+        meta.update(info)
+        return Artifact("tflite-variants", files, meta)
+
+    # -- PyTorch: litert-torch -----------------------------------------------------------------------------
+    def _litert_torch(self, ctx: BuildContext, inputs: list[dict[str, Any]], variant: str,
+                      out_dir: Path) -> tuple[list[Path], dict[str, Any]]:
+        import numpy as np
+        import torch
+
+        src = ctx.source
+        obj = src.load()
+        module = obj.module() if src.kind == "exported-program" else obj
+        names = [t["name"] for t in inputs]  # the export step's names: the source's inputs, in order
+        shapes = src.example_shapes(batch=self.config.batch)
+        args = tuple(torch.from_numpy(np.zeros(s, dtype=np.dtype(t["dtype"])))
+                     for t, s in zip(inputs, shapes, strict=True))
+        out = out_dir / f"model_{variant}.tflite"
+        info: dict[str, Any] = {"converter": "litert-torch", "route": "litert-torch",
+                                "variants": {variant: out.name}, "calibration_samples": None}
+        with quiet_converter():
+            import litert_torch
+
+            try:
+                if variant == "fp32":
+                    edge = litert_torch.convert(module, args)
+                else:
+                    prepared, quant_config, n = self._pt2e(ctx, module, args, names, dynamic=variant != "int8")
+                    info["calibration_samples"] = n
+                    edge = litert_torch.convert(prepared, args, quant_config=quant_config)
+                edge.export(str(out))
+            except (ConversionError, DataError):
+                raise
+            except Exception as exc:
+                raise _torch_error(exc, module, args) from None
+        return [out], info
+
+    def _pt2e(self, ctx: BuildContext, module: Any, args: tuple[Any, ...], names: list[str],
+              dynamic: bool) -> tuple[Any, Any, int | None]:
+        import torch
+        from litert_torch.quantize import pt2e_quantizer, quant_config
+        from torchao.quantization.pt2e import quantize_pt2e
+
+        opts = self.config.litert_torch
+        quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=opts.per_channel, is_dynamic=dynamic))
+        prepared = quantize_pt2e.prepare_pt2e(torch.export.export(module, args).module(), quantizer)
+        count = None
+        with torch.no_grad():
+            if dynamic:
+                prepared(*args)
+            else:
+                if ctx.calib is None:
+                    raise DataError("static int8 quantization needs calibration data", hint="pass --calib")
+                count = 0
+                b = self.config.batch
+                ctx.progress(f"PT2E calibrating on {min(ctx.calib.count, opts.max_calibration_samples)} samples")
+                for feeds in ctx.calib.batches(max_samples=opts.max_calibration_samples):
+                    n = len(feeds[names[0]])
+                    for i in range(0, n - b + 1, b):
+                        prepared(*[torch.from_numpy(feeds[k][i:i + b]) for k in names])
+                        count += b
+        converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+        return converted, quant_config.QuantConfig(pt2e_quantizer=quantizer), count
+
+    # -- ONNX: onnx2tf -------------------------------------------------------------------------------------
+    def _onnx2tf(self, ctx: BuildContext, inputs: list[dict[str, Any]], onnx_path: Path,
+                 out_dir: Path) -> tuple[list[Path], dict[str, Any]]:
+        import numpy as np
+
+        opts = self.config.onnx2tf
+        work = out_dir / "onnx2tf"
+        work.mkdir()
+        model = work / "model.onnx"
+        shutil.copyfile(onnx_path, model)  # onnx2tf rewrites its input
+        rng = np.random.default_rng(0)
+        np.save(work / ONNX2TF_SAMPLE_FILE, rng.random((20, 128, 128, 3), dtype=np.float32))
+        calib = []
+        calibrated = ctx.calib is not None
+        samples = min(ctx.calib.count, opts.max_calibration_samples) if ctx.calib is not None else 0
+        for t in inputs:
+            if ctx.calib is not None:
+                data = ctx.calib.inputs[t["name"]][:samples]
+            else:  # int8 variants from this data are never selected: tflite-quantize refuses them without --calib
+                shape = [8] + [d if isinstance(d, int) else 1 for d in t["shape"][1:]]
+                data = rng.standard_normal(shape).astype(np.dtype(t["dtype"]))
+            if 3 <= data.ndim <= 5:  # onnx2tf's TF model takes channels-last
+                data = np.moveaxis(data, 1, -1)
+            path = work / f"calib_{len(calib)}.npy"
+            np.save(path, np.ascontiguousarray(data))
+            calib.append([t["name"], str(path)])
+        out = work / "out"
+        request = {"onnx": str(model), "out": str(out), "batch": self.config.batch, "quant_type": opts.quant_type,
+                   "calib": calib, "onnxsim": opts.onnxsim}
+        (work / "request.json").write_text(json.dumps(request))
+        env = dict(os.environ)
+        scripts = sysconfig.get_path("scripts")
+        env["PATH"] = os.pathsep.join([scripts, str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        onnxsim_used = opts.onnxsim and shutil.which("onnxsim", path=env["PATH"]) is not None
+        if opts.onnxsim and not onnxsim_used:
+            ctx.progress("onnxsim not found on PATH: onnx2tf runs without graph simplification")
+            request["onnxsim"] = False
+            (work / "request.json").write_text(json.dumps(request))
+        ctx.progress(f"onnx2tf: converting (every variant in one run; calibration: "
+                     f"{f'--calib, {samples} samples' if calibrated else 'none'})")
+        log = work / "onnx2tf.log"
+        try:
+            with open(log, "wb") as f:
+                cmd = [sys.executable, "-m", "edgeify.steps._onnx2tf_worker", str(work / "request.json")]
+                proc = subprocess.run(cmd, cwd=work, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                      timeout=opts.timeout_s)
+        except subprocess.TimeoutExpired:
+            raise ConversionError(f"onnx2tf ran past {opts.timeout_s:.0f} s",
+                                  hint="raise the step's onnx2tf.timeout_s, or convert a smaller model") from None
+        text = log.read_text(errors="replace")
+        files = sorted(out.glob("model_*.tflite")) if out.is_dir() else []
+        if proc.returncode != 0 or not files:
+            raise _onnx2tf_error(text, model, proc.returncode)
+        variants: dict[str, str] = {}
+        kept: list[Path] = []
+        for f in files:
+            suffix = f.stem[len("model_"):]
+            if suffix in ONNX2TF_VARIANTS:
+                dest = out_dir / f"model_{ONNX2TF_VARIANTS[suffix]}.tflite"
+                f.rename(dest)
+                variants[ONNX2TF_VARIANTS[suffix]] = dest.name
+                kept.append(dest)
+        if "fp32" not in variants:
+            raise ConversionError(f"onnx2tf wrote no float32 model; its log ends with:\n{_tail(text)}")
+        info = {"converter": "onnx2tf", "route": "onnx2tf", "variants": variants, "onnxsim": onnxsim_used,
+                "calibrated": calibrated, "calibration_samples": samples or None,
+                "quant_type": opts.quant_type}
+        return kept, info
+
+
+# -- errors that name the op ------------------------------------------------------------------------------------
+
+_LOWERING = re.compile(r"Lowering not found: (?P<op>aten\.[A-Za-z0-9_]+)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _torch_error(exc: BaseException, module: Any, args: tuple[Any, ...]) -> ConversionError:
+    """A litert-torch failure as a ConversionError naming the aten op(s) it cannot lower."""
+    ops = sorted(set(_LOWERING.findall(str(exc))))
+    if not ops:
+        ops = _unlowered_ops(module, args)
+    if ops:
+        names = ", ".join(o.removesuffix(".default") for o in ops)
+        return ConversionError(
+            f"litert-torch cannot convert the op(s) {names}: no TFLite lowering ({_first_line(exc)})",
+            hint="replace the op in the model (or give edgeify an ONNX export, which takes the onnx2tf route)")
+    return ConversionError(f"litert-torch conversion failed: {_first_line(exc)}",
+                           hint="set EDGEIFY_DEBUG=1 for the traceback; an ONNX export of the model takes the "
+                                "onnx2tf route")
+
+
+def _unlowered_ops(module: Any, args: tuple[Any, ...]) -> list[str]:
+    """aten ops in the decomposed program for which litert-torch has no lowering (a diagnosis, best effort)."""
+    try:
+        import torch
+        from litert_torch.backend import lowerings
+
+        ep = torch.export.export(module, args).run_decompositions()
+        return sorted({str(n.target) for n in ep.graph.nodes if n.op == "call_function"
+                       and hasattr(n.target, "_schema") and lowerings.lookup(n.target) is None})
+    except Exception:
+        return []
+
+
+_NOT_IMPLEMENTED = re.compile(r"(?P<op>[A-Za-z0-9_]+) OP is not yet implemented")
+
+
+def _onnx2tf_error(text: str, model: Path, code: int) -> ConversionError:
+    ops = sorted(set(_NOT_IMPLEMENTED.findall(_strip_ansi(text))))
+    if not ops:
+        ops = _ops_without_converter(model)
+    if ops:
+        return ConversionError(f"onnx2tf cannot convert the ONNX op(s) {', '.join(ops)}: no onnx2tf converter",
+                               hint="replace the op in the model (or give edgeify the PyTorch model, which takes "
+                                    "the litert-torch route)")
+    return ConversionError(f"onnx2tf failed (exit {code}); its log ends with:\n{_tail(text)}",
+                           hint="set EDGEIFY_DEBUG=1 for details; a PyTorch source takes the litert-torch route")
+
+
+def _ops_without_converter(model: Path) -> list[str]:
+    import importlib.util
+
+    try:
+        import onnx
+
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except Exception:
+        return []
+    missing = set()
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            missing.add(f"{node.domain}.{node.op_type}")
+        elif importlib.util.find_spec(f"onnx2tf.ops.{node.op_type}") is None:
+            missing.add(node.op_type)
+    return sorted(missing)
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(_strip_ansi(text).strip().splitlines()[-lines:])
