@@ -202,6 +202,7 @@ class ReferenceRunner:
     def __init__(self, source: SourceModel) -> None:
         self.source = source
         self._session = None
+        self._module = None
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self.source.kind == "onnx":
@@ -215,9 +216,10 @@ class ReferenceRunner:
             return list(self._session.run(None, feeds))
         import torch
 
-        model = self.source.load()
-        if self.source.kind == "exported-program":
-            model = model.module()
+        if self._module is None:  # ExportedProgram.module() builds a new GraphModule: do it once
+            model = self.source.load()
+            self._module = model.module() if self.source.kind == "exported-program" else model
+        model = self._module
         args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.source.input_names()]
         with torch.no_grad():
             out = model(*args)
