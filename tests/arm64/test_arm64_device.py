@@ -35,14 +35,14 @@ def _host_outputs(bundle: Path, x: np.ndarray) -> np.ndarray:
 def test_digits_onnxruntime_bundle_matches_host_on_arm64(arm64_device, digits, tmp_path: Path,
                                                          precision: str) -> None:
     bundle = tmp_path / "bundle"
-    build(digits["model"], target="x86-avx2", engine="onnxruntime", precision=precision,
+    build(digits["model"], target="rpi5", engine="onnxruntime", precision=precision,
           calib=digits["calib"] if precision == "int8" else None, out=bundle, measure_latency=False)
     with np.load(digits["eval"]) as z:
         x = z["x"][:64]
     inputs = tmp_path / "inputs.npz"
     np.savez(inputs, x=x)
     with open_site(arm64_device) as site:
-        report = deploy(site, bundle, device=arm64_device, force=True)  # an x86 target's ONNX: arch-neutral
+        report = deploy(site, bundle, device=arm64_device)
         result, out_path = outputs_on_site(site, report, inputs, tmp_path / "fetched")
     assert result["fingerprint"]["arch"] == "aarch64"
     with np.load(out_path, allow_pickle=False) as z:
@@ -53,15 +53,52 @@ def test_digits_onnxruntime_bundle_matches_host_on_arm64(arm64_device, digits, t
                       "agent_p50_ms": result["latency_ms"]["p50"]}))
     if precision == "fp32":
         assert diff <= 1e-4 * float(np.abs(ref).max()) + 1e-5
-    else:  # int8 kernels differ between x86 (U8S8) and ARM: same decisions, nearly the same values
+    else:  # int8 kernels differ between x86 and ARM: same decisions, nearly the same values
         assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.98
 
 
 def test_remote_benchmark_on_arm64_is_stored_with_its_fingerprint(arm64_device, tiny_onnx, tmp_path: Path) -> None:
     bundle = tmp_path / "tiny"
-    build(tiny_onnx, target="x86-avx2", precision="fp32", engine="onnxruntime", out=bundle, measure_latency=False)
+    build(tiny_onnx, target="rpi5", precision="fp32", engine="onnxruntime", out=bundle, measure_latency=False)
     res = bench_device(arm64_device, bundle, {"warmup": 2, "runs": 10, "min_duration_s": 0.0,
-                                              "max_duration_s": 60.0, "threads": 1}, force=True)
+                                              "max_duration_s": 60.0, "threads": 1})
     assert res["fingerprint"]["arch"] == "aarch64" and res["fingerprint"]["cpu"]["isa"]
     assert res["protocol"]["runs_done"] >= 10 and res["result_id"] > 0
     print(json.dumps({"remote_bench_tiny_p50_ms": res["latency_ms"]["p50"], "deploy": res["deploy"]}))
+
+
+MNV2 = str(Path(__file__).resolve().parents[2] / "examples" / "models" / "mobilenetv2.py") + ":mobilenet_v2"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("target", "engine"), [("rpi5", "onnxruntime"), ("android-arm64", "litert")])
+def test_mobilenet_v2_fp32_matches_host_on_arm64(arm64, arm64_device, tmp_path: Path, target: str,
+                                                 engine: str) -> None:
+    """MobileNetV2 (random weights) for a Pi (ONNX Runtime) and an Android phone (LiteRT), on aarch64."""
+    from edgeify.deploy.inventory import make_device
+
+    d = arm64.device
+    device = arm64_device if target == "rpi5" else make_device(
+        "emu-android", host=d.address, port=d.port, user="root", key=str(d.key), python=d.python,
+        workdir=d.workdir, target="android-arm64")
+    bundle = tmp_path / "mnv2"
+    build(MNV2, target=target, engine=engine, precision="fp32", input_shapes=["1,3,224,224"], out=bundle,
+          measure_latency=False)
+    x = np.random.default_rng(7).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    ref = np.concatenate([_host_outputs(bundle, x[i:i + 1]) for i in range(len(x))])
+    inputs = tmp_path / "inputs.npz"
+    with edgeify_runtime.load(bundle) as model:
+        name = model.inputs[0].name
+        fixed = isinstance(model.inputs[0].shape[0], int)
+    np.savez(inputs, **{name: x[:1] if fixed else x})
+    with open_site(device) as site:
+        report = deploy(site, bundle, device=device)
+        result, out_path = outputs_on_site(site, report, inputs, tmp_path / "fetched")
+    with np.load(out_path, allow_pickle=False) as z:
+        got = next(iter(z.values()))
+    ref = ref[: len(got)]
+    diff = float(np.abs(got - ref).max())
+    print(json.dumps({"bundle": f"MobileNetV2 {target} {engine} fp32", "max_abs_diff_host_vs_arm64": diff,
+                      "agent_p50_ms": result["latency_ms"]["p50"]}))
+    assert result["fingerprint"]["arch"] == "aarch64"
+    assert diff <= 1e-4 * float(np.abs(ref).max()) + 1e-5
