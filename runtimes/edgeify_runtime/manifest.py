@@ -51,7 +51,7 @@ MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.md"
 FORMAT_NAME = "edgeify-bundle"
 
-Dim = Union[int, str]  # noqa: UP007 - evaluated at runtime, and the runtime supports Python 3.8
+Dim = Union[int, str]
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ def names_to_positions(wanted: list[str] | tuple[str, ...], have: list[list[str]
         return [int(i) for i in found]  # type: ignore[arg-type]
     if all(i is None for i in found):
         return list(range(len(wanted)))
-    missing = [n for n, i in zip(wanted, found) if i is None]  # noqa: B905 - strict= needs 3.10, we run on 3.8
+    missing = [n for n, i in zip(wanted, found) if i is None]
     if not missing:
         raise BundleError(f"{engine}: several manifest {what}s name the same artifact tensor: {list(wanted)}",
                           hint="rebuild the bundle")
