@@ -498,10 +498,16 @@ def main(argv: list[str] | None = None) -> int:
     except RequestError as err:
         print(json.dumps(_error_payload(err.to_dict())), flush=True)
         return err.exit_code
+    return respond(lambda: run_benchmark(_read_request(args.request)))
+
+
+def respond(call: Any) -> int:
+    """Run ``call()`` as a device-side command: stdout carries exactly one JSON object (its result, or
+    ``{"ok": false, "error": ...}``), SIGTERM counts as an interrupt; returns the process exit code."""
     with _stdout_reserved() as out, _sigterm_as_interrupt():
         code = 0
         try:
-            result = run_benchmark(_read_request(args.request))
+            result = call()
         except EdgeifyRuntimeError as err:
             result, code = _error_payload(err.to_dict()), err.exit_code
         except KeyboardInterrupt:

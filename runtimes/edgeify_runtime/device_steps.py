@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import traceback
 from typing import Any
 
-from .errors import BundleError, EdgeifyRuntimeError
+from .errors import BundleError
 from .manifest import Manifest
 
 
@@ -43,36 +41,24 @@ def run_device_steps(bundle: str, options: dict[str, Any] | None = None) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .bench import _error_payload, _sigterm_as_interrupt, _stdout_reserved
+    from .bench import RequestError, respond
 
     parser = argparse.ArgumentParser(prog="python -m edgeify_runtime.device_steps",
                                      description="Run the bundle's device steps (e.g. build its TensorRT engine).")
     parser.add_argument("--bundle", required=True, help="the bundle directory on this device")
     parser.add_argument("--options", default=None, help="JSON object of engine options (e.g. '{\"dla_core\": 0}')")
     args = parser.parse_args(argv)
-    with _stdout_reserved() as out, _sigterm_as_interrupt():
-        code = 0
+
+    def call() -> dict[str, Any]:
         try:
             options = json.loads(args.options) if args.options else None
-            if options is not None and not isinstance(options, dict):
-                raise ValueError("--options must be a JSON object")
-            result = run_device_steps(args.bundle, options)
         except ValueError as exc:
-            result = _error_payload({"type": "RequestError", "message": str(exc), "hint": "", "exit_code": 2})
-            code = 2
-        except EdgeifyRuntimeError as err:
-            result, code = _error_payload(err.to_dict()), err.exit_code
-        except KeyboardInterrupt:
-            result, code = _error_payload({"type": "Interrupted", "message": "interrupted (SIGINT/SIGTERM)",
-                                           "hint": "", "exit_code": 130}), 130
-        except Exception as exc:
-            if os.environ.get("EDGEIFY_DEBUG") == "1":
-                traceback.print_exc(file=sys.stderr)
-            result, code = _error_payload({"type": type(exc).__name__, "message": str(exc),
-                                           "hint": "set EDGEIFY_DEBUG=1 for the traceback on stderr",
-                                           "exit_code": 1}), 1
-        out.write(json.dumps(result) + "\n")
-    return code
+            raise RequestError(f"--options is not JSON: {exc}", hint="pass a JSON object") from None
+        if options is not None and not isinstance(options, dict):
+            raise RequestError("--options must be a JSON object", hint="pass a JSON object")
+        return run_device_steps(args.bundle, options)
+
+    return respond(call)
 
 
 if __name__ == "__main__":
