@@ -36,15 +36,14 @@ import os
 import sys
 import tempfile
 import time
-import traceback
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import __version__
+from .envelope import error_payload, respond
 from .errors import EdgeifyRuntimeError, InputSignatureError
 from .fingerprint import fingerprint, temperatures_c
 from .manifest import Manifest, TensorSpec
@@ -418,50 +417,6 @@ def trtexec_breakdown(record: Any, req: BenchRequest, shapes: dict[str, list[int
 
 # -- process entry -------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _stdout_reserved() -> Iterator[Any]:
-    """Point fd 1 (and sys.stdout) at stderr while the agent works; yield a writer for the real stdout."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    old_stdout = sys.stdout
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    real = os.fdopen(os.dup(saved), "w", encoding="utf-8")
-    try:
-        yield real
-    finally:
-        with contextlib.suppress(Exception):
-            real.flush()
-            real.close()
-        sys.stderr.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        sys.stdout = old_stdout
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a deployer's deadline) ends the run like Ctrl-C: a JSON error and exit 130, not silence."""
-    import signal
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise)
-    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM on this platform
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _error_payload(err: dict[str, Any]) -> dict[str, Any]:
-    return {"ok": False, "error": err, "agent_version": AGENT_VERSION}
-
-
 def _read_request(path: str | None) -> BenchRequest:
     try:
         if path is None or path == "-":
@@ -496,31 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)  # --help / --version print on stdout and exit here
     except RequestError as err:
-        print(json.dumps(_error_payload(err.to_dict())), flush=True)
+        print(json.dumps(error_payload(err.to_dict())), flush=True)
         return err.exit_code
     return respond(lambda: run_benchmark(_read_request(args.request)))
-
-
-def respond(call: Any) -> int:
-    """Run ``call()`` as a device-side command: stdout carries exactly one JSON object (its result, or
-    ``{"ok": false, "error": ...}``), SIGTERM counts as an interrupt; returns the process exit code."""
-    with _stdout_reserved() as out, _sigterm_as_interrupt():
-        code = 0
-        try:
-            result = call()
-        except EdgeifyRuntimeError as err:
-            result, code = _error_payload(err.to_dict()), err.exit_code
-        except KeyboardInterrupt:
-            result, code = _error_payload({"type": "Interrupted", "message": "interrupted (SIGINT/SIGTERM)",
-                                           "hint": "", "exit_code": 130}), 130
-        except Exception as exc:
-            if os.environ.get("EDGEIFY_DEBUG") == "1":
-                traceback.print_exc(file=sys.stderr)
-            result, code = _error_payload({"type": type(exc).__name__, "message": str(exc),
-                                           "hint": "set EDGEIFY_DEBUG=1 for the traceback on stderr",
-                                           "exit_code": 1}), 1
-        out.write(json.dumps(result) + "\n")
-    return code
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ def run_device_steps(bundle: str, options: dict[str, Any] | None = None) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .bench import RequestError, respond
+    from .bench import RequestError
+    from .envelope import respond
 
     parser = argparse.ArgumentParser(prog="python -m edgeify_runtime.device_steps",
                                      description="Run the bundle's device steps (e.g. build its TensorRT engine).")

@@ -249,7 +249,7 @@ def test_stdout_is_reserved_for_the_result(capfd):
     """Anything written to fd 1 while the agent works (Python or native code) lands on stderr."""
     import os
 
-    from edgeify_runtime.bench import _stdout_reserved
+    from edgeify_runtime.envelope import _stdout_reserved
 
     with _stdout_reserved() as out:
         print("python chatter")

@@ -1,0 +1,100 @@
+"""The device-side reply envelope: every device-side module prints exactly ONE JSON object on stdout.
+
+Written by :func:`respond` on the device (``{"ok": true, ...}`` or ``{"ok": false, "error": {"type", "message",
+"hint", "exit_code"}}``, with the error's exit code), read by :func:`parse_reply` on the host. Engine chatter on
+file descriptor 1 goes to stderr while a command works, so the last stdout line is always the reply.
+Standard library only; Python 3.8+.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from typing import Any, Callable
+
+from . import __version__
+from .errors import EdgeifyRuntimeError
+
+
+@contextlib.contextmanager
+def _stdout_reserved() -> Iterator[Any]:
+    """Point fd 1 (and sys.stdout) at stderr while the agent works; yield a writer for the real stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    old_stdout = sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    real = os.fdopen(os.dup(saved), "w", encoding="utf-8")
+    try:
+        yield real
+    finally:
+        with contextlib.suppress(Exception):
+            real.flush()
+            real.close()
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        sys.stdout = old_stdout
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a deployer's deadline) ends the run like Ctrl-C: a JSON error and exit 130, not silence."""
+    import signal
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM on this platform
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def error_payload(err: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": False, "error": err, "agent_version": __version__}
+
+
+def respond(call: Callable[[], dict[str, Any]]) -> int:
+    """Run ``call()`` as a device-side command: stdout carries exactly one JSON object (its result, or
+    ``{"ok": false, "error": ...}``), SIGTERM counts as an interrupt; returns the process exit code."""
+    with _stdout_reserved() as out, _sigterm_as_interrupt():
+        code = 0
+        try:
+            result = call()
+        except EdgeifyRuntimeError as err:
+            result, code = error_payload(err.to_dict()), err.exit_code
+        except KeyboardInterrupt:
+            result, code = error_payload({"type": "Interrupted", "message": "interrupted (SIGINT/SIGTERM)",
+                                           "hint": "", "exit_code": 130}), 130
+        except Exception as exc:
+            if os.environ.get("EDGEIFY_DEBUG") == "1":
+                traceback.print_exc(file=sys.stderr)
+            result, code = error_payload({"type": type(exc).__name__, "message": str(exc),
+                                           "hint": "set EDGEIFY_DEBUG=1 for the traceback on stderr",
+                                           "exit_code": 1}), 1
+        out.write(json.dumps(result) + "\n")
+    return code
+
+
+def parse_reply(stdout: str) -> dict[str, Any] | None:
+    """The reply a device-side command printed: its last stdout line that is a JSON object, else None."""
+    for line in reversed((stdout or "").strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        return value if isinstance(value, dict) else None
+    return None
+
+
+__all__ = ["error_payload", "parse_reply", "respond"]
