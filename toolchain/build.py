@@ -10,9 +10,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import DataError, InterruptedBuild, TargetError
+
+if TYPE_CHECKING:
+    from .targets.spec import TargetSpec
 
 
 class BuildObserver(Protocol):
@@ -60,8 +63,9 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def build(model: str | Path, *, target: str, out: str | Path, precision: str = "fp32", engine: str | None = None,
-          calib: str | Path | None = None, eval: str | Path | None = None, preprocess: str | Path | None = None,
+def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, precision: str = "fp32",
+          engine: str | None = None, calib: str | Path | None = None, eval: str | Path | None = None,
+          preprocess: str | Path | None = None,
           input_shapes: list[str] | None = None, target_files: list[str] | tuple[str, ...] = (),
           max_accuracy_drop: float | None = None, use_cache: bool = True, measure_latency: bool = True,
           observer: BuildObserver | None = None, io_dtype: str = "float32") -> BuildResult:
@@ -81,8 +85,10 @@ def build(model: str | Path, *, target: str, out: str | Path, precision: str = "
 
     obs = observer or _Silent()
     t0 = time.perf_counter()
-    registry = load_registry(target_files)
-    spec, family = registry.resolve(target)
+    if isinstance(target, str):
+        spec, family = load_registry(target_files).resolve(target)
+    else:  # an already-resolved spec, e.g. a variant `edgeify optimize` derives from a registered target
+        spec, family = target, None
     pipeline = resolve(spec, engine, precision)
     eng_name = pipeline.engine
     if precision in ("int8", "int16x8") and calib is None:
