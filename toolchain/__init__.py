@@ -4,28 +4,33 @@ Host-side public API (heavy libraries are imported lazily by the steps that need
 
     from edgeify import build, load_registry
     result = build("model.onnx", target="x86", precision="int8", calib="calib.npz", out="build/m")
+
+``edgeify.build`` is always the function (also after ``import edgeify.build``: the implementation module keeps
+its name for ``from edgeify.build import BuildResult``, but the package attribute is bound to the function
+here, once, at import; the module itself is light and imports nothing heavy).
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
+# Bound eagerly, on purpose: a lazy ``__getattr__`` cannot win against the import system, which sets the
+# package attribute ``build`` to the submodule whenever ``edgeify.build`` is first imported.
+from .build import BuildResult, build
+
 if TYPE_CHECKING:
-    from .build import BuildResult, build
     from .targets import Registry, TargetSpec, load_registry
 
 __all__ = ["BuildResult", "Registry", "TargetSpec", "__version__", "build", "load_registry"]
 
+_LAZY = {"load_registry": "edgeify.targets", "Registry": "edgeify.targets", "TargetSpec": "edgeify.targets"}
+
 
 def __getattr__(name: str) -> Any:  # lazy: keeps `import edgeify` and `edgeify --help` fast
-    if name in ("build", "BuildResult"):
-        from . import build as _build
-
-        return getattr(_build, name)
-    if name in ("load_registry", "Registry", "TargetSpec"):
-        from . import targets as _targets
-
-        return getattr(_targets, name)
-    raise AttributeError(name)
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeify' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

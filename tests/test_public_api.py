@@ -1,0 +1,23 @@
+"""The host package's public API as the package docstring shows it (issue 17 item 2)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+CASES = [
+    "from edgeify import build; assert callable(build) and build.__name__ == 'build', build",
+    "from edgeify import BuildResult; assert isinstance(BuildResult, type)",
+    "import edgeify.build, edgeify; assert callable(edgeify.build) and edgeify.build.__name__ == 'build'",
+    "from edgeify.build import build, BuildResult; import edgeify; assert edgeify.build is build",
+    "from edgeify import load_registry, Registry, TargetSpec; assert load_registry().resolve('x86')",
+    "import edgeify, sys; assert 'torch' not in sys.modules and 'onnx' not in sys.modules",
+]
+
+
+@pytest.mark.parametrize("code", CASES)
+def test_public_api_in_a_fresh_interpreter(code: str) -> None:
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
