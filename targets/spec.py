@@ -13,8 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic", "int16x8")
-Precision = Literal["fp32", "fp16", "int8", "int8-dynamic", "int16x8"]
+#: ``int8-mixed``: static int8 with the most sensitive layers kept in float (``edgeify optimize``'s ladder);
+#: ``bf16``: fp32 weights computed in bfloat16 on CPUs that have it (AVX-512 BF16 / AMX), engine-selected
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-mixed", "int8-dynamic", "int16x8")
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int8-mixed", "int8-dynamic", "int16x8"]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 
 
@@ -82,7 +84,9 @@ class Tolerance(_Frozen):
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(metric="max-abs", rtol=1e-4, atol=1e-5),
     "fp16": Tolerance(metric="max-abs", rtol=1e-2, atol=1e-5),
+    "bf16": Tolerance(metric="cosine", min_cosine=0.995),
     "int8": Tolerance(metric="cosine", min_cosine=0.98),
+    "int8-mixed": Tolerance(metric="cosine", min_cosine=0.98),
     "int8-dynamic": Tolerance(metric="cosine", min_cosine=0.98),
     "int16x8": Tolerance(metric="cosine", min_cosine=0.99),
 }
