@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _kit import IN_CI, REPO, make_gemm_onnx
+from _ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401  (CI: a skip fails)
+from _kit import REPO, make_gemm_onnx
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,15 +66,3 @@ def digits_onnx(digits: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
 @pytest.fixture()
 def tiny_onnx(tmp_path: Path) -> Path:
     return make_gemm_onnx(tmp_path / "tiny.onnx")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """In CI (CI=true) a skipped test is a failure: a missing dependency must never pass silently. Only tests
-    marked `device` (real edge hardware, deselected by default) may skip."""
-    outcome = yield
-    report = outcome.get_result()
-    if IN_CI and report.skipped and "device" not in item.keywords and not hasattr(report, "wasxfail"):
-        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        report.outcome = "failed"
-        report.longrepr = f"CI=true: this test skipped ({reason}); in CI every dependency must be installed"
