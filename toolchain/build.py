@@ -63,6 +63,16 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def default_out(model: str | Path, *, target: str, precision: str = "fp32",
+                target_files: list[str] | tuple[str, ...] = ()) -> Path:
+    """The bundle directory ``edgeify build`` writes when ``-o`` is not given: ``build/<model>-<board>-<prec>``
+    (a family alias resolves to its default board)."""
+    from .targets import load_registry
+
+    spec, _ = load_registry(target_files).resolve(target)
+    return Path("build") / f"{Path(str(model).split(':')[0]).stem}-{spec.name}-{precision}"
+
+
 def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, precision: str = "fp32",
           engine: str | None = None, calib: str | Path | None = None, eval: str | Path | None = None,
           preprocess: str | Path | None = None,

@@ -38,11 +38,18 @@ __all__ = [
     "TargetError",
     "TransportLostError",
     "UnreachableError",
+    "UsageError",
     "error_for_code",
 ]
 
 #: Base class. ``EdgeifyError`` is the device side's base, so one ``except`` catches both sides.
 EdgeifyError = EdgeifyRuntimeError
+
+
+class UsageError(EdgeifyError):
+    """Command-line usage error: a missing, conflicting or malformed option."""
+
+    exit_code = 2
 
 
 class TargetError(EdgeifyError):

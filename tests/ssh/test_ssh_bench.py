@@ -90,7 +90,7 @@ def test_fleet_bench_in_parallel_one_result_or_error_per_device(env, lab, tmp_pa
 
 
 def test_cli_bench_fleet_helper(env, lab, tmp_path: Path, bundles, capsys) -> None:
-    from edgeify.cli.devices import bench_fleet
+    from edgeify.cli.bench import bench_fleet
 
     inv = Inventory(env.devices_file)
     inv.add(device_for(lab.devices["dev-a"], workdir=tmp_path / "a", tags=("x",)))

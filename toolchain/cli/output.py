@@ -1,12 +1,18 @@
-"""Terminal output: rich tables for people on stdout, progress and errors on stderr, JSON for machines."""
+"""What every command module shares: the options (``--format``, ``--target-file``, the device options), the
+consoles, JSON output, and the renderers (rich tables for people on stdout, progress and errors on stderr).
+
+Command modules import from here; nothing here imports a command module or domain code at module level.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -15,8 +21,62 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+# -- shared options --------------------------------------------------------------------------------------------
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+FormatOpt = typer.Option(Format.table, "--format", help="table for people, json for machines")
+TargetFiles = typer.Option([], "--target-file", help="extra target spec TOML file (repeatable)")
+TrustOpt = typer.Option(False, "--trust-new-host-key",
+                        help="accept and remember the host key of a device not yet in known_hosts (check its "
+                             "fingerprint first); a CHANGED key is never accepted")
+AskPassOpt = typer.Option(False, "--ask-passphrase", help="prompt for the passphrase of an encrypted key "
+                                                          "(never stored; ssh-agent is the better way)")
+DeviceOpt = typer.Option(None, "--device", "-d", help="device name (`edgeify devices list`)")
+DevicesOpt = typer.Option(None, "--devices", help="several devices in parallel: tag:TAG, NAME1,NAME2 or all")
+
+
+def passphrase(ask: bool) -> str | None:
+    return typer.prompt("key passphrase", hide_input=True, err=True) if ask else None
+
+
+def selection(device: str | None, devices: str | None) -> tuple[str, bool]:
+    """``--device NAME`` xor ``--devices SELECTOR`` -> (selector, many); neither or both is a usage error."""
+    from edgeify.errors import UsageError
+
+    if bool(device) == bool(devices):
+        raise UsageError("give exactly one of --device NAME or --devices SELECTOR",
+                         hint="e.g. --device pi-01, or --devices tag:pi")
+    return (device or devices or ""), bool(devices)
+
+
+def fail_fleet(outcomes: list[Any]) -> None:
+    """Print each failure; exit with the first failing device's error (its class = its exit code)."""
+    from edgeify.deploy.fleet import first_failure
+    from edgeify.errors import EdgeifyError
+
+    failed = [o for o in outcomes if not o.ok]
+    for o in failed:
+        e = o.error_dict() or {}
+        err_console.print(f"[red]✗[/] {o.device}: [{e.get('exit_code')}] {e.get('message')}")
+    first = first_failure(outcomes)
+    if first is None:
+        return
+    err = first.error
+    summary = f"{len(failed)} of {len(outcomes)} devices failed; first: {first.device}"
+    if isinstance(err, EdgeifyError):
+        raise type(err)(f"{summary}: {err.message}", hint=err.hint or None)
+    raise err  # type: ignore[misc]
+
+
+# -- JSON --------------------------------------------------------------------------------------------------------
+def print_json(data: Any, *, compact: bool = False) -> None:
+    """One JSON document on stdout; ``compact``: one line (large results, e.g. raw samples)."""
+    text = json.dumps(data, default=str, separators=(",", ":")) if compact else json.dumps(data, indent=2,
+                                                                                         default=str)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
@@ -24,6 +84,7 @@ def _f(v: Any, spec: str = ".3f") -> str:
     return format(v, spec) if isinstance(v, (int, float)) else "-"
 
 
+# -- build -------------------------------------------------------------------------------------------------------
 def print_build_summary(s: dict[str, Any]) -> None:
     console.print(f"[bold green]built[/] {s['bundle']}  ({s['target']}, {s['engine']}, {s['precision']}, "
                   f"{s['size_bytes'] / 1e6:.3f} MB, {s['seconds']:.1f} s)")
@@ -46,6 +107,7 @@ def print_build_summary(s: dict[str, Any]) -> None:
         console.print(f"local latency (quick run): p50 {lat['p50']:.3f} ms, p95 {lat['p95']:.3f} ms")
 
 
+# -- bench / results ---------------------------------------------------------------------------------------------
 def print_bench(r: dict[str, Any]) -> None:
     lat = r["latency_ms"]
     eng = r.get("engine") or {}
@@ -64,6 +126,25 @@ def print_bench(r: dict[str, Any]) -> None:
                   + (f" · stored as #{r['result_id']}" if r.get("result_id") else ""))
 
 
+def print_fleet_bench(outcomes: list[Any], title: str) -> None:
+    t = Table(title=title)
+    for col in ("device", "p50 ms", "p95 ms", "p99 ms", "ips", "engine", "threads", "stored", "s"):
+        t.add_column(col)
+    for o in outcomes:
+        if o.ok:
+            r = o.result
+            lat, eng = r["latency_ms"], r.get("engine") or {}
+            t.add_row(o.device, f"{lat['p50']:.3f}", f"{lat['p95']:.3f}", f"{lat['p99']:.3f}",
+                      f"{r.get('throughput_ips') or 0:.1f}", f"{eng.get('name')} {eng.get('version')}",
+                      str((r.get('protocol') or {}).get('threads')), f"#{r.get('result_id', '-')}",
+                      f"{o.seconds:.1f}")
+        else:
+            e = o.error_dict() or {}
+            t.add_row(o.device, f"[red]error {e.get('exit_code')}[/]", "", "", "", e.get("type", ""), "", "",
+                      f"{o.seconds:.1f}")
+    console.print(t)
+
+
 def print_results(rows: list[dict[str, Any]], store: Path) -> None:
     if not rows:
         console.print(f"no results yet in {store}; run `edgeify bench BUNDLE`")
@@ -78,3 +159,84 @@ def print_results(rows: list[dict[str, Any]], store: Path) -> None:
                   _f(r["p50_ms"]), _f(r["p95_ms"]), _f(r["p99_ms"]), _f(r["throughput_ips"], ".1f"),
                   r["bundle_digest"][:12])
     console.print(t)
+
+
+# -- devices -----------------------------------------------------------------------------------------------------
+def print_check(r: dict[str, Any]) -> None:
+    fp = r["fingerprint"]
+    cpu = fp.get("cpu") or {}
+    osi = fp.get("os") or {}
+    fit = r["fit"]
+    console.print(f"[green]✓[/] [bold]{r['device']}[/] reachable in {r['connect_s']:.2f} s  host key {r['host_key']}"
+                  + ("  [yellow](newly trusted)[/]" if r["host_key_trusted_now"] else ""))
+    console.print(f"  arch {fp.get('arch')} · {osi.get('distro') or osi.get('system')} · kernel {osi.get('kernel')} · "
+                  f"Python {(fp.get('python') or {}).get('version')} · numpy {fp.get('numpy')}")
+    console.print(f"  CPU {cpu.get('model')} · {cpu.get('physical_cores')} cores ({cpu.get('usable_cores')} usable) · "
+                  f"ISA {', '.join(cpu.get('isa') or []) or '-'} · memory {fp.get('memory_total_mb')} MB · "
+                  f"governor {fp.get('governor') or '-'}")
+    engines = fp.get("engines") or {}
+    console.print(f"  engines: {', '.join(f'{k} {v}' for k, v in engines.items()) or 'none'} · "
+                  f"work dir {r['workdir']} ({r['free_mb']} MB free)")
+    if fit.get("target_known"):
+        if not fit["arch_ok"]:
+            console.print(f"  [red]arch {fp.get('arch')} does not match target {r['target']} "
+                          f"({fit['target_arch']})[/]")
+        for eng, hint in fit["engines_missing"].items():
+            console.print(f"  [yellow]engine {eng} of target {r['target']} is missing: {hint}[/]")
+        if fit["cpu_features_missing"]:
+            console.print(f"  [yellow]CPU lacks {', '.join(fit['cpu_features_missing'])} that target "
+                          f"{r['target']} assumes[/]")
+
+
+def print_status(name: str, data: dict[str, Any]) -> None:
+    console.print(f"[bold]{name}[/] work dir {data['workdir']} ({data.get('free_bytes', 0) / 1e6:.1f} MB free)")
+    for bname, entry in data["bundles"].items():
+        cur, prev = entry.get("current") or {}, entry.get("previous") or {}
+        cur_s = str(cur.get("digest"))[:12] if cur.get("digest") else "none"
+        prev_s = str(prev.get("digest"))[:12] if prev.get("digest") else "none (nothing to roll back to)"
+        console.print(f"  {bname}: current {cur_s}  previous {prev_s}")
+
+
+# -- deploy / apps -----------------------------------------------------------------------------------------------
+def print_deploys(reports: list[dict[str, Any]], fmt: Format) -> None:
+    if fmt == Format.json:
+        print_json(reports[0] if len(reports) == 1 else {"devices": reports})
+        return
+    for r in reports:
+        tm = r["timings_s"]
+        parts = " · ".join(f"{k} {v:.3f}" for k, v in tm.items() if k != "total")
+        console.print(f"[green]✓[/] {r['device']}: {r['name']} {r['digest'][:12]} [bold]{r['status']}[/] "
+                      f"({r['uploaded_bytes'] / 1e6:.2f} MB sent, {r['reused_files']} files reused"
+                      f"{', runtime sent' if r['runtime_uploaded'] else ''}) in {tm['total']:.2f} s ({parts} s)")
+        for w in r.get("warnings") or []:
+            err_console.print(f"  [yellow]forced:[/] {w}")
+        for step in r.get("device_steps") or []:  # e.g. the TensorRT engine, built on the device
+            console.print(f"  {step['uses']} on the device: [bold]{step['decision']}[/] ({step['reason']}) "
+                          f"{step['plan']}")
+
+
+def print_apps(reports: list[dict[str, Any]], fmt: Format) -> None:
+    if fmt == Format.json:
+        print_json(reports[0] if len(reports) == 1 else {"devices": reports})
+        return
+    for r in reports:
+        print_deploys([r["deploy"]], fmt)
+        tm = r["timings_s"]
+        before = r.get("restarted")
+        was = f"; restarted, was pid {before['pid']}" if before else ""
+        console.print(f"[green]✓[/] {r['device']}: {r['app']} [bold]healthy[/] at [bold]{r['url']}[/] "
+                      f"(pid {r['pid']}, bundle {r['bundle_digest'][:12]}{was}) in {r['seconds']:.2f} s "
+                      f"(deploy {tm.get('deploy', 0):.2f} · start {tm.get('start', 0):.2f} · "
+                      f"health {tm.get('health', 0):.2f} s)")
+        console.print(f"  log {r['log']} · stop: edgeify apps stop {r['name']} --device {r['device']}")
+
+
+def print_app_status(device: str, data: dict[str, Any]) -> None:
+    if not data["apps"]:
+        console.print(f"no apps on {device} (edgeify deploy BUNDLE --device {device} --app serve)")
+    for a in data["apps"]:
+        state = "[green]running[/]" if a["running"] else f"[red]stopped[/] (exit {a.get('exit_code')})"
+        console.print(f"{a['name']}: {a['app']} {state} pid {a['pid']} port {a['port']} "
+                      f"bundle {str(a['digest'])[:12]} since {a['started_at']}  log {a['log']}")
+        for line in a.get("log_tail") or []:
+            console.print(f"  | {line}", markup=False)

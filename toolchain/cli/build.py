@@ -1,0 +1,126 @@
+"""``edgeify build``: convert, quantize and check a model for a target into a bundle directory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .output import Format, FormatOpt, TargetFiles, err_console, print_json
+
+
+class IoDtype(str, Enum):
+    float32 = "float32"
+    int8 = "int8"
+
+
+class _RichObserver:
+    def __init__(self) -> None:
+        self._status = None
+
+    def step_started(self, step_id: str, kind: str) -> None:
+        self._stop()
+        self._status = err_console.status(f"{step_id} ({kind})…")
+        self._status.start()
+
+    def step_finished(self, step_id: str, seconds: float, cached: bool) -> None:
+        self._stop()
+        err_console.print(f"[green]✓[/] {step_id:<10} {seconds:6.2f} s{'  (cached)' if cached else ''}")
+
+    def message(self, text: str) -> None:
+        err_console.print(f"  [dim]{text}[/]")
+
+    def close(self) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+def build(
+    model: str = typer.Argument(..., help="model.onnx | model.pt2 (ExportedProgram) | model.pt (TorchScript) | "
+                                          "module.py:factory"),
+    target: str = typer.Option(..., "--target", "-t", help="target or family name (`edgeify targets`)"),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32 | fp16 | int8 (static, needs --calib) | "
+                                                                    "int8-dynamic | int16x8 (TFLite, needs --calib)"),
+    out: Path = typer.Option(None, "--out", "-o", help="bundle directory [default: build/<model>-<target>-<prec>]"),
+    engine: str = typer.Option(None, "--engine", help="engine other than the target's default for the precision"),
+    calib: Path = typer.Option(None, "--calib", help="calibration inputs: .npz | .npy | image folder"),
+    eval_data: Path = typer.Option(None, "--eval", help="labelled inputs (.npz with `labels`) for accuracy"),
+    preprocess: Path = typer.Option(None, "--preprocess", help="preprocessing TOML for image folders"),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="e.g. 1,3,224,224 or x:1,3,224,224 (repeatable)"),
+    max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="fail if accuracy drops more "
+                                                                               "(points) than this"),
+    io_dtype: IoDtype = typer.Option(IoDtype.float32, "--io-dtype", help="dtype callers feed and receive; int8: "
+                                     "int8 I/O for --precision int8 on TFLite targets (scale/zero point in the "
+                                     "manifest)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="do not reuse cached step results"),
+    no_latency: bool = typer.Option(False, "--no-latency", help="skip the quick local latency run"),
+    target_file: list[str] = TargetFiles,
+    fmt: Format = FormatOpt,
+) -> None:
+    """Convert, quantize and check MODEL for a target; write a bundle directory atomically."""
+    from edgeify.build import build as run_build
+    from edgeify.build import default_out
+
+    if out is None:
+        out = default_out(model, target=target, precision=precision, target_files=target_file)
+    observer = _RichObserver()
+    # with --format json, stdout carries one JSON object: whatever converters print there (NNCF's progress
+    # bars, TensorFlow's logs) goes to stderr, at the file-descriptor level, while the build runs
+    guard = _stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
+    with guard:
+        try:
+            result = run_build(model, target=target, out=out, precision=precision, engine=engine, calib=calib,
+                               eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
+                               target_files=target_file, max_accuracy_drop=max_accuracy_drop,
+                               use_cache=not no_cache, measure_latency=not no_latency, observer=observer,
+                               io_dtype=io_dtype.value)
+        finally:
+            observer.close()
+    if result.family_alias:
+        err_console.print(f"target [bold]{result.family_alias}[/] → board [bold]{result.target}[/] "
+                          f"(the family's default; pass --target {result.target} to pin it)")
+    summary = build_summary(result)
+    if fmt == Format.json:
+        print_json(summary)
+        return
+    from .output import print_build_summary
+
+    print_build_summary(summary)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def build_summary(result: Any) -> dict[str, Any]:
+    m = result.manifest
+    v = m.get("validation") or {}
+    return {"bundle": str(result.out), "target": result.target, "family_alias": result.family_alias,
+            "engine": result.engine, "precision": result.precision, "bundle_digest": m["bundle_digest"],
+            "size_bytes": sum(f["size"] for f in m["files"].values()), "files": m["files"],
+            "quantization": m.get("quantization"), "parity": v.get("outputs"), "accuracy": v.get("accuracy"),
+            "latency": result.latency, "seconds": round(result.seconds, 2),
+            "steps": [{k: s[k] for k in ("id", "uses", "seconds", "cached")} for s in result.steps]}
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build)
