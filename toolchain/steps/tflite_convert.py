@@ -191,10 +191,10 @@ class TfliteConvert(Step):
         import numpy as np
 
         opts = self.config.onnx2tf
-        work = out_dir / "onnx2tf"
+        work = (out_dir / "onnx2tf").resolve()  # absolute: the worker runs in `work`, a relative -o would break
         work.mkdir()
         model = work / "model.onnx"
-        shutil.copyfile(onnx_path, model)  # onnx2tf rewrites its input
+        shutil.copyfile(onnx_path.resolve(), model)  # onnx2tf rewrites its input
         rng = np.random.default_rng(0)
         np.save(work / ONNX2TF_SAMPLE_FILE, rng.random((20, 128, 128, 3), dtype=np.float32))
         calib = []
