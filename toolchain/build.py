@@ -87,7 +87,7 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
     from . import bundle as bundle_mod
     from .cache import StepCache
     from .data import load_dataset
-    from .paths import cache_dir
+    from .paths import cache_dir, ensure_writable_dir
     from .pipeline import resolve, step_class
     from .sources import open_source
     from .steps.base import BuildContext
@@ -112,8 +112,10 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
     for flag, p in (("--calib", calib), ("--eval", eval), ("--preprocess", preprocess)):
         if p is not None and not Path(p).exists():
             raise DataError(f"{flag} {p}: not found", hint=f"{flag} takes a .npz, a .npy or an image folder")
+    out = bundle_mod.check_output(out)  # before any step: a bad -o must not cost a whole build
+    if use_cache:
+        ensure_writable_dir(cache_dir(), "step cache")
     source = open_source(str(model), input_shapes)
-    out = Path(out)
     staging = bundle_mod.staging_dir_for(out)
     cache = StepCache(cache_dir(), enabled=use_cache)
     ctx = BuildContext(source=source, target=spec, engine_name=eng_name, engine=spec.engines[eng_name],

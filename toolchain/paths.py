@@ -40,3 +40,22 @@ def user_targets_dir() -> Path:
 def results_db() -> Path:
     override = os.environ.get("EDGEIFY_RESULTS_DB")
     return Path(override) if override else data_dir() / "results.sqlite"
+
+
+def ensure_writable_dir(path: Path, what: str) -> Path:
+    """Create ``path`` if needed and prove it is writable (a probe file), or raise ConfigError (exit 4) naming
+    ``EDGEIFY_HOME``/XDG variable that put it there. Called before a build starts, not after it ran."""
+    import tempfile
+
+    from .errors import ConfigError
+
+    var = "EDGEIFY_HOME" if _home() else "XDG_* / HOME"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path, prefix=".edgeify-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"the {what} {path} is not writable ({exc.strerror or exc}); it comes from {var}",
+                          hint="point EDGEIFY_HOME at a writable directory (e.g. export EDGEIFY_HOME=~/.edgeify)"
+                               + (", or pass --no-cache" if what == "step cache" else "")) from None
+    return path
