@@ -151,6 +151,7 @@ class Manifest:
     @classmethod
     def read(cls, bundle_dir: str | os.PathLike[str]) -> Manifest:
         path = Path(bundle_dir) / MANIFEST_NAME
+        refuse_symlinks(bundle_dir)
         if not path.is_file():
             raise BundleError(f"{bundle_dir}: no {MANIFEST_NAME}; not an edgeify bundle",
                               hint="pass the directory that `edgeify build -o DIR` wrote")
@@ -165,6 +166,7 @@ class Manifest:
     def verify_files(self, bundle_dir: str | os.PathLike[str]) -> None:
         """Check every payload file's size and sha256; raise BundleError naming each bad file."""
         root = Path(bundle_dir)
+        refuse_symlinks(root)
         bad = []
         for rel, meta in sorted(self.files.items()):
             p = root / rel
@@ -178,7 +180,24 @@ class Manifest:
                 bad.append(f"{rel}: sha256 mismatch")
         if bad:
             raise BundleError(f"bundle {root} failed its integrity check: " + "; ".join(bad),
-                              hint="rebuild or redeploy the bundle; pass verify=False only to debug")
+                              hint="rebuild it (`edgeify build ... -o DIR`) or redeploy it (`edgeify deploy DIR "
+                                   "--device NAME`)")
+
+
+def refuse_symlinks(bundle_dir: str | os.PathLike[str]) -> None:
+    """Refuse a bundle that has a symbolic link anywhere inside it (a ``model.onnx`` linking to a key file would
+    otherwise be read, hashed and uploaded). The bundle directory itself may be a link (a device's ``current``)."""
+    root = Path(bundle_dir)
+    if not root.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(root):  # os.walk does not follow links into directories
+        for name in dirnames + filenames:
+            entry = Path(dirpath) / name
+            if entry.is_symlink():
+                raise BundleError(f"bundle {root}: {entry.relative_to(root)} is a symbolic link; bundles hold "
+                                  "regular files only",
+                                  hint="rebuild the bundle with `edgeify build` (it never writes links), or copy "
+                                       "the real file in place of the link")
 
 
 def safe_relpath(name: str) -> str:
