@@ -1,7 +1,8 @@
 """``nncf-quantize``: NNCF post-training quantization of an OpenVINO IR.
 
 ``int8``: static, calibrated activations + per-channel weights; ``int8-dynamic``: int8 weight compression
-(activations stay float, the OpenVINO analogue of dynamic-range quantization).
+(activations stay float, the OpenVINO analogue of dynamic-range quantization); ``int8-mixed``: static int8 with
+the layers in ``ignored_layers`` kept in float (NNCF ``IgnoredScope``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class NncfQuantizeConfig(StepConfig):
     preset: Literal["performance", "mixed"] = "performance"
     subset_size: int = Field(default=300, ge=1)
     fast_bias_correction: bool = True
+    model_type: Literal["transformer"] | None = Field(
+        default=None, description="NNCF model type: 'transformer' keeps attention-sensitive ops in float")
+    ignored_layers: tuple[str, ...] = Field(default=(), description="layer names kept in float (int8-mixed)")
 
 
 class NncfQuantize(Step):
@@ -38,19 +42,28 @@ class NncfQuantize(Step):
         model = ov.Core().read_model(str(artifact.path))
         meta = dict(artifact.meta)
         try:
-            if ctx.precision == "int8":
+            if ctx.precision in ("int8", "int8-mixed"):
                 if ctx.calib is None:
                     raise DataError("static int8 quantization needs calibration data", hint="pass --calib")
                 items = list(ctx.calib.batches(max_samples=self.config.subset_size))
                 ctx.progress(f"NNCF calibrating on {ctx.calib.count} samples")
                 preset = (nncf.QuantizationPreset.PERFORMANCE if self.config.preset == "performance"
                           else nncf.QuantizationPreset.MIXED)
+                extra = {}
+                if self.config.model_type:
+                    extra["model_type"] = nncf.ModelType.TRANSFORMER
+                if self.config.ignored_layers:
+                    extra["ignored_scope"] = nncf.IgnoredScope(names=list(self.config.ignored_layers), validate=False)
                 model = nncf.quantize(model, nncf.Dataset(items), preset=preset, subset_size=len(items),
-                                      fast_bias_correction=self.config.fast_bias_correction)
+                                      fast_bias_correction=self.config.fast_bias_correction, **extra)
                 meta["quantization"] = {"method": "static", "tool": "nncf", "preset": self.config.preset,
                                         "weights": "int8 per-channel",
                                         "activations": "int8" if self.config.preset == "performance" else "mixed",
-                                        "calibration_samples": min(ctx.calib.count, self.config.subset_size)}
+                                        "calibration_samples": min(ctx.calib.count, self.config.subset_size),
+                                        "fast_bias_correction": self.config.fast_bias_correction,
+                                        **({"model_type": self.config.model_type} if self.config.model_type else {}),
+                                        **({"float_layers": list(self.config.ignored_layers)}
+                                           if self.config.ignored_layers else {})}
             elif ctx.precision == "int8-dynamic":
                 model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
                 meta["quantization"] = {"method": "weight-compression", "tool": "nncf", "weights": "int8 asym",

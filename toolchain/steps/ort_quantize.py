@@ -1,5 +1,8 @@
 """``ort-quantize``: ONNX Runtime quantization: fp16 weights+compute, int8 dynamic, int8 static QDQ.
 
+``int8-mixed``: static QDQ int8 with the nodes in ``nodes_to_exclude`` kept in float (``edgeify optimize``'s
+quantization ladder picks them by layer-wise sensitivity).
+
 Static int8 uses calibration data, QDQ format, per-channel weights. The activation type is a per-target choice:
 U8S8 (uint8 activations) is ONNX Runtime's fast path on AVX2 without VNNI; S8S8 on VNNI/ARM (see targets).
 """
@@ -26,6 +29,8 @@ class OrtQuantizeConfig(StepConfig):
     quantize_bias: bool = Field(default=True, description="False keeps biases float (TensorRT's QDQ import "
                                                           "expects float biases)")
     op_types: tuple[str, ...] | None = Field(default=None, description="None: every op ORT can quantize")
+    nodes_to_exclude: tuple[str, ...] = Field(
+        default=(), description="node names kept in float (int8-mixed); names of the pre-processed graph")
 
 
 class OrtQuantize(Step):
@@ -44,7 +49,7 @@ class OrtQuantize(Step):
                 meta["quantization"] = self._fp16(artifact.path, out)
             elif ctx.precision == "int8-dynamic":
                 meta["quantization"] = self._dynamic(artifact.path, out)
-            elif ctx.precision == "int8":
+            elif ctx.precision in ("int8", "int8-mixed"):
                 meta["quantization"] = self._static(ctx, artifact.path, out_dir, out)
             else:
                 raise ConversionError(f"ort-quantize has nothing to do for precision {ctx.precision!r}")
@@ -108,6 +113,7 @@ class OrtQuantize(Step):
             weight_type=self._qtype(self.config.weight_type), per_channel=self.config.per_channel,
             reduce_range=self.config.reduce_range, calibrate_method=method,
             op_types_to_quantize=list(self.config.op_types) if self.config.op_types else None,
+            nodes_to_exclude=list(self.config.nodes_to_exclude) or None,
             extra_options={"ActivationSymmetric": self.config.symmetric_activations,
                            "QuantizeBias": self.config.quantize_bias},
         )
@@ -120,4 +126,5 @@ class OrtQuantize(Step):
                 "calibration_method": self.config.calibration_method,
                 "symmetric_activations": self.config.symmetric_activations, "bias": (
                     "int32" if self.config.quantize_bias else "float32"),
-                "calibration_samples": min(ctx.calib.count, self.config.max_calibration_samples)}
+                "calibration_samples": min(ctx.calib.count, self.config.max_calibration_samples),
+                **({"float_layers": list(self.config.nodes_to_exclude)} if self.config.nodes_to_exclude else {})}

@@ -3,6 +3,7 @@
 Compiles for ``"CPU"`` with ``INFERENCE_NUM_THREADS = threads``, ``PERFORMANCE_HINT = LATENCY`` and one
 stream. For an ``fp32`` bundle it also pins ``INFERENCE_PRECISION_HINT = f32``: OpenVINO otherwise runs fp32
 models in bf16 (CPUs with AMX/AVX512-BF16) or fp16 (ARM), which the host's parity check did not validate.
+A ``bf16`` bundle (the fp32 IR, precision ``bf16``) sets ``INFERENCE_PRECISION_HINT = bf16``.
 
 Options (manifest ``engine.options`` or ``load(options=...)``):
   ``device``  OpenVINO device name (default ``"CPU"``)
@@ -55,6 +56,8 @@ class OpenVINOAdapter(EngineAdapter):
                                   "NUM_STREAMS": "1"}
         if manifest.precision.lower() in ("fp32", "float32", "f32"):
             config["INFERENCE_PRECISION_HINT"] = "f32"
+        elif manifest.precision.lower() == "bf16":  # the fp32 IR computed in bfloat16 (AVX-512 BF16 / AMX CPUs)
+            config["INFERENCE_PRECISION_HINT"] = "bf16"
         config.update({str(k): str(v) for k, v in dict(self.options.get("config") or {}).items()})
         core = ov.Core()
         if self.device.split(":")[0].split(".")[0] not in {d.split(".")[0] for d in core.available_devices} \
