@@ -161,3 +161,30 @@ def test_specs_are_frozen_and_hashable() -> None:
     with pytest.raises(ValueError, match="frozen"):
         spec.name = "other"  # type: ignore[misc]
     assert len({spec, spec}) == 1 and len(spec.digest) == 64
+
+
+UNCHECKED = USER_TARGET.replace('default_engine = { fp32 = "openvino", int8 = "openvino" }',
+                                'default_engine = { fp32 = "bare", int8 = "openvino" }') + """
+[targets.engines.bare]
+runtime = "onnxruntime"
+artifact_format = "onnx"
+artifact = "model.onnx"
+precisions = ["fp32"]
+pipeline = [{ id = "export", uses = "onnx-export" }]
+"""
+
+
+def test_a_pipeline_without_a_check_step_is_refused(tmp_path: Path) -> None:
+    """Issue 11 item 10: an unchecked bundle would deploy and benchmark silently; refuse it when resolved."""
+    f = _write(tmp_path, "unchecked.toml", UNCHECKED)
+    spec = load_registry([f], user_dir=Path("/nonexistent")).get("my-box")
+    with pytest.raises(ConfigError) as exc:
+        resolve(spec, None, "fp32")
+    assert exc.value.exit_code == 4 and "does not end in a `check` step" in exc.value.message
+    assert 'uses = "check"' in exc.value.hint
+    assert resolve(spec, None, "int8").steps[-1].kind == "check"  # the inherited engines keep their check
+    from _kit import make_gemm_onnx, run_cli
+
+    res = run_cli("build", str(make_gemm_onnx(tmp_path / "m.onnx")), "--target", "my-box", "--target-file", str(f),
+                  "-o", str(tmp_path / "out"))
+    assert res.returncode == 4 and "check" in res.stderr and not (tmp_path / "out").exists()

@@ -103,7 +103,8 @@ def validate_spec_steps(spec: TargetSpec) -> None:
 def resolve(spec: TargetSpec, engine: str | None, precision: str) -> ResolvedPipeline:
     """Filter the engine's pipeline by precision, re-wire inputs past skipped steps, validate configs.
 
-    Order is the declared dependency order (each step after its input), never list position alone.
+    Order is the declared dependency order (each step after its input), never list position alone. The last
+    step that runs on the host must be a ``check`` (ConfigError otherwise): every bundle is validated.
     """
     eng_name, eng = spec.engine_for(precision, engine)
     return _resolve_engine(spec, eng_name, eng, precision)
@@ -137,4 +138,12 @@ def _resolve_engine(spec: TargetSpec, eng_name: str, eng: EngineSpec, precision:
     if len(sources) != 1:
         raise ConfigError(f"{spec.name}.engines.{eng_name}: exactly one step must consume the source model "
                           f"for {precision}, found {[s.id for s in sources]}")
+    host = [s for s in resolved if s.where == "host"]
+    if not host or host[-1].kind != "check":
+        last = host[-1].id if host else None
+        raise ConfigError(f"{spec.source or spec.name}: {spec.name}.engines.{eng_name} ({precision}) does not end in "
+                          f"a `check` step (last host step: {last!r}); a bundle nobody checked against its source "
+                          "model would deploy and benchmark as if it were valid",
+                          hint=f'add {{ id = "check", uses = "check", input = "{last}" }} as the last host step '
+                               "of the pipeline (see `edgeify targets show x86-cpu`)")
     return ResolvedPipeline(spec.name, eng_name, precision, tuple(resolved))
