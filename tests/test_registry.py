@@ -43,9 +43,10 @@ def test_avx512_pipeline_differs_from_avx2_where_it_matters() -> None:
     q2 = next(s for s in avx2 if s["id"] == "quantize")["config"]
     q5 = next(s for s in avx512 if s["id"] == "quantize")["config"]
     assert (q2["activation_type"], q2["reduce_range"]) == ("uint8", True)  # U8S8, 7-bit weights (no VNNI)
-    assert (q5["activation_type"], q5["reduce_range"]) == ("int8", False)  # S8S8 with VNNI
-    assert "never run on AVX-512" in reg.get("x86-avx512").status
-    assert not reg.get("x86-avx512").verified_on_hardware
+    # U8S8 with full 8-bit weights: measured 2.4-2.8x faster than S8S8 on AVX-512 VNNI CPUs (Xeon, EPYC Zen 5)
+    assert (q5["activation_type"], q5["reduce_range"]) == ("uint8", False)
+    assert "Intel Xeon" in reg.get("x86-avx512").status
+    assert reg.get("x86-avx512").verified_on_hardware
 
 
 def test_skipped_steps_pass_their_input_through() -> None:
