@@ -18,7 +18,9 @@ Request (every field but ``bundle`` is optional; unknown fields are refused)::
                                      (which default to 1)
      "options": null,                engine load options, merged over the manifest's engine.options
      "inputs_npz": null,             run these inputs once (np.load, allow_pickle=False) after the timed
-     "outputs_npz": null}            runs and write the outputs here (host-vs-device parity)
+     "outputs_npz": null,            runs and write the outputs here (host-vs-device parity)
+     "profile": null}                true or a run count: the engine's per-op profile, in its own session
+                                     after the timed runs (edgeify_runtime.profile)
 
 Exit codes: 0 ok; 2 bad request; 5/11/12 the runtime's errors (InputSignatureError, EngineMissingError,
 BundleError); 1 anything unexpected (``EDGEIFY_DEBUG=1`` prints the traceback on stderr); 130 interrupted.
@@ -77,6 +79,7 @@ class BenchRequest:
     options: dict[str, Any] | None = None
     inputs_npz: str | None = None
     outputs_npz: str | None = None
+    profile: Any = None
 
     @classmethod
     def from_dict(cls, raw: Any) -> BenchRequest:
@@ -107,6 +110,8 @@ class BenchRequest:
         _want(self, "options", (dict,), nullable=True)
         _want(self, "inputs_npz", (str,), nullable=True)
         _want(self, "outputs_npz", (str,), nullable=True)
+        if not isinstance(self.profile, bool):  # true, false, null or a run count
+            _want_int(self, "profile", 1, nullable=True)
         if self.inputs_npz and not self.outputs_npz:
             raise RequestError("inputs_npz needs outputs_npz: where to write the outputs")
         if self.input_shapes is not None:
@@ -383,6 +388,9 @@ def run_benchmark(req: BenchRequest) -> dict[str, Any]:
         "temperatures_after_c": temperatures_c(),
         "duration_s": round(time.time() - started, 3),
     }
+    if req.profile:  # after the timed model is closed: profiler overhead never reaches the samples
+        from .profile.agent import profile_for_agent
+        result["profile"] = profile_for_agent(req, feeds, threads, result["latency_ms"].get("p50"))
     if parity is not None:
         result["parity"] = parity
     if engine_record is not None:

@@ -219,5 +219,42 @@ def parse_output(text: str) -> dict[str, Any]:
     return result
 
 
-__all__ = ["SUMMARY_METRICS", "bench_command", "build_command", "major_version", "parse_output",
-           "parse_version_tag", "precision_flags", "shapes_arg"]
+def profile_command(trtexec: str, plan: str, profile_json: str, layer_info_json: str, *,
+                    shapes: dict[str, Sequence[int]] | None = None, iterations: int = 20,
+                    dla_core: int | None = None) -> list[str]:
+    """trtexec timing every layer of ``plan`` in a run separate from its end-to-end timing
+    (``--separateProfileRun``), writing the per-layer profile and the layer info as JSON."""
+    cmd = bench_command(trtexec, plan, shapes=shapes, iterations=iterations, duration_s=0, dla_core=dla_core)
+    return [*cmd, "--dumpProfile", "--separateProfileRun", f"--exportProfile={profile_json}",
+            f"--exportLayerInfo={layer_info_json}", "--profilingVerbosity=detailed"]
+
+
+def parse_profile(profile: Any, layer_info: Any = None) -> dict[str, Any]:
+    """trtexec's ``--exportProfile`` JSON (``[{"count": N}, {"name", "timeMs", "averageMs", "medianMs",
+    "percentage"}, ...]``) and, when given, its ``--exportLayerInfo`` JSON.
+
+    Returns ``{"iterations": N, "layers": [{"name", "average_ms", "median_ms", "percentage", "type",
+    "precision"}]}``; ``type`` and ``precision`` come from a detailed layer info (``LayerType``, the first
+    output's ``Format/Datatype``) and are None when the engine was built with layer names only.
+    """
+    rows = list(profile or [])
+    count = next((int(r["count"]) for r in rows if isinstance(r, dict) and "count" in r), None)
+    detail: dict[str, dict[str, Any]] = {}
+    for layer in (layer_info or {}).get("Layers", []) if isinstance(layer_info, dict) else []:
+        if isinstance(layer, dict) and "Name" in layer:
+            outs = layer.get("Outputs") or [{}]
+            detail[str(layer["Name"])] = {"type": layer.get("LayerType"),
+                                          "precision": (outs[0] or {}).get("Format/Datatype")}
+    layers = []
+    for r in rows:
+        if not isinstance(r, dict) or "name" not in r:
+            continue
+        d = detail.get(str(r["name"]), {})
+        layers.append({"name": str(r["name"]), "average_ms": float(r.get("averageMs") or 0.0),
+                       "median_ms": r.get("medianMs"), "percentage": r.get("percentage"),
+                       "type": d.get("type"), "precision": d.get("precision")})
+    return {"iterations": count, "layers": layers}
+
+
+__all__ = ["SUMMARY_METRICS", "bench_command", "build_command", "major_version", "parse_output", "parse_profile",
+           "parse_version_tag", "precision_flags", "profile_command", "shapes_arg"]

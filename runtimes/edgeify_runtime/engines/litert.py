@@ -236,6 +236,11 @@ class LiteRTAdapter(EngineAdapter):
             out[port.name] = arr
         return out
 
+    @property
+    def interpreter(self) -> Any:
+        """The loaded interpreter (``edgeify_runtime.profile`` reads its node table)."""
+        return self._interpreter
+
     def close(self) -> None:
         self._interpreter = None
         super().close()

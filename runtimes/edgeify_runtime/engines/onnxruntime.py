@@ -44,6 +44,8 @@ class OnnxRuntimeAdapter(EngineAdapter):
         self._manifest_outputs: list[str] = []
         self.providers: list[str] = []
         self.skipped_providers: list[str] = []
+        #: set before ``load`` to profile the session (``edgeify_runtime.profile``): the trace file's prefix
+        self.profile_prefix: str | None = None
 
     def _load(self, artifact: Path, manifest: Manifest) -> None:
         ort = self._import_engine()
@@ -56,6 +58,9 @@ class OnnxRuntimeAdapter(EngineAdapter):
             raise BundleError(f"onnxruntime: graph_optimization_level {level!r} is not one of "
                               f"{sorted(_OPT_LEVELS)}")
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
+        if self.profile_prefix:
+            so.enable_profiling = True
+            so.profile_file_prefix = self.profile_prefix
         for key, value in dict(self.options.get("session_config") or {}).items():
             so.add_session_config_entry(str(key), str(value))
         providers = list(self.options.get("providers") or ["CPUExecutionProvider"])
@@ -97,6 +102,10 @@ class OnnxRuntimeAdapter(EngineAdapter):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self._session.run(self._output_names, {eng: feeds[man] for man, eng in self._feed_names})
         return {name: results[k] for k, name in enumerate(self._manifest_outputs)}
+
+    def end_profiling(self) -> str:
+        """Stop the profiler started by ``profile_prefix``; returns the path of its JSON trace."""
+        return str(self._session.end_profiling())
 
     def close(self) -> None:
         self._session = None

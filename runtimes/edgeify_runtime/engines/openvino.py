@@ -44,6 +44,7 @@ class OpenVINOAdapter(EngineAdapter):
         self._out_ports: list[tuple[str, Any]] = []  # (manifest output name, compiled-model output port)
         self.device = "CPU"
         self.config: dict[str, str] = {}
+        self.artifact_path: Path | None = None
 
     def _load(self, artifact: Path, manifest: Manifest) -> None:
         ov = self._import_engine()
@@ -73,6 +74,7 @@ class OpenVINOAdapter(EngineAdapter):
                               hint="the artifact may need a newer openvino (pip install --upgrade openvino), "
                                    "or the bundle is damaged") from exc
         self.config = config
+        self.artifact_path = artifact
         self._request = self._compiled.create_infer_request()
         in_names = [t.name for t in manifest.inputs]
         out_names = [t.name for t in manifest.outputs]
@@ -89,6 +91,15 @@ class OpenVINOAdapter(EngineAdapter):
         # share_outputs=False: the returned arrays are copies, safe to keep across runs.
         results = self._request.infer(inputs, share_inputs=True, share_outputs=False)
         return {name: results[port] for name, port in self._out_ports}
+
+    # -- for edgeify_runtime.profile (load with config PERF_COUNT=YES) -----------------------------------------
+    @property
+    def compiled_model(self) -> Any:
+        return self._compiled
+
+    def profiling_info(self) -> Any:
+        """The performance counters of the last ``run`` (needs PERF_COUNT=YES at compile time)."""
+        return self._request.get_profiling_info()
 
     def close(self) -> None:
         self._request = None
