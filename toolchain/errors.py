@@ -50,54 +50,63 @@ class UsageError(EdgeifyError):
     """Command-line usage error: a missing, conflicting or malformed option."""
 
     exit_code = 2
+    meaning = "command-line usage error"
 
 
 class TargetError(EdgeifyError):
     """Unknown target/engine, or a precision the target or engine does not support."""
 
     exit_code = 3
+    meaning = "unknown target/engine, or precision not supported by the target or engine"
 
 
 class ConfigError(EdgeifyError):
     """An invalid or duplicate target spec, devices file or other configuration."""
 
     exit_code = 4
+    meaning = "invalid configuration: target spec, devices file"
 
 
 class ModelLoadError(EdgeifyError):
     """The source model cannot be read: corrupt file, unknown kind, factory that fails."""
 
     exit_code = 6
+    meaning = "source model cannot be loaded (corrupt or unsupported file)"
 
 
 class DataError(EdgeifyError):
     """Calibration/evaluation data missing, unreadable or not matching the model's inputs."""
 
     exit_code = 7
+    meaning = "calibration/evaluation data missing or invalid"
 
 
 class ConversionError(EdgeifyError):
     """A converter or quantizer failed on the model."""
 
     exit_code = 8
+    meaning = "conversion or quantization failed"
 
 
 class ParityError(EdgeifyError):
     """The built model's outputs differ from the source model's beyond the tolerance table."""
 
     exit_code = 9
+    meaning = "parity check failed: built model differs from the source beyond tolerance"
 
 
 class AccuracyGateError(EdgeifyError):
     """Accuracy dropped by more than ``--max-accuracy-drop``."""
 
     exit_code = 10
+    meaning = "accuracy drop above --max-accuracy-drop"
 
 
 class LatencyBudgetError(EdgeifyError):
     """A benchmark's latency percentile is over ``--max-latency-ms``."""
 
     exit_code = 13
+    meaning = "latency budget exceeded (--max-latency-ms)"
 
 
 class DeviceError(EdgeifyError):
@@ -107,95 +116,113 @@ class DeviceError(EdgeifyError):
 
 
 class UnreachableError(DeviceError):
+    """The device does not answer (no route, refused, timed out)."""
+
     exit_code = 20
+    meaning = "device unreachable"
 
 
 class SSHAuthError(DeviceError):
+    """The device refused every key (and the agent's)."""
+
     exit_code = 21
+    meaning = "SSH authentication failed"
 
 
 class HostKeyUnknownError(DeviceError):
+    """The device's host key is not in known_hosts (``--trust-new-host-key`` after checking it)."""
+
     exit_code = 22
+    meaning = "SSH host key unknown (not in known_hosts)"
 
 
 class HostKeyChangedError(DeviceError):
+    """The device's host key differs from the one in known_hosts: never accepted."""
+
     exit_code = 23
+    meaning = "SSH host key changed (possible man-in-the-middle)"
 
 
 class TransportLostError(DeviceError):
     """The connection dropped mid-operation (link cut, sshd killed, device rebooted)."""
 
     exit_code = 24
+    meaning = "connection lost during a transfer (link cut, device gone)"
 
 
 class SessionLostError(TransportLostError):
     """The connection died while a remote command was running (sshd killed, device rebooted mid-benchmark)."""
 
     exit_code = 27
+    meaning = "connection lost while a remote command ran (sshd killed, device rebooted)"
 
 
 class RemoteCommandError(DeviceError):
     """A command on the device failed or ran past its deadline."""
 
     exit_code = 25
+    meaning = "remote command failed or timed out"
 
 
 class RemoteDiskError(DeviceError):
     """The device's work directory is full or not writable."""
 
     exit_code = 26
+    meaning = "device disk full"
 
 
 class RemoteUnwritableError(RemoteDiskError):
     """The device's work directory is not writable (read-only filesystem, permissions)."""
 
     exit_code = 28
+    meaning = "device work directory not writable"
 
 
 class InterruptedBuild(EdgeifyError):
     """SIGINT/SIGTERM during a build: the partial output was removed."""
 
     exit_code = 130
+    meaning = "interrupted (Ctrl-C / SIGTERM); partial output removed"
 
 
-#: code -> (meaning) for the README and ``edgeify --help``; a test checks the README lists every code.
-EXIT_CODES: dict[int, str] = {
-    0: "success",
-    1: "unexpected internal error (set EDGEIFY_DEBUG=1 for the traceback)",
-    2: "command-line usage error",
-    3: "unknown target/engine, or precision not supported by the target or engine",
-    4: "invalid configuration: target spec, devices file",
-    5: "input signature mismatch: wrong input name, shape or dtype",
-    6: "source model cannot be loaded (corrupt or unsupported file)",
-    7: "calibration/evaluation data missing or invalid",
-    8: "conversion or quantization failed",
-    9: "parity check failed: built model differs from the source beyond tolerance",
-    10: "accuracy drop above --max-accuracy-drop",
-    11: "engine missing or too old on the device",
-    12: "bundle invalid: missing manifest, hash mismatch, unsafe path",
-    13: "latency budget exceeded (--max-latency-ms)",
-    20: "device unreachable",
-    21: "SSH authentication failed",
-    22: "SSH host key unknown (not in known_hosts)",
-    23: "SSH host key changed (possible man-in-the-middle)",
-    24: "connection lost during a transfer (link cut, device gone)",
-    25: "remote command failed or timed out",
-    26: "device disk full",
-    27: "connection lost while a remote command ran (sshd killed, device rebooted)",
-    28: "device work directory not writable",
-    130: "interrupted (Ctrl-C / SIGTERM); partial output removed",
+#: the classes the device side (``edgeify_runtime.errors``) owns: their meaning in edgeify's table
+_RUNTIME_MEANINGS: dict[type[EdgeifyError], str] = {
+    EdgeifyError: "unexpected internal error (set EDGEIFY_DEBUG=1 for the traceback)",
+    InputSignatureError: "input signature mismatch: wrong input name, shape or dtype",
+    EngineMissingError: "engine missing or too old on the device",
+    BundleError: "bundle invalid: missing manifest, hash mismatch, unsafe path",
 }
 
 
+def _subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out
+
+
+def _table() -> dict[int, tuple[type[EdgeifyError], str]]:
+    """code -> (the class that stands for it, its meaning): every class that declares ``meaning`` itself."""
+    table: dict[int, tuple[type[EdgeifyError], str]] = {}
+    here = [c for c in _subclasses(EdgeifyError) if c.__module__ == __name__ and "meaning" in c.__dict__]
+    for cls, meaning in [*_RUNTIME_MEANINGS.items(), *((c, c.__dict__["meaning"]) for c in here)]:
+        if cls.exit_code in table:
+            raise RuntimeError(f"exit code {cls.exit_code} claimed by {table[cls.exit_code][0].__name__} and "
+                               f"{cls.__name__}")
+        table[cls.exit_code] = (cls, meaning)
+    return dict(sorted(table.items()))
+
+
+_TABLE = _table()
+
+#: code -> meaning for the README and ``edgeify exit-codes``, derived from the classes (a test checks the README
+#: lists every code)
+EXIT_CODES: dict[int, str] = {0: "success", **{code: meaning for code, (_, meaning) in _TABLE.items()}}
+
+
 def error_for_code(code: int) -> type[EdgeifyError]:
-    """The error class for an exit code reported by the agent or a remote edgeify process."""
-    classes: list[type[EdgeifyError]] = [
-        InputSignatureError, EngineMissingError, BundleError, TargetError, ConfigError, ModelLoadError, DataError,
-        ConversionError, ParityError, AccuracyGateError, LatencyBudgetError, UnreachableError, SSHAuthError,
-        HostKeyUnknownError, HostKeyChangedError, TransportLostError, SessionLostError, RemoteCommandError,
-        RemoteDiskError, RemoteUnwritableError,
-    ]
-    for cls in classes:
-        if cls.exit_code == code:
-            return cls
-    return RemoteCommandError
+    """The error class for an exit code reported by the agent or a remote edgeify process (RemoteCommandError
+    for a code edgeify does not define, for 1: something unexpected failed there, and for 130: it was
+    interrupted there)."""
+    cls = _TABLE.get(code, (RemoteCommandError, ""))[0]
+    return RemoteCommandError if cls in (EdgeifyError, InterruptedBuild) else cls

@@ -3,7 +3,9 @@
 Written by :func:`respond` on the device (``{"ok": true, ...}`` or ``{"ok": false, "error": {"type", "message",
 "hint", "exit_code"}}``, with the error's exit code), read by :func:`parse_reply` on the host. Engine chatter on
 file descriptor 1 goes to stderr while a command works, so the last stdout line is always the reply.
-Standard library only; Python 3.8+.
+A deadline in ``EDGEIFY_DEADLINE_S`` (seconds, set by the host) is enforced here too, so a device without
+``timeout`` still stops a command that runs too long: it answers with exit code 25 ("remote command failed or
+timed out"). Standard library only; Python 3.8+.
 """
 
 from __future__ import annotations
@@ -18,6 +20,45 @@ from typing import Any, Callable
 
 from . import __version__
 from .errors import EdgeifyRuntimeError
+
+#: environment variable with the command's deadline in seconds (the host sets it; absent: no deadline)
+DEADLINE_ENV = "EDGEIFY_DEADLINE_S"
+
+
+class DeadlineError(EdgeifyRuntimeError):
+    """The command ran past the deadline the host gave it (``EDGEIFY_DEADLINE_S``) and stopped itself."""
+
+    exit_code = 25  # "remote command failed or timed out" in edgeify's exit code table
+    hint = "lower the runs/duration (e.g. --runs, --min-duration), or check what else runs on the device"
+
+
+@contextlib.contextmanager
+def _deadline() -> Iterator[None]:
+    """Raise DeadlineError in the main thread once ``EDGEIFY_DEADLINE_S`` seconds have passed (SIGALRM)."""
+    import signal
+
+    try:
+        seconds = float(os.environ.get(DEADLINE_ENV) or 0)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0 or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise DeadlineError(f"ran past its {seconds:g} s deadline and stopped itself")
+
+    try:
+        previous = signal.signal(signal.SIGALRM, _raise)
+    except (ValueError, OSError):  # not the main thread
+        yield
+        return
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager
@@ -66,11 +107,13 @@ def error_payload(err: dict[str, Any]) -> dict[str, Any]:
 
 def respond(call: Callable[[], dict[str, Any]]) -> int:
     """Run ``call()`` as a device-side command: stdout carries exactly one JSON object (its result, or
-    ``{"ok": false, "error": ...}``), SIGTERM counts as an interrupt; returns the process exit code."""
+    ``{"ok": false, "error": ...}``), SIGTERM counts as an interrupt, the host's deadline
+    (``EDGEIFY_DEADLINE_S``) is enforced; returns the process exit code."""
     with _stdout_reserved() as out, _sigterm_as_interrupt():
         code = 0
         try:
-            result = call()
+            with _deadline():
+                result = call()
         except EdgeifyRuntimeError as err:
             result, code = error_payload(err.to_dict()), err.exit_code
         except KeyboardInterrupt:
@@ -97,4 +140,4 @@ def parse_reply(stdout: str) -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["error_payload", "parse_reply", "respond"]
+__all__ = ["DEADLINE_ENV", "DeadlineError", "error_payload", "parse_reply", "respond"]
