@@ -76,6 +76,11 @@ def compare(names: list[str], ref: list[np.ndarray], got: list[np.ndarray], tol:
                    cosine=cosine)
         if r.ndim == 2 and r.shape[1] > 1:
             row["top1_agreement"] = float((r.argmax(1) == g.argmax(1)).mean())
+        per_sample = sample_cosines(r, g)
+        if per_sample.size > 1:
+            row.update(sample_cosine_p=tol.sample_percentile,
+                       sample_cosine=float(np.percentile(per_sample, tol.sample_percentile)),
+                       sample_cosine_min=float(per_sample.min()), samples=int(per_sample.size))
         if tol.metric == "max-abs":
             bound = tol.rtol * ref_max + tol.atol
             row["limit"] = f"max|Δ| ≤ {bound:.3g}"
@@ -88,8 +93,27 @@ def compare(names: list[str], ref: list[np.ndarray], got: list[np.ndarray], tol:
             row["pass"] = bool(cosine >= tol.min_cosine)
             if gate and not row["pass"]:
                 bad.append(Mismatch(name, label, "cosine", f"{cosine:.4f}", f"≥ {tol.min_cosine}"))
+            if tol.min_sample_cosine is not None and "sample_cosine" in row:
+                p, ok = tol.sample_percentile, row["sample_cosine"] >= tol.min_sample_cosine
+                row["limit"] += f", p{p:g} per-sample cosine ≥ {tol.min_sample_cosine}"
+                row["pass"] = row["pass"] and bool(ok)
+                if gate and not ok:
+                    bad.append(Mismatch(name, label, f"p{p:g} sample cos", f"{row['sample_cosine']:.4f}",
+                                        f"≥ {tol.min_sample_cosine} (worst sample {row['sample_cosine_min']:.4f})"))
         rows.append(row)
     return rows, bad
+
+
+def sample_cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each sample (axis 0) of two outputs; a sample all zeros on both sides counts 1."""
+    if ref.ndim == 0 or ref.shape[0] == 0:
+        return np.zeros(0)
+    r = ref.reshape(ref.shape[0], -1).astype(np.float64)
+    g = got.reshape(got.shape[0], -1).astype(np.float64)
+    denom = np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1)
+    dot = (r * g).sum(axis=1)
+    same = np.all(r == g, axis=1).astype(np.float64)
+    return np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), same)
 
 
 def parity(signature_in: list[TensorSpec], signature_out: list[TensorSpec], reference: Runner, built: Runner,

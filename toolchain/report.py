@@ -30,11 +30,14 @@ def render_markdown(m: dict[str, Any], latency: dict[str, Any] | None) -> str:
     if v:
         tol = v.get("tolerance", {})
         lines += ["", f"## Parity (tolerance: {tol})", "",
-                  "| output | inputs | max abs err | cosine | top-1 agreement | limit | gated | pass |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| output | inputs | max abs err | cosine | per-sample cosine (low pct / min) | top-1 agreement "
+                  "| limit | gated | pass |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in v.get("outputs", []):
+            per = (f"p{r['sample_cosine_p']:g} {r['sample_cosine']:.4f} / {r['sample_cosine_min']:.4f}"
+                   if "sample_cosine" in r else "-")
             lines.append(f"| {r['output']} | {r['inputs']} | {_fmt(r.get('max_abs'))} | {_fmt(r.get('cosine'), '.6f')} "
-                         f"| {_fmt(r.get('top1_agreement', '-'))} | {r.get('limit', '')} | {r.get('gated')} "
+                         f"| {per} | {_fmt(r.get('top1_agreement', '-'))} | {r.get('limit', '')} | {r.get('gated')} "
                          f"| {r.get('pass')} |")
         acc = v.get("accuracy")
         if acc:

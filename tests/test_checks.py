@@ -1,0 +1,52 @@
+"""The parity gates themselves, on outputs built to expose them (issue 11 item 11, issue 17 item 16)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from edgeify import build
+from edgeify.checks import compare, sample_cosines
+from edgeify.targets.spec import DEFAULT_TOLERANCES
+
+
+def _few_bad_samples(n: int = 100, bad: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Most samples large and exact; a minority small and wrong: the batch-wide cosine stays near 1."""
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((n, 10)) * 100
+    ref[:bad] *= 0.01
+    got = ref.copy()
+    got[:bad] = rng.standard_normal((bad, 10))  # those samples: unrelated outputs
+    return ref.astype(np.float32), got.astype(np.float32)
+
+
+def test_a_minority_of_wrong_samples_fails_the_int8_gate() -> None:
+    ref, got = _few_bad_samples()
+    tol = DEFAULT_TOLERANCES["int8"]
+    rows, bad = compare(["logits"], [ref], [got], tol, "real", gate=True)
+    row = rows[0]
+    assert row["cosine"] >= tol.min_cosine  # the old batch-wide gate alone would pass this
+    assert row["sample_cosine"] < tol.min_sample_cosine and row["pass"] is False
+    assert [m.what for m in bad] == ["p5 sample cos"]
+    assert row["top1_agreement"] < 0.95 and row["samples"] == 100
+    rows, bad = compare(["logits"], [ref], [ref.copy()], tol, "real", gate=True)
+    assert not bad and rows[0]["sample_cosine"] == pytest.approx(1.0)
+
+
+def test_sample_cosines_per_row() -> None:
+    ref = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
+    got = np.array([[0.0, 1.0], [0.0, 0.0], [2.0, 2.0]])
+    assert sample_cosines(ref, got) == pytest.approx([0.0, 1.0, 1.0])
+
+
+def test_int8_validation_report_records_the_per_sample_figures(digits, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    build(digits["model"], target="x86", precision="int8", calib=digits["calib"], out=out, measure_latency=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    real = [r for r in manifest["validation"]["outputs"] if r["inputs"].startswith("real")]
+    assert real and all(r["gated"] and r["sample_cosine"] >= 0.9 and "per-sample" in r["limit"] for r in real)
+    assert manifest["validation"]["tolerance"]["min_sample_cosine"] == 0.9
+    assert "per-sample cosine" in (out / "report.md").read_text()
+    print({k: real[0][k] for k in ("cosine", "sample_cosine", "sample_cosine_min", "top1_agreement")})
