@@ -1,0 +1,172 @@
+"""Per-operator profiles (issue 14): the real engines' profilers on real bundles, through the real agent.
+
+No timing is asserted: the structure, the placements and invariants that hold on any machine (the per-op sum of
+a sequential executor fits inside the profiled runs). The ratio of the per-op sum to the p50 is recorded in the
+profile and printed (``-s``), not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _kit import REPO
+from edgeify.build import build
+from edgeify_runtime.manifest import dumps, files_digest, sha256_file
+from edgeify_runtime.profile import Profile, profile_bundle
+from edgeify_runtime.trtexec import parse_profile
+
+TRTEXEC_DATA = REPO / "tests" / "data" / "trtexec"
+
+
+def agent(request: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "edgeify_runtime.bench"], input=json.dumps(request),
+                          capture_output=True, text=True, timeout=300)
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 0 and out["ok"], (proc.stdout, proc.stderr[-2000:])
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundles(digits: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("profile-bundles")
+    made = {}
+    for name, kw in (("ort", {"target": "x86-avx2", "precision": "fp32", "engine": "onnxruntime"}),
+                     ("ov_int8", {"target": "x86-avx2", "precision": "int8", "engine": "openvino",
+                                  "calib": digits["calib"]}),
+                     ("litert", {"target": "rpi5", "precision": "fp32"})):
+        build(digits["model"], out=out / name, measure_latency=False, **kw)
+        made[name] = out / name
+    return made
+
+
+def _request(bundle: Path, **kw: Any) -> dict[str, Any]:
+    return {"bundle": str(bundle), "warmup": 2, "runs": 20, "min_duration_s": 0.0, "threads": 2, **kw}
+
+
+def _check_record(prof: dict[str, Any], engine: str) -> Profile:
+    p = Profile.from_dict(prof)
+    assert p.engine == engine and p.runs == 10 and p.ops
+    assert {"ops", "placement", "overhead"} <= set(prof)
+    assert {"fallback_ops", "fallback_share"} <= set(prof["placement"])
+    for op in prof["ops"]:
+        assert {"name", "type", "time_ms", "share", "placement"} <= set(op)
+    assert len({o.name for o in p.ops}) == len(p.ops)  # one row per operator
+    timed = [o.time_ms for o in p.ops if o.time_ms is not None]
+    assert timed == sorted(timed, reverse=True)
+    return p
+
+
+def test_onnxruntime_profile_in_the_agent(bundles: dict[str, Path]) -> None:
+    plain = agent(_request(bundles["ort"]))
+    res = agent(_request(bundles["ort"], profile=10))
+    assert plain.get("profile") is None
+    assert len(res["samples_ms"]) == len(plain["samples_ms"]) == 20  # the profile adds no latency samples
+    p = _check_record(res["profile"], "onnxruntime")
+    types = {o.type for o in p.ops}
+    assert types & {"Conv", "FusedConv"} and types & {"Gemm", "FusedGemm"} and "MaxPool" in types, types
+    assert {o.placement for o in p.ops} == {"CPUExecutionProvider"}
+    assert p.placement.fallback_count == 0 and p.placement.fallback_share == 0.0 and p.warning is None
+    assert abs(sum(o.share for o in p.ops) - 1.0) < 1e-3
+    over = p.overhead
+    # a sequential executor: kernels run inside model_run, model_run inside Model.run
+    assert 0 < over["ops_sum_ms"] <= over["engine_run_ms"] * 1.001 <= over["profiled_run_ms"] * 1.01
+    assert over["latency_p50_ms"] == res["latency_ms"]["p50"] and over["ops_sum_vs_p50"] > 0
+    print(f"\nORT digits fp32: per-op sum / p50 = {over['ops_sum_vs_p50']}")
+
+
+def test_openvino_int8_profile_exec_precision(bundles: dict[str, Path]) -> None:
+    res = agent(_request(bundles["ov_int8"], profile=10))
+    p = _check_record(res["profile"], "openvino")
+    convs = [o for o in p.ops if o.type == "Convolution"]
+    assert len(convs) == 2 and all(o.precision == "I8" and o.placement.startswith("CPU ") for o in convs)
+    assert any(o.type.startswith("FullyConnected") and o.precision == "I8" for o in p.ops)
+    assert p.placement.intended.startswith("CPU int8") and p.placement.fallback_count == 0
+    assert p.overhead["ops_sum_ms"] <= p.overhead["profiled_run_ms"] * 1.01
+    assert p.overhead["fused_layers"] >= 1  # ReLU and friends fused into the convolutions
+    print(f"\nOpenVINO digits int8: per-op sum / p50 = {p.overhead['ops_sum_vs_p50']}")
+
+
+def test_litert_profile_placement_without_times(bundles: dict[str, Path]) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    res = agent(_request(bundles["litert"], profile=10))
+    p = _check_record(res["profile"], "litert")
+    it = Interpreter(model_path=str(bundles["litert"] / "model.tflite"))
+    it.allocate_tensors()
+    model_ops = sorted(o["op_name"] for o in it._get_ops_details() if o["op_name"] != "DELEGATE")
+    assert sorted(o.type for o in p.ops) == model_ops  # every model op once, no DELEGATE rows
+    assert {o.placement for o in p.ops} == {"XNNPACK delegate"} and p.placement.fallback_count == 0
+    assert all(o.time_ms is None and o.share is None for o in p.ops)
+    assert "no per-op profiler" in p.time_ms_missing and p.overhead["ops_sum_ms"] is None
+    assert p.overhead["profiled_run_ms"] > 0 and p.overhead["delegate_partitions"] == 1
+
+
+def _lrn_bundle(dest: Path) -> Path:
+    """A real TFLite model with an op XNNPACK does not take (LOCAL_RESPONSE_NORMALIZATION) between two convs."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    w1 = tf.constant(rng.standard_normal((3, 3, 3, 8)).astype(np.float32))
+    w2 = tf.constant(rng.standard_normal((1, 1, 8, 4)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32, name="image")])
+    def f(x: Any) -> Any:
+        y = tf.nn.local_response_normalization(tf.nn.relu(tf.nn.conv2d(x, w1, 1, "SAME")), depth_radius=2)
+        return {"features": tf.nn.conv2d(y, w2, 1, "SAME")}
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
+    dest.mkdir()
+    (dest / "model.tflite").write_bytes(conv.convert())
+    files = {"model.tflite": {"sha256": sha256_file(dest / "model.tflite"),
+                              "size": (dest / "model.tflite").stat().st_size}}
+    raw = {"schema_version": 1, "format": "edgeify-bundle", "created_at": "2026-12-01T00:00:00+00:00",
+           "target": {"name": "rpi5", "family": "rpi", "arch": "aarch64"},
+           "engine": {"name": "litert", "artifact": "model.tflite", "format": "tflite", "options": {}},
+           "precision": "fp32",
+           "inputs": [{"name": "image", "shape": [1, 8, 8, 3], "dtype": "float32", "layout": "NHWC"}],
+           "outputs": [{"name": "features", "shape": [1, 8, 8, 4], "dtype": "float32", "layout": "NHWC"}],
+           "files": files, "bundle_digest": files_digest(files), "labels": None, "preprocessing": None}
+    (dest / "manifest.json").write_text(dumps(raw), encoding="utf-8")
+    return dest
+
+
+def test_placement_warning_for_an_op_xnnpack_leaves(tmp_path: Path) -> None:
+    bundle = _lrn_bundle(tmp_path / "lrn")
+    x = np.random.default_rng(1).standard_normal((1, 8, 8, 3)).astype(np.float32)
+    p = profile_bundle(bundle, feeds={"image": x}, threads=2, runs=3)
+    by_type = {o.type: o for o in p.ops}
+    assert sorted(by_type) == ["CONV_2D", "LOCAL_RESPONSE_NORMALIZATION"] and len(p.ops) == 3
+    lrn = by_type["LOCAL_RESPONSE_NORMALIZATION"]
+    assert lrn.fallback and lrn.placement == "LiteRT built-in kernels" and "XNNPACK" in lrn.reason
+    assert [o.placement for o in p.ops if o.type == "CONV_2D"] == ["XNNPACK delegate"] * 2
+    assert p.placement.fallback_count == 1 and p.placement.fallback_ops[0]["type"] == lrn.type
+    assert p.overhead["delegate_partitions"] == 2  # XNNPACK split around the LRN
+    assert p.warning is not None and "1 of 3 ops" in p.warning and lrn.name in p.warning
+    # without XNNPACK nothing is a fallback: the bundle asked for the built-in kernels
+    q = profile_bundle(bundle, feeds={"image": x}, threads=2, runs=3, options={"xnnpack": False})
+    assert q.placement.fallback_count == 0 and q.warning is None
+    assert {o.placement for o in q.ops} == {"LiteRT built-in kernels"}
+
+
+def test_tensorrt_layer_profile_from_the_recorded_trtexec_run() -> None:
+    from edgeify_runtime.profile import build_profile
+    from edgeify_runtime.profile.tensorrt import rows_from_profile
+
+    raw = json.loads((TRTEXEC_DATA / "trt8.5.2_jetson-orin_int8_qdq_profile.json").read_text())
+    parsed = parse_profile(raw)
+    assert parsed["iterations"] == 11 and len(parsed["layers"]) == 12
+    conv = next(la for la in parsed["layers"] if la["name"].endswith("/backbone/conv1/Conv"))
+    assert conv["average_ms"] == pytest.approx(59.7861) and conv["percentage"] == pytest.approx(14.8053)
+    assert conv["type"] is None and conv["precision"] is None  # built with layer names only
+    p = build_profile("tensorrt", "trtexec", 11, rows_from_profile(parsed, "TensorRT GPU"), "TensorRT GPU")
+    assert p.ops[0].name.startswith("{ForeignNode[") and p.ops[0].type == "ForeignNode"
+    assert p.ops[1].name == conv["name"]
+    # trtexec's percentages are of its whole profile; this excerpt keeps 12 layers, so compare ratios
+    assert p.ops[0].share / p.ops[1].share == pytest.approx(28.0299 / 14.8053, rel=1e-3)
+    assert any(o.type == "Reformat" for o in p.ops) and p.placement.fallback_count == 0
