@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -104,3 +105,68 @@ def test_fixed_batch_onnx_is_fed_in_its_batch_size(tmp_path: Path) -> None:
     res = build(src, target="x86", precision="int8", calib=calib, out=tmp_path / "b", measure_latency=False)
     assert res.manifest["inputs"][0]["shape"] == [1, 16]
     assert res.manifest["calibration"]["count"] == 40
+
+
+def _pt2_with_code_in_it(tmp_path: Path) -> tuple[Path, Path]:
+    """A real torch.export.save archive whose sample inputs were swapped for a pickle that runs a command."""
+    import io
+    import zipfile
+
+    import torch
+
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    good = tmp_path / "good.pt2"
+    torch.export.save(torch.export.export(torch.nn.Linear(4, 2), (torch.randn(1, 4),)), str(good))
+    buf = io.BytesIO()
+    torch.save(Payload(), buf)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            data = buf.getvalue() if info.filename.endswith("sample_inputs/model.pt") else src.read(info.filename)
+            dst.writestr(info.filename, data)
+    return evil, marker
+
+
+def test_pt2_needing_full_unpickling_is_refused_unless_trusted(tmp_path: Path) -> None:
+    """Issue 11 item 4: torch.export.load would unpickle (and run) this archive's payload."""
+    evil, marker = _pt2_with_code_in_it(tmp_path)
+    with pytest.raises(ModelLoadError) as exc:
+        open_source(str(evil)).load()
+    assert "full unpickling" in exc.value.message and "--trust-source" in exc.value.hint
+    assert "posix.system" in exc.value.message
+    assert not marker.exists()
+    with pytest.raises(ModelLoadError):  # trusted: torch runs the payload (the archive is then unusable)
+        open_source(str(evil), trust_source=True).load()
+    assert marker.exists()
+    assert open_source(str(tmp_path / "good.pt2")).load() is not None  # torch.export.save output: no flag
+
+
+def test_state_dict_is_told_it_has_no_architecture(tmp_path: Path) -> None:
+    import torch
+
+    p = tmp_path / "weights.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), str(p))
+    with pytest.raises(ModelLoadError) as exc:
+        open_source(str(p)).load()
+    assert "state_dict" in exc.value.message and "no architecture" in exc.value.message
+    assert "module.py:factory" in exc.value.hint
+
+
+def test_missing_model_has_a_fix_line(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError) as exc:
+        open_source(str(tmp_path / "nope.onnx"))
+    assert "not found" in exc.value.message and "module.py:factory" in exc.value.hint
+
+
+def test_cli_refuses_an_unpickling_pt2_with_exit_6(tmp_path: Path) -> None:
+    from _kit import run_cli
+
+    evil, marker = _pt2_with_code_in_it(tmp_path)
+    res = run_cli("build", str(evil), "--target", "x86", "--no-latency", "-o", str(tmp_path / "out"))
+    assert res.returncode == 6 and "full unpickling" in res.stderr and "--trust-source" in res.stderr
+    assert not marker.exists() and not (tmp_path / "out").exists()

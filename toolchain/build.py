@@ -78,8 +78,12 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
           preprocess: str | Path | None = None,
           input_shapes: list[str] | None = None, target_files: list[str] | tuple[str, ...] = (),
           max_accuracy_drop: float | None = None, use_cache: bool = True, measure_latency: bool = True,
-          observer: BuildObserver | None = None, io_dtype: str = "float32") -> BuildResult:
+          observer: BuildObserver | None = None, io_dtype: str = "float32",
+          trust_source: bool = False) -> BuildResult:
     """Build ``model`` for ``target`` at ``precision`` into the bundle directory ``out``.
+
+    Trusted models only: a PyTorch source runs code on this machine (``module.py:factory`` imports your file,
+    TorchScript runs its own code); a ``.pt2`` that needs full unpickling is refused unless ``trust_source``.
 
     ``io_dtype``: the dtype callers feed and receive; ``int8`` (int8 I/O, quantized with the scale and zero
     point recorded in the manifest) only for ``int8`` builds on engines that list it (TFLite).
@@ -115,7 +119,7 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
     out = bundle_mod.check_output(out)  # before any step: a bad -o must not cost a whole build
     if use_cache:
         ensure_writable_dir(cache_dir(), "step cache")
-    source = open_source(str(model), input_shapes)
+    source = open_source(str(model), input_shapes, trust_source=trust_source)
     staging = bundle_mod.staging_dir_for(out)
     cache = StepCache(cache_dir(), enabled=use_cache)
     ctx = BuildContext(source=source, target=spec, engine_name=eng_name, engine=spec.engines[eng_name],
@@ -196,11 +200,11 @@ def _load_data(ctx, outputs, calib, eval, preprocess, load_dataset) -> None:
 
 def _quick_latency(bundle_dir: Path) -> dict[str, Any] | None:
     """A short local benchmark for the report (the real one is `edgeify bench`)."""
-    from .bench_local import run_agent
+    from .bench import BenchSettings, bench
 
+    quick = BenchSettings(warmup=3, runs=20, min_duration_s=0.3, max_duration_s=20)
     try:
-        res = run_agent({"bundle": str(bundle_dir), "warmup": 3, "runs": 20, "min_duration_s": 0.3,
-                         "max_duration_s": 20})
+        res = bench(bundle_dir, "local", settings=quick, store=False)[0].unwrap().to_dict()
     except Exception as exc:  # the report says why; the build itself succeeded
         return {"error": f"{type(exc).__name__}: {exc}"}
     return {k: res.get(k) for k in ("latency_ms", "throughput_ips", "load_ms", "peak_rss_mb", "protocol")}

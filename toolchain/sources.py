@@ -2,7 +2,13 @@
 
 A ``SourceModel`` knows its kind and content hash, loads lazily, and runs as the *reference* the built model is
 checked against (torch eager for PyTorch sources, ONNX Runtime fp32 for ONNX sources).
-No pickle is ever loaded: ``.pt2`` goes through ``torch.export.load`` (weights-only), ``.pt`` must be TorchScript.
+
+Trusted input only: PyTorch sources can run code on the build host. ``module.py:factory`` imports and runs your
+Python file; a TorchScript archive runs its own code when the reference runs; ``torch.export.load`` may unpickle
+parts of a ``.pt2``. edgeify loads a ``.pt2`` with every unpickling step forced to ``weights_only`` (what
+``torch.export.save`` writes loads that way) and refuses an archive that needs full unpickling unless
+``trust_source=True`` (``--trust-source``). A pickled ``nn.Module`` or a state_dict ``.pt`` is never unpickled.
+ONNX files are data (protobuf), but custom-op libraries are never loaded.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ class SourceModel:
     sha256: str
     input_shapes: dict[str, tuple[int, ...]] | list[tuple[int, ...]] | None = None
     factory: str | None = None
+    trusted: bool = False  # --trust-source: a .pt2 may be fully unpickled
     _obj: Any = field(default=None, repr=False)
     _input_names: list[str] | None = field(default=None, repr=False)
 
@@ -101,8 +108,21 @@ class SourceModel:
     def _load_pt2(self) -> Any:
         import torch
 
+        from ._unpickle_guard import NeedsUnpickling, weights_only_loads
+
         try:
-            return torch.export.load(str(self.path))
+            if self.trusted:
+                return torch.export.load(str(self.path))
+            with weights_only_loads() as guard:
+                ep = torch.export.load(str(self.path))
+            guard.raise_if_refused()
+            return ep
+        except NeedsUnpickling as exc:
+            raise ModelLoadError(
+                f"{self.path}: this .pt2 needs full unpickling to load ({exc}), which can run any code; refused",
+                hint="re-save it with torch.export.save(torch.export.export(model, args), 'model.pt2') (plain "
+                     "tensors load without unpickling), or pass --trust-source if you trust where it came from"
+            ) from None
         except Exception as exc:
             raise ModelLoadError(f"{self.path}: cannot load the ExportedProgram ({type(exc).__name__}: {exc})",
                                  hint="save it with torch.export.save(torch.export.export(model, args), 'model.pt2') "
@@ -114,9 +134,16 @@ class SourceModel:
         try:
             return torch.jit.load(str(self.path), map_location="cpu").eval()
         except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            if _is_state_dict(self.path):
+                raise ModelLoadError(
+                    f"{self.path}: a state_dict (weights only): it has no architecture to convert",
+                    hint=f"write the model class in a file and pass module.py:factory, e.g. a function that "
+                         f"builds the model and calls load_state_dict(torch.load('{self.path.name}')); or save "
+                         "torch.export.save(torch.export.export(model, args), 'model.pt2')") from None
             raise ModelLoadError(
-                f"{self.path}: not a TorchScript archive ({type(exc).__name__}: {exc})",
-                hint="pickled nn.Modules (torch.save(model)) are refused for safety; save with "
+                f"{self.path}: not a TorchScript archive ({type(exc).__name__}: {first})",
+                hint="pickled nn.Modules (torch.save(model)) are refused: unpickling runs code; save with "
                      "torch.jit.save(torch.jit.script(model)) or torch.export.save(...)") from None
 
     def _load_factory(self) -> Any:
@@ -226,6 +253,17 @@ class ReferenceRunner:
         return [t.detach().cpu().numpy() for t in _flatten(out)]
 
 
+def _is_state_dict(path: Path) -> bool:
+    """True when ``path`` is a ``torch.save``'d dict of tensors (read with ``weights_only``: nothing runs)."""
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
 def _flatten(out: Any) -> list[Any]:
     if isinstance(out, (list, tuple)):
         return [t for o in out for t in _flatten(o)]
@@ -234,14 +272,18 @@ def _flatten(out: Any) -> list[Any]:
     return [out]
 
 
-def open_source(spec: str, input_shapes: list[str] | None = None) -> SourceModel:
-    """Identify a model reference without loading it (loading happens in the first step that needs it)."""
+def open_source(spec: str, input_shapes: list[str] | None = None, *, trust_source: bool = False) -> SourceModel:
+    """Identify a model reference without loading it (loading happens in the first step that needs it).
+
+    ``trust_source``: allow a ``.pt2`` that needs full unpickling (it can run code; trusted files only)."""
     path_str, factory = spec, None
     if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
         path_str, factory = spec.rsplit(":", 1)
     path = Path(path_str)
     if not path.is_file():
-        raise ModelLoadError(f"model file not found: {path}")
+        raise ModelLoadError(f"model file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""),
+                             hint="pass the model file: model.onnx, model.pt2, model.pt (TorchScript) or "
+                                  "module.py:factory; paths are relative to the current directory")
     suffix = path.suffix.lower()
     if factory is not None or suffix == ".py":
         if not factory:
@@ -257,4 +299,4 @@ def open_source(spec: str, input_shapes: list[str] | None = None) -> SourceModel
         raise ModelLoadError(f"{path}: unknown model kind {suffix!r}",
                              hint="give an .onnx, an ExportedProgram .pt2, a TorchScript .pt, or module.py:factory")
     return SourceModel(spec=spec, path=path, kind=kind, sha256=_sha256(path),
-                       input_shapes=parse_input_shapes(input_shapes), factory=factory)
+                       input_shapes=parse_input_shapes(input_shapes), factory=factory, trusted=trust_source)

@@ -64,6 +64,8 @@ def build(
                                      "manifest)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not reuse cached step results"),
     no_latency: bool = typer.Option(False, "--no-latency", help="skip the quick local latency run"),
+    trust_source: bool = typer.Option(False, "--trust-source", help="allow a .pt2 that needs full unpickling "
+                                      "(it can run code: only for files you trust)"),
     target_file: list[str] = TargetFiles,
     fmt: Format = FormatOpt,
 ) -> None:
@@ -83,7 +85,7 @@ def build(
                                eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
                                target_files=target_file, max_accuracy_drop=max_accuracy_drop,
                                use_cache=not no_cache, measure_latency=not no_latency, observer=observer,
-                               io_dtype=io_dtype.value)
+                               io_dtype=io_dtype.value, trust_source=trust_source)
         finally:
             observer.close()
     if result.family_alias:
