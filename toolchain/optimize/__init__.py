@@ -1,0 +1,51 @@
+"""``edgeify optimize``: search engines x precisions x quantization recipes x run-time settings of a target for
+the fastest bundle meeting accuracy and latency budgets, measured on the device, with a quantization ladder.
+
+    import edgeify
+    result = edgeify.optimize("model.onnx", target="x86", calib="calib.npz", eval="eval.npz",
+                              max_accuracy_drop=0.3, out="build/best")
+    result.chosen.engine, result.chosen.latency_ms["p50"], result.to_json()["pareto"]
+
+This module stays light (``import edgeify`` binds :func:`optimize` from here); the search loads on first call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .records import Budgets, Candidate, Chosen, Objective, OptimizeResult, Rung
+
+__all__ = ["Budgets", "Candidate", "Chosen", "OptimizeResult", "Rung", "optimize"]
+
+
+def optimize(model: str | Path, *, target: str = "auto", out: str | Path, device: str = "local",
+             calib: str | Path | None = None, eval: str | Path | None = None, preprocess: str | Path | None = None,
+             input_shapes: list[str] | None = None, max_accuracy_drop: float | None = None,
+             max_latency_ms: float | None = None, percentile: str = "p50", objective: Objective = "latency",
+             max_time_s: float = 1800.0, engines: list[str] | None = None, precisions: list[str] | None = None,
+             target_files: list[str] | tuple[str, ...] = (), use_cache: bool = True,
+             progress: Callable[[str], None] | None = None) -> OptimizeResult:
+    """The fastest bundle of ``model`` for ``target`` (``"auto"``: from the local fingerprint) that meets the
+    budgets, measured on ``device``, written to ``out``. Accuracy drops are percentage points.
+
+    Returns an ``OptimizeResult`` (``.to_json()`` is ``edgeify optimize --format json``). Raises
+    ``AccuracyGateError`` (exit 10) / ``LatencyBudgetError`` (exit 13) with ``.result`` when no candidate meets
+    the accuracy / latency budget. ``progress`` receives one line per step (default: stderr)."""
+    from .api import run_optimize
+
+    return run_optimize(model, target=target, out=out, device=device, calib=calib, eval=eval, preprocess=preprocess,
+                        input_shapes=input_shapes, max_accuracy_drop=max_accuracy_drop,
+                        max_latency_ms=max_latency_ms, percentile=percentile, objective=objective,
+                        max_time_s=max_time_s, engines=engines, precisions=precisions, target_files=target_files,
+                        use_cache=use_cache, progress=progress)
+
+
+def __getattr__(name: str) -> Any:  # lazy: the pydantic records load on first use
+    if name in ("Budgets", "Candidate", "Chosen", "OptimizeResult", "Rung"):
+        from . import records
+
+        return getattr(records, name)
+    raise AttributeError(name)

@@ -1,0 +1,142 @@
+"""``edgeify.optimize(...)``: the fastest bundle that meets the accuracy and latency budgets, measured on the
+device. Returns an :class:`~edgeify.optimize.records.OptimizeResult`; raises ``AccuracyGateError`` (exit 10) or
+``LatencyBudgetError`` (exit 13) with the result attached (``err.result``) when no candidate meets the budgets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from .candidates import Inputs
+from .choose import accuracy_ok, choose, closest, pareto, why
+from .measure import full_protocol
+from .records import AccuracyMeasure, Budgets, Chosen, Objective, OptimizeResult
+from .space import DeviceFacts
+
+
+def _stderr(msg: str) -> None:
+    print(f"optimize: {msg}", file=sys.stderr, flush=True)
+
+
+def accuracy_measure_for(eval: str | Path | None) -> AccuracyMeasure:
+    """``labels`` when the eval data has labels, else ``agreement`` with the source model."""
+    if eval is None:
+        return "agreement"
+    p = Path(eval)
+    if p.is_dir():
+        return "labels" if any(x.is_dir() for x in p.iterdir()) else "agreement"
+    if p.suffix == ".npz":
+        import numpy as np
+
+        with np.load(p, allow_pickle=False) as z:
+            return "labels" if "labels" in z.files else "agreement"
+    return "agreement"
+
+
+def resolve_target(target: str, device: str, target_files: tuple[str, ...]) -> tuple[object, DeviceFacts, str]:
+    from edgeify.errors import TargetError
+    from edgeify.targets import load_registry
+
+    from .autotarget import choose_target
+
+    reg = load_registry(target_files)
+    if target == "auto":
+        if device != "local":
+            raise TargetError("--target auto with --device needs the device's fingerprint before building",
+                              hint="pass --target NAME for a remote device (`edgeify devices` shows its board)")
+        facts = DeviceFacts.local()
+        spec, reason = choose_target(reg, facts)
+        return spec, facts, reason
+    spec, family = reg.resolve(target)
+    if device == "local":
+        facts = DeviceFacts.local()
+    else:  # from the spec until the first measurement brings the device's own fingerprint
+        facts = DeviceFacts(arch=spec.arch, cpu_model=spec.cpu.model, flags=spec.cpu.features,
+                            physical_cores=spec.cpu.cores or 1)
+    return spec, facts, (f"{spec.name}: the default board of family {family}" if family else f"{spec.name}: --target")
+
+
+def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, device: str = "local",
+             calib: str | Path | None = None, eval: str | Path | None = None, preprocess: str | Path | None = None,
+             input_shapes: list[str] | None = None, max_accuracy_drop: float | None = None,
+             max_latency_ms: float | None = None, percentile: str = "p50", objective: Objective = "latency",
+             max_time_s: float = 1800.0, engines: list[str] | None = None, precisions: list[str] | None = None,
+             target_files: list[str] | tuple[str, ...] = (), use_cache: bool = True,
+             progress: Callable[[str], None] | None = None) -> OptimizeResult:
+    """Search engines x precisions x recipes x run-time settings of ``target`` for ``model`` on ``device``."""
+    from edgeify.errors import AccuracyGateError, LatencyBudgetError
+
+    from .publish import write_chosen
+    from .search import Search
+
+    say = progress or _stderr
+    t0 = time.perf_counter()
+    run_id = f"opt-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    spec, facts, target_reason = resolve_target(target, device, tuple(target_files))
+    say(f"run {run_id}: target {target_reason}")
+    measure = accuracy_measure_for(eval)
+    if eval is not None and measure == "agreement":
+        say(f"{eval} has no labels: accuracy is agreement with the source model on the calibration inputs")
+    budgets = Budgets(max_accuracy_drop=max_accuracy_drop, max_latency_ms=max_latency_ms, percentile=percentile,
+                      max_time_s=max_time_s)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".edgeify-optimize-{run_id}"
+    work.mkdir()
+    inp = Inputs(model=str(model), spec=spec, work=work, calib=None if calib is None else str(calib),
+                 eval=None if eval is None else str(eval), preprocess=None if preprocess is None else str(preprocess),
+                 input_shapes=tuple(input_shapes or ()), accuracy_measure=measure, use_cache=use_cache)
+    try:
+        search = Search(inp, spec, facts, budgets, objective, device, run_id, full_protocol(spec.bench), say,
+                        engines=tuple(engines) if engines else None,
+                        precisions=tuple(precisions) if precisions else None)
+        search.run()
+        cands = [c.model_copy(update={"meets_budget": _meets(c, budgets)}) for c in search.cands]
+        idx = choose(cands, budgets, objective)
+        ladder = tuple(r for rungs in search.ladders.values() for r in rungs)
+        chosen = None
+        failure = None
+        if idx is not None:
+            c = cands[idx]
+            rungs = tuple(search.ladders.get(c.engine, ()))
+            chosen = Chosen(bundle=str(out), engine=c.engine, precision=c.precision, recipe=c.recipe,
+                            settings=c.row()["settings"], latency_ms=dict(c.latency_ms or c.screen_latency_ms or {}),
+                            accuracy_drop=c.accuracy_drop, size_bytes=c.size_bytes, quantized_ops=c.quantized_ops,
+                            total_ops=c.total_ops, ladder=rungs, why=why(c, cands, budgets, objective), index=idx)
+        else:
+            failure = "accuracy" if not any(accuracy_ok(c, budgets) for c in cands) else "latency"
+        result = OptimizeResult(run_id=run_id, objective=objective, budgets=budgets, target=spec.name,
+                                target_reason=target_reason, device=device, accuracy_measure=measure,
+                                chosen=chosen, candidates=tuple(cands), pareto=tuple(pareto(cands, percentile)),
+                                ladder=ladder, stopped=search.stopped, wall_s=round(time.perf_counter() - t0, 2),
+                                failure=failure)
+        if chosen is not None:
+            write_chosen(cands[idx], spec.engines[chosen.engine].runtime, out, result, chosen.ladder)
+            say(f"chose {chosen.engine} {chosen.precision} ({chosen.recipe.name}): {chosen.why}; wrote {out}")
+            return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    near = ", ".join(f"#{i} {cands[i].engine} {cands[i].precision} ({cands[i].recipe.name}) drop "
+                     f"{cands[i].accuracy_drop} pt, {percentile} {cands[i].latency(percentile)} ms"
+                     for i in closest(cands, budgets))
+    if failure == "accuracy":
+        err: Exception = AccuracyGateError(
+            f"no candidate meets --max-accuracy-drop {max_accuracy_drop} (or its parity gate); closest: {near or '-'}",
+            hint="allow a larger --max-accuracy-drop, give more representative --calib data, or more --max-time")
+    else:
+        err = LatencyBudgetError(
+            f"no candidate meets --max-latency-ms {max_latency_ms} ({percentile}); closest: {near or '-'}",
+            hint="allow a larger --max-latency-ms or --max-accuracy-drop, or use a faster device")
+    err.result = result  # type: ignore[attr-defined]
+    raise err
+
+
+def _meets(c, budgets: Budgets) -> bool:
+    from .choose import meets
+
+    return meets(c, budgets)

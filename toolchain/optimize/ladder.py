@@ -1,0 +1,109 @@
+"""The quantization ladder for one engine: when int8 misses the accuracy budget (or its parity gate), go down
+rung by rung instead of giving up: other recipes; mixed precision (``int8-mixed``: the fewest most sensitive
+layers kept in float until the budget holds); fp16 / bf16; fp32 last. Each rung is recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from .records import Recipe, Rung
+from .space import ArtifactPlan, alternate_recipes, quantize_step
+
+if TYPE_CHECKING:
+    from .candidates import Built
+
+#: at most this many layers are kept in float before the ladder moves on to fp16/bf16/fp32
+MAX_FLOAT_LAYERS = 8
+
+
+class Runner(Protocol):
+    """What the ladder needs from the search: build + screen a plan (cached), judge it, rank its layers."""
+
+    def try_plan(self, plan: ArtifactPlan) -> tuple[Built, float | None]: ...
+    def accuracy_ok(self, built: Built) -> bool: ...
+    def rank_layers(self, built: Built) -> list[tuple[str, float]]: ...
+    def precisions_for(self, engine: str) -> list[str]: ...
+    def out_of_time(self) -> bool: ...
+
+
+def _rung(name: str, built: Built, p50: float | None, accepted: bool, reason: str = "") -> Rung:
+    acc = built.accuracy
+    return Rung(rung=name, engine=built.plan.engine, precision=built.plan.precision, recipe=built.plan.recipe,
+                accuracy_drop=None if acc is None else acc.drop, parity_passed=bool(acc and acc.parity_passed),
+                cosine=None if acc is None else acc.cosine, latency_p50_ms=p50, quantized_ops=built.quantized_ops,
+                total_ops=built.total_ops, accepted=accepted, reason=reason or built.error)
+
+
+def run_ladder(runner: Runner, base: Built, base_p50: float | None, spec) -> tuple[list[Rung], Built | None]:
+    """Rungs tried for ``base``'s engine, and the first built artifact that met the budget (or None)."""
+    engine = base.plan.engine
+    rungs = [_rung("int8", base, base_p50, False, "missed the accuracy budget or parity gate")]
+
+    def attempt(name: str, plan: ArtifactPlan) -> Built | None:
+        built, p50 = runner.try_plan(plan)
+        ok = runner.accuracy_ok(built)
+        rungs.append(_rung(name, built, p50, ok))
+        return built if ok else None
+
+    for recipe in alternate_recipes(spec, engine, "int8"):
+        if runner.out_of_time():
+            return rungs, None
+        got = attempt(f"recipe {recipe.name}", ArtifactPlan(engine=engine, precision="int8", recipe=recipe))
+        if got is not None:
+            return rungs, got
+    q = quantize_step(spec, engine, "int8-mixed")
+    if q is not None and q[1] == "ort-quantize" and "int8-mixed" in spec.engines[engine].precisions:
+        got = _mixed(runner, base, q[0], rungs)
+        if got is not None:
+            return rungs, got
+    for prec in ("bf16", "fp16", "fp32"):
+        if prec not in runner.precisions_for(engine) or runner.out_of_time():
+            continue
+        got = attempt(prec, ArtifactPlan(engine=engine, precision=prec))
+        if got is not None:
+            return rungs, got
+    return rungs, None
+
+
+def _mixed(runner: Runner, base: Built, step_id: str, rungs: list[Rung]) -> Built | None:
+    ranked = [name for name, _ in runner.rank_layers(base)]
+    if not ranked:
+        return None
+    base_cfg = dict(base.plan.recipe.config)
+
+    def plan_for(layers: list[str]) -> ArtifactPlan:
+        return ArtifactPlan(engine=base.plan.engine, precision="int8-mixed", recipe=Recipe(
+            name=f"mixed-{len(layers)}", step=step_id, config=base_cfg, float_layers=tuple(layers)))
+
+    def ok(layers: list[str], label: str) -> Built | None:
+        built, p50 = runner.try_plan(plan_for(layers))
+        good = runner.accuracy_ok(built)
+        rungs.append(_rung(f"int8-mixed {label}", built, p50, good))
+        return built if good else None
+
+    chosen: list[str] = []
+    found: Built | None = None
+    for name in ranked[:MAX_FLOAT_LAYERS]:
+        if runner.out_of_time():
+            return None
+        chosen.append(name)
+        found = ok(chosen, f"float: {', '.join(chosen)}")
+        if found is not None:
+            break
+    if found is None:
+        return None
+    for name in list(chosen[:-1]):  # prune: keep the fewest layers in float that still hold the budget
+        if runner.out_of_time():
+            break
+        trial = [n for n in chosen if n != name]
+        got = ok(trial, f"prune {name}")
+        if got is not None:
+            chosen, found = trial, got
+    return found
+
+
+def qdq_model_path(built: Built) -> Path | None:
+    if built.bundle is None or built.manifest is None:
+        return None
+    return built.bundle / built.manifest["engine"]["artifact"]

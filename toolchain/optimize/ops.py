@@ -1,0 +1,66 @@
+"""Count compute ops (Conv, MatMul, Gemm and the like) and how many of them run in int8, from a bundle's artifact.
+
+ONNX (QDQ): a compute node is int8 when its data input comes from a ``DequantizeLinear`` (or it is an integer
+op: ``QLinearConv``, ``ConvInteger``, ``MatMulInteger``...). OpenVINO IR (NNCF): when its data input comes from a
+``FakeQuantize``. So "int8" that is really float (everything excluded, or weights-only compression) shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ONNX_COMPUTE = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "QLinearConv", "QLinearMatMul",
+                          "ConvInteger", "MatMulInteger"})
+ONNX_INTEGER = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
+OPENVINO_COMPUTE = frozenset({"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData",
+                              "GroupConvolutionBackpropData"})
+
+
+def count_ops(bundle: str | Path) -> tuple[int | None, int | None]:
+    """(quantized compute ops, all compute ops) of the bundle's artifact; (None, None) for other formats."""
+    import json
+
+    bundle = Path(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    artifact = bundle / manifest["engine"]["artifact"]
+    fmt = manifest["engine"].get("format")
+    try:
+        if fmt == "onnx":
+            return _onnx(artifact)
+        if fmt == "openvino-ir":
+            return _openvino(artifact)
+    except Exception:  # counting is informative; never fail a search over it
+        return None, None
+    return None, None
+
+
+def onnx_compute_nodes(model) -> list:
+    return [n for n in model.graph.node if n.op_type in ONNX_COMPUTE]
+
+
+def _onnx(path: Path) -> tuple[int, int]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    nodes = onnx_compute_nodes(model)
+    quantized = sum(1 for n in nodes if n.op_type in ONNX_INTEGER or
+                    (n.input and producer.get(n.input[0]) == "DequantizeLinear"))
+    return quantized, len(nodes)
+
+
+def _openvino(path: Path) -> tuple[int, int]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    types = {layer.get("id"): layer.get("type") for layer in root.iter("layer")}
+    feeds: dict[tuple[str, str], str] = {}
+    for edge in root.iter("edge"):
+        feeds[(edge.get("to-layer"), edge.get("to-port"))] = edge.get("from-layer")
+    compute = [lid for lid, t in types.items() if t in OPENVINO_COMPUTE]
+    quantized = 0
+    for lid in compute:
+        src = next((f for (to, port), f in feeds.items() if to == lid and port == "0"), None)
+        if src is not None and types.get(src) == "FakeQuantize":
+            quantized += 1
+    return quantized, len(compute)

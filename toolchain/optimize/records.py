@@ -1,0 +1,150 @@
+"""Typed records of an optimize run: budgets, candidates, ladder rungs, the chosen bundle and the whole result.
+
+Frozen pydantic models; ``OptimizeResult.to_json()`` is the one JSON shape (``edgeify optimize --format json``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Objective = Literal["latency", "size", "accuracy"]
+AccuracyMeasure = Literal["labels", "agreement"]
+Status = Literal["measured", "screened", "skipped", "parity-failed", "accuracy-failed", "build-failed",
+                 "bench-failed", "not-run"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Budgets(_Frozen):
+    max_accuracy_drop: float | None = Field(default=None, description="percentage points")
+    max_latency_ms: float | None = None
+    percentile: str = "p50"
+    max_time_s: float = 1800.0
+
+
+class Settings(_Frozen):
+    """Run-time settings of one engine. ``options`` are written to the winner's manifest ``engine.options``."""
+
+    threads: int | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def label(self) -> str:
+        parts = [f"threads={self.threads}"] if self.threads else []
+        parts += [f"{k}={v}" for k, v in sorted(self.options.items()) if k != "threads"]
+        return " ".join(parts) or "defaults"
+
+
+class Recipe(_Frozen):
+    """How an artifact is quantized: overrides of the target's quantize step config, and the float layers."""
+
+    name: str = "default"
+    step: str | None = Field(default=None, description="pipeline step id the overrides apply to")
+    config: dict[str, Any] = Field(default_factory=dict)
+    float_layers: tuple[str, ...] = ()
+
+
+class Accuracy(_Frozen):
+    measure: AccuracyMeasure
+    drop: float | None = Field(default=None, description="percentage points against the source model")
+    source_accuracy: float | None = None
+    built_accuracy: float | None = None
+    top1_agreement: float | None = None
+    cosine: float | None = None
+    parity_passed: bool = True
+
+
+class Candidate(_Frozen):
+    """One row of the table: an artifact (engine, precision, recipe) measured with one set of settings."""
+
+    engine: str
+    precision: str
+    recipe: Recipe = Recipe()
+    settings: Settings = Settings()
+    latency_ms: dict[str, float | None] | None = None
+    screen_latency_ms: dict[str, float | None] | None = None
+    accuracy_drop: float | None = None
+    accuracy: Accuracy | None = None
+    size_bytes: int | None = None
+    quantized_ops: int | None = None
+    total_ops: int | None = None
+    meets_budget: bool = False
+    status: Status = "not-run"
+    reason: str = ""
+    result_ids: tuple[int, ...] = ()
+    bundle: str | None = Field(default=None, exclude=True)
+
+    def key(self) -> str:
+        return f"{self.engine}/{self.precision}/{self.recipe.name}/{self.settings.label()}"
+
+    def latency(self, percentile: str) -> float | None:
+        lat = self.latency_ms or self.screen_latency_ms
+        return None if lat is None else lat.get(percentile)
+
+    def row(self) -> dict[str, Any]:
+        d = self.model_dump(mode="json", exclude={"bundle", "screen_latency_ms"})
+        d["recipe"] = self.recipe.model_dump(mode="json")
+        d["settings"] = {**({"threads": self.settings.threads} if self.settings.threads else {}),
+                         **self.settings.options}
+        return d
+
+
+class Rung(_Frozen):
+    """One rung of the quantization ladder, tried in order until the accuracy budget (and parity) held."""
+
+    rung: str
+    engine: str
+    precision: str
+    recipe: Recipe
+    accuracy_drop: float | None = None
+    parity_passed: bool = False
+    cosine: float | None = None
+    latency_p50_ms: float | None = None
+    quantized_ops: int | None = None
+    total_ops: int | None = None
+    accepted: bool = False
+    reason: str = ""
+
+
+class Chosen(_Frozen):
+    bundle: str
+    engine: str
+    precision: str
+    recipe: Recipe
+    settings: dict[str, Any]
+    latency_ms: dict[str, float | None]
+    accuracy_drop: float | None
+    size_bytes: int | None
+    quantized_ops: int | None = None
+    total_ops: int | None = None
+    ladder: tuple[Rung, ...] = ()
+    why: str = ""
+    index: int
+
+
+class OptimizeResult(_Frozen):
+    run_id: str
+    objective: Objective
+    budgets: Budgets
+    target: str
+    target_reason: str = ""
+    device: str = "local"
+    accuracy_measure: AccuracyMeasure
+    chosen: Chosen | None
+    candidates: tuple[Candidate, ...]
+    pareto: tuple[int, ...]
+    ladder: tuple[Rung, ...] = ()
+    stopped: str = Field(default="", description="why the search stopped early (--max-time, Ctrl-C), if it did")
+    wall_s: float = 0.0
+    failure: Literal["accuracy", "latency"] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json", exclude={"candidates", "chosen", "ladder"})
+        out["candidates"] = [c.row() for c in self.candidates]
+        out["chosen"] = None if self.chosen is None else {
+            **self.chosen.model_dump(mode="json"), "ladder": [r.model_dump(mode="json") for r in self.chosen.ladder]}
+        out["ladder"] = [r.model_dump(mode="json") for r in self.ladder]
+        return out

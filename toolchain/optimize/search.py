@@ -1,0 +1,249 @@
+"""The search: build every candidate (``edgeify.build``), screen it on the device, run the ladder where int8
+costs too much, try run-time settings on the best artifacts, measure the best few with the full protocol."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .candidates import Built, Inputs, build_candidate
+from .choose import accuracy_ok, pareto
+from .ladder import qdq_model_path, run_ladder
+from .measure import SCREEN, Protocol, bench_candidate
+from .records import Budgets, Candidate, Objective, Rung, Settings
+from .space import ArtifactPlan, DeviceFacts, SearchSpace, build_space
+
+if TYPE_CHECKING:
+    from edgeify.targets.spec import TargetSpec
+
+#: artifacts (best screened first) whose run-time settings are explored
+SETTINGS_TOP = 3
+#: candidates measured with the full protocol (plus the Pareto front)
+FULL_TOP = 3
+#: a screened candidate slower than this factor times the best fully measured one cannot beat it
+CANNOT_BEAT = 1.3
+
+
+class Search:
+    def __init__(self, inp: Inputs, spec: TargetSpec, facts: DeviceFacts, budgets: Budgets, objective: Objective,
+                 device: str, run_id: str, full: Protocol, progress: Callable[[str], None],
+                 engines: tuple[str, ...] | None = None, precisions: tuple[str, ...] | None = None) -> None:
+        self.inp, self.spec, self.facts, self.budgets, self.objective = inp, spec, facts, budgets, objective
+        self.device, self.run_id, self.full, self.say = device, run_id, full, progress
+        self._filters = (engines, precisions)
+        self.space: SearchSpace = build_space(spec, facts, has_calib=inp.calib is not None, engines=engines,
+                                              precisions=precisions)
+        self.cands: list[Candidate] = []
+        self.built: dict[str, Built] = {}
+        self.p50: dict[str, float | None] = {}
+        self.ladders: dict[str, list[Rung]] = {}
+        self.deadline = time.monotonic() + budgets.max_time_s
+        self.stopped = ""
+        self._facts_from_device = device == "local"
+
+    # -- budget and progress ---------------------------------------------------------------------------------
+    def out_of_time(self) -> bool:
+        if time.monotonic() <= self.deadline:
+            return False
+        if not self.stopped:
+            self.stopped = (f"--max-time {self.budgets.max_time_s:g} s reached after {len(self.built)} artifact(s) "
+                            f"and {len(self.cands)} candidate(s); the rest of the space was not tried")
+            self.say(f"stopping: {self.stopped}")
+        return True
+
+    def _left(self) -> str:
+        todo = [p for p in self.space.artifacts if self._key(p) not in self.built]
+        return f"{len(todo)} artifact(s) left" if todo else "all artifacts built"
+
+    @staticmethod
+    def _key(plan: ArtifactPlan) -> str:
+        return plan.key() + ("|" + ",".join(plan.recipe.float_layers) if plan.recipe.float_layers else "")
+
+    # -- the Runner protocol the ladder uses -------------------------------------------------------------------
+    def accuracy_ok(self, built: Built) -> bool:
+        if not built.ok or built.accuracy is None:
+            return False
+        return accuracy_ok(Candidate(engine="-", precision="-", accuracy=built.accuracy,
+                                     accuracy_drop=built.accuracy.drop), self.budgets)
+
+    def precisions_for(self, engine: str) -> list[str]:
+        eng = self.spec.engines[engine]
+        return [p for p in eng.precisions if p in self.spec.precisions and (p != "bf16" or self.facts.has_bf16)]
+
+    def try_plan(self, plan: ArtifactPlan) -> tuple[Built, float | None]:
+        key = self._key(plan)
+        if key in self.built:
+            return self.built[key], self.p50.get(key)
+        n = len(self.built) + 1
+        label = f"{plan.engine} {plan.precision} ({plan.recipe.name})"
+        self.say(f"[{n}] building {label}")
+        built = build_candidate(self.inp, plan, n)
+        self.built[key] = built
+        if not built.ok:
+            self.cands.append(Candidate(engine=plan.engine, precision=plan.precision, recipe=plan.recipe,
+                                        accuracy=built.accuracy,
+                                        accuracy_drop=None if built.accuracy is None else built.accuracy.drop,
+                                        status=built.status, reason=built.error))  # type: ignore[arg-type]
+            self.say(f"[{n}] {label}: {built.status}: {built.error}; {self._left()}")
+            return built, None
+        cand = self._screen(built, self.default_settings(built.runtime))
+        p50 = cand.latency("p50")
+        self.p50[key] = p50
+        drop = built.accuracy.drop if built.accuracy else None
+        self.say(f"[{n}] {label}: accuracy drop {'-' if drop is None else f'{drop:.2f} pt'}, "
+                 f"screening p50 {'-' if p50 is None else f'{p50:.3f} ms'}, "
+                 f"{built.quantized_ops}/{built.total_ops} compute ops int8; {self._left()}")
+        return built, p50
+
+    def rank_layers(self, built: Built) -> list[tuple[str, float]]:
+        from edgeify.targets.spec import Tolerance
+
+        from .sensitivity import rank_layers
+
+        path = qdq_model_path(built)
+        if path is None:  # parity failed: rebuild with the gate open, only to read the quantized graph
+            tol = {**self.spec.tolerances, built.plan.precision: Tolerance(metric="cosine", min_cosine=-1.0)}
+            relaxed = dataclasses.replace(self.inp, spec=self.spec.model_copy(update={"tolerances": tol}))
+            path = qdq_model_path(build_candidate(relaxed, built.plan, 900 + len(self.built)))
+        if path is None:
+            return []
+        self.say(f"ranking layers of {built.plan.engine} int8 by sensitivity (per-channel quantization error)")
+        return rank_layers(path, self._calib_feeds(built), self.inp.work / "sensitivity")
+
+    def _calib_feeds(self, built: Built) -> list[dict]:
+        from edgeify.data import load_dataset
+        from edgeify_runtime.manifest import TensorSpec
+
+        manifest = built.manifest or next(b.manifest for b in self.built.values() if b.manifest)
+        sig = [TensorSpec.from_dict(t) for t in manifest["inputs"]]
+        ds = load_dataset(self.inp.calib, sig, purpose="calibration", preprocess=self.inp.preprocess)
+        return list(ds.batches(max_samples=64))
+
+    # -- measuring -----------------------------------------------------------------------------------------
+    def default_settings(self, runtime: str) -> Settings:
+        grid = self.space.settings.get(runtime) or ()
+        return grid[0] if grid else Settings(threads=self.facts.physical_cores)
+
+    def _screen(self, built: Built, settings: Settings) -> Candidate:
+        from edgeify.errors import EdgeifyError
+
+        base = Candidate(engine=built.plan.engine, precision=built.plan.precision, recipe=built.plan.recipe,
+                         settings=settings, accuracy=built.accuracy,
+                         accuracy_drop=None if built.accuracy is None else built.accuracy.drop,
+                         size_bytes=built.size_bytes, quantized_ops=built.quantized_ops, total_ops=built.total_ops,
+                         bundle=str(built.bundle))
+        try:
+            m = bench_candidate(built.bundle, built.runtime, settings, SCREEN, device=self.device,  # type: ignore
+                                run_id=self.run_id)
+        except EdgeifyError as exc:
+            cand = base.model_copy(update={"status": "bench-failed", "reason": str(exc).splitlines()[0]})
+            self.cands.append(cand)
+            return cand
+        if not self._facts_from_device and m.fingerprint:
+            self._facts_from_device = True
+            self.facts = DeviceFacts.from_fingerprint(m.fingerprint)
+            engines, precisions = self._filters
+            self.space = build_space(self.spec, self.facts, has_calib=self.inp.calib is not None, engines=engines,
+                                     precisions=precisions)
+            self.say(f"device {self.device}: {self.facts.cpu_model or self.facts.arch}, "
+                     f"{self.facts.physical_cores} physical core(s)")
+        cand = base.model_copy(update={"screen_latency_ms": m.latency_ms, "status": "screened",
+                                       "result_ids": tuple(x for x in (m.result_id,) if x is not None)})
+        self.cands.append(cand)
+        return cand
+
+    def _full(self, i: int) -> None:
+        from edgeify.errors import EdgeifyError
+
+        c = self.cands[i]
+        self.say(f"full protocol: {c.engine} {c.precision} ({c.recipe.name}, {c.settings.label()})")
+        try:
+            m = bench_candidate(Path(c.bundle or ""), self.spec.engines[c.engine].runtime, c.settings, self.full,
+                                device=self.device, run_id=self.run_id)
+        except EdgeifyError as exc:
+            self.cands[i] = c.model_copy(update={"reason": f"full protocol failed: {str(exc).splitlines()[0]}"})
+            return
+        ids = c.result_ids + tuple(x for x in (m.result_id,) if x is not None)
+        self.cands[i] = c.model_copy(update={"latency_ms": m.latency_ms, "status": "measured", "result_ids": ids})
+
+    # -- phases ----------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """All phases; Ctrl-C or --max-time ends the current phase and keeps what was measured."""
+        try:
+            self._phase_artifacts()
+            self._phase_ladder()
+            self._phase_settings()
+            self._phase_full()
+        except KeyboardInterrupt:
+            self.stopped = (f"interrupted (Ctrl-C) after {len(self.built)} artifact(s) and {len(self.cands)} "
+                            "candidate(s); reporting the best so far")
+            self.say(self.stopped)
+
+    def _phase_artifacts(self) -> None:
+        self.say(f"search space: {len(self.space.artifacts)} artifact(s) "
+                 f"({', '.join(p.key() for p in self.space.artifacts)})"
+                 + (f"; left out: {'; '.join(self.space.skipped)}" if self.space.skipped else ""))
+        for plan in self.space.artifacts:
+            if self.out_of_time():
+                return
+            self.try_plan(plan)
+
+    def _phase_ladder(self) -> None:
+        for engine in self.spec.engines:
+            base = self.built.get(self._key(ArtifactPlan(engine=engine, precision="int8")))
+            if base is None or self.accuracy_ok(base) or self.out_of_time():
+                continue
+            self.say(f"{engine} int8 misses the accuracy budget or parity gate: quantization ladder")
+            rungs, got = run_ladder(self, base, self.p50.get(self._key(base.plan)), self.spec)
+            self.ladders[engine] = rungs
+            self.say(f"{engine} ladder: " + (f"{got.plan.precision} ({got.plan.recipe.name}) holds the budget"
+                                             if got else "no rung met the budget"))
+
+    def _eligible(self) -> list[int]:
+        ok = [i for i, c in enumerate(self.cands)
+              if c.status in ("screened", "measured") and accuracy_ok(c, self.budgets)]
+        return sorted(ok, key=lambda i: self.cands[i].latency("p50") or float("inf"))
+
+    def _phase_settings(self) -> None:
+        seen: set[str] = set()
+        tops: list[Candidate] = []
+        for i in self._eligible():
+            b = self.cands[i].bundle or ""
+            if b not in seen:
+                seen.add(b)
+                tops.append(self.cands[i])
+        for c in tops[:SETTINGS_TOP]:
+            built = next(b for b in self.built.values() if str(b.bundle) == c.bundle)
+            grid = [s for s in self.space.settings.get(built.runtime, ()) if s != c.settings]
+            self.say(f"settings for {c.engine} {c.precision} ({c.recipe.name}): {len(grid)} to screen")
+            for s in grid:
+                if self.out_of_time():
+                    return
+                self._screen(built, s)
+
+    def _phase_full(self) -> None:
+        front = set(pareto(self.cands, "p50"))
+        order = self._eligible()
+        best: float | None = None
+        done = 0
+        for i in order:
+            c = self.cands[i]
+            on_front = i in front and self.objective != "latency"
+            if done >= FULL_TOP and not on_front:
+                self.cands[i] = c.model_copy(update={"reason": "screened only: not among the best few"})
+                continue
+            p50 = c.latency("p50")
+            if best is not None and p50 is not None and p50 > best * CANNOT_BEAT and not on_front:
+                self.cands[i] = c.model_copy(update={"status": "skipped", "reason": (
+                    f"screening p50 {p50:.3f} ms cannot beat the best fully measured {best:.3f} ms")})
+                continue
+            if self.out_of_time():
+                return
+            self._full(i)
+            done += 1
+            got = self.cands[i].latency("p50")
+            if got is not None:
+                best = got if best is None else min(best, got)
