@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 # Bound eagerly, on purpose: a lazy ``__getattr__`` cannot win against the import system, which sets the
 # package attribute ``build`` to the submodule whenever ``edgeify.build`` is first imported.
 from .build import BuildResult, build
+from .optimize import optimize  # light: the search loads on first call
 
 if TYPE_CHECKING:
     from .targets import Registry, TargetSpec, load_registry
 
-__all__ = ["BuildResult", "Registry", "TargetSpec", "__version__", "build", "load_registry"]
+__all__ = ["BuildResult", "Registry", "TargetSpec", "__version__", "build", "load_registry", "optimize"]
 
 _LAZY = {"load_registry": "edgeify.targets", "Registry": "edgeify.targets", "TargetSpec": "edgeify.targets"}
 
