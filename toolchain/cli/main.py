@@ -21,6 +21,7 @@ from .output import console, err_console
 COMMAND_MODULES: tuple[str, ...] = (
     "targets",
     "build",
+    "optimize",
     "bench",
     "results",
     "devices",

@@ -1,0 +1,149 @@
+"""``edgeify optimize``: the fastest bundle that meets the accuracy and latency budgets, measured on the device."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .output import Format, FormatOpt, TargetFiles, console, err_console, print_json
+
+
+class Objective(str, Enum):
+    latency = "latency"
+    size = "size"
+    accuracy = "accuracy"
+
+
+class Percentile(str, Enum):
+    p50 = "p50"
+    p90 = "p90"
+    p95 = "p95"
+    p99 = "p99"
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``20m``, ``1h``, ``1h30m`` -> seconds."""
+    from edgeify.errors import UsageError
+
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or parts is None or not any(parts.groups()):
+        raise UsageError(f"--max-time {text!r} is not a duration", hint="e.g. --max-time 20m, 90s, 1h30m")
+    h, m, s = (float(x) if x else 0.0 for x in parts.groups())
+    secs = h * 3600 + m * 60 + s
+    if secs <= 0:
+        raise UsageError(f"--max-time {text!r} must be positive", hint="e.g. --max-time 20m")
+    return secs
+
+
+def optimize(
+    model: str = typer.Argument(..., help="model.onnx | model.pt2 | model.pt | module.py:factory"),
+    target: str = typer.Option("auto", "--target", "-t", help="target or family name; auto: the board matching "
+                                                              "this machine's CPU"),
+    out: Path = typer.Option(..., "--out", "-o", help="where the chosen bundle is written"),
+    device: str = typer.Option(None, "--device", "-d", help="measure on this device (`edgeify devices list`) "
+                                                            "instead of this machine"),
+    calib: Path = typer.Option(None, "--calib", help="calibration inputs (needed for static int8)"),
+    eval_data: Path = typer.Option(None, "--eval", help="evaluation inputs; with `labels`: accuracy in points, "
+                                                        "without: agreement with the source model"),
+    preprocess: Path = typer.Option(None, "--preprocess", help="preprocessing TOML for image folders"),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="e.g. 1,3,224,224 (repeatable)"),
+    max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="budget, percentage points"),
+    max_latency_ms: float = typer.Option(None, "--max-latency-ms", help="latency budget at --percentile"),
+    percentile: Percentile = typer.Option(Percentile.p50, "--percentile", help="percentile the budget applies to"),
+    objective: Objective = typer.Option(Objective.latency, "--objective", help="what to minimise; the others "
+                                                                               "are constraints"),
+    max_time: str = typer.Option("30m", "--max-time", help="stop the search after this long (e.g. 20m, 90s)"),
+    engine: list[str] = typer.Option([], "--engine", help="only these engines (repeatable)"),
+    precision: list[str] = typer.Option([], "--precision", "-p", help="only these precisions (repeatable)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="do not reuse cached step results"),
+    target_file: list[str] = TargetFiles,
+    fmt: Format = FormatOpt,
+) -> None:
+    """Search engines x precisions x quantization recipes x run-time settings for the fastest bundle that meets
+    the budgets, measured on the device; write it to -o. Exit 10 / 13 when no candidate meets the accuracy /
+    latency budget."""
+    from edgeify.errors import EdgeifyError
+    from edgeify.optimize import optimize as run
+
+    from .build import _stdout_to_stderr
+
+    seconds = parse_duration(max_time)
+    guard = _stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
+    failure: EdgeifyError | None = None
+    with guard:
+        try:
+            result = run(model, target=target, out=out, device=device or "local", calib=calib, eval=eval_data,
+                         preprocess=preprocess, input_shapes=input_shape or None,
+                         max_accuracy_drop=max_accuracy_drop, max_latency_ms=max_latency_ms,
+                         percentile=percentile.value, objective=objective.value, max_time_s=seconds,
+                         engines=engine or None, precisions=precision or None, target_files=target_file,
+                         use_cache=not no_cache, progress=lambda m: err_console.print(f"[dim]optimize:[/] {m}"))
+        except EdgeifyError as exc:
+            if getattr(exc, "result", None) is None:
+                raise
+            failure, result = exc, exc.result  # type: ignore[attr-defined]
+    if fmt == Format.json:
+        data = result.to_json()
+        if failure is not None:
+            data = {"ok": False, "error": failure.to_dict(), **data}
+        print_json(data)
+    else:
+        print_table(result)
+    if result.stopped:
+        err_console.print(f"[yellow]stopped early[/]: {result.stopped}")
+    if failure is not None:
+        err_console.print(f"error [{failure.exit_code}] {failure.message}")
+        if failure.hint:
+            err_console.print(f"fix: {failure.hint}")
+        raise typer.Exit(failure.exit_code)
+
+
+def _ms(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def print_table(result: Any) -> None:
+    from rich.table import Table
+
+    front = set(result.pareto)
+    chosen = result.chosen.index if result.chosen else None
+    table = Table(title=f"edgeify optimize {result.run_id} — {result.target} on {result.device}, objective "
+                        f"{result.objective}, accuracy by {result.accuracy_measure}")
+    for col in ("#", "engine", "precision", "recipe", "settings", "size KB", "int8 ops", "acc drop pt",
+                "p50 ms", "p95 ms", "meets", "status"):
+        table.add_column(col, overflow="fold")
+    for i, c in enumerate(result.candidates):
+        lat = c.latency_ms or c.screen_latency_ms or {}
+        mark = ("★ " if i == chosen else "") + ("◆" if i in front else "")
+        ops = f"{c.quantized_ops}/{c.total_ops}" if c.total_ops is not None else "-"
+        recipe = c.recipe.name + (f" float: {', '.join(c.recipe.float_layers)}" if c.recipe.float_layers else "")
+        table.add_row(f"{mark}{i}", c.engine, c.precision, recipe, c.settings.label(),
+                      "-" if c.size_bytes is None else f"{c.size_bytes / 1024:.0f}", ops,
+                      "-" if c.accuracy_drop is None else f"{c.accuracy_drop:.2f}",
+                      _ms(lat.get("p50")), _ms(lat.get("p95")), "yes" if c.meets_budget else "no",
+                      c.status + (f": {c.reason}" if c.reason else ""))
+    console.print(table)
+    console.print("★ chosen  ◆ Pareto front (latency, accuracy drop, size); screened rows ran the short protocol")
+    if result.ladder:
+        lt = Table(title="quantization ladder")
+        for col in ("rung", "engine", "precision", "acc drop pt", "cosine", "p50 ms", "int8 ops", "met budget"):
+            lt.add_column(col, overflow="fold")
+        for r in result.ladder:
+            lt.add_row(r.rung, r.engine, r.precision, "-" if r.accuracy_drop is None else f"{r.accuracy_drop:.2f}",
+                       "-" if r.cosine is None else f"{r.cosine:.4f}", _ms(r.latency_p50_ms),
+                       f"{r.quantized_ops}/{r.total_ops}" if r.total_ops is not None else "-",
+                       "yes" if r.accepted else "no")
+        console.print(lt)
+    if result.chosen:
+        ch = result.chosen
+        console.print(f"[bold]chosen[/]: {ch.engine} {ch.precision} ({ch.recipe.name}) → {ch.bundle}\n"
+                      f"why: {ch.why}\ntarget: {result.target_reason}; search took {result.wall_s:.0f} s")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("optimize")(optimize)
