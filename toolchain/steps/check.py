@@ -41,6 +41,7 @@ class Check(Step):
         import edgeify_runtime
         from edgeify.bundle import assemble
         from edgeify.checks import accuracy, parity
+        from edgeify.errors import ParityError
         from edgeify_runtime.manifest import TensorSpec
 
         assert artifact is not None
@@ -77,8 +78,14 @@ class Check(Step):
                 return [np.concatenate(col) for col in zip(*parts, strict=True)]
 
             ctx.progress("parity: source vs built on random and real inputs")
-            report = parity(inputs, outputs, reference.run, built, [o.name for o in model.outputs], tol, real,
-                            self.config.random_samples, self.config.seed, self.config.real_samples)
+            try:
+                report = parity(inputs, outputs, reference.run, built, [o.name for o in model.outputs], tol, real,
+                                self.config.random_samples, self.config.seed, self.config.real_samples)
+            except ParityError as err:  # name the first ops whose outputs diverge (edgeify.parity_ops)
+                from edgeify.parity_ops import explain_failure
+
+                explain_failure(err, ctx, staged, inputs)
+                raise
             if ctx.eval is not None and ctx.eval.labels is not None:
                 ctx.progress(f"accuracy on {ctx.eval.count} labelled samples")
                 report["accuracy"] = accuracy(reference.run, built, ctx.eval, len(outputs), ctx.max_accuracy_drop)

@@ -1,0 +1,287 @@
+"""Where the numbers go wrong, per op: compare the intermediate tensors of the source ONNX and the built model.
+
+Both models run on the same inputs with every intermediate tensor exposed: the source ONNX in ONNX Runtime (all
+node outputs added as graph outputs, graph optimizations off so names survive), the built model in its engine
+(ONNX: the same; OpenVINO IR: ``Model.add_outputs`` on the ports that carry the ONNX tensor names; TFLite:
+``experimental_preserve_all_tensors`` and the tensor names the converter kept). Tensors are matched by name
+(NHWC/NCHW transposes are undone when the shapes say so); ops are reported in the source's topological order,
+so the first divergent op is where the error enters.
+
+Verdict: inf/NaN in the built tensor where the source is finite, in an fp16 build, is an fp16 overflow; a large
+error in an int8 build is int8 range/resolution; a large error in an fp32 build is the conversion itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: relative error (max |built - source| / max |source|) above which an op's output counts as divergent
+REL_LIMIT = {"fp32": 1e-3, "fp16": 1e-2, "bf16": 5e-2}
+REL_LIMIT_INT8 = 0.1
+FP16_MAX = 65504.0
+
+
+@dataclass(frozen=True)
+class OpDivergence:
+    name: str  # the source node
+    type: str
+    tensor: str
+    max_abs: float | None
+    rel: float | None
+    source_max_abs: float
+    nonfinite: int  # built values that are inf/NaN where the source is finite
+    cause: str
+
+
+@dataclass(frozen=True)
+class OpParity:
+    matched: int
+    source_tensors: int
+    divergent: tuple[OpDivergence, ...] = ()
+    verdict: str | None = None
+    note: str | None = None
+    checked: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("checked")
+        return out
+
+    def table(self, limit: int = 5) -> str:
+        if not self.divergent:
+            head = f"per-op parity: {self.matched} of {self.source_tensors} source tensors matched, none diverges"
+            return head + (f" ({self.note})" if self.note else "")
+        lines = [f"first divergent ops (of {self.matched} tensors matched by name with the source):",
+                 f"  {'op':<34} {'type':<14} {'max abs err':>12} {'rel':>9} {'inf/nan':>7}  cause"]
+        for d in self.divergent[:limit]:
+            mx = "-" if d.max_abs is None else f"{d.max_abs:.4g}"
+            rel = "-" if d.rel is None else f"{d.rel:.3g}"
+            lines.append(f"  {d.name[:34]:<34} {d.type[:14]:<14} {mx:>12} {rel:>9} {d.nonfinite:>7}  {d.cause}")
+        if self.verdict:
+            lines.append(f"looks like: {self.verdict}")
+        return "\n".join(lines)
+
+
+# -- intermediate tensors ------------------------------------------------------------------------------------
+def _onnx_all_outputs(path: Path, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[Any]]:
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    have = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for out in node.output:
+            if out and out not in have:
+                model.graph.output.append(onnx.ValueInfoProto(name=out))
+                have.add(out)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    wanted = {i.name for i in sess.get_inputs()}
+    values = sess.run(names, {k: v for k, v in feeds.items() if k in wanted})
+    return dict(zip(names, values, strict=True)), list(model.graph.node)
+
+
+def _openvino_all_outputs(xml: Path, feeds: dict[str, np.ndarray], names: set[str],
+                          precision: str) -> dict[str, np.ndarray]:
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(str(xml))
+    ports = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Constant", "Result", "Parameter"):
+            continue
+        for out in op.outputs():
+            if out.get_names() & names:
+                ports.append(out)
+    if ports:
+        model.add_outputs(ports)
+    config = {"INFERENCE_PRECISION_HINT": "f32"} if precision in ("fp32", "fp16") else {}
+    compiled = core.compile_model(model, "CPU", config)
+    res = compiled.create_infer_request().infer({p.get_any_name(): feeds[p.get_any_name()]
+                                                 for p in compiled.inputs if p.get_any_name() in feeds})
+    out: dict[str, np.ndarray] = {}
+    for port, value in res.items():
+        for n in port.get_names():
+            out.setdefault(n, np.asarray(value))
+    return out
+
+
+def _tflite_all_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+    from edgeify_runtime.engines.litert import _normalize, ordered_io
+
+    it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    ins, _ = ordered_io(it)
+    for (name, det), arr in zip(ins, feeds.values(), strict=False):
+        x = feeds.get(name, arr)
+        if tuple(x.shape) != tuple(det["shape"]) and x.ndim == 4:
+            x = x.transpose(0, 2, 3, 1)
+        it.set_tensor(det["index"], np.ascontiguousarray(x.astype(det["dtype"])))
+    it.invoke()
+    out = {}
+    for d in it.get_tensor_details():
+        try:
+            out[_normalize(str(d["name"]))] = np.array(it.get_tensor(d["index"]))
+        except ValueError:
+            continue
+    return out
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+def _align(ref: np.ndarray, got: np.ndarray) -> np.ndarray | None:
+    if got.shape == ref.shape:
+        return got
+    if got.ndim == 4 and ref.ndim == 4 and got.transpose(0, 3, 1, 2).shape == ref.shape:
+        return got.transpose(0, 3, 1, 2)
+    if got.size == ref.size:
+        return got.reshape(ref.shape)
+    return None
+
+
+# -- comparison ----------------------------------------------------------------------------------------------
+def _cause(precision: str, nonfinite: int, source_max: float, rel: float | None) -> str:
+    if nonfinite and precision == "fp16":
+        return "fp16 overflow: inf/NaN" + (f" (source reaches {source_max:.3g} > 65504)" if source_max > FP16_MAX
+                                           else "")
+    if nonfinite:
+        return "inf/NaN where the source is finite"
+    if precision.startswith("int8") or precision == "int16x8":
+        return "int8 range/resolution"
+    if precision == "fp16":
+        return "fp16 rounding" if source_max <= FP16_MAX else "fp16 range"
+    return "conversion: fp32 values differ"
+
+
+def compare_ops(source_onnx: Path, built: Path, engine: str, precision: str,
+                feeds: dict[str, np.ndarray]) -> OpParity:
+    """Per-op comparison of ``built`` (the artifact file) against ``source_onnx`` on ``feeds`` (float inputs)."""
+    ref, nodes = _onnx_all_outputs(source_onnx, feeds)
+    names = set(ref) - set(feeds)
+    if engine == "onnxruntime":
+        got, _ = _onnx_all_outputs(built, feeds)
+    elif engine == "openvino":
+        got = _openvino_all_outputs(built, feeds, names, precision)
+    elif engine == "litert":
+        got = _tflite_all_outputs(built, feeds)
+        ref = {**ref, **{_norm(k): v for k, v in ref.items()}}
+    else:
+        return OpParity(0, len(names), note=f"no per-op comparison for engine {engine}")
+    limit = REL_LIMIT_INT8 if precision.startswith("int8") or precision == "int16x8" else REL_LIMIT.get(precision, 1e-3)
+    divergent: list[OpDivergence] = []
+    checked: list[dict[str, Any]] = []
+    matched = 0
+    tainted: set[str] = set()  # tensors computed from a divergent op's output
+    for node in nodes:
+        if any(i in tainted for i in node.input):
+            tainted.update(node.output)
+        for t in node.output:
+            key = t if t in got else _norm(t)
+            if t not in ref or key not in got:
+                continue
+            r = np.asarray(ref[t])
+            if r.dtype.kind != "f" or r.size == 0:
+                continue
+            g = _align(r, np.asarray(got[key]).astype(np.float64))
+            if g is None:
+                continue
+            matched += 1
+            r64 = r.astype(np.float64)
+            finite = np.isfinite(r64)
+            nonfinite = int(np.sum(finite & ~np.isfinite(g)))
+            src_max = float(np.max(np.abs(r64[finite]))) if finite.any() else 0.0
+            ok = finite & np.isfinite(g)
+            mx = float(np.max(np.abs(g[ok] - r64[ok]))) if ok.any() else None
+            rel = mx / src_max if mx is not None and src_max > 0 else (None if mx is None else 0.0)
+            row = {"name": node.name or t, "type": node.op_type, "tensor": t, "max_abs": mx, "rel": rel,
+                   "source_max_abs": src_max, "nonfinite": nonfinite}
+            checked.append(row)
+            if nonfinite or (rel is not None and rel > limit):
+                cause = ("downstream of " + next(d.name for d in divergent if d.cause[:10] != "downstream")
+                         if t in tainted and divergent else _cause(precision, nonfinite, src_max, rel))
+                divergent.append(OpDivergence(**row, cause=cause))
+                tainted.update(node.output)
+    verdict = None
+    if divergent:
+        first = divergent[0]
+        kind = "conversion" if first.cause.startswith("conversion") else "precision"
+        verdict = f"{kind} ({first.cause}) starting at {first.name} ({first.type})"
+    note = None if matched else "the converter kept no tensor names that match the source's"
+    return OpParity(matched, len(names), tuple(divergent), verdict, note, tuple(checked))
+
+
+def explain_bundle(source_onnx: Path, bundle: Path, feeds: dict[str, np.ndarray]) -> OpParity:
+    from edgeify_runtime.manifest import Manifest
+
+    m = Manifest.read(bundle)
+    return compare_ops(source_onnx, bundle / m.engine.artifact, m.engine.name, m.precision, feeds)
+
+
+_HINTS = {
+    "conversion": "the converter changed the computation at that op: try another --engine (or converter), and "
+                  "report the op",
+    "fp16": "that op leaves the fp16 range: build fp32 (or int8 with calibration), or keep the op in fp32",
+    "int8": "that op's int8 range does not fit: more representative --calib data, or --precision int8-mixed to "
+            "keep it in float",
+}
+
+
+def reference_onnx(ctx: Any, work: Path) -> Path | None:
+    """The source as ONNX: the source itself, else the pipeline's export step output (from the step cache)."""
+    if ctx.source.kind == "onnx":
+        return Path(ctx.source.path)
+    from .cache import StepCache
+    from .paths import cache_dir
+    from .pipeline import resolve, step_class
+
+    pipeline = resolve(ctx.target, ctx.engine_name, ctx.precision)
+    first = next(s for s in pipeline.steps if s.input is None)
+    impl = step_class(first.kind)(first.config)
+    art = StepCache(cache_dir()).get(impl.cache_key(ctx, ctx.source.digest))
+    if art is None:
+        work.mkdir(parents=True, exist_ok=True)
+        art = impl.run(ctx, None, work)
+    return art.path if art.format == "onnx" else None
+
+
+def explain_failure(err: Exception, ctx: Any, staged: Path, inputs: list[Any]) -> None:
+    """Add the per-op table to a ParityError from the check step (never replaces the error)."""
+    import tempfile
+
+    from .checks import random_dataset
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgeify-parity-ops-") as tmp:
+            ref = reference_onnx(ctx, Path(tmp) / "export")
+            if ref is None:
+                extra = "per-op parity: the pipeline has no ONNX of the source to compare with"
+            else:
+                feeds = next(iter(random_dataset(inputs, 1, 0).batches()))
+                result = explain_bundle(ref, staged, feeds)
+                extra = result.table()
+                if getattr(err, "report", None) is not None:
+                    err.report["per_op"] = result.to_dict()  # type: ignore[attr-defined]
+                if result.divergent:
+                    cause = next((d.cause for d in result.divergent if d.cause[:10] != "downstream"), "")
+                    key = "conversion" if cause.startswith("conversion") else (
+                        "fp16" if "fp16" in cause else "int8" if "int8" in cause else "")
+                    if key:
+                        err.hint = _HINTS[key]  # type: ignore[attr-defined]
+    except Exception as exc:  # the parity error stands on its own
+        extra = f"per-op parity could not run: {type(exc).__name__}: {exc}"
+    err.args = (f"{err.args[0]}\n{extra}", *err.args[1:])
+
+
+__all__ = ["OpDivergence", "OpParity", "compare_ops", "explain_bundle", "explain_failure", "reference_onnx"]
