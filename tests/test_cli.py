@@ -121,7 +121,7 @@ def test_bench_json_results_store_and_latency_budget(digits, tmp_path: Path, res
     assert built.returncode == 0, built.stderr
     assert json.loads(built.stdout)["engine"] == "openvino"  # the measured-faster int8 engine on x86
     res = run_cli("bench", str(out), "--threads", "2", "--runs", "50", "--min-duration", "0.2",
-                  "--format", "json")
+                  "--format", "json", "--samples")
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
     lat = r["latency_ms"]

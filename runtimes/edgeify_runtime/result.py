@@ -83,6 +83,8 @@ class Protocol:
     batch: int | None = None
     seed: int | None = None
     input_shapes: dict[str, list[int]] | None = None
+    #: the dynamic dimensions and the size each ran at: {input: {axis name: size}} (``bench --input-shape``)
+    dynamic_axes: dict[str, dict[str, int]] | None = None
     verify: bool | None = None
     timer: str | None = None
     timed: str | None = None
@@ -163,7 +165,8 @@ class BenchResult:
             raise ResultSchemaError("the benchmark result has no bundle_digest")
         names = {f.name for f in dataclasses.fields(cls)}
         extra = dict(raw.get("extra") or {})
-        extra.update({k: v for k, v in raw.items() if k not in names})  # v1 kept parity/trtexec at top level
+        derived = {"sample_count"}  # written by to_dict, recomputed from samples_ms
+        extra.update({k: v for k, v in raw.items() if k not in names and k not in derived})  # v1: parity/trtexec
         fb = raw.get("fallback")
         budget = raw.get("budget")
         values = {k: v for k, v in raw.items() if k in names}

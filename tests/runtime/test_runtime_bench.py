@@ -114,7 +114,7 @@ def test_bench_parity_npz(kit, agent_env, tmp_path):
            "outputs_npz": str(out_path)}
     code, res, _ = agent(req, agent_env())
     assert code == 0, res
-    assert res["parity"]["outputs"] == {"z": {"shape": [3, 4], "dtype": "float32"},
+    assert res["extra"]["parity"]["outputs"] == {"z": {"shape": [3, 4], "dtype": "float32"},
                                         "y": {"shape": [3, 4], "dtype": "float32"}}
     with np.load(out_path, allow_pickle=False) as z:
         got = {k: z[k] for k in z.files}
@@ -210,6 +210,15 @@ def test_bench_sigterm_reports_json_and_130(kit, agent_env):
     assert proc.returncode == 130
     res = json.loads(out)
     assert res["ok"] is False and res["error"]["type"] == "Interrupted"
+
+
+def test_the_agent_enforces_the_hosts_deadline_itself(kit, agent_env):
+    """A device without `timeout` still stops: EDGEIFY_DEADLINE_S makes the agent end with exit 25 (issue 11.12)."""
+    req = {"bundle": str(kit.ort_bundle("gemm")), "warmup": 0, "runs": 10**9, "min_duration_s": 60,
+           "max_duration_s": 60}
+    code, res, _ = agent(req, agent_env(), extra_env={"EDGEIFY_DEADLINE_S": "1"})
+    assert code == 25 and res["ok"] is False and res["error"]["exit_code"] == 25
+    assert res["error"]["type"] == "DeadlineError" and "1 s deadline" in res["error"]["message"]
 
 
 def test_bench_help_goes_to_stdout(agent_env):

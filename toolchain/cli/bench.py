@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from .output import Format, FormatOpt, fail_fleet, print_json
+from .output import AskPassOpt, Format, FormatOpt, TrustOpt, fail_fleet, passphrase, print_json
+
+EPILOG = ("Examples:  edgeify bench build/digits-x86  ·  edgeify bench build/digits-x86 --threads 1 --runs 200 "
+          "--format json  ·  edgeify bench build/seq --input-shape tokens:1,128  ·  edgeify bench build/digits-rpi5 "
+          "--devices tag:pi --max-latency-ms 5")
 
 
 class Percentile(str, Enum):
@@ -20,64 +23,72 @@ class Percentile(str, Enum):
 
 def bench(
     bundle: Path = typer.Argument(..., help="bundle directory written by `edgeify build`"),
-    device: str = typer.Option("local", "--device", "-d", help="device to run on (`local`: this machine, or a name "
-                                                                 "from `edgeify devices list`)"),
+    device: str = typer.Option(None, "--device", "-d", help="where to run: `local` (this machine) or a device "
+                                                            "name from `edgeify devices list`  [default: local]"),
     devices: str = typer.Option(None, "--devices", help="several devices in parallel: tag:TAG, NAME1,NAME2 or all"),
-    threads: int = typer.Option(None, "--threads", min=1, help="[default: the device's physical cores]"),
-    warmup: int = typer.Option(None, "--warmup", min=0, help="[default: the target's protocol]"),
-    runs: int = typer.Option(None, "--runs", min=1, help="[default: the target's protocol]"),
-    min_duration: float = typer.Option(None, "--min-duration", min=0, help="seconds [default: target's protocol]"),
-    max_latency_ms: float = typer.Option(None, "--max-latency-ms", help="fail (exit 13) when over this budget"),
+    threads: int = typer.Option(None, "--threads", min=1, help="engine threads  [default: the target's protocol, "
+                                                               "else the device's physical cores]"),
+    warmup: int = typer.Option(None, "--warmup", min=0, help="untimed runs first, discarded (caches, JIT, clocks "
+                                                             "settle)  [default: the target's protocol, usually 10]"),
+    runs: int = typer.Option(None, "--runs", min=1, help="MINIMUM number of timed runs: timing goes on until both "
+                             "--runs and --min-duration are reached (bounded by the protocol's max duration)  "
+                             "[default: the target's protocol, usually 100]"),
+    min_duration: float = typer.Option(None, "--min-duration", min=0, help="minimum seconds of timed runs  "
+                                       "[default: the target's protocol, usually 1.0]"),
+    batch: int = typer.Option(None, "--batch", min=1, help="batch size for a dynamic batch dimension  "
+                                                           "[default: the bundle's fixed batch, else 1]"),
+    input_shape: list[str] = typer.Option([], "--input-shape", metavar="NAME:DIMS",
+                                          help="shape for an input with dynamic dimensions, e.g. tokens:1,128 "
+                                               "(NAME may be left out for a one-input bundle; repeatable)  "
+                                               "[default: dynamic dimensions at 1]"),
+    max_latency_ms: float = typer.Option(None, "--max-latency-ms", help="fail (exit 13) when --percentile is over "
+                                                                        "this budget; the verdict is in the result"),
     percentile: Percentile = typer.Option(Percentile.p95, "--percentile", help="percentile the budget applies to"),
+    samples: bool = typer.Option(False, "--samples", help="include the raw samples in the JSON output"),
     no_store: bool = typer.Option(False, "--no-store", help="do not record the result in the results store"),
+    force: bool = typer.Option(False, "--force", help="(devices) deploy even if the bundle's target does not fit"),
+    trust_new_host_key: bool = TrustOpt,
+    ask_passphrase: bool = AskPassOpt,
     fmt: Format = FormatOpt,
 ) -> None:
-    """Benchmark a bundle with the device-side agent (in its own process) and record the result."""
-    from edgeify.benchmark import benchmark_bundle, check_budget
+    """Benchmark a bundle with the device-side agent (in its own process, on this machine or on devices) and
+    record the result."""
+    from edgeify.bench import bench as run_bench
+    from edgeify.bench import budget_error, parse_input_shapes, settings_for
+    from edgeify.errors import UsageError
 
-    if devices:
-        bench_fleet(bundle, devices, threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration,
-                    store=not no_store, fmt=fmt.value, max_latency_ms=max_latency_ms, percentile=percentile.value)
-        return
+    if device and devices:
+        raise UsageError("give --device NAME or --devices SELECTOR, not both", hint="e.g. --devices tag:pi")
+    where = devices or device or "local"
+    shapes = parse_input_shapes(input_shape, bundle) if input_shape else None
+    settings = settings_for(bundle, threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration,
+                            batch=batch, input_shapes=shapes)
+    outcomes = run_bench(bundle, where, settings=settings, store=not no_store, max_latency_ms=max_latency_ms,
+                         percentile=percentile.value, force=force, trust_new_host_key=trust_new_host_key,
+                         passphrase=passphrase(ask_passphrase))
+    if not devices:  # one site: its result, or its own error
+        result = outcomes[0].unwrap()
+        if fmt == Format.json:
+            print_json(result.to_dict(samples=samples), compact=samples)
+        else:
+            from .output import print_bench
 
-    result = benchmark_bundle(bundle, device=device, threads=threads, warmup=warmup, runs=runs,
-                              min_duration_s=min_duration, store=not no_store)
-    if fmt == Format.json:
-        print_json(result)
+            print_bench(result)
     else:
-        from .output import print_bench
+        if fmt == Format.json:
+            print_json({"devices": [o.to_dict(samples=samples) for o in outcomes]}, compact=samples)
+        else:
+            from .output import print_fleet_bench
 
-        print_bench(result)
-    check_budget(result, max_latency_ms, percentile.value)
-
-
-def bench_fleet(bundle: Path, selector: str, *, threads: int | None = None, warmup: int | None = None,
-                runs: int | None = None, min_duration_s: float | None = None, store: bool = True,
-                fmt: str = "table", max_latency_ms: float | None = None, percentile: str = "p95",
-                force: bool = False, trust_new_host_key: bool = False) -> list[Any]:
-    """``edgeify bench BUNDLE --devices SELECTOR``: benchmark on many devices in parallel, print, then fail with
-    the first failing device's exit code (or 13 when a result is over ``--max-latency-ms``)."""
-    from edgeify.benchmark import check_budget, protocol_for
-    from edgeify.deploy.remote_bench import benchmark_fleet
-
-    from .output import print_fleet_bench
-
-    bundle = Path(bundle).resolve()
-    proto = protocol_for(bundle, threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration_s)
-    outcomes = benchmark_fleet(bundle, selector, proto, store=store, force=force,
-                               trust_new_host_key=trust_new_host_key)
-    if str(getattr(fmt, "value", fmt)) == "json":
-        print_json({"devices": [o.to_dict() for o in outcomes]})
-    else:
-        print_fleet_bench(outcomes, f"bench {bundle.name} on {selector}")
-    fail_fleet(outcomes)
-    for o in outcomes:
-        check_budget(o.result, max_latency_ms, percentile)
-    return outcomes
+            print_fleet_bench(outcomes, f"bench {Path(bundle).name} on {devices}")
+        fail_fleet(outcomes)
+    err = budget_error([o.result for o in outcomes if o.ok and o.result is not None])
+    if err is not None:
+        raise err
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(bench)
+    app.command("bench", epilog=EPILOG)(bench)
 
 
-__all__ = ["bench", "bench_fleet", "register"]
+__all__ = ["bench", "register"]

@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             err_console.print_exception()
         _print_error(exc)
+        from . import output
+
+        if _wants_json(sys.argv[1:] if argv is None else argv) and not output.json_printed:
+            output.print_json({"ok": False, "error": exc.to_dict()})  # scripts read stdout: one JSON object
         if exc.exit_code == 130:
             _exit_now(130)
         sys.exit(exc.exit_code)
@@ -82,6 +86,11 @@ def main(argv: list[str] | None = None) -> None:
             err_console.print(f"[bold red]internal error[/]: {type(exc).__name__}: {exc}\n"
                               "rerun with EDGEIFY_DEBUG=1 for the traceback and report it")
         sys.exit(1)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    return any(a == "--format=json" or (a == "--format" and nxt == "json")
+               for a, nxt in zip(argv, [*argv[1:], ""], strict=True))
 
 
 def _print_error(exc: Any) -> None:

@@ -72,8 +72,14 @@ def fail_fleet(outcomes: list[Any]) -> None:
 
 
 # -- JSON --------------------------------------------------------------------------------------------------------
+#: whether this process already wrote a JSON document on stdout (then an error adds none: one document)
+json_printed = False
+
+
 def print_json(data: Any, *, compact: bool = False) -> None:
     """One JSON document on stdout; ``compact``: one line (large results, e.g. raw samples)."""
+    global json_printed
+    json_printed = True
     text = json.dumps(data, default=str, separators=(",", ":")) if compact else json.dumps(data, indent=2,
                                                                                          default=str)
     sys.stdout.write(text + "\n")
@@ -108,41 +114,61 @@ def print_build_summary(s: dict[str, Any]) -> None:
 
 
 # -- bench / results ---------------------------------------------------------------------------------------------
-def print_bench(r: dict[str, Any]) -> None:
-    lat = r["latency_ms"]
-    eng = r.get("engine") or {}
-    proto = r.get("protocol") or {}
-    t = Table(title=f"{r.get('device')} · {r.get('target')} · {eng.get('name')} {eng.get('version')} · "
-                    f"{r.get('precision')} · {proto.get('threads')} threads")
-    for col in ("p50", "p90", "p95", "p99", "mean", "std", "min", "max", "cv"):
+def print_bench(r: Any) -> None:
+    """One BenchResult as a table plus its facts; warnings, fallback and budget on stderr."""
+    lat, eng, proto = r.latency_ms, r.engine, r.protocol
+    t = Table(title=f"{r.device} · {r.target} · {eng.name} {eng.version} · {r.precision} · {proto.threads} threads"
+                    + (f" · batch {proto.batch}" if proto.batch and proto.batch != 1 else ""))
+    keys = ("p50", "p90", "p95", "p99", "mean", "std", "min", "max", "cv")
+    for col in keys:
         t.add_column(col + (" ms" if col != "cv" else ""), justify="right")
-    t.add_row(*[_f(lat.get(k), ".4f" if k == "cv" else ".3f") for k in
-                ("p50", "p90", "p95", "p99", "mean", "std", "min", "max", "cv")])
+    t.add_row(*[_f(lat.get(k), ".4f" if k == "cv" else ".3f") for k in keys])
     console.print(t)
-    console.print(f"throughput {_f(r.get('throughput_ips'), '.1f')}/s · load {_f(r.get('load_ms'), '.1f')} ms · "
-                  f"first inference {_f(r.get('first_inference_ms'), '.2f')} ms · peak RSS "
-                  f"{_f(r.get('peak_rss_mb'), '.1f')} MB · {proto.get('runs_done')} runs · "
-                  f"bundle {str(r.get('bundle_digest'))[:12]}"
-                  + (f" · stored as #{r['result_id']}" if r.get("result_id") else ""))
+    console.print(f"throughput {_f(r.throughput_ips, '.1f')}/s · load {_f(r.load_ms, '.1f')} ms · "
+                  f"first inference {_f(r.first_inference_ms, '.2f')} ms · peak RSS {_f(r.peak_rss_mb, '.1f')} MB · "
+                  f"{proto.runs_done} runs · bundle {str(r.bundle_digest)[:12]}"
+                  + (f" · stored as #{r.result_id}" if r.result_id else ""))
+    if proto.dynamic_axes:
+        axes = ", ".join(f"{name}.{axis}={size}" for name, dims in proto.dynamic_axes.items()
+                         for axis, size in dims.items())
+        console.print(f"dynamic axes: {axes} (choose with --input-shape NAME:DIMS / --batch N)")
+    _print_notes(r)
+
+
+def _print_notes(r: Any) -> None:
+    fb = r.fallback
+    if fb is not None and fb.used:
+        skipped = f"; skipped {', '.join(fb.skipped)}" if fb.skipped else ""
+        err_console.print(f"[yellow]fallback[/] on {r.device}: {fb.reason}{skipped}; ran on "
+                          f"{', '.join(fb.active) or r.engine.accelerator or 'the CPU'}")
+    for w in r.warnings:
+        err_console.print(f"[yellow]warning[/] ({r.device}): {w}")
+    b = r.budget
+    if b is not None:
+        verdict = "[green]met[/]" if b.met else "[red]over[/]"
+        console.print(f"budget {b.percentile} ≤ {b.max_ms:g} ms: {verdict} ({_f(b.value_ms)} ms)")
 
 
 def print_fleet_bench(outcomes: list[Any], title: str) -> None:
     t = Table(title=title)
-    for col in ("device", "p50 ms", "p95 ms", "p99 ms", "ips", "engine", "threads", "stored", "s"):
+    for col in ("device", "p50 ms", "p95 ms", "p99 ms", "ips", "engine", "threads", "budget", "stored", "s"):
         t.add_column(col)
     for o in outcomes:
         if o.ok:
             r = o.result
-            lat, eng = r["latency_ms"], r.get("engine") or {}
-            t.add_row(o.device, f"{lat['p50']:.3f}", f"{lat['p95']:.3f}", f"{lat['p99']:.3f}",
-                      f"{r.get('throughput_ips') or 0:.1f}", f"{eng.get('name')} {eng.get('version')}",
-                      str((r.get('protocol') or {}).get('threads')), f"#{r.get('result_id', '-')}",
-                      f"{o.seconds:.1f}")
+            lat = r.latency_ms
+            budget = "-" if r.budget is None else ("met" if r.budget.met else "[red]over[/]")
+            t.add_row(o.device, _f(lat.p50), _f(lat.p95), _f(lat.p99), _f(r.throughput_ips, ".1f"),
+                      f"{r.engine.name} {r.engine.version}", str(r.protocol.threads), budget,
+                      f"#{r.result_id}" if r.result_id else "-", f"{o.seconds:.1f}")
         else:
             e = o.error_dict() or {}
-            t.add_row(o.device, f"[red]error {e.get('exit_code')}[/]", "", "", "", e.get("type", ""), "", "",
+            t.add_row(o.device, f"[red]error {e.get('exit_code')}[/]", "", "", "", e.get("type", ""), "", "", "",
                       f"{o.seconds:.1f}")
     console.print(t)
+    for o in outcomes:
+        if o.ok:
+            _print_notes(o.result)
 
 
 def print_results(rows: list[dict[str, Any]], store: Path) -> None:
@@ -229,6 +255,8 @@ def print_apps(reports: list[dict[str, Any]], fmt: Format) -> None:
                       f"(deploy {tm.get('deploy', 0):.2f} · start {tm.get('start', 0):.2f} · "
                       f"health {tm.get('health', 0):.2f} s)")
         console.print(f"  log {r['log']} · stop: edgeify apps stop {r['name']} --device {r['device']}")
+        for w in r.get("warnings") or []:
+            err_console.print(f"[yellow]warning:[/] {r['device']}: {w}", markup=True, highlight=False)
 
 
 def print_app_status(device: str, data: dict[str, Any]) -> None:

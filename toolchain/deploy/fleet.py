@@ -44,14 +44,29 @@ class Outcome(Generic[T]):
             return {"type": type(e).__name__, "exit_code": e.exit_code, "message": e.message, "hint": e.hint}
         return {"type": type(e).__name__, "exit_code": 1, "message": str(e), "hint": "rerun with EDGEIFY_DEBUG=1"}
 
-    def to_dict(self) -> dict[str, Any]:
+    def unwrap(self) -> T:
+        """The result, or raise this device's error."""
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
+
+    def to_dict(self, **result_options: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"device": self.device, "ok": self.ok, "seconds": round(self.seconds, 3)}
         if self.ok:
             res = self.result
-            out["result"] = res.to_dict() if hasattr(res, "to_dict") else res
+            out["result"] = res.to_dict(**result_options) if hasattr(res, "to_dict") else res
         else:
             out["error"] = self.error_dict()
         return out
+
+
+def attempt(name: str, fn: Callable[[], T]) -> Outcome[T]:
+    """``fn()`` as the outcome for ``name``: its result, or the exception it raised, and how long it took."""
+    t0 = time.perf_counter()
+    try:
+        return Outcome(name, result=fn(), seconds=time.perf_counter() - t0)
+    except Exception as exc:  # one device's failure, whatever it is, must not stop the others
+        return Outcome(name, error=exc, seconds=time.perf_counter() - t0)
 
 
 def run_fleet(devices: Sequence[Device], fn: Callable[[Device], T], *,
@@ -59,11 +74,7 @@ def run_fleet(devices: Sequence[Device], fn: Callable[[Device], T], *,
     """``fn(device)`` for every device in a thread pool; exceptions become that device's outcome."""
 
     def one(device: Device) -> Outcome[T]:
-        t0 = time.perf_counter()
-        try:
-            return Outcome(device.name, result=fn(device), seconds=time.perf_counter() - t0)
-        except Exception as exc:  # one device's failure, whatever it is, must not stop the others
-            return Outcome(device.name, error=exc, seconds=time.perf_counter() - t0)
+        return attempt(device.name, lambda: fn(device))
 
     if not devices:
         return []
@@ -78,4 +89,4 @@ def first_failure(outcomes: Sequence[Outcome[Any]]) -> Outcome[Any] | None:
     return next((o for o in outcomes if not o.ok), None)
 
 
-__all__ = ["MAX_WORKERS", "Outcome", "first_failure", "run_fleet"]
+__all__ = ["MAX_WORKERS", "Outcome", "attempt", "first_failure", "run_fleet"]

@@ -1,0 +1,307 @@
+"""``edgeify bench``: the one benchmark orchestrator, for this machine, one device, a fleet or a tag selector.
+
+::
+
+    outcomes = bench("build/digits-x86", "local")             # this machine
+    outcomes = bench(bundle, "pi-01")                         # a device from the devices file
+    outcomes = bench(bundle, "tag:pi")                        # every device with the tag, in parallel
+    result = bench(bundle, "pi-01,pi-02")[0].unwrap()         # BenchResult, or raises that device's error
+
+Every run takes the same path: a site (``DeviceSite.local()`` over ``LocalTransport``, or an SSH device with the
+bundle deployed if needed), the agent ``python -m edgeify_runtime.bench`` run there by
+``deploy.site_exec.run_module`` with the protocol as its JSON request, its reply read as a typed
+:class:`~edgeify_runtime.result.BenchResult`, host-side facts added (device, warnings, budget, deploy), and the
+result written to the results store. This module is the only writer of benchmark results to the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeify_runtime.result import BenchResult
+
+from .deploy.fleet import Outcome, attempt, run_fleet
+from .deploy.inventory import Device, Inventory
+from .deploy.site import DeviceSite
+from .deploy.site_exec import run_module
+from .errors import BundleError, LatencyBudgetError, UsageError
+
+AGENT_MODULE = "edgeify_runtime.bench"
+#: seconds allowed on top of the protocol's own bounds (engine import, model load, verify)
+DEADLINE_SLACK_S = 120.0
+#: a p99 from fewer samples than this is mostly the few slowest runs: say so
+MIN_SAMPLES_P99 = 100
+PERCENTILES = ("p50", "p90", "p95", "p99")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """The protocol to run; None: the bundle target's declared protocol (``targets.BenchProtocol``)."""
+
+    warmup: int | None = None
+    runs: int | None = None
+    min_duration_s: float | None = None
+    max_duration_s: float | None = None
+    threads: int | None = None
+    batch: int | None = None
+    #: {input name: [dims]} for dynamic dimensions (``--input-shape``)
+    input_shapes: Mapping[str, Sequence[int]] | None = None
+    #: per-op profile (``bench --profile``): True or a run count
+    profile: bool | int | None = None
+    seed: int | None = None
+
+    def request(self, bundle: str, **more: Any) -> dict[str, Any]:
+        """The agent's JSON request for ``bundle`` (a path on the site); unset fields are left to the agent."""
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        if "input_shapes" in fields:
+            fields["input_shapes"] = {k: [int(d) for d in v] for k, v in fields["input_shapes"].items()}
+        return {"bundle": bundle, **fields, **{k: v for k, v in more.items() if v is not None}}
+
+    def deadline(self) -> float:
+        """Warmup and timed phases are each bounded by ``max_duration_s``; plus import/load/verify slack."""
+        return 2 * float(self.max_duration_s or 120.0) + DEADLINE_SLACK_S
+
+
+def settings_for(bundle: str | os.PathLike[str], *, threads: int | None = None, warmup: int | None = None,
+                 runs: int | None = None, min_duration_s: float | None = None, batch: int | None = None,
+                 input_shapes: Mapping[str, Sequence[int]] | None = None, profile: bool | int | None = None,
+                 ) -> BenchSettings:
+    """The settings: what the caller gives, else the bundle target's declared protocol, else the defaults."""
+    from edgeify_runtime.manifest import Manifest
+
+    from .errors import EdgeifyError
+    from .targets import BenchProtocol, load_registry
+
+    manifest = Manifest.read(Path(bundle))
+    proto = BenchProtocol()
+    if manifest.target:
+        with contextlib.suppress(EdgeifyError):  # a user target not installed here: the default protocol
+            proto = load_registry().get(manifest.target).bench
+    return BenchSettings(warmup=proto.warmup if warmup is None else warmup,
+                         runs=proto.runs if runs is None else runs,
+                         min_duration_s=proto.min_duration_s if min_duration_s is None else min_duration_s,
+                         max_duration_s=proto.max_duration_s,
+                         threads=proto.threads if threads is None else threads,
+                         batch=batch, input_shapes=dict(input_shapes) if input_shapes else None, profile=profile)
+
+
+def parse_input_shapes(specs: Sequence[str], bundle: str | os.PathLike[str]) -> dict[str, list[int]]:
+    """``--input-shape name:1,16`` (or ``1,16`` for a one-input bundle) -> {name: [dims]}; checked against the
+    bundle's signature (names, rank, fixed dimensions)."""
+    from edgeify_runtime.manifest import Manifest
+
+    inputs = {t.name: t for t in Manifest.read(Path(bundle)).inputs}
+    out: dict[str, list[int]] = {}
+    for spec in specs:
+        name, _, dims = spec.rpartition(":")
+        if not name:
+            if len(inputs) != 1:
+                raise UsageError(f"--input-shape {spec}: the bundle has {len(inputs)} inputs; name one",
+                                 hint=f"--input-shape NAME:DIMS with NAME one of {', '.join(inputs)}")
+            name = next(iter(inputs))
+        if name not in inputs:
+            raise UsageError(f"--input-shape {spec}: the bundle has no input {name!r}",
+                             hint=f"its inputs: {', '.join(inputs)}")
+        try:
+            shape = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+        except ValueError:
+            shape = []
+        sig = inputs[name].shape
+        if not shape or any(d < 1 for d in shape) or len(shape) != len(sig):
+            raise UsageError(f"--input-shape {spec}: give {len(sig)} positive dimensions for {name} {list(sig)}",
+                             hint=f"e.g. --input-shape {name}:" + ",".join(
+                                 str(d) if isinstance(d, int) else "1" for d in sig))
+        fixed = [(i, d, s) for i, (d, s) in enumerate(zip(sig, shape, strict=True)) if isinstance(d, int) and d != s]
+        if fixed:
+            raise UsageError(f"--input-shape {spec}: dimension {fixed[0][0]} of {name} is fixed at {fixed[0][1]}",
+                             hint="only the dynamic dimensions (named in the signature) can change")
+        out[name] = shape
+    return out
+
+
+# -- the entry point ---------------------------------------------------------------------------------------------
+def bench(bundle: str | os.PathLike[str], where: str | Device | Sequence[Device] = "local", *,
+          settings: BenchSettings | None = None,
+          store: bool = True, run_id: str | None = None, max_latency_ms: float | None = None,
+          percentile: str = "p95", force: bool = False, trust_new_host_key: bool = False,
+          passphrase: str | None = None, inventory: Inventory | None = None, timeout: float | None = None,
+          max_workers: int | None = None) -> list[Outcome[BenchResult]]:
+    """Benchmark ``bundle`` ``where``: ``"local"`` (this machine), a device name, ``NAME1,NAME2``, ``tag:TAG``
+    or ``all`` (devices of the devices file, in parallel), or Device entries themselves.
+
+    One :class:`Outcome` per device, in order: its :class:`BenchResult` (stored unless ``store=False``, with the
+    ``max_latency_ms`` budget's verdict), or its error. ``Outcome.unwrap()`` gives the result or raises."""
+    bundle = Path(bundle).resolve()
+    settings = settings or settings_for(bundle)
+    if percentile not in PERCENTILES:
+        raise UsageError(f"percentile {percentile!r} is not one of {', '.join(PERCENTILES)}")
+
+    def finish(result: BenchResult) -> BenchResult:
+        result = result.with_budget(max_latency_ms, percentile).replace(run_id=run_id)
+        if store:
+            result = result.replace(result_id=_store(result))
+        return result
+
+    if where == "local":
+        return [attempt("local", lambda: finish(_bench_local(bundle, settings, timeout=timeout)))]
+    if isinstance(where, str):
+        devices = (inventory or Inventory()).select(where)
+    else:
+        devices = [where] if isinstance(where, Device) else list(where)
+    return run_fleet(devices, lambda d: finish(_bench_device(d, bundle, settings, force=force, timeout=timeout,
+                                                             trust_new_host_key=trust_new_host_key,
+                                                             passphrase=passphrase)),
+                     max_workers=max_workers)
+
+
+def _measure(site: DeviceSite, bundle_path: str, settings: BenchSettings, *, timeout: float | None = None,
+             runtime_path: str | None = None, **request: Any) -> BenchResult:
+    """The agent on ``site`` for the bundle at ``bundle_path`` there: its result as a BenchResult."""
+    reply = run_module(site, AGENT_MODULE, request=settings.request(bundle_path, **request),
+                       timeout=timeout or settings.deadline(), runtime_path=runtime_path,
+                       what="the benchmark agent")
+    return BenchResult.from_dict(reply).replace(device=site.name)
+
+
+def _bench_local(bundle: Path, settings: BenchSettings, *, timeout: float | None) -> BenchResult:
+    result = _measure(DeviceSite.local(), str(bundle), settings, timeout=timeout)
+    return result.replace(warnings=result.warnings + tuple(_warnings(result, local=True)))
+
+
+def _bench_device(device: Device, bundle: Path, settings: BenchSettings, *, force: bool, timeout: float | None,
+                  trust_new_host_key: bool, passphrase: str | None) -> BenchResult:
+    """Deploy if needed (sizes + manifest digest; the agent hashes every file), then run the agent there."""
+    from .deploy.connect import open_site
+    from .deploy.deployer import deploy
+
+    with open_site(device, trust_new_host_key=trust_new_host_key, passphrase=passphrase) as site:
+        report = deploy(site, bundle, device=device, force=force, hash_check=False)
+        result = _measure(site, deployed_path(report), settings, timeout=timeout,
+                          runtime_path=_runtime_path(site, report))
+    if result.bundle_digest != report.digest:
+        raise BundleError(f"device {device.name} benchmarked bundle {result.bundle_digest[:12]}, "
+                          f"not {report.digest[:12]} (another deploy replaced it meanwhile?)",
+                          hint="rerun the benchmark")
+    deployed = {"status": report.status, "uploaded_bytes": report.uploaded_bytes, "timings_s": report.timings_s,
+                "warnings": report.warnings}
+    if report.device_steps:
+        deployed["device_steps"] = report.device_steps
+    return result.replace(deploy=deployed, warnings=result.warnings + tuple(_warnings(result, local=False)))
+
+
+def deployed_path(report: Any) -> str:
+    """The installed ``current`` version of a deployed bundle on the device."""
+    return posixpath.join(report.workdir or "", "bundles", report.name, "current")
+
+
+def _runtime_path(site: DeviceSite, report: Any) -> str:
+    return getattr(site, "runtime_path", None) or posixpath.join(report.workdir or "", "runtime", report.runtime or "")
+
+
+def outputs_on_device(site: DeviceSite, report: Any, inputs_npz: str | os.PathLike[str], local_dir: Path, *,
+                      settings: BenchSettings | None = None) -> tuple[BenchResult, Path]:
+    """Host-vs-device parity: run the deployed bundle on a fixed input set on the device, bring its outputs back
+    as a local .npz. Returns (the agent's result, the local .npz). The remote files are removed afterwards."""
+    import uuid
+
+    tag = uuid.uuid4().hex[:12]
+    io_dir = posixpath.join(report.workdir or "", "io")
+    remote_in, remote_out = posixpath.join(io_dir, f"{tag}-inputs.npz"), posixpath.join(io_dir, f"{tag}-outputs.npz")
+    site.transport.run(["mkdir", "-p", io_dir], timeout=30)
+    quick = BenchSettings(warmup=1, runs=3, min_duration_s=0.0, max_duration_s=60.0)
+    try:
+        site.transport.put(str(inputs_npz), remote_in)
+        result = _measure(site, deployed_path(report), settings or quick, inputs_npz=remote_in,
+                          outputs_npz=remote_out, samples=False, runtime_path=_runtime_path(site, report))
+        local_dir.mkdir(parents=True, exist_ok=True)
+        local = local_dir / f"{site.name}-{tag}-outputs.npz"
+        site.transport.get(remote_out, str(local))
+    finally:
+        site.transport.run(["rm", "-f", remote_in, remote_out], timeout=30)
+    return result, local
+
+
+# -- host-side facts ---------------------------------------------------------------------------------------------
+def _warnings(result: BenchResult, *, local: bool) -> list[str]:
+    """What makes these figures less than they look: another machine's bundle, too many threads, a thin p99."""
+    out = []
+    fp = result.fingerprint or {}
+    cpu = fp.get("cpu") or {}
+    if local and result.target:
+        spec = _target_spec(result.target)
+        host_arch = fp.get("arch") or platform.machine()
+        if spec is not None and (spec.arch != host_arch or spec.os != "linux"):
+            out.append(f"this bundle is for {result.target} ({spec.arch}, {spec.os}) but ran on this host "
+                       f"({host_arch}, {cpu.get('model') or 'unknown CPU'}): these are this host's figures, not "
+                       f"the device's; benchmark on the device with --device NAME")
+    cores = cpu.get("usable_cores") or cpu.get("logical_cores")
+    threads = result.protocol.threads
+    if isinstance(cores, int) and isinstance(threads, int) and threads > cores:
+        out.append(f"--threads {threads} is more than the {cores} cores {result.device} may use: the threads "
+                   "share cores and the latency suffers")
+    n = len(result.samples_ms) or (result.protocol.runs_done or 0)
+    if 0 < n < MIN_SAMPLES_P99:
+        out.append(f"p99 from {n} samples (fewer than {MIN_SAMPLES_P99}) is mostly the slowest run or two: "
+                   "raise --runs or --min-duration")
+    return out
+
+
+def _target_spec(name: str) -> Any:
+    from .errors import EdgeifyError
+    from .targets import load_registry
+
+    try:
+        return load_registry().get(name)
+    except EdgeifyError:
+        return None
+
+
+def budget_error(results: Sequence[BenchResult]) -> LatencyBudgetError | None:
+    """The error for the first result over its latency budget (exit 13), None when every budget is met."""
+    over = [r for r in results if r.budget is not None and not r.budget.met]
+    if not over:
+        return None
+    r = over[0]
+    b = r.budget
+    assert b is not None
+    value = "no value" if b.value_ms is None else f"{b.value_ms:.3f} ms"
+    others = f" ({len(over)} of {len(results)} devices over)" if len(results) > 1 else ""
+    return LatencyBudgetError(f"{b.percentile} latency {value} is over the budget of {b.max_ms:g} ms on "
+                              f"{r.device}{others}", hint=_budget_hint(r))
+
+
+def _budget_hint(r: BenchResult) -> str:
+    prec = (r.precision or "").lower()
+    if prec.startswith("int8") or prec == "int16x8":
+        return "the bundle is already int8: try another --engine, more --threads, or a smaller model"
+    return "try --precision int8 (with --calib), another --engine, or a smaller model"
+
+
+def _store(result: BenchResult) -> int:
+    """Write the result to the results store; its id."""
+    from . import results as results_mod
+
+    open_store = getattr(results_mod, "open_store", None)
+    if open_store is not None:
+        store = open_store()
+        try:
+            return int(store.add(result))
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+    from .paths import results_db  # the store before the typed API: a dict row
+
+    return results_mod.ResultsStore(results_db()).add(result.to_dict(samples=True), device=result.device,
+                                                      bundle=result.bundle)
+
+
+__all__ = ["BenchSettings", "bench", "budget_error", "deployed_path", "outputs_on_device", "parse_input_shapes",
+           "settings_for"]
