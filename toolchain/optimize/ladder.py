@@ -22,7 +22,7 @@ class Runner(Protocol):
 
     def try_plan(self, plan: ArtifactPlan) -> tuple[Built, float | None]: ...
     def accuracy_ok(self, built: Built) -> bool: ...
-    def rank_layers(self, built: Built) -> list[tuple[str, float]]: ...
+    def rank_layers(self, built: Built) -> list[tuple[str, float, tuple[str, ...]]]: ...
     def precisions_for(self, engine: str) -> list[str]: ...
     def out_of_time(self) -> bool: ...
 
@@ -67,7 +67,7 @@ def run_ladder(runner: Runner, base: Built, base_p50: float | None, spec) -> tup
 
 
 def _mixed(runner: Runner, base: Built, step_id: str, rungs: list[Rung]) -> Built | None:
-    ranked = [name for name, _ in runner.rank_layers(base)]
+    ranked = runner.rank_layers(base)
     if not ranked:
         return None
     base_cfg = dict(base.plan.recipe.config)
@@ -84,10 +84,13 @@ def _mixed(runner: Runner, base: Built, step_id: str, rungs: list[Rung]) -> Buil
 
     chosen: list[str] = []
     found: Built | None = None
-    for name in ranked[:MAX_FLOAT_LAYERS]:
-        if runner.out_of_time():
+    for name, _score, producers in ranked:
+        if runner.out_of_time() or len(chosen) >= MAX_FLOAT_LAYERS:
             return None
-        chosen.append(name)
+        unit = [n for n in (*producers, name) if n not in chosen]  # the activation's producer and consumer
+        if not unit:
+            continue
+        chosen += unit
         found = ok(chosen, f"float: {', '.join(chosen)}")
         if found is not None:
             break

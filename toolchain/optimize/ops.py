@@ -1,8 +1,10 @@
 """Count compute ops (Conv, MatMul, Gemm and the like) and how many of them run in int8, from a bundle's artifact.
 
-ONNX (QDQ): a compute node is int8 when its data input comes from a ``DequantizeLinear`` (or it is an integer
-op: ``QLinearConv``, ``ConvInteger``, ``MatMulInteger``...). OpenVINO IR (NNCF): when its data input comes from a
-``FakeQuantize``. So "int8" that is really float (everything excluded, or weights-only compression) shows.
+ONNX (QDQ): a compute node is int8 when its data input comes from a ``DequantizeLinear`` and (Conv, Gemm: ONNX
+Runtime only fuses a complete DQ -> op -> Q unit into an int8 kernel) its output goes to a ``QuantizeLinear``; or
+it is an integer op (``QLinearConv``, ``ConvInteger``, ``MatMulInteger``...). OpenVINO IR (NNCF): when its data
+input comes from a ``FakeQuantize``. So "int8" that is really float (everything excluded, weights-only
+compression) shows.
 """
 
 from __future__ import annotations
@@ -43,10 +45,22 @@ def _onnx(path: Path) -> tuple[int, int]:
 
     model = onnx.load(str(path), load_external_data=False)
     producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    consumers: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
     nodes = onnx_compute_nodes(model)
-    quantized = sum(1 for n in nodes if n.op_type in ONNX_INTEGER or
-                    (n.input and producer.get(n.input[0]) == "DequantizeLinear"))
-    return quantized, len(nodes)
+
+    def int8(n) -> bool:
+        if n.op_type in ONNX_INTEGER:
+            return True
+        if not n.input or producer.get(n.input[0]) != "DequantizeLinear":
+            return False
+        if n.op_type == "MatMul":  # MatMulIntegerToFloat takes a float output
+            return True
+        return bool(n.output) and "QuantizeLinear" in consumers.get(n.output[0], [])
+
+    return sum(1 for n in nodes if int8(n)), len(nodes)
 
 
 def _openvino(path: Path) -> tuple[int, int]:

@@ -98,7 +98,7 @@ class Search:
                  f"{built.quantized_ops}/{built.total_ops} compute ops int8; {self._left()}")
         return built, p50
 
-    def rank_layers(self, built: Built) -> list[tuple[str, float]]:
+    def rank_layers(self, built: Built) -> list[tuple[str, float, tuple[str, ...]]]:
         from edgeify.targets.spec import Tolerance
 
         from .sensitivity import rank_layers

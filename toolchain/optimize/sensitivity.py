@@ -32,8 +32,11 @@ def _channel_error(pre: np.ndarray, post: np.ndarray) -> float:
     return float(np.clip(err, 0.0, 1.0).mean())
 
 
-def rank_layers(qdq_model: Path, feeds: list[dict[str, np.ndarray]], work: Path) -> list[tuple[str, float]]:
-    """Compute ops of ``qdq_model`` with their sensitivity score, most sensitive first."""
+def rank_layers(qdq_model: Path, feeds: list[dict[str, np.ndarray]], work: Path
+                ) -> list[tuple[str, float, tuple[str, ...]]]:
+    """Compute ops of ``qdq_model`` with their sensitivity score and the compute ops producing their activation
+    input, most sensitive first. Keeping an activation in float takes its consumer AND its producer out of int8
+    (the producer's quantized output is what crushes it), so the ladder keeps them in float together."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization.qdq_loss_debug import (
@@ -57,7 +60,7 @@ def rank_layers(qdq_model: Path, feeds: list[dict[str, np.ndarray]], work: Path)
 
     acts = collect_activations(str(aug), Reader())
     matched = create_activation_matching(acts)
-    scores: list[tuple[str, float]] = []
+    scores: list[tuple[str, float, tuple[str, ...]]] = []
     for node in model.graph.node:
         if node.op_type not in ONNX_COMPUTE or not node.input:
             continue
@@ -70,6 +73,18 @@ def rank_layers(qdq_model: Path, feeds: list[dict[str, np.ndarray]], work: Path)
         if not pre or not post:
             continue
         err = float(np.mean([_channel_error(a, b) for a, b in zip(pre, post, strict=False)]))
-        scores.append((node.name, err))
+        scores.append((node.name, err, _compute_producers(q.input[0], producer)))
     aug.unlink(missing_ok=True)
     return sorted(scores, key=lambda t: -t[1])
+
+
+def _compute_producers(tensor: str, producer: dict[str, Any], depth: int = 8) -> tuple[str, ...]:
+    """The compute op that produces ``tensor``, walking back through single-input ops (Relu, pooling, DQ/Q)."""
+    for _ in range(depth):
+        node = producer.get(tensor)
+        if node is None or not node.input:
+            return ()
+        if node.op_type in ONNX_COMPUTE:
+            return (node.name,)
+        tensor = node.input[0]
+    return ()
