@@ -268,7 +268,9 @@ def explain_failure(err: Exception, ctx: Any, staged: Path, inputs: list[Any]) -
             if ref is None:
                 extra = "per-op parity: the pipeline has no ONNX of the source to compare with"
             else:
-                feeds = next(iter(random_dataset(inputs, 1, 0).batches()))
+                real = ctx.calib if ctx.calib is not None else ctx.eval  # int8 ranges: judge on real data
+                data = real.head(4) if real is not None else random_dataset(inputs, 1, 0)
+                feeds = next(iter(data.batches()))
                 result = explain_bundle(ref, staged, feeds)
                 extra = result.table()
                 if getattr(err, "report", None) is not None:

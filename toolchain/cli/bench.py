@@ -45,6 +45,9 @@ def bench(
                                                                         "this budget; the verdict is in the result"),
     percentile: Percentile = typer.Option(Percentile.p95, "--percentile", help="percentile the budget applies to"),
     samples: bool = typer.Option(False, "--samples", help="include the raw samples in the JSON output"),
+    profile: bool = typer.Option(False, "--profile", help="also run the engine's per-op profiler, in a separate "
+                                 "run after the timed ones: top ops, placement, fallback warning"),
+    top: int = typer.Option(10, "--top", min=1, help="ops shown by --profile (JSON carries all)"),
     no_store: bool = typer.Option(False, "--no-store", help="do not record the result in the results store"),
     force: bool = typer.Option(False, "--force", help="(devices) deploy even if the bundle's target does not fit"),
     trust_new_host_key: bool = TrustOpt,
@@ -62,7 +65,7 @@ def bench(
     where = devices or device or "local"
     shapes = parse_input_shapes(input_shape, bundle) if input_shape else None
     settings = settings_for(bundle, threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration,
-                            batch=batch, input_shapes=shapes)
+                            batch=batch, input_shapes=shapes, profile=profile or None)
     outcomes = run_bench(bundle, where, settings=settings, store=not no_store, max_latency_ms=max_latency_ms,
                          percentile=percentile.value, force=force, trust_new_host_key=trust_new_host_key,
                          passphrase=passphrase(ask_passphrase))
@@ -74,6 +77,10 @@ def bench(
             from .output import print_bench
 
             print_bench(result)
+            if profile:
+                from .profile_view import print_profile
+
+                print_profile(result.profile, top)
     else:
         if fmt == Format.json:
             print_json({"devices": [o.to_dict(samples=samples) for o in outcomes]}, compact=samples)

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "build",
     "optimize",
     "bench",
+    "inspect",  # per-op: pipeline, op histogram, engine placement, parity
     "results",
     "devices",
     "deploy",
