@@ -42,10 +42,7 @@ def med(xs: list[float]) -> float:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    code = ("import sys\nfrom edgeify.cli import main as m\nfrom edgeify.cli.devices import register\n"
-            "if not any(getattr(g, 'name', None) == 'devices' for g in m.app.registered_groups):\n"
-            "    register(m.app)\nm.main(sys.argv[1:])\n")
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False)
+    return subprocess.run([sys.executable, "-m", "edgeify", *args], capture_output=True, text=True, check=False)
 
 
 def main() -> int:
@@ -71,10 +68,10 @@ def main() -> int:
     kh = home / ".ssh" / "known_hosts"
     kh.write_text("".join(d.known_hosts_line() + "\n" for d in devices))
 
+    from edgeify.bench import BenchSettings, bench
     from edgeify.deploy.connect import open_site
     from edgeify.deploy.deployer import deploy, runtime_package
     from edgeify.deploy.inventory import Inventory, make_device
-    from edgeify.deploy.remote_bench import benchmark_fleet
 
     def device(d: sshlab.Sshd, workdir: Path, tags: tuple[str, ...] = ()) -> Any:
         return make_device(d.name, host=d.address, port=d.port, user="root", python=sys.executable,
@@ -168,19 +165,20 @@ def main() -> int:
         for d in devices:
             inv.add(device(d, tmp / f"fleet-{d.name}", tags=("bench",)), replace=True)
         inv.save()
-        benchmark_fleet(small, "tag:bench", {**PROTOCOL, "runs": 5, "min_duration_s": 0.0}, store=False)
+        bench(small, "tag:bench", settings=BenchSettings(**{**PROTOCOL, "runs": 5, "min_duration_s": 0.0}),
+              store=False)
         t = time.perf_counter()
-        one = benchmark_fleet(small, devices[0].name, PROTOCOL, store=True)
+        one = bench(small, devices[0].name, settings=BenchSettings(**PROTOCOL), store=True)
         one_wall = time.perf_counter() - t
         t = time.perf_counter()
-        many = benchmark_fleet(small, "tag:bench", PROTOCOL, store=True)
+        many = bench(small, "tag:bench", settings=BenchSettings(**PROTOCOL), store=True)
         many_wall = time.perf_counter() - t
         assert all(o.ok for o in one + many), [o.error_dict() for o in one + many if not o.ok]
         out["fleet"] = {
             "protocol": PROTOCOL, "one_device_wall_s": round(one_wall, 3),
             "n_devices_wall_s": round(many_wall, 3), "n": len(many), "ratio": round(many_wall / one_wall, 3),
-            "one_device_p50_ms": one[0].result["latency_ms"]["p50"],
-            "per_device_p50_ms": {o.device: o.result["latency_ms"]["p50"] for o in many},
+            "one_device_p50_ms": one[0].unwrap().latency_ms.p50,
+            "per_device_p50_ms": {o.device: o.unwrap().latency_ms.p50 for o in many},
             "per_device_s": {o.device: round(o.seconds, 3) for o in many},
         }
     finally:

@@ -71,7 +71,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args()
 
-    from edgeify.bench_local import run_agent
+    from edgeify.bench import BenchSettings, bench
     from edgeify.build import build
     from edgeify.targets import load_registry
 
@@ -94,8 +94,9 @@ def main() -> int:
                         calib=calib if precision == "int8" else None, input_shapes=[",".join(map(str, SHAPE))],
                         out=work / f"{model}-{engine}-{precision}", measure_latency=False)
             build_s = time.perf_counter() - t0
-            r = run_agent({"bundle": str(res.out), "threads": args.threads, "warmup": args.warmup,
-                           "runs": args.runs, "min_duration_s": args.min_duration})
+            settings = BenchSettings(threads=args.threads, warmup=args.warmup, runs=args.runs,
+                                     min_duration_s=args.min_duration)
+            r = bench(res.out, "local", settings=settings, store=False)[0].unwrap().to_dict()
             lat = r["latency_ms"]
             weights = sum(f["size"] for n, f in res.manifest["files"].items())
             gated = [o for o in res.validation["outputs"] if o.get("gated")]

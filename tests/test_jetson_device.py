@@ -26,10 +26,10 @@ def test_mobilenet_v2_fp16_on_a_real_jetson(tmp_path: Path) -> None:
     name = os.environ.get("EDGEIFY_JETSON_DEVICE")
     if not name:
         pytest.skip("set EDGEIFY_JETSON_DEVICE to a Jetson in `edgeify devices list` (JetPack with TensorRT)")
+    from edgeify.bench import BenchSettings, bench, outputs_on_device
     from edgeify.deploy.connect import open_site
     from edgeify.deploy.deployer import deploy
     from edgeify.deploy.inventory import Inventory
-    from edgeify.deploy.remote_bench import bench_device, outputs_on_site
 
     device = Inventory().get(name)
     calib = tmp_path / "calib.npz"
@@ -38,26 +38,26 @@ def test_mobilenet_v2_fp16_on_a_real_jetson(tmp_path: Path) -> None:
     bundle = tmp_path / "mnv2-fp16"
     build(MNV2, target=device.target or "jetson-orin-nano", precision="fp16", input_shapes=["1,3,224,224"],
           calib=calib, out=bundle, measure_latency=False)
-    proto = {"warmup": 20, "runs": 200, "min_duration_s": 2.0, "max_duration_s": 120.0}
-    first = bench_device(device, bundle, proto, store=False)
+    proto = BenchSettings(warmup=20, runs=200, min_duration_s=2.0, max_duration_s=120.0)
+    first = bench(bundle, device, settings=proto, store=False)[0].unwrap().to_dict()
     assert first["engine"]["name"] == "tensorrt" and first["fingerprint"]["jetson"]["is_jetson"]
     (step,) = first["deploy"]["device_steps"]
     assert step["decision"] in ("built", "reused", "rebuilt")
-    assert first["engine_build"]["decision"] == "reused"  # deploy built it; the adapter found it
-    if first["trtexec"]["available"]:
-        assert first["trtexec"]["summary"]["gpu_compute_ms"]["median"] > 0
-    second = bench_device(device, bundle, proto, store=False)
+    assert first["extra"]["engine_build"]["decision"] == "reused"  # deploy built it; the adapter found it
+    if first["extra"]["trtexec"]["available"]:
+        assert first["extra"]["trtexec"]["summary"]["gpu_compute_ms"]["median"] > 0
+    second = bench(bundle, device, settings=proto, store=False)[0].unwrap().to_dict()
     assert second["deploy"]["device_steps"][0]["decision"] == "reused"
     with open_site(device) as site:
         report = deploy(site, bundle, device=device)
         inputs = tmp_path / "inputs.npz"
         np.savez(inputs, x=x[:1])
-        _, out_path = outputs_on_site(site, report, inputs, tmp_path / "fetched")
+        _, out_path = outputs_on_device(site, report, inputs, tmp_path / "fetched")
     with np.load(out_path) as z:
         got = z["output"]
     with _host_reference(bundle) as ref_model:
         ref = ref_model.run({"x": x[:1]})["output"]
-    print(json.dumps({"p50_ms": first["latency_ms"]["p50"], "trtexec": first.get("trtexec"),
+    print(json.dumps({"p50_ms": first["latency_ms"]["p50"], "trtexec": first["extra"].get("trtexec"),
                       "max_abs_vs_host": float(np.abs(got - ref).max())}))
     assert np.abs(got - ref).max() <= 1e-2 * np.abs(ref).max() + 1e-5
 

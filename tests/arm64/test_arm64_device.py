@@ -9,10 +9,10 @@ from pathlib import Path
 import edgeify_runtime
 import numpy as np
 import pytest
+from edgeify.bench import BenchSettings, bench, outputs_on_device
 from edgeify.build import build
 from edgeify.deploy.connect import open_site
 from edgeify.deploy.deployer import deploy
-from edgeify.deploy.remote_bench import bench_device, outputs_on_site
 
 
 def test_device_is_aarch64_and_has_no_runtime_before_deploy(arm64_device) -> None:
@@ -43,7 +43,8 @@ def test_digits_onnxruntime_bundle_matches_host_on_arm64(arm64_device, digits, t
     np.savez(inputs, x=x)
     with open_site(arm64_device) as site:
         report = deploy(site, bundle, device=arm64_device)
-        result, out_path = outputs_on_site(site, report, inputs, tmp_path / "fetched")
+        record, out_path = outputs_on_device(site, report, inputs, tmp_path / "fetched")
+        result = record.to_dict()
     assert result["fingerprint"]["arch"] == "aarch64"
     with np.load(out_path, allow_pickle=False) as z:
         got = z["output"]
@@ -60,8 +61,8 @@ def test_digits_onnxruntime_bundle_matches_host_on_arm64(arm64_device, digits, t
 def test_remote_benchmark_on_arm64_is_stored_with_its_fingerprint(arm64_device, tiny_onnx, tmp_path: Path) -> None:
     bundle = tmp_path / "tiny"
     build(tiny_onnx, target="rpi5", precision="fp32", engine="onnxruntime", out=bundle, measure_latency=False)
-    res = bench_device(arm64_device, bundle, {"warmup": 2, "runs": 10, "min_duration_s": 0.0,
-                                              "max_duration_s": 60.0, "threads": 1})
+    quick = BenchSettings(warmup=2, runs=10, min_duration_s=0.0, max_duration_s=60.0, threads=1)
+    res = bench(bundle, arm64_device, settings=quick)[0].unwrap().to_dict()
     assert res["fingerprint"]["arch"] == "aarch64" and res["fingerprint"]["cpu"]["isa"]
     assert res["protocol"]["runs_done"] >= 10 and res["result_id"] > 0
     print(json.dumps({"remote_bench_tiny_p50_ms": res["latency_ms"]["p50"], "deploy": res["deploy"]}))
@@ -93,7 +94,8 @@ def test_mobilenet_v2_fp32_matches_host_on_arm64(arm64, arm64_device, tmp_path: 
     np.savez(inputs, **{name: x[:1] if fixed else x})
     with open_site(device) as site:
         report = deploy(site, bundle, device=device)
-        result, out_path = outputs_on_site(site, report, inputs, tmp_path / "fetched")
+        record, out_path = outputs_on_device(site, report, inputs, tmp_path / "fetched")
+        result = record.to_dict()
     with np.load(out_path, allow_pickle=False) as z:
         got = next(iter(z.values()))
     ref = ref[: len(got)]

@@ -16,10 +16,10 @@ from pathlib import Path
 import edgeify_runtime
 import numpy as np
 import pytest
+from edgeify.bench import outputs_on_device
 from edgeify.build import build
 from edgeify.deploy.connect import open_site
 from edgeify.deploy.deployer import deploy
-from edgeify.deploy.remote_bench import outputs_on_site
 
 
 @pytest.fixture()
@@ -46,7 +46,8 @@ def test_digits_litert_bundle_matches_host_on_arm64(pi5_device, digits, digits_o
     np.savez(inputs, x=x)
     with open_site(pi5_device) as site:
         report = deploy(site, bundle, device=pi5_device)  # an rpi5 bundle on an rpi5 device: no --force
-        result, out_path = outputs_on_site(site, report, inputs, tmp_path / "fetched")
+        record, out_path = outputs_on_device(site, report, inputs, tmp_path / "fetched")
+        result = record.to_dict()
     assert result["fingerprint"]["arch"] == "aarch64"
     assert result["engine"]["name"] == "litert" and result["engine"]["module"] == "ai_edge_litert"
     name = res.manifest["outputs"][0]["name"]

@@ -20,10 +20,10 @@ from pathlib import Path
 import edgeify_runtime
 import numpy as np
 import pytest
+from edgeify.bench import outputs_on_device
 from edgeify.build import build
 from edgeify.deploy.connect import open_site
 from edgeify.deploy.deployer import deploy
-from edgeify.deploy.remote_bench import outputs_on_site
 from edgeify.errors import EngineMissingError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -52,7 +52,8 @@ def test_onnxruntime_fallback_bundle_matches_host_on_arm64(jetson_device, digits
     np.savez(inputs, x=x)
     with open_site(jetson_device) as site:
         report = deploy(site, bundle, device=jetson_device)
-        result, out_path = outputs_on_site(site, report, inputs, tmp_path / "fetched")
+        record, out_path = outputs_on_device(site, report, inputs, tmp_path / "fetched")
+        result = record.to_dict()
     assert result["fingerprint"]["arch"] == "aarch64"
     assert result["engine"]["accelerator"] == "CPUExecutionProvider"  # TensorRT and CUDA providers skipped
     with np.load(out_path, allow_pickle=False) as z:

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import sshlab
+from edgeify.bench import BenchSettings, bench
 from edgeify.deploy.connect import open_site
 from edgeify.deploy.deployer import deploy
-from edgeify.deploy.remote_bench import bench_device
 from edgeify.errors import (
     BundleError,
     EngineMissingError,
@@ -282,3 +282,8 @@ def test_unwritable_work_directory(env, lab, workdir: Path, bundles, fault_matri
                             _assert_intact(workdir, good))
     finally:
         sshlab.umount(workdir)
+
+
+def bench_device(dev: Any, bundle: Any, proto: dict[str, Any]) -> Any:
+    """One device through the bench orchestrator: its BenchResult as the JSON dict, or its error raised."""
+    return bench(bundle, dev, settings=BenchSettings(**proto))[0].unwrap().to_dict(samples=True)
