@@ -30,6 +30,7 @@ __all__ = [
     "LatencyBudgetError",
     "ModelLoadError",
     "ParityError",
+    "RegressionError",
     "RemoteCommandError",
     "RemoteDiskError",
     "RemoteUnwritableError",
@@ -107,6 +108,16 @@ class LatencyBudgetError(EdgeifyError):
 
     exit_code = 13
     meaning = "latency budget exceeded (--max-latency-ms)"
+
+
+class RegressionError(EdgeifyError):
+    """``edgeify gate``: the candidate is slower than the baseline by more than ``--max-regression``, and the
+    difference is significant."""
+
+    exit_code = 14
+    meaning = "performance regression: candidate slower than the baseline beyond --max-regression (edgeify gate)"
+    hint = ("look at `edgeify compare BASELINE CANDIDATE`; if the slowdown is intended, move the baseline: "
+            "`edgeify results tag ID NAME`")
 
 
 class DeviceError(EdgeifyError):

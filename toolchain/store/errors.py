@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError, EdgeifyError
+from ..errors import ConfigError, UsageError
 
 
 class StoreError(ConfigError):
@@ -18,10 +18,9 @@ class StoreSchemaError(StoreError):
     hint = "upgrade edgeify on this machine, or point EDGEIFY_RESULTS_URL at another store"
 
 
-class ResultNotFoundError(EdgeifyError):
+class ResultNotFoundError(UsageError):
     """A result id, tag or bundle digest that the store does not hold (a usage error: exit 2)."""
 
-    exit_code = 2
     hint = "`edgeify results` lists the stored results with their ids"
 
 
