@@ -1,7 +1,8 @@
 """``edgeify deploy --app serve``: the HTTP service installed beside its bundle on a real sshd device, started,
 health-checked, queried for real over HTTP, restarted by a redeploy, stopped; and its failures.
 
-The device's python is this venv's (it has starlette, uvicorn and prometheus-client). Every app started here
+The device's python is this venv's (it has starlette, uvicorn and prometheus-client); ``--app serve`` runs
+``python -m edgeify_runtime.serve`` from the deployed runtime zip. Every app started here
 writes a pid file in the test's work directory and is killed by that pid in ``finally``; every HTTP request
 goes to 127.0.0.x with a timeout.
 """
@@ -35,7 +36,7 @@ def _digest(bundle: Path) -> str:
 
 
 def _free_port() -> int:
-    return sshlab.free_port("0.0.0.0")  # the app listens on every interface by default
+    return sshlab.free_port("0.0.0.0")
 
 
 def _kill_apps(workdir: Path) -> None:
@@ -82,16 +83,20 @@ def test_deploy_serve_predict_redeploy_stop(env, lab, workdir: Path, bundles) ->
     try:
         with open_site(dev) as site:
             with Timer() as t:
-                r = deploy_app(site, v1, app="serve", port=port, options=["max-batch=4"], device=dev)
+                r = deploy_app(site, v1, app="serve", port=port, options=["max-batch=4"], device=dev,
+                               host=sshd.address)
             print(f"\ndeploy + start + healthy (tiny bundle, first deploy): {t.seconds:.2f} s {r.timings_s}")
             assert t.seconds < 30
             assert r.health["status"] == "ok" and r.health["bundle_digest"] == _digest(v1)
             assert r.url == f"http://{sshd.address}:{port}" and r.restarted is None
-            assert r.deploy["status"] == "installed"
+            assert r.deploy["status"] == "installed" and r.warnings == []  # 127.0.0.x is loopback
             assert int((workdir / "apps" / "model" / "app.pid").read_text()) == r.pid
-            spec = resolve_app("serve")
-            assert (workdir / "apps" / "_files" / spec.remote_file).read_bytes() == spec.path.read_bytes()
-            assert any(spec.remote_file in part for part in psutil.Process(r.pid).cmdline())
+            # the service runs from the runtime zip: nothing of the host's source tree is uploaded
+            assert resolve_app("serve").module == "edgeify_runtime.serve"
+            cmdline = psutil.Process(r.pid).cmdline()
+            assert cmdline[1:3] == ["-m", "edgeify_runtime.serve"], cmdline
+            assert psutil.Process(r.pid).environ()["PYTHONPATH"] == str(workdir / "runtime" / r.deploy["runtime"])
+            assert not any((workdir / "apps" / "_files").iterdir())
 
             # a real request from here to the device's address: the same answer as the runtime locally
             status, out = _request(sshd.address, port, "POST", "/v1/predict", {"inputs": {"x": x.tolist()}})
@@ -105,7 +110,7 @@ def test_deploy_serve_predict_redeploy_stop(env, lab, workdir: Path, bundles) ->
 
             # redeploy another version under the same name: the running app is stopped (SIGTERM, exit 0) and a
             # new one answers for the new digest
-            r2 = deploy_app(site, v2, app="serve", port=port, device=dev)
+            r2 = deploy_app(site, v2, app="serve", port=port, device=dev, host=sshd.address)
             assert r2.pid != r.pid and _gone(r.pid)
             assert r2.restarted and r2.restarted["pid"] == r.pid and r2.restarted["signal"] == "TERM"
             assert r2.restarted["exit_code"] == 0
@@ -119,13 +124,13 @@ def test_deploy_serve_predict_redeploy_stop(env, lab, workdir: Path, bundles) ->
             assert not np.allclose(ref1, ref2)
 
             # the same bundle again: nothing to upload, still a restart (redeploy = restart)
-            r3 = deploy_app(site, v2, app="serve", port=port, device=dev)
+            r3 = deploy_app(site, v2, app="serve", port=port, device=dev, host=sshd.address)
             assert r3.deploy["status"] == "unchanged" and r3.deploy["uploaded_bytes"] == 0
             assert r3.restarted["pid"] == r2.pid and r3.pid != r2.pid and _gone(r2.pid)
 
             # another app (another bundle name) on the port in use: refused before starting anything
             with pytest.raises(RemoteCommandError) as exc:
-                deploy_app(site, v1, app="serve", port=port, device=dev, name="other")
+                deploy_app(site, v1, app="serve", port=port, device=dev, name="other", host=sshd.address)
             assert exc.value.exit_code == 25 and f"port {port} is used by app 'model'" in exc.value.message
             assert "edgeify apps stop model" in exc.value.hint and not (workdir / "apps" / "other").exists()
 
@@ -154,11 +159,12 @@ def test_port_in_use_fails_with_the_apps_own_error(env, lab, workdir: Path, bund
         blocker.listen(1)
         port = blocker.getsockname()[1]
         with open_site(dev) as site, Timer() as t, pytest.raises(RemoteCommandError) as exc:
-            deploy_app(site, bundles["v1"], app="serve", port=port, device=dev, health_timeout=30)
+            deploy_app(site, bundles["v1"], app="serve", port=port, device=dev, health_timeout=30,
+                       host=sshd.address)
         assert t.seconds < 30
         e = exc.value
         assert e.exit_code == 25
-        assert "exited with code 1" in e.message and f"cannot listen on 0.0.0.0:{port}" in e.message
+        assert "exited with code 1" in e.message and f"cannot listen on {sshd.address}:{port}" in e.message
         assert "serve: error:" in e.message  # the log tail is in the message
         assert "pick another --port" in e.hint
         pid = int((workdir / "apps" / "model" / "app.pid").read_text())
@@ -179,7 +185,7 @@ def test_missing_packages_are_named_and_nothing_starts(env, lab, workdir: Path, 
     for mod in ("starlette", "uvicorn", "prometheus_client"):
         assert mod in e.message
     assert "does not install packages" in e.message
-    assert f"{py} -m pip install" in e.hint and "'uvicorn>=0.22'" in e.hint and "requirements-serve.txt" in e.hint
+    assert f"{py} -m pip install" in e.hint and "'uvicorn>=0.22'" in e.hint and "[serve] extra" in e.hint
     assert not (workdir / "apps" / "model").exists()  # refused before starting anything
 
 
@@ -220,12 +226,33 @@ def test_cli_deploy_app_status_stop(env, lab, workdir: Path, bundles) -> None:
                       "--app-option", "max-batch=2", "--format", "json")
         assert dep.returncode == 0, dep.stderr
         r = json.loads(dep.stdout)
-        assert r["url"] == f"http://{d.address}:{port}" and r["health"]["bundle_digest"] == _digest(bundles["v1"])
-        assert set(r["timings_s"]) >= {"deploy", "probe", "upload", "start", "health", "total"}
-        status, _ = _request(d.address, port, "GET", "/healthz")
+        # the service binds loopback unless told: reachable on the device only
+        assert r["host"] == "127.0.0.1" and r["url"] == f"http://127.0.0.1:{port}" and not r["token"]
+        assert r["health"]["bundle_digest"] == _digest(bundles["v1"]) and r["warnings"] == []
+        status, _ = _request("127.0.0.1", port, "GET", "/healthz")
         assert status == 200
 
-        table = run_cli("deploy", str(bundles["v1"]), "--device", "edge-1", "--app", "serve", "--port", str(port))
+        # --host <a non-loopback address> is warned about; --token-file guards every endpoint
+        token = env.tmp / "token"
+        token.write_text("s3cret-token-0123456789abcdef\n")
+        dep = run_cli("deploy", str(bundles["v1"]), "--device", "edge-1", "--app", "serve", "--port", str(port),
+                      "--host", "0.0.0.0", "--token-file", str(token), "--format", "json")
+        assert dep.returncode == 0, dep.stderr
+        r = json.loads(dep.stdout)
+        assert r["host"] == "0.0.0.0" and r["token"] is True
+        assert any("anyone who can reach the device" in w for w in r["warnings"])
+        assert "s3cret-token" not in dep.stdout + dep.stderr
+        app_dir = workdir / "apps" / "model"
+        assert all("s3cret-token" not in p.read_text() for p in app_dir.glob("app.*") if p.is_file())
+        assert _request(d.address, port, "GET", "/healthz")[0] == 401
+        conn = http.client.HTTPConnection(d.address, port, timeout=10)
+        conn.request("GET", "/healthz", headers={"Authorization": "Bearer s3cret-token-0123456789abcdef"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        assert set(r["timings_s"]) >= {"deploy", "probe", "upload", "start", "health", "total"}
+
+        table = run_cli("deploy", str(bundles["v1"]), "--device", "edge-1", "--app", "serve", "--port", str(port),
+                        "--host", d.address)
         assert table.returncode == 0, table.stderr
         assert "healthy at" in table.stdout and f"was pid {r['pid']}" in table.stdout
         assert "edgeify apps stop model --device edge-1" in table.stdout

@@ -35,8 +35,12 @@ def deploy_cmd(
     force: bool = typer.Option(False, "--force", help="deploy even if the bundle's target/engine does not fit "
                                                       "the device's target"),
     app: str = typer.Option(None, "--app", help="also install this app beside the bundle, start it and check its "
-                                                "health: serve (examples/apps/serve.py) or path/to/app.py"),
+                                                "health: serve (python -m edgeify_runtime.serve) or path/to/app.py"),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port the app listens on (with --app)"),
+    host: str = typer.Option(None, "--host", help="address the app listens on, on the device [default: 127.0.0.1; "
+                                                  "a non-loopback address is reachable from the network: warned]"),
+    token_file: Path = typer.Option(None, "--token-file", help="require this bearer token (the file's first line) "
+                                                               "on every request to the app; never logged"),
     app_option: list[str] = typer.Option([], "--app-option", metavar="KEY=VALUE",
                                          help="passed to the app as --KEY VALUE (KEY alone: --KEY), e.g. "
                                               "max-batch=16, host=127.0.0.1; repeatable"),
@@ -63,7 +67,8 @@ def deploy_cmd(
     show_progress = fmt == Format.table and not many and sys.stderr.isatty()
     if app is not None:
         _deploy_app(bundle, devs, many, app=app, port=port, options=app_option, name=name, force=force,
-                    health_timeout=health_timeout, trust_new_host_key=trust_new_host_key, passphrase=pw, fmt=fmt)
+                    health_timeout=health_timeout, trust_new_host_key=trust_new_host_key, passphrase=pw, fmt=fmt,
+                    host=host, token_file=token_file)
         return
     if app_option:
         from edgeify.errors import ConfigError
@@ -96,6 +101,7 @@ def deploy_cmd(
 
 def _deploy_app(bundle: Path, devs: list[Any], many: bool, *, app: str, port: int, options: list[str],
                 name: str | None, force: bool, health_timeout: float, trust_new_host_key: bool,
+                host: str | None = None, token_file: Path | None = None,
                 passphrase: str | None, fmt: Format) -> None:
     """``edgeify deploy BUNDLE --app serve``: deploy, start the app, check its health, on one device or many."""
     from edgeify.deploy.apps import app_arguments, deploy_app, resolve_app
@@ -108,7 +114,7 @@ def _deploy_app(bundle: Path, devs: list[Any], many: bool, *, app: str, port: in
     def one(dev: Any) -> Any:
         with open_site(dev, trust_new_host_key=trust_new_host_key, passphrase=passphrase) as site:
             return deploy_app(site, bundle, app=spec, port=port, options=options, device=dev, name=name,
-                              force=force, health_timeout=health_timeout)
+                              force=force, health_timeout=health_timeout, host=host, token_file=token_file)
 
     if not many:
         with err_console.status(f"deploying {bundle.name} + {spec.kind} to {devs[0].name}",

@@ -3,14 +3,16 @@
 One deploy is four phases, each timed in the report:
 
 1. **connect**: the transport's connection (SSH handshake, host key check, authentication);
-2. **prepare**: one device-side call that creates the work directory, checks it is writable and has room,
-   finds the files already there unchanged (sha256) and makes a fresh staging directory;
-3. **transfer**: only the files that are missing or changed, plus the runtime package when the device does
-   not have this version cached (``runtime/edgeify_runtime-<version>-<hash>.zip``; Python imports it
-   straight from the zip, so nothing is pip-installed on the device);
-4. **verify + install**: one device-side call that hard-links the unchanged files into staging, checks the
-   sha256 of every file, renames staging into ``bundles/<name>/v-...`` and switches ``current`` with one
-   atomic rename, keeping the old version as ``previous`` (``edgeify rollback``).
+2. **prepare**: the runtime zip is checked by the inline bootstrap (uploaded when the device does not have this
+   version: ``runtime/edgeify_runtime-<version>-<hash>.zip``, see ``runtime_zip``); then
+   ``python -m edgeify_runtime.device_files prepare`` from that zip creates the work directory, checks it is
+   writable and has room, finds the files already there unchanged (sha256) and hard-links them into a fresh
+   staging directory, under the bundle's lock on the device;
+3. **transfer**: only the files that are missing or changed;
+4. **verify + install**: ``device_files install`` checks the sha256 of every file, renames staging into
+   ``bundles/<name>/v-...`` and switches ``current`` with one atomic rename, keeping the old version as
+   ``previous`` (``edgeify rollback``), under the bundle's lock: concurrent deploys of one name install one
+   after the other.
 
 A failure before the final rename leaves the installed versions untouched; the deployer removes its staging
 directory when the device is still reachable (the next deploy removes stale ones otherwise).
@@ -18,17 +20,11 @@ directory when the device is still reachable (the next deploy removes stale ones
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import io
 import json
 import os
 import posixpath
 import re
-import shlex
 import time
-import uuid
-import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,156 +32,26 @@ from typing import Any
 
 from edgeify_runtime.manifest import MANIFEST_NAME, REPORT_NAME, Manifest, sha256_file
 
-from ..errors import (
-    BundleError,
-    EdgeifyError,
-    RemoteCommandError,
-    RemoteDiskError,
-    RemoteUnwritableError,
-    TargetError,
-    TransportLostError,
-)
-from .inventory import DEFAULT_PYTHON, DEFAULT_WORKDIR, Device
-from .transport import ProgressCallback, Transport
+from ..errors import BundleError, EdgeifyError, RemoteDiskError, TargetError, TransportLostError
+from .device_calls import device_op, op_error, space_error
+from .inventory import Device
+from .runtime_zip import RuntimeOnDevice, RuntimePackage, install_runtime, runtime_package
+from .site import DeviceSite
+from .transport import ProgressCallback
 
-#: device-side operations: this file's text is the program ``python3 -c`` runs on the device
-_DEVICE_OPS = Path(__file__).with_name("device_ops.py")
 BUNDLE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: room kept free on the device beyond the upload itself
 SPACE_MARGIN_BYTES = 1 << 20
 OP_TIMEOUT_S = 300.0
+FILES_MODULE = "edgeify_runtime.device_files"
 
 PhaseCallback = Callable[[str, dict[str, Any]], None]
 
 
-@functools.lru_cache(maxsize=1)
-def device_ops_source() -> str:
-    return _DEVICE_OPS.read_text(encoding="utf-8")
-
-
-# -- the runtime package -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RuntimePackage:
-    """The device-side ``edgeify_runtime`` package as one deterministic zip (PYTHONPATH-importable)."""
-
-    path: Path
-    file: str
-    sha256: str
-    size: int
-    version: str
-
-    def meta(self) -> dict[str, Any]:
-        return {"file": self.file, "sha256": self.sha256, "size": self.size}
-
-
-def _runtime_sources() -> list[tuple[str, Path]]:
-    import edgeify_runtime
-
-    root = Path(edgeify_runtime.__file__).resolve().parent
-    out = []
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root.parent).as_posix()
-        if p.is_file() and "__pycache__" not in p.parts and (p.suffix == ".py" or p.name == "py.typed"):
-            out.append((rel, p))
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _runtime_zip() -> tuple[bytes, str, str]:
-    import edgeify_runtime
-
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for rel, path in _runtime_sources():
-            info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, path.read_bytes())
-    data = buf.getvalue()
-    return data, hashlib.sha256(data).hexdigest(), edgeify_runtime.__version__
-
-
-def runtime_package() -> RuntimePackage:
-    """The installed ``edgeify_runtime`` as a zip (sources only, fixed timestamps: same sources, same bytes),
-    written once to edgeify's cache dir."""
-    from ..paths import cache_dir
-
-    data, digest, version = _runtime_zip()
-    name = f"edgeify_runtime-{version}-{digest[:16]}.zip"
-    out = cache_dir() / "runtime" / name
-    if not out.is_file() or out.stat().st_size != len(data):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{name}.{uuid.uuid4().hex[:8]}")
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    return RuntimePackage(path=out, file=name, sha256=digest, size=len(data), version=version)
-
-
-# -- a device reached through a transport --------------------------------------------------------------------------
-class DeviceSite:
-    """A device's Python and work directory behind a transport; runs the device-side operations."""
-
-    def __init__(self, transport: Transport, *, name: str = "device", python: list[str] | None = None,
-                 workdir: str | None = None) -> None:
-        self.transport = transport
-        self.name = name
-        self.python = python or [DEFAULT_PYTHON]
-        self.workdir = workdir or DEFAULT_WORKDIR
-
-    @classmethod
-    def for_device(cls, transport: Transport, device: Device) -> DeviceSite:
-        return cls(transport, name=device.name, python=device.python_argv, workdir=device.remote_workdir)
-
-    def op(self, op: str, args: dict[str, Any], *, timeout: float = OP_TIMEOUT_S) -> dict[str, Any]:
-        payload = json.dumps({"workdir": self.workdir, **args})
-        rc, out, err = self.transport.run([*self.python, "-c", device_ops_source(), op], input=payload,
-                                          timeout=timeout)
-        result = _last_json(out)
-        if result is None:
-            self._no_result(rc, err)
-        if result.get("ok"):
-            return result
-        raise op_error(self.name, result.get("error") or {})
-
-    def _no_result(self, rc: int, err: str) -> None:
-        tail = " | ".join(err.strip().splitlines()[-4:])
-        py = shlex.join(self.python)
-        if rc in (126, 127):
-            raise RemoteCommandError(f"device {self.name}: cannot run `{py}` ({tail or f'exit {rc}'})",
-                                     hint="install Python 3 on the device, or tell edgeify where it is: "
-                                          f"edgeify devices add {self.name} ... --python /path/to/python3 --replace")
-        if "SyntaxError" in err:
-            raise RemoteCommandError(f"device {self.name}: `{py}` is too old for edgeify ({tail})",
-                                     hint="edgeify needs Python 3.8 or newer on the device (--python)")
-        raise RemoteCommandError(f"device {self.name}: device-side operation failed (exit {rc}): {tail}")
-
-    def python_env(self, runtime: RuntimePackage, prep: dict[str, Any]) -> dict[str, str]:
-        return {"PYTHONPATH": prep.get("runtime_path") or posixpath.join(prep["workdir"], "runtime", runtime.file)}
-
-
-def _last_json(text: str) -> dict[str, Any] | None:
-    for line in reversed(text.strip().splitlines()):
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        return value if isinstance(value, dict) else None
-    return None
-
-
-def op_error(device: str, err: dict[str, Any]) -> EdgeifyError:
-    kind = err.get("kind")
-    msg = f"device {device}: {err.get('message', 'device-side operation failed')}"
-    if kind == "disk_full":
-        return RemoteDiskError(msg, hint="free space in the device's work directory, or point --workdir at a "
-                                         "bigger disk")
-    if kind == "not_writable":
-        return RemoteUnwritableError(msg, hint="make the device's work directory writable for the login user, or "
-                                         "choose another one with --workdir")
-    if kind == "hash_mismatch":
-        return BundleError(msg, hint="redeploy; if it happens again, check the device's storage")
-    if kind == "missing":
-        return BundleError(msg, hint="deploy the bundle first: edgeify deploy BUNDLE --device " + device)
-    return RemoteCommandError(msg)
+def files_op(site: DeviceSite, runtime: RuntimeOnDevice, op: str, args: dict[str, Any], *,
+             timeout: float = OP_TIMEOUT_S) -> dict[str, Any]:
+    """One ``edgeify_runtime.device_files`` operation on the device."""
+    return device_op(site, runtime, FILES_MODULE, op, args, timeout=timeout)
 
 
 # -- local bundle ------------------------------------------------------------------------------------------------
@@ -297,14 +163,11 @@ def _round(d: dict[str, float]) -> dict[str, float]:
 
 
 def ensure_runtime(site: DeviceSite) -> tuple[RuntimePackage, dict[str, Any]]:
-    """Make sure the device has this runtime version cached; returns it and the device's state."""
-    rt = runtime_package()
-    prep = site.op("prepare", {"runtime": rt.meta()})
-    if not prep.get("runtime_ok"):
-        uploaded = posixpath.join(prep["workdir"], "runtime", f".upload-{uuid.uuid4().hex[:12]}.zip")
-        _upload(site, [(str(rt.path), uploaded, rt.size)], prep, None, rt.size)
-        site.op("install", {"runtime": {**rt.meta(), "uploaded": uploaded}})
-    return rt, prep
+    """Make sure the device has this runtime version cached; returns it and ``{"workdir", "free_bytes",
+    "runtime_path"}`` of the device."""
+    on_device = install_runtime(site)
+    return on_device.package, {"workdir": on_device.workdir, "free_bytes": on_device.free_bytes,
+                               "runtime_path": on_device.path, "python": on_device.python}
 
 
 def deploy(site: DeviceSite, bundle: str | os.PathLike[str], *, device: Device | None = None,
@@ -320,14 +183,30 @@ def deploy(site: DeviceSite, bundle: str | os.PathLike[str], *, device: Device |
     report = _deploy_files(site, bundle, device=device, name=name, force=force, hash_check=hash_check,
                            check_space=check_space, on_progress=on_progress, on_phase=on_phase)
     if device_steps and LocalBundle.read(bundle).manifest.raw.get("device_steps"):
-        from .remote_bench import run_device_steps_on_site
-
         t = time.perf_counter()
-        report.device_steps = run_device_steps_on_site(site, report)
+        report.device_steps = run_device_steps(site, report)
         report.timings_s["device_steps"] = round(time.perf_counter() - t, 4)
         report.timings_s["total"] = round(report.timings_s.get("total", 0.0) + report.timings_s["device_steps"], 4)
         _phase(on_phase)("device_steps", {"steps": report.device_steps})
     return report
+
+
+#: seconds allowed for a bundle's device steps (a TensorRT engine build takes minutes on an Orin Nano)
+DEVICE_STEPS_TIMEOUT_S = 3600.0
+
+
+def run_device_steps(site: DeviceSite, report: DeployReport, *, options: dict[str, Any] | None = None,
+                     timeout: float = DEVICE_STEPS_TIMEOUT_S) -> list[dict[str, Any]]:
+    """Run ``python -m edgeify_runtime.device_steps`` on the installed bundle; return what each step did.
+
+    Raises the typed error the device reported: EngineMissingError (exit 11) when the device has no TensorRT,
+    ConversionError (8) when the engine build failed, BundleError (12)."""
+    from .site_exec import run_module
+
+    remote_bundle = posixpath.join(report.workdir or site.workdir, "bundles", report.name, "current")
+    args = ["--bundle", remote_bundle] + (["--options", json.dumps(options)] if options else [])
+    reply = run_module(site, "edgeify_runtime.device_steps", *args, timeout=timeout, what="the device steps")
+    return list(reply.get("steps") or [])
 
 
 def _deploy_files(site: DeviceSite, bundle: str | os.PathLike[str], *, device: Device | None = None,
@@ -337,7 +216,6 @@ def _deploy_files(site: DeviceSite, bundle: str | os.PathLike[str], *, device: D
     local = LocalBundle.read(bundle)
     bname = bundle_name(local, name)
     warnings = check_fit(local.manifest, device, force=force) if device is not None else []
-    rt = runtime_package()
     timings: dict[str, float] = {}
     phase = _phase(on_phase)
 
@@ -347,29 +225,20 @@ def _deploy_files(site: DeviceSite, bundle: str | os.PathLike[str], *, device: D
     phase("connected", {})
 
     t = time.perf_counter()
-    prep = site.op("prepare", {"name": bname, "files": local.files, "runtime": rt.meta(), "hash_check": hash_check})
+    runtime = install_runtime(site, on_progress=on_progress, check_space=check_space)
+    timings["runtime"] = time.perf_counter() - t
+    t = time.perf_counter()
+    prep = files_op(site, runtime, "prepare", {"name": bname, "files": local.files, "hash_check": hash_check})
     timings["prepare"] = time.perf_counter() - t
+    rt = runtime.package
     report = DeployReport(device=site.name, name=bname, digest=local.digest, status="installed",
-                          workdir=prep["workdir"], bundle_bytes=local.size, runtime=rt.file, warnings=warnings)
-    runtime_missing = not prep.get("runtime_ok")
+                          workdir=prep["workdir"], bundle_bytes=local.size, runtime=rt.file, warnings=warnings,
+                          runtime_uploaded=runtime.uploaded, uploaded_bytes=rt.size if runtime.uploaded else 0)
     current = prep.get("current") or {}
-    if prep.get("unchanged") and not runtime_missing:
+    if prep.get("unchanged"):
         report.status = "unchanged"
         report.version = current.get("dir")
         report.reused_files = len(local.files)
-        timings["total"] = time.perf_counter() - t_start
-        report.timings_s = _round(timings)
-        return report
-    if prep.get("unchanged"):  # only the runtime is new
-        t = time.perf_counter()
-        uploaded = posixpath.join(prep["workdir"], "runtime", f".upload-{uuid.uuid4().hex[:12]}.zip")
-        _upload(site, [(str(rt.path), uploaded, rt.size)], prep, on_progress, rt.size, check_space=check_space)
-        timings["transfer"] = time.perf_counter() - t
-        t = time.perf_counter()
-        site.op("install", {"runtime": {**rt.meta(), "uploaded": uploaded}})
-        timings["install"] = time.perf_counter() - t
-        report.status, report.version, report.runtime_uploaded = "unchanged", current.get("dir"), True
-        report.uploaded_bytes, report.reused_files = rt.size, len(local.files)
         timings["total"] = time.perf_counter() - t_start
         report.timings_s = _round(timings)
         return report
@@ -378,22 +247,17 @@ def _deploy_files(site: DeviceSite, bundle: str | os.PathLike[str], *, device: D
     reuse: dict[str, str] = prep.get("reuse") or {}
     todo = [(str(local.path / rel), posixpath.join(staging, rel), meta["size"])
             for rel, meta in sorted(local.files.items()) if rel not in reuse]
-    runtime_arg: dict[str, Any] | None = None
-    if runtime_missing:
-        uploaded = posixpath.join(prep["workdir"], "runtime", f".upload-{uuid.uuid4().hex[:12]}.zip")
-        todo.insert(0, (str(rt.path), uploaded, rt.size))
-        runtime_arg = {**rt.meta(), "uploaded": uploaded}
     install_args: dict[str, Any] = {"name": bname, "files": local.files, "staging": staging, "reuse": reuse,
-                                    "digest": local.digest, "runtime": runtime_arg}
+                                    "digest": local.digest}
     t = time.perf_counter()
     total = sum(size for _, _, size in todo)
-    _upload(site, todo, prep, on_progress, total, check_space=check_space, discard_args=install_args)
+    _upload(site, runtime, todo, prep, on_progress, total, check_space=check_space, discard_args=install_args)
     timings["transfer"] = time.perf_counter() - t
     phase("transferred", {"staging": staging, "files": [r for _, r, _ in todo]})
 
     t = time.perf_counter()
     try:
-        inst = site.op("install", install_args)
+        inst = files_op(site, runtime, "install", install_args)
     except BundleError as exc:  # device-side sha256 mismatch: tell a corrupt local bundle from a bad transfer
         bad = [r for r in local.files if r in str(exc)]
         corrupt = local.locally_corrupt(bad)
@@ -411,9 +275,8 @@ def _deploy_files(site: DeviceSite, bundle: str | os.PathLike[str], *, device: D
     report.version = inst.get("version")
     report.status = "repaired" if current.get("digest") == local.digest else "installed"
     report.uploaded_files = [r for r in sorted(local.files) if r not in reuse]
-    report.uploaded_bytes = total
+    report.uploaded_bytes += total
     report.reused_files = len(reuse)
-    report.runtime_uploaded = runtime_missing
     timings["total"] = time.perf_counter() - t_start
     report.timings_s = _round(timings)
     return report
@@ -423,20 +286,14 @@ def _phase(cb: PhaseCallback | None) -> PhaseCallback:
     return cb if cb is not None else (lambda name, info: None)
 
 
-def _upload(site: DeviceSite, todo: list[tuple[str, str, int]], prep: dict[str, Any],
+def _upload(site: DeviceSite, runtime: RuntimeOnDevice, todo: list[tuple[str, str, int]], prep: dict[str, Any],
             on_progress: ProgressCallback | None, total: int, *, check_space: bool = True,
             discard_args: dict[str, Any] | None = None) -> None:
     """Upload ``(local, remote, size)`` files; on failure remove what was staged and classify disk problems."""
     free = int(prep.get("free_bytes") or 0)
     if check_space and total + SPACE_MARGIN_BYTES > free:
-        _discard(site, discard_args)
-        held = int(prep.get("staging_bytes") or 0)
-        note = (f"; {_mb(held)} of it is held by interrupted uploads in {prep['workdir']}/staging, removed "
-                "automatically 10 minutes after they stopped") if held else ""
-        raise RemoteDiskError(
-            f"device {site.name}: not enough space in {prep['workdir']}: the upload needs {_mb(total)} "
-            f"(+{_mb(SPACE_MARGIN_BYTES)} margin), {_mb(free)} is free; nothing was changed{note}",
-            hint="free space on the device, or point --workdir at a bigger disk")
+        _discard(site, runtime, discard_args)
+        raise space_error(site.name, prep["workdir"], total, free, int(prep.get("staging_bytes") or 0))
     done = 0
     try:
         for local, remote, size in todo:
@@ -449,12 +306,12 @@ def _upload(site: DeviceSite, todo: list[tuple[str, str, int]], prep: dict[str, 
             site.transport.put(local, remote, callback=cb)
             done += size
     except TransportLostError:
-        raise  # the device is gone: its staging directory is removed by the next deploy
+        raise  # the device is gone: its staging directory is removed by a later deploy
     except KeyboardInterrupt:
-        _discard(site, discard_args)
+        _discard(site, runtime, discard_args)
         raise
     except EdgeifyError as exc:
-        after = _discard(site, discard_args)
+        after = _discard(site, runtime, discard_args)
         if isinstance(exc, RemoteDiskError):
             raise
         # SFTP reports ENOSPC as a generic "Failure": after removing the partial upload, does it fit?
@@ -466,29 +323,25 @@ def _upload(site: DeviceSite, todo: list[tuple[str, str, int]], prep: dict[str, 
         raise
 
 
-def _discard(site: DeviceSite, args: dict[str, Any] | None) -> dict[str, Any] | None:
+def _discard(site: DeviceSite, runtime: RuntimeOnDevice, args: dict[str, Any] | None) -> dict[str, Any] | None:
     if not args:
         return None
     try:
-        return site.op("discard", {"staging": args.get("staging"), "runtime": args.get("runtime")}, timeout=60)
+        return files_op(site, runtime, "discard", {"staging": args.get("staging")}, timeout=60)
     except EdgeifyError:
         return None
 
 
-def _mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
-
-
 def rollback(site: DeviceSite, name: str) -> dict[str, Any]:
-    """Make the previous version current again (and the current one previous)."""
+    """Make the previous version current again (and the current one previous), under the bundle's lock."""
     if not BUNDLE_NAME_RE.match(name):
         raise BundleError(f"invalid bundle name {name!r}")
-    return site.op("rollback", {"name": name})
+    return files_op(site, install_runtime(site), "rollback", {"name": name})
 
 
 def status(site: DeviceSite) -> dict[str, Any]:
-    return site.op("status", {})
+    return files_op(site, install_runtime(site), "status", {})
 
 
 __all__ = ["DeployReport", "DeviceSite", "LocalBundle", "RuntimePackage", "bundle_name", "check_fit", "deploy",
-           "ensure_runtime", "rollback", "runtime_package", "status"]
+           "ensure_runtime", "files_op", "op_error", "rollback", "run_device_steps", "runtime_package", "status"]

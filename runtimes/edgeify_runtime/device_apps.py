@@ -1,0 +1,331 @@
+"""Device-side operations for device apps (``edgeify deploy --app``): ``python -m edgeify_runtime.device_apps
+OP`` with a JSON request on stdin (``probe``, ``start``, ``health``, ``stop``, ``status``); one JSON reply.
+
+Layout in the device's work directory::
+
+    WORKDIR/apps/_files/<app>-<sha16>.py     an app file of the user's, cached by content hash
+    WORKDIR/apps/<name>/app.json             what runs: app, bundle, digest, host, port, argv, start time
+    WORKDIR/apps/<name>/app.pid              the app's pid (written by its monitor shell)
+    WORKDIR/apps/<name>/app.log              its stdout + stderr (the previous run's log is app.log.1)
+    WORKDIR/apps/<name>/app.exit             its exit status, once it has exited
+    WORKDIR/apps/<name>/.lock                flock: one start/stop of this app at a time
+
+``--app serve`` is ``python -m edgeify_runtime.serve`` from the runtime zip (nothing to upload). An app runs
+detached in its own session (``setsid``): ``sh -c`` starts it in the background, writes its pid, waits for it
+and writes its exit status, so a start that fails can be reported with the app's exit code and log even though
+no edgeify process waits for it. The shell is the app's parent and reaps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from .device_io import Args, OpError, file_lock, read_json, read_text, run_ops, workdir
+from .manifest import sha256_file
+
+#: $1.. = the app's argv; runs it in the background, records its pid, then its exit status
+MONITOR = ('"$@" & pid=$!; echo "$pid" > app.pid.tmp && mv app.pid.tmp app.pid; '
+           'wait "$pid"; echo $? > app.exit.tmp && mv app.exit.tmp app.exit')
+LOG_TAIL_LINES = 20
+#: the app files' directory in WORKDIR/apps (an app's name is a bundle name: it never starts with "_")
+FILES = "_files"
+LOG_TAIL_BYTES = 16384
+
+
+def safe_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or "/" in name or "\x00" in name or name[0] in "._":
+        raise OpError("unsafe", f"unsafe app name: {name!r}")
+    return name
+
+
+def _read_int(path: str) -> int | None:
+    text = read_text(path)
+    try:
+        return int(text.strip()) if text else None
+    except ValueError:
+        return None
+
+
+def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - LOG_TAIL_BYTES))
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return data.splitlines()[-lines:]
+
+
+def _alive(pid: int | None, marker: str | None) -> bool:
+    """Is ``pid`` running, and is it our app (its command line holds ``marker``)? A zombie counts as gone."""
+    if not pid or pid <= 1:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or another user's process: a reused pid
+        return False
+    stat = read_text(f"/proc/{pid}/stat")
+    if stat is not None:
+        if stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]:
+            return False
+        cmdline = read_text(f"/proc/{pid}/cmdline")
+        if marker and cmdline is not None and marker not in cmdline.replace("\x00", " "):
+            return False
+    return True
+
+
+def _instance(work: str, name: Any) -> str:
+    return os.path.join(work, "apps", safe_name(name))
+
+
+def _exit_code(inst: str, wait_s: float = 0.0) -> int | None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        code = _read_int(os.path.join(inst, "app.exit"))
+        if code is not None or time.monotonic() >= deadline:
+            return code
+        time.sleep(0.02)
+
+
+def _wait_gone(pid: int, marker: str | None, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while _alive(pid, marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _stop(inst: str, timeout: float) -> Args:
+    """SIGTERM the instance's app, wait up to ``timeout`` s, then SIGKILL (and wait up to 5 s more)."""
+    meta = read_json(os.path.join(inst, "app.json")) or {}
+    pid = _read_int(os.path.join(inst, "app.pid"))
+    marker = meta.get("marker")
+    if not _alive(pid, marker):
+        return {"was_running": False, "pid": pid}
+    assert pid is not None
+    t0 = time.monotonic()
+    sent = "TERM"
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    _wait_gone(pid, marker, timeout)
+    if _alive(pid, marker):
+        sent = "KILL"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, marker, 5.0)
+    if _alive(pid, marker):
+        raise OpError("stop_failed", f"app pid {pid} survived SIGKILL", pid=pid)
+    return {"was_running": True, "pid": pid, "signal": sent, "seconds": round(time.monotonic() - t0, 3),
+            "exit_code": _exit_code(inst, 2.0), "log_tail": log_tail(os.path.join(inst, "app.log"), 5)}
+
+
+def _describe(work: str, name: str) -> Args | None:
+    inst = os.path.join(work, "apps", name)
+    meta = read_json(os.path.join(inst, "app.json"))
+    if not isinstance(meta, dict):
+        return None
+    pid = _read_int(os.path.join(inst, "app.pid"))
+    running = _alive(pid, meta.get("marker"))
+    out = {k: meta.get(k) for k in ("app", "bundle", "digest", "host", "port", "started_at")}
+    out.update({"name": name, "pid": pid, "running": running, "log": os.path.join(inst, "app.log")})
+    if not running:
+        out["exit_code"] = _exit_code(inst)
+        out["log_tail"] = log_tail(os.path.join(inst, "app.log"), 5)
+    return out
+
+
+def _instances(work: str) -> list[Args]:
+    base = os.path.join(work, "apps")
+    names = sorted(os.listdir(base)) if os.path.isdir(base) else []
+    found = [_describe(work, name) for name in names if name[0] not in "._"]
+    return [d for d in found if d is not None]
+
+
+def op_probe(args: Args) -> Args:
+    """Which of ``args["modules"]`` does not import here (PYTHONPATH is the runtime zip)? Whether the app
+    file (``file`` + ``sha256``, for an app of one's own) is cached already."""
+    missing = {}
+    for mod in args.get("modules") or []:
+        try:
+            importlib.import_module(str(mod))
+        except Exception as exc:  # an ImportError, or a broken install that fails while importing
+            missing[mod] = f"{type(exc).__name__}: {exc}"
+    work = workdir(args)
+    files = os.path.join(work, "apps", FILES)
+    os.makedirs(files, exist_ok=True)
+    out: Args = {"missing": missing, "workdir": work, "python": sys.version.split()[0], "files_dir": files}
+    if args.get("file"):
+        path = os.path.join(files, safe_name(args["file"]))
+        out["present"] = os.path.isfile(path) and sha256_file(path) == args["sha256"]
+    return out
+
+
+def _install_file(work: str, args: Args) -> str:
+    files = os.path.join(work, "apps", FILES)
+    app_path = os.path.join(files, safe_name(args["file"]))
+    upload = args.get("upload")
+    if upload:
+        if os.path.dirname(os.path.abspath(upload)) != files or os.path.islink(upload):
+            raise OpError("unsafe", f"upload outside {files}: {upload}")
+        got = sha256_file(upload)
+        if got != args["sha256"]:
+            with contextlib.suppress(OSError):
+                os.unlink(upload)
+            raise OpError("hash_mismatch", "the uploaded app file has sha256 {}, expected {}".format(
+                got[:12], args["sha256"][:12]))
+        os.replace(upload, app_path)
+    if not os.path.isfile(app_path) or sha256_file(app_path) != args["sha256"]:
+        raise OpError("missing", f"app file {app_path} is missing or changed on the device")
+    return app_path
+
+
+def op_start(args: Args) -> Args:
+    """(Install the uploaded app file,) stop a running app of the same name, start the new one."""
+    work = workdir(args)
+    name = args["name"]
+    inst = _instance(work, name)
+    marker = _install_file(work, args) if args.get("file") else str(args.get("marker") or "")
+    port = args.get("port")
+    for other in _instances(work):
+        if other["name"] != name and other["running"] and port and other.get("port") == port:
+            raise OpError("port_taken", "port {} is used by app {!r} (pid {}) on this device".format(
+                port, other["name"], other["pid"]), other=other["name"])
+    os.makedirs(inst, exist_ok=True)
+    with file_lock(os.path.join(inst, ".lock"), what=f"app {name!r}"):
+        return _start_locked(args, inst, marker, port)
+
+
+def _start_locked(args: Args, inst: str, marker: str, port: Any) -> Args:
+    stopped = _stop(inst, float(args.get("stop_timeout") or 15.0))
+    for f in ("app.pid", "app.exit", "app.pid.tmp", "app.exit.tmp"):
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(inst, f))
+    log_path = os.path.join(inst, "app.log")
+    if os.path.exists(log_path):
+        os.replace(log_path, log_path + ".1")
+    argv = [str(a) for a in args["argv"]]
+    meta = {"app": args.get("app"), "name": args["name"], "bundle": args.get("bundle"),
+            "digest": args.get("digest"), "host": args.get("host"), "port": port, "argv": argv, "marker": marker,
+            "env": {str(k): str(v) for k, v in (args.get("env") or {}).items()},
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    tmp = os.path.join(inst, "app.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(tmp, os.path.join(inst, "app.json"))
+    env = dict(os.environ)
+    env.pop("EDGEIFY_DEADLINE_S", None)  # the operation's deadline, not the app's
+    env.update(meta["env"])
+    env.update({str(k): str(v) for k, v in (args.get("secret_env") or {}).items()})  # never written to app.json
+    env["PYTHONUNBUFFERED"] = "1"
+    with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
+        monitor = subprocess.Popen(["sh", "-c", MONITOR, "sh", *argv], cwd=inst, stdin=null, stdout=log,
+                                   stderr=log, env=env, start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + 10.0
+    pid = None
+    while pid is None and time.monotonic() < deadline:
+        pid = _read_int(os.path.join(inst, "app.pid"))
+        if pid is None:
+            if monitor.poll() is not None:
+                break
+            time.sleep(0.01)
+    if pid is None:
+        raise OpError("start_failed", f"the app did not start (monitor exit {monitor.poll()})",
+                      log_tail=log_tail(log_path))
+    return {"pid": pid, "stopped": stopped, "log": log_path, "instance": inst}
+
+
+def _get(url: str, timeout: float, headers: dict[str, str]) -> tuple[int | None, str]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        req = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read(65536).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(4096).decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return None, str(getattr(exc, "reason", exc))
+
+
+def op_health(args: Args) -> Args:
+    """Poll ``args["url"]`` every ``interval`` s until it answers 200 with ``bundle_digest`` == ``digest``, the
+    app exits, or ``deadline_s`` passes. Between polls the app's pid and the ready line in its log are watched,
+    so an exit is reported at once and a fresh ready line triggers the next poll early."""
+    inst = _instance(workdir(args), args["name"])
+    meta = read_json(os.path.join(inst, "app.json")) or {}
+    pid = int(args["pid"])
+    marker = meta.get("marker")
+    log_path = os.path.join(inst, "app.log")
+    url, digest = args["url"], args["digest"]
+    headers = {"Authorization": f"Bearer {args['token']}"} if args.get("token") else {}
+    interval = float(args.get("interval") or 0.5)
+    t0 = time.monotonic()
+    deadline = t0 + float(args["deadline_s"])
+    last, polls, ready_seen = "no answer yet", 0, False
+    while True:
+        if not _alive(pid, marker):
+            code = _exit_code(inst, 2.0)
+            raise OpError("exited", f"the app exited with code {code} before it was healthy",
+                          exit_code=code, seconds=round(time.monotonic() - t0, 3), log_tail=log_tail(log_path))
+        polls += 1
+        status, body = _get(url, max(0.2, min(2.0, deadline - time.monotonic())), headers)
+        if status == 200:
+            try:
+                health = json.loads(body)
+            except ValueError:
+                health = None
+            got = health.get("bundle_digest") if isinstance(health, dict) else None
+            if got == digest:
+                return {"health": health, "seconds": round(time.monotonic() - t0, 3), "polls": polls, "pid": pid}
+            last = f"HTTP 200 for bundle {str(got)[:12]}, not {digest[:12]} (another process answers on that port?)"
+        elif status is not None:
+            last = f"HTTP {status}: {body.strip()[:200]}"
+        else:
+            last = body[:200]
+        if time.monotonic() >= deadline:
+            raise OpError("timeout", "not healthy after {:g} s ({} polls of {}; last: {})".format(
+                float(args["deadline_s"]), polls, url, last), last=last, log_tail=log_tail(log_path),
+                seconds=round(time.monotonic() - t0, 3))
+        next_poll = min(deadline, time.monotonic() + interval)
+        while time.monotonic() < next_poll and _alive(pid, marker):
+            if not ready_seen and '"event": "ready"' in (read_text(log_path) or "")[-LOG_TAIL_BYTES:]:
+                ready_seen = True
+                break
+            time.sleep(0.05)
+
+
+def op_stop(args: Args) -> Args:
+    work = workdir(args)
+    inst = _instance(work, args["name"])
+    if not os.path.isfile(os.path.join(inst, "app.json")):
+        raise OpError("missing", "no app named {!r} on this device".format(args["name"]),
+                      known=[d["name"] for d in _instances(work)])
+    with file_lock(os.path.join(inst, ".lock"), what=f"app {args['name']!r}"):
+        out = _stop(inst, float(args.get("timeout") or 15.0))
+    out["name"] = args["name"]
+    return out
+
+
+def op_status(args: Args) -> Args:
+    work = workdir(args)
+    return {"workdir": work, "apps": _instances(work)}
+
+
+OPS = {"probe": op_probe, "start": op_start, "health": op_health, "stop": op_stop, "status": op_status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_ops(OPS, argv, "python -m edgeify_runtime.device_apps")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""``python -m edgeify_runtime.serve``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":  # not when a spawned decode worker imports this module as __mp_main__
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Request bodies to arrays and arrays to response bodies; pure functions (no web framework, no event loop).
+
+``decode_request`` runs in the event loop's process for small bodies and in a worker process for large ones
+(``json.loads`` of a 32 MiB body holds the interpreter lock for about a second: in a thread it would still
+stall every other request, ``/healthz`` included). It returns numpy arrays, which cross the process boundary
+as raw buffers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+#: numbers in a nested list deeper than this are refused before numpy sees them (numpy allows 32 dimensions)
+MAX_DEPTH = 32
+
+
+class HTTPError(Exception):
+    """An error answered to the client: status code, error type and a message that says what to fix."""
+
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.headers = headers or {}
+
+    def __reduce__(self) -> Any:  # picklable: it crosses the decode worker's process boundary
+        return (HTTPError, (self.status, self.kind, self.message, self.headers))
+
+
+def bad(message: str) -> HTTPError:
+    return HTTPError(400, "bad_request", message)
+
+
+def loads(body: bytes) -> Any:
+    """JSON, or a 400 (not JSON, not UTF-8, nested too deeply)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise bad("the body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad(f"the body is not valid JSON: {exc}") from None
+
+
+def _numeric(arr: np.ndarray, where: str) -> np.ndarray:
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise bad(f"{where}: expected numbers, got {arr.dtype.name} values")
+    return arr
+
+
+def _depth(value: Any, limit: int) -> int:
+    """The nesting depth of the first element chain of a nested list (raises 400 above ``limit``)."""
+    depth = 0
+    while isinstance(value, list):
+        depth += 1
+        if depth > limit:
+            raise bad(f"arrays are nested {depth}+ levels deep; at most {limit} dimensions")
+        value = value[0] if value else None
+    return depth
+
+
+def shape_of(value: Any, where: str) -> list[int]:
+    """A tensor shape from a request: a list of non-negative ints (not bools)."""
+    if not isinstance(value, list) or len(value) > MAX_DEPTH or \
+            not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise bad(f"{where}: shape must be a list of at most {MAX_DEPTH} non-negative ints, not "
+                  f"{str(value)[:80]}")
+    return value
+
+
+def decode_b64(value: dict[str, Any], where: str) -> np.ndarray:
+    missing = [k for k in ("b64", "dtype", "shape") if k not in value]
+    if missing:
+        raise bad(f"{where}: an encoded tensor needs the keys b64, dtype and shape (missing {', '.join(missing)})")
+    try:
+        dtype = np.dtype(str(value["dtype"])).newbyteorder("<")
+    except TypeError:
+        raise bad(f"{where}: unknown dtype {str(value['dtype'])[:40]!r}") from None
+    shape = shape_of(value["shape"], where)
+    try:
+        raw = base64.b64decode(str(value["b64"]), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise bad(f"{where}: b64 is not valid base64 ({exc})") from None
+    want = math.prod(shape) * dtype.itemsize  # Python ints: a huge shape cannot overflow into a small number
+    if len(raw) != want:
+        raise bad(f"{where}: b64 holds {len(raw)} bytes; dtype {dtype.name} and shape {shape} need {want}")
+    return _numeric(np.frombuffer(raw, dtype=dtype).reshape(shape), where)
+
+
+def decode_array(value: Any, where: str) -> np.ndarray:
+    """A nested list of numbers, or ``{"b64", "dtype", "shape"}`` (raw little-endian bytes), as an array."""
+    if isinstance(value, dict):
+        return decode_b64(value, where)
+    if not isinstance(value, (list, int, float)) or isinstance(value, bool):
+        raise bad(f"{where}: expected a (nested) list of numbers, not {type(value).__name__}")
+    _depth(value, MAX_DEPTH)
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise bad(f"{where}: not a rectangular array (ragged nested lists?): {exc}") from None
+    return _numeric(arr, where)
+
+
+def decode_request(body: bytes, names: list[str]) -> tuple[dict[str, np.ndarray], str]:
+    """A ``/v1/predict`` body: ({input name: array}, encoding). Raises HTTPError (400/422)."""
+    doc = loads(body)
+    if not isinstance(doc, dict) or "inputs" not in doc:
+        raise bad('expected a JSON object {"inputs": {name: array, ...}}')
+    encoding = doc.get("encoding", "json")
+    if encoding not in ("json", "b64"):
+        raise bad(f'"encoding" must be "json" or "b64", not {str(encoding)[:40]!r}')
+    raw = doc["inputs"]
+    single = not isinstance(raw, dict) or ("b64" in raw and "b64" not in names)  # one tensor, not a map
+    if single:
+        if len(names) != 1:
+            raise HTTPError(422, "signature_mismatch", f"this model has {len(names)} inputs; pass \"inputs\" as an "
+                                                       "object {name: array}")
+        raw = {names[0]: raw}
+    unknown = [str(k)[:64] for k in raw if k not in names]
+    missing = [n for n in names if n not in raw]
+    if unknown or missing:
+        parts = ([f"unknown input(s) {unknown}"] if unknown else []) + \
+                ([f"missing input(s) {missing}"] if missing else [])
+        raise HTTPError(422, "signature_mismatch", "; ".join(parts))
+    return {n: decode_array(raw[n], f"input {n!r}") for n in names}, encoding
+
+
+def encode_array(arr: np.ndarray, b64: bool) -> Any:
+    if b64:
+        a = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        return {"b64": base64.b64encode(a.tobytes()).decode("ascii"), "dtype": a.dtype.name, "shape": list(a.shape)}
+    return arr.tolist()
+
+
+def scores_of(row: np.ndarray) -> np.ndarray:
+    """Class scores of one output row: the row itself when it already is a distribution, else its softmax."""
+    row = row.astype(np.float64, copy=False)
+    if row.size and row.min() >= 0.0 and abs(float(row.sum()) - 1.0) <= 1e-3:
+        return row
+    e = np.exp(row - row.max())
+    return e / e.sum()
+
+
+__all__ = ["MAX_DEPTH", "HTTPError", "bad", "decode_array", "decode_b64", "decode_request", "encode_array", "loads",
+           "scores_of", "shape_of"]

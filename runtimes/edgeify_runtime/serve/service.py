@@ -1,0 +1,204 @@
+"""The service: a loaded Model, its signature checks, the batcher and the Prometheus metrics (no HTTP here)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+
+from ..manifest import TensorSpec
+from ..session import Model
+from .batcher import Batcher
+from .codec import HTTPError, decode_request, encode_array, scores_of
+
+#: request latency buckets (seconds): sub-millisecond (tiny models) up to 10 s (large models on small boards)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+Feeds = Dict[str, np.ndarray]
+
+
+def read_labels(path: str | None) -> list[str] | None:
+    if not path:
+        return None
+    lines = [ln.strip() for ln in Path(path).read_text(encoding="utf-8").splitlines()]
+    return [ln for ln in lines if ln]
+
+
+class Service:
+    """Everything the HTTP layer needs; usable without HTTP (tests, other servers)."""
+
+    def __init__(self, model: Model, *, max_batch: int = 8, max_wait_ms: float = 0.0, max_queue: int = 1024,
+                 max_request_samples: int = 256, labels: list[str] | None = None,
+                 registry: Any = None, name: str | None = None) -> None:
+        self.model = model
+        #: the name the model is served under (Open Inference Protocol)
+        self.name = name or model.bundle_dir.absolute().name
+        self.labels = labels if labels is not None else model.labels
+        self.max_request_samples = max_request_samples
+        self.started_at = time.time()
+        self.inputs = list(model.inputs)
+        self.outputs = list(model.outputs)
+        self.fixed_batch, self.batchable = self._batch_axis()
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.max_batch = max_batch
+        self.max_wait_ms = max_wait_ms
+        self._init_metrics(registry)
+        self.batcher = Batcher(self.infer, max_batch=max_batch, max_wait_s=max_wait_ms / 1e3, max_queue=max_queue,
+                               on_batch=self._observe_batch, batchable=self.batchable)
+
+    def _batch_axis(self) -> tuple[int | None, bool]:
+        """(fixed batch size or None when dynamic, whether requests can be stacked on axis 0)."""
+        specs = self.inputs + self.outputs
+        if not specs or any(len(t.shape) == 0 for t in specs):
+            return None, False
+        first = {t.shape[0] for t in self.inputs}
+        if len(first) != 1 or {t.shape[0] for t in self.outputs} != first:
+            return None, False
+        dim = next(iter(first))
+        return (dim if isinstance(dim, int) else None), True
+
+    # metrics
+    def _init_metrics(self, registry: Any) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+        if registry is None:
+            registry = CollectorRegistry(auto_describe=True)
+            ProcessCollector(registry=registry)
+        self.registry = registry
+        self.m_requests = Counter("edgeify_requests", "HTTP requests by endpoint and status code",
+                                  ["endpoint", "code"], registry=registry)
+        self.m_latency = Histogram("edgeify_request_duration_seconds", "Time from request received to response "
+                                   "ready, by endpoint", ["endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.m_batch = Histogram("edgeify_batch_size", "Samples per engine batch", buckets=BATCH_BUCKETS,
+                                 registry=registry)
+        self.m_infer = Histogram("edgeify_inference_duration_seconds", "Engine time per batch",
+                                 buckets=LATENCY_BUCKETS, registry=registry)
+        self.m_wait = Histogram("edgeify_queue_wait_seconds", "Longest queue wait of the requests in a batch",
+                                buckets=LATENCY_BUCKETS, registry=registry)
+        self.m_queue = Gauge("edgeify_queue_depth", "Samples waiting for a batch", registry=registry)
+        self.m_queue.set_function(lambda: self.batcher.queued_samples)
+        m = self.model
+        info = Gauge("edgeify_model_info", "The loaded bundle (value 1)",
+                     ["bundle_digest", "target", "engine", "engine_version", "precision", "accelerator",
+                      "max_batch", "max_wait_ms"], registry=registry)
+        info.labels(m.manifest.bundle_digest, m.manifest.target or "", m.engine_name, m.engine_version,
+                    m.precision, m.accelerator, str(self.max_batch), str(self.max_wait_ms)).set(1)
+
+    def _observe_batch(self, size: int, infer_s: float, wait_s: float) -> None:
+        self.m_batch.observe(size)
+        self.m_infer.observe(infer_s)
+        self.m_wait.observe(wait_s)
+
+    # inference (engine thread)
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        b = self.fixed_batch
+        n = len(next(iter(feeds.values())))
+        if b is None or not self.batchable or n == b:
+            return self.model.run(feeds)
+        parts: list[dict[str, np.ndarray]] = []
+        for start in range(0, n, b):  # a fixed-shape engine: calls of exactly b samples, the last one padded
+            chunk = {k: v[start:start + b] for k, v in feeds.items()}
+            real = len(next(iter(chunk.values())))
+            if real < b:
+                chunk = {k: np.concatenate([v, np.repeat(v[-1:], b - real, axis=0)]) for k, v in chunk.items()}
+            out = self.model.run(chunk)
+            parts.append({k: v[:real] for k, v in out.items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def warmup(self) -> None:
+        """One real inference on zeros (dynamic dimensions: 1), so that /healthz means "the model runs"."""
+        feeds = {}
+        for t in self.inputs:
+            shape = [d if isinstance(d, int) else 1 for d in t.shape]
+            feeds[t.name] = np.zeros(shape, np.dtype(t.dtype))
+        self.infer(feeds)
+
+    # requests
+    def parse(self, body: bytes) -> tuple[Feeds, int, Any, bool]:
+        """Validate a /v1/predict body; return (feeds, samples, batching key, b64 output)."""
+        return self.check(*self.decode(body))
+
+    def decode(self, body: bytes) -> tuple[Feeds, str]:
+        """The body's arrays and encoding (:func:`codec.decode_request`, with the model's inputs in errors)."""
+        try:
+            return decode_request(body, [t.name for t in self.inputs])
+        except HTTPError as err:
+            err.message = f"{err.message}; the model's inputs: {self.describe_inputs()}"
+            raise
+
+    def check(self, raw: Feeds, encoding: str) -> tuple[Feeds, int, Any, bool]:
+        """Conform decoded arrays to the signature; return (feeds, samples, batching key, b64 output)."""
+        feeds: Feeds = {}
+        counts = set()
+        for t in self.inputs:
+            arr = raw[t.name]
+            feeds[t.name] = self._conform(t, arr)
+            if self.batchable:
+                counts.add(arr.shape[0])
+        if len(counts) > 1:
+            raise HTTPError(422, "signature_mismatch", f"inputs hold different sample counts {sorted(counts)} on "
+                                                       "axis 0; every input needs the same number of samples")
+        n = counts.pop() if counts else 1
+        if self.batchable and n < 1:
+            raise HTTPError(422, "signature_mismatch", "a request needs at least one sample (axis 0 is 0)")
+        if n > self.max_request_samples:
+            raise HTTPError(413, "too_large", f"{n} samples in one request; the limit is "
+                                              f"{self.max_request_samples} (--max-request-samples)")
+        key = tuple((k, v.shape[1:], v.dtype.str) for k, v in feeds.items())
+        return feeds, n, key, encoding == "b64"
+
+    def _conform(self, spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+        name, shape = spec.name, spec.shape
+        if arr.ndim != len(shape):
+            raise HTTPError(422, "signature_mismatch", f"input {name!r}: expected rank {len(shape)} (shape "
+                                                       f"{list(shape)}, samples on axis 0), got shape "
+                                                       f"{list(arr.shape)}")
+        for axis, dim in enumerate(shape):
+            if isinstance(dim, int) and (axis > 0 or not self.batchable) and arr.shape[axis] != dim:
+                raise HTTPError(422, "signature_mismatch", f"input {name!r}: dimension {axis} must be {dim} "
+                                                           f"(shape {list(shape)}), got shape {list(arr.shape)}")
+        want = np.dtype(spec.dtype)
+        if arr.dtype != want:
+            if not np.can_cast(arr.dtype, want, casting="same_kind"):
+                raise HTTPError(422, "signature_mismatch", f"input {name!r}: expected {want.name}, got "
+                                                           f"{arr.dtype.name} values that cannot be cast safely")
+            arr = arr.astype(want)
+        return np.ascontiguousarray(arr)
+
+    def describe_inputs(self) -> str:
+        return ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in self.inputs)
+
+    def render(self, outputs: dict[str, np.ndarray], meta: dict[str, Any], b64: bool) -> dict[str, Any]:
+        doc: dict[str, Any] = {"outputs": {k: encode_array(v, b64) for k, v in outputs.items()}}
+        labels = self.labels
+        if labels and len(outputs) == 1:
+            out = next(iter(outputs.values()))
+            if out.ndim == 2 and out.shape[1] == len(labels):
+                preds = []
+                for row in out:
+                    s = scores_of(row)
+                    i = int(np.argmax(s))
+                    preds.append({"index": i, "label": labels[i], "score": round(float(s[i]), 6)})
+                doc["predictions"] = preds
+        doc["batch"] = meta
+        return doc
+
+    def describe(self) -> dict[str, Any]:
+        m = self.model
+        return {
+            "bundle": str(m.bundle_dir), "bundle_digest": m.manifest.bundle_digest, "target": m.manifest.target,
+            "engine": m.engine_name, "engine_version": m.engine_version, "accelerator": m.accelerator,
+            "fallback": m.fallback, "precision": m.precision, "threads": m.threads,
+            "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
+            "labels": self.labels, "preprocessing": m.preprocessing,
+            "batching": {"enabled": self.batchable and self.max_batch > 1, "max_batch": self.max_batch,
+                         "max_wait_ms": self.max_wait_ms, "fixed_batch": self.fixed_batch,
+                         "max_request_samples": self.max_request_samples},
+        }
+
+
+__all__ = ["BATCH_BUCKETS", "LATENCY_BUCKETS", "Service", "read_labels"]
