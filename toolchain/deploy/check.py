@@ -3,7 +3,7 @@ fingerprint with the device's target (arch, engines, CPU features)."""
 
 from __future__ import annotations
 
-import json
+import posixpath
 import time
 from typing import Any
 
@@ -12,21 +12,18 @@ from .inventory import Device
 
 def check_device(dev: Device, *, trust_new_host_key: bool = False, passphrase: str | None = None) -> dict[str, Any]:
     """Connect, make sure the runtime is cached there, take the fingerprint, compare it with the target."""
-    from ..errors import RemoteCommandError
     from .connect import open_site
     from .deployer import ensure_runtime
+    from .site_exec import run_module
 
     t0 = time.perf_counter()
     with open_site(dev, trust_new_host_key=trust_new_host_key, passphrase=passphrase) as site:
         site.transport.connect()
         connect_s = time.perf_counter() - t0
         rt, prep = ensure_runtime(site)
-        rc, out, err = site.transport.run([*site.python, "-m", "edgeify_runtime.fingerprint", "--compact"],
-                                          env={"PYTHONPATH": f"{prep['workdir']}/runtime/{rt.file}"}, timeout=60)
-        if rc != 0:
-            raise RemoteCommandError(f"device {dev.name}: the fingerprint failed (exit {rc}): "
-                                     f"{' | '.join(err.strip().splitlines()[-3:])}")
-        fp = json.loads(out)
+        fp = run_module(site, "edgeify_runtime.fingerprint", "--compact", timeout=60, what="the fingerprint",
+                        runtime_path=getattr(site, "runtime_path", None) or posixpath.join(prep["workdir"],
+                                                                                          "runtime", rt.file))
         host_key = getattr(site.transport, "host_key_fingerprint", None)
         trusted = getattr(site.transport, "trusted_new_key", False)
     return {"device": dev.name, "target": dev.target, "connect_s": round(connect_s, 3), "host_key": host_key,
