@@ -12,7 +12,10 @@
 Fields: ``host``, ``port``, ``user``, ``key`` (a private key file), ``python`` (the command that runs Python 3
 on the device, default ``python3``), ``workdir`` (default ``~/.edgeify`` on the device), ``target`` (required),
 ``tags``. A field that is not set stays unset in the file and is resolved from ``~/.ssh/config`` when
-connecting, as OpenSSH would. Writes are atomic (temporary file, fsync, rename).
+connecting, as OpenSSH would. Writes are atomic (temporary file, fsync, rename) and keep the file's comments
+and layout (tomlkit). ``save`` takes an exclusive lock (``devices.toml.lock``, flock), re-reads the file under
+it and applies this Inventory's ``add``/``remove`` calls to what is there: ten ``edgeify devices add`` at once
+keep all ten devices.
 """
 
 from __future__ import annotations
@@ -155,13 +158,21 @@ class Inventory:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else devices_file()
         self._devices: dict[str, Device] = self._read()
+        #: the add/remove calls since the file was read, replayed on the file's state under the lock by save()
+        self._edits: list[tuple[str, Any, bool]] = []
 
-    def _read(self) -> dict[str, Device]:
-        if not self.path.exists():
-            return {}
+    def _read(self, text: str | None = None) -> dict[str, Device]:
+        if text is None:
+            if not self.path.exists():
+                return {}
+            try:
+                text = self.path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"cannot read the devices file {self.path}: {exc}",
+                                  hint="fix the file by hand, or remove it and add the devices again") from exc
         try:
-            raw = _toml_loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            raw = _toml_loads(text)
+        except ValueError as exc:
             raise ConfigError(f"cannot read the devices file {self.path}: {exc}",
                               hint="fix the file by hand, or remove it and add the devices again") from exc
         unknown = sorted(set(raw) - {"devices"})
@@ -219,6 +230,10 @@ class Inventory:
         return sorted(picked.values(), key=lambda d: d.name)
 
     def add(self, device: Device, *, replace: bool = False) -> None:
+        self._add(device, replace)
+        self._edits.append(("add", device, replace))
+
+    def _add(self, device: Device, replace: bool) -> None:
         if device.name in self._devices and not replace:
             raise ConfigError(f"device {device.name!r} already exists in {self.path}",
                               hint="pass --replace to overwrite it, or `edgeify devices remove` it first")
@@ -227,12 +242,33 @@ class Inventory:
     def remove(self, name: str) -> Device:
         device = self.get(name)
         del self._devices[name]
+        self._edits.append(("remove", name, False))
         return device
 
-    def save(self) -> None:
-        """Write the file atomically: a reader sees the old file or the new one, never a partial one."""
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        import fcntl
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = dumps(self._devices.values())
+        with open(self.path.with_name(self.path.name + ".lock"), "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed (or the process dies)
+            yield
+
+    def save(self) -> None:
+        """Apply this Inventory's edits to the file as it is now (re-read under an exclusive lock), keeping its
+        comments; write it atomically: a reader sees the old file or the new one, never a partial one."""
+        with self._locked():
+            text = self.path.read_text(encoding="utf-8") if self.path.exists() else None
+            self._devices = self._read(text)  # what other processes saved meanwhile
+            for kind, what, replace in self._edits:
+                if kind == "add":
+                    self._add(what, replace)
+                elif what in self._devices:
+                    del self._devices[what]
+            self._write(_edited(text, self._devices.values()))
+            self._edits = []
+
+    def _write(self, text: str) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".devices-", suffix=".toml", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -245,6 +281,39 @@ class Inventory:
         except BaseException:
             with_suppress_unlink(tmp)
             raise
+
+
+def _edited(text: str | None, devices: Iterable[Device]) -> str:
+    """``text`` (the devices file, or None) with its [devices.*] tables set to ``devices``; comments, order and
+    formatting of everything else kept."""
+    import tomlkit
+
+    if text is None:
+        return dumps(devices)
+    doc = tomlkit.parse(text)
+    if "devices" not in doc:
+        doc["devices"] = tomlkit.table(is_super_table=True)
+    table: Any = doc["devices"]
+    wanted = {d.name: d for d in devices}
+    for name in [k for k in table if k not in wanted]:
+        del table[name]
+    for name, device in sorted(wanted.items()):
+        fields = device.fields()
+        fields["tags"] = list(fields["tags"]) if "tags" in fields else None
+        if name in table:
+            entry = table[name]
+            for key in [k for k in entry if fields.get(k) is None]:
+                del entry[key]
+            for key, value in fields.items():
+                if value is not None and entry.get(key) != value:
+                    entry[key] = value
+        else:
+            entry = tomlkit.table()
+            for key, value in fields.items():
+                if value is not None:
+                    entry[key] = value
+            table[name] = entry
+    return tomlkit.dumps(doc)
 
 
 def with_suppress_unlink(path: str) -> None:
