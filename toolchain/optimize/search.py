@@ -103,21 +103,20 @@ class Search:
 
         from .sensitivity import rank_layers
 
-        path = qdq_model_path(built)
-        if path is None:  # parity failed: rebuild with the gate open, only to read the quantized graph
+        if qdq_model_path(built) is None:  # parity failed: rebuild with the gate open, to read the quantized graph
             tol = {**self.spec.tolerances, built.plan.precision: Tolerance(metric="cosine", min_cosine=-1.0)}
             relaxed = dataclasses.replace(self.inp, spec=self.spec.model_copy(update={"tolerances": tol}))
-            path = qdq_model_path(build_candidate(relaxed, built.plan, 900 + len(self.built)))
-        if path is None:
+            built = build_candidate(relaxed, built.plan, 900 + len(self.built))
+        path = qdq_model_path(built)
+        if path is None or built.manifest is None:
             return []
         self.say(f"ranking layers of {built.plan.engine} int8 by sensitivity (per-channel quantization error)")
-        return rank_layers(path, self._calib_feeds(built), self.inp.work / "sensitivity")
+        return rank_layers(path, self._calib_feeds(built.manifest), self.inp.work / "sensitivity")
 
-    def _calib_feeds(self, built: Built) -> list[dict]:
+    def _calib_feeds(self, manifest: dict) -> list[dict]:
         from edgeify.data import load_dataset
         from edgeify_runtime.manifest import TensorSpec
 
-        manifest = built.manifest or next(b.manifest for b in self.built.values() if b.manifest)
         sig = [TensorSpec.from_dict(t) for t in manifest["inputs"]]
         ds = load_dataset(self.inp.calib, sig, purpose="calibration", preprocess=self.inp.preprocess)
         return list(ds.batches(max_samples=64))

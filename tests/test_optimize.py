@@ -1,0 +1,127 @@
+"""``edgeify optimize`` end to end with real builds, real engines and the real benchmark agent (local device).
+
+The outlier model (examples/outlier/make_model.py) is a digits CNN whose conv2 output has two 1000x channels:
+plain int8 fails its gate there, the ladder's int8-mixed keeps that activation in float and holds the budget.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from _kit import REPO, run_cli
+
+
+@pytest.fixture(scope="module")
+def outlier(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    spec = importlib.util.spec_from_file_location("edgeify_example_outlier", REPO / "examples/outlier/make_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.make(tmp_path_factory.mktemp("outlier"))
+
+
+def _stored(run_id: str) -> list:
+    from edgeify.results import open_store
+
+    with open_store() as st:
+        return st.query(run_id=run_id, limit=1000)
+
+
+def _dominates(a: dict, b: dict) -> bool:
+    ka = (a["latency_ms"]["p50"], a["accuracy_drop"], a["size_bytes"])
+    kb = (b["latency_ms"]["p50"], b["accuracy_drop"], b["size_bytes"])
+    return all(x <= y for x, y in zip(ka, kb, strict=True)) and ka != kb
+
+
+def test_digits_optimize_meets_budget_json_store_pareto(digits: dict[str, Path], tmp_path: Path,
+                                                        results_db: Path) -> None:
+    out = tmp_path / "best"
+    proc = run_cli("optimize", str(digits["model"]), "--target", "x86-avx512", "--calib", str(digits["calib"]),
+                   "--eval", str(digits["eval"]), "--max-accuracy-drop", "0.3", "--engine", "onnxruntime",
+                   "--precision", "fp32", "--precision", "int8", "--max-time", "10m", "-o", str(out),
+                   "--format", "json", env={"EDGEIFY_RESULTS_DB": str(results_db)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(proc.stdout)
+    for key in ("run_id", "objective", "budgets", "chosen", "candidates", "pareto", "accuracy_measure"):
+        assert key in data
+    assert data["accuracy_measure"] == "labels" and data["objective"] == "latency"
+    chosen = data["chosen"]
+    for key in ("bundle", "engine", "precision", "settings", "latency_ms", "accuracy_drop", "size_bytes", "ladder"):
+        assert key in chosen
+    assert chosen["accuracy_drop"] <= 0.3 and chosen["latency_ms"]["p50"] > 0 and "p95" in chosen["latency_ms"]
+    cands = data["candidates"]
+    for c in cands:
+        assert {"engine", "precision", "recipe", "settings", "latency_ms", "accuracy_drop", "size_bytes",
+                "quantized_ops", "total_ops", "meets_budget", "status"} <= set(c)
+    assert {c["precision"] for c in cands} == {"fp32", "int8"}
+    int8 = [c for c in cands if c["precision"] == "int8" and c["total_ops"]]
+    assert int8 and all(c["quantized_ops"] == c["total_ops"] for c in int8)  # digits: every conv/gemm in int8
+    assert any(c["status"] == "measured" for c in cands)  # the full protocol ran for the best few
+    assert len({json.dumps(c["settings"], sort_keys=True) for c in cands}) > 1  # run-time settings were searched
+    # Pareto: valid indices, none dominated by another candidate with the three measures
+    full = [c for c in cands if c["latency_ms"] and c["accuracy_drop"] is not None and c["size_bytes"]]
+    assert data["pareto"] and all(0 <= i < len(cands) for i in data["pareto"])
+    for i in data["pareto"]:
+        assert not any(_dominates(o, cands[i]) for o in full)
+    # every measured candidate is in the results store under the run id
+    stored = _stored(data["run_id"])
+    assert len(stored) >= sum(1 for c in cands if c["latency_ms"]) and {r.run_id for r in stored} == {data["run_id"]}
+    # the chosen bundle is a normal bundle that records why it won, and loads with its settings
+    import edgeify_runtime
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["optimize"]["run_id"] == data["run_id"] and manifest["optimize"]["why"]
+    assert manifest["optimize"]["budgets"]["max_accuracy_drop"] == 0.3
+    assert manifest["precision"] == chosen["precision"] and "ladder" in manifest["quantization"]
+    with edgeify_runtime.load(out) as model:
+        assert model.engine_name == "onnxruntime"
+
+
+def test_outlier_plain_int8_fails_optimize_returns_mostly_int8_mixed(outlier: dict[str, Path],
+                                                                     tmp_path: Path, results_db: Path) -> None:
+    import edgeify
+
+    plain = run_cli("build", str(outlier["model"]), "--target", "x86-avx512", "--precision", "int8", "--engine",
+                    "onnxruntime", "--calib", str(outlier["calib"]), "--eval", str(outlier["eval"]),
+                    "--max-accuracy-drop", "1", "--no-latency", "-o", str(tmp_path / "plain"))
+    assert plain.returncode in (9, 10), plain.stderr[-2000:]  # its parity / accuracy gate
+    assert not (tmp_path / "plain").exists()
+    res = edgeify.optimize(outlier["model"], target="x86-avx512", calib=outlier["calib"], eval=outlier["eval"],
+                           max_accuracy_drop=1.0, engines=["onnxruntime"], precisions=["int8"],
+                           out=tmp_path / "mixed", progress=lambda m: None)
+    ch = res.chosen
+    assert ch is not None and ch.precision == "int8-mixed" and ch.accuracy_drop <= 1.0
+    assert ch.recipe.float_layers and "conv3" in ch.recipe.float_layers  # the outlier activation's consumer
+    assert ch.quantized_ops / ch.total_ops > 0.5  # still mostly int8
+    rungs = [r.rung for r in ch.ladder]
+    assert rungs[0] == "int8" and not ch.ladder[0].accepted
+    assert any(r.startswith("recipe ") for r in rungs)  # other recipes are tried before mixed precision
+    assert any(r.accepted and r.precision == "int8-mixed" for r in ch.ladder)
+    manifest = json.loads((tmp_path / "mixed" / "manifest.json").read_text())
+    assert manifest["precision"] == "int8-mixed"
+    assert manifest["quantization"]["float_layers"] == list(ch.recipe.float_layers)
+    assert [r["rung"] for r in manifest["quantization"]["ladder"]] == rungs
+    assert res.to_json()["candidates"][ch.index]["precision"] == "int8-mixed"
+
+
+def test_no_candidate_meets_accuracy_exit_10(outlier: dict[str, Path], tmp_path: Path, results_db: Path) -> None:
+    proc = run_cli("optimize", str(outlier["model"]), "--target", "x86-avx512", "--engine", "onnxruntime",
+                   "--precision", "int8-dynamic", "--eval", str(outlier["eval"]), "--max-accuracy-drop", "1",
+                   "-o", str(tmp_path / "none"), "--format", "json", env={"EDGEIFY_RESULTS_DB": str(results_db)})
+    assert proc.returncode == 10, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    assert data["ok"] is False and data["failure"] == "accuracy" and data["chosen"] is None
+    assert data["candidates"] and "closest" in data["error"]["message"]
+    assert not (tmp_path / "none").exists()
+
+
+def test_no_candidate_meets_latency_exit_13(outlier: dict[str, Path], tmp_path: Path, results_db: Path) -> None:
+    proc = run_cli("optimize", str(outlier["model"]), "--target", "x86-avx512", "--engine", "onnxruntime",
+                   "--precision", "fp32", "--max-latency-ms", "0.000001", "--percentile", "p95",
+                   "-o", str(tmp_path / "none"), env={"EDGEIFY_RESULTS_DB": str(results_db)})
+    assert proc.returncode == 13, proc.stderr[-2000:]
+    assert "no candidate meets --max-latency-ms" in proc.stderr and "closest" in proc.stderr
+    assert "fp32" in proc.stdout  # the table of candidates is still shown
+    assert not (tmp_path / "none").exists()
