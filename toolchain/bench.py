@@ -202,7 +202,7 @@ def deployed_path(report: Any) -> str:
 
 
 def _runtime_path(site: DeviceSite, report: Any) -> str:
-    return getattr(site, "runtime_path", None) or posixpath.join(report.workdir or "", "runtime", report.runtime or "")
+    return site.runtime_path or posixpath.join(report.workdir or "", "runtime", report.runtime or "")
 
 
 def outputs_on_device(site: DeviceSite, report: Any, inputs_npz: str | os.PathLike[str], local_dir: Path, *,

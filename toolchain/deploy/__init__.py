@@ -8,7 +8,8 @@ The pieces, each in its own module (nothing here imports paramiko until an SSH c
 - ``sshconfig``: resolving a host the way OpenSSH does, from ``~/.ssh/config``;
 - ``inventory``: the devices file (``devices.toml`` in edgeify's config dir);
 - ``deployer``: upload, verify, install atomically, roll back;
-- ``remote_bench`` / ``fleet``: run the benchmark agent on one device or many in parallel.
+- ``site`` / ``site_exec``: where device-side code runs (this machine or a device) and the one way to run it;
+- ``fleet``: one function on many devices in parallel, one outcome each (``edgeify.bench`` benchmarks through it).
 """
 
 from __future__ import annotations

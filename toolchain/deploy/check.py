@@ -22,7 +22,7 @@ def check_device(dev: Device, *, trust_new_host_key: bool = False, passphrase: s
         connect_s = time.perf_counter() - t0
         rt, prep = ensure_runtime(site)
         fp = run_module(site, "edgeify_runtime.fingerprint", "--compact", timeout=60, what="the fingerprint",
-                        runtime_path=getattr(site, "runtime_path", None) or posixpath.join(prep["workdir"],
+                        runtime_path=site.runtime_path or posixpath.join(prep["workdir"],
                                                                                           "runtime", rt.file))
         host_key = getattr(site.transport, "host_key_fingerprint", None)
         trusted = getattr(site.transport, "trusted_new_key", False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .deployer import DeviceSite
 from .inventory import Device
+from .site import DeviceSite
 from .ssh import SSHTransport
 from .sshconfig import SSHEndpoint, resolve
 

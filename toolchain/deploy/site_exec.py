@@ -57,7 +57,7 @@ def module_command(site: DeviceSite, module: str, args: tuple[str, ...], timeout
 
 
 def module_env(site: DeviceSite, timeout: float, runtime_path: str | None = None) -> dict[str, str]:
-    path = runtime_path or getattr(site, "runtime_path", None)
+    path = runtime_path or site.runtime_path
     if not path:
         raise ValueError(f"site {site.name}: no runtime_path (install the runtime on the device first)")
     env = {"PYTHONPATH": path, DEADLINE_ENV: str(int(timeout))}
@@ -75,7 +75,7 @@ def run_module(site: DeviceSite, module: str, *args: str, request: Mapping[str, 
     ``what``: names the program in messages ("the benchmark agent"); ``on_error(error_dict)``: an exception for
     a failed reply (None: the default mapping by exit code)."""
     label = what or f"`python -m {module}`"
-    where = site.name if getattr(site, "is_local", False) else f"device {site.name}"
+    where = site.name if site.is_local else f"device {site.name}"
     cmd = module_command(site, module, tuple(str(a) for a in args), timeout)
     stdin = json.dumps(dict(request)) if request is not None else None
     rc, out, err = site.transport.run(cmd, input=stdin, env=module_env(site, timeout, runtime_path),
