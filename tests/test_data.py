@@ -10,7 +10,7 @@ import pytest
 from _kit import REPO
 from edgeify.build import build
 from edgeify.data import load_dataset
-from edgeify.errors import DataError, InputSignatureError
+from edgeify.errors import DataError
 from edgeify_runtime.manifest import TensorSpec
 
 SIG = [TensorSpec("x", ("batch", 1, 8, 8), "float32", "NCHW")]
@@ -34,7 +34,7 @@ def test_data_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="labels"):
         load_dataset(tmp_path / "nolabels.npz", SIG, need_labels=True)
     np.savez(tmp_path / "nhwc.npz", x=np.zeros((4, 8, 8, 1), np.float32))
-    with pytest.raises(InputSignatureError) as exc:
+    with pytest.raises(DataError) as exc:  # exit 7: the data is wrong, not the model (issue 17 item 6)
         load_dataset(tmp_path / "nhwc.npz", SIG)
     assert "axis 1: 8 != 1" in exc.value.message and "layout" in exc.value.hint
     np.savez(tmp_path / "two.npz", a=a, b=a)

@@ -93,6 +93,7 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
     from .data import load_dataset
     from .paths import cache_dir, ensure_writable_dir
     from .pipeline import resolve, step_class
+    from .preflight import describe_fixed, fixed_dims, preflight
     from .sources import open_source
     from .steps.base import BuildContext
     from .targets import load_registry
@@ -120,6 +121,7 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
     if use_cache:
         ensure_writable_dir(cache_dir(), "step cache")
     source = open_source(str(model), input_shapes, trust_source=trust_source)
+    pre = preflight(source, calib, eval, preprocess, obs.message)  # signature, --input-shape, data: before steps
     staging = bundle_mod.staging_dir_for(out)
     cache = StepCache(cache_dir(), enabled=use_cache)
     ctx = BuildContext(source=source, target=spec, engine_name=eng_name, engine=spec.engines[eng_name],
@@ -163,8 +165,12 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
             if ctx.calib is None and ctx.eval is None and (calib or eval):
                 _load_data(ctx, outputs, calib, eval, preprocess, load_dataset)
             dest = staging / "bundle"
+            fixed = fixed_dims(pre, final.meta["inputs"], spec.name)
+            for f in fixed:
+                obs.message(describe_fixed(f))
             manifest = bundle_mod.assemble(dest, ctx, final, steps=records, tools=tools,
-                                           validation=final.meta.get("validation"), device_steps=device_steps)
+                                           validation=final.meta.get("validation"), device_steps=device_steps,
+                                           fixed_dims=fixed)
             latency = None
             if measure_latency and device_steps:  # e.g. a TensorRT engine: it only exists on the device
                 latency = {"error": "the engine is built on the device: measure it there with "
@@ -188,14 +194,18 @@ def _load_data(ctx, outputs, calib, eval, preprocess, load_dataset) -> None:
         return
     from edgeify_runtime.manifest import TensorSpec
 
+    from .preflight import n_classes
+
     export = next((a for a in outputs.values() if a is not None and "inputs" in a.meta), None)
     if export is None:
         return
     sig = [TensorSpec.from_dict(t) for t in export.meta["inputs"]]
+    classes = n_classes([TensorSpec.from_dict(t) for t in export.meta.get("outputs") or []])
     if calib is not None:
-        ctx.calib = load_dataset(calib, sig, purpose="calibration", preprocess=preprocess)
+        ctx.calib = load_dataset(calib, sig, purpose="calibration", preprocess=preprocess, n_classes=classes)
     if eval is not None:
-        ctx.eval = load_dataset(eval, sig, purpose="evaluation", need_labels=True, preprocess=preprocess)
+        ctx.eval = load_dataset(eval, sig, purpose="evaluation", need_labels=True, preprocess=preprocess,
+                                n_classes=classes)
 
 
 def _quick_latency(bundle_dir: Path) -> dict[str, Any] | None:

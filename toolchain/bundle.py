@@ -38,7 +38,8 @@ STAGING_PREFIX = ".edgeify-staging-"
 
 def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[dict[str, Any]],
              tools: dict[str, str], validation: dict[str, Any] | None,
-             device_steps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+             device_steps: list[dict[str, Any]] | None = None,
+             fixed_dims: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Copy the artifact into ``dest`` under the engine's file names and write ``manifest.json``.
 
     ``device_steps``: resolved steps that run on the device after deploy (``where = "device"``, e.g. the TensorRT
@@ -86,6 +87,8 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
         "steps": steps,
         "validation": validation,
     }
+    if fixed_dims:  # dynamic dims of the source the bundle has fixed (--input-shape, or the conversion)
+        manifest["fixed_dims"] = fixed_dims
     if device_steps:
         manifest["device_steps"] = device_steps
     (dest / MANIFEST_NAME).write_text(dumps(manifest), encoding="utf-8")

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from edgeify_runtime.manifest import TensorSpec
 
-from .errors import DataError, InputSignatureError
+from .errors import DataError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,6 +47,7 @@ class Dataset:
     batch: int  # the batch size the model is fed with
     preprocessing: dict | None = None
     fixed_batch: bool = False  # the model's batch dim is fixed: only full batches can be fed
+    warnings: tuple[str, ...] = ()  # e.g. dtype casts, raw 0-255 pixels fed to a float model
 
     @property
     def count(self) -> int:
@@ -80,8 +81,13 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 
 
 def load_dataset(path: str | Path, signature: list[TensorSpec], *, purpose: str = "calibration",
-                 need_labels: bool = False, preprocess: str | Path | None = None) -> Dataset:
-    """Load and validate data for the model ``signature``; errors name the file, the input and the fix."""
+                 need_labels: bool = False, preprocess: str | Path | None = None,
+                 n_classes: int | None = None) -> Dataset:
+    """Load and validate data for the model ``signature``; errors name the file, the input and the fix.
+
+    Every problem is a ``DataError`` (exit 7): shapes (expected vs got), NaN/inf values, labels that are not
+    integer class ids in ``[0, n_classes)``. Inputs of another dtype are cast, with a warning in
+    ``Dataset.warnings`` (also when raw 0-255 pixels go into a float model)."""
     p = Path(path)
     flag = "--eval" if purpose == "evaluation" else "--calib"
     if not p.exists():
@@ -102,7 +108,8 @@ def load_dataset(path: str | Path, signature: list[TensorSpec], *, purpose: str 
     if need_labels and labels is None:
         raise DataError(f"{p}: evaluation data needs integer class ids under the key {LABELS_KEY!r}",
                         hint="np.savez('eval.npz', x=inputs, labels=class_ids)")
-    arrays = {spec.name: _conform(p, spec, arrays[spec.name]) for spec in signature}
+    notes: list[str] = []
+    arrays = {spec.name: _conform(p, spec, arrays[spec.name], notes) for spec in signature}
     counts = {k: len(v) for k, v in arrays.items()}
     if len(set(counts.values())) != 1:
         raise DataError(f"{p}: inputs have different sample counts {counts}")
@@ -111,17 +118,30 @@ def load_dataset(path: str | Path, signature: list[TensorSpec], *, purpose: str 
         labels = np.asarray(labels)
         if labels.ndim != 1 or len(labels) != n or not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"{p}: {LABELS_KEY!r} must be {n} integer class ids, got shape {labels.shape} "
-                            f"dtype {labels.dtype}")
+                            f"dtype {labels.dtype}",
+                            hint="save class indices, e.g. labels=y.astype(np.int64) (one-hot: y.argmax(1))")
+        if len(labels) and (labels.min() < 0 or (n_classes is not None and labels.max() >= n_classes)):
+            outside = sorted({int(v) for v in labels if v < 0 or (n_classes is not None and v >= n_classes)})
+            raise DataError(f"{p}: labels {outside[:10]} are outside the model's classes 0..{(n_classes or 0) - 1} "
+                            f"(it has {n_classes} outputs)",
+                            hint="labels are class indices of the model's output, counted from 0")
     batch = _model_batch(signature)
     fixed = any(s.shape and isinstance(s.shape[0], int) for s in signature)
     if fixed and n < batch:
         raise DataError(f"{p}: {n} samples, fewer than the model's fixed batch size {batch}")
     if n == 0:
-        raise DataError(f"{p}: no samples")
+        raise DataError(f"{p}: no samples", hint="stack at least one sample per input on axis 0")
+    for name, a in arrays.items():
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            bad = int((~np.isfinite(a.reshape(len(a), -1))).any(axis=1).sum())
+            what = "NaN" if np.isnan(a).any() else "inf"
+            raise DataError(f"{p}: your data has {what}: input {name!r}, {bad} of {n} samples",
+                            hint="drop or fix those samples (np.isfinite(x).all(axis=...)); a model fed NaN/inf "
+                                 "cannot be calibrated or checked")
     digest_src = dict(arrays)
     if labels is not None:
         digest_src[LABELS_KEY] = labels
-    return Dataset(arrays, labels, str(p), _digest(digest_src), batch, prep, fixed)
+    return Dataset(arrays, labels, str(p), _digest(digest_src), batch, prep, fixed, tuple(notes))
 
 
 def _model_batch(signature: list[TensorSpec]) -> int:
@@ -143,6 +163,9 @@ def _np_load(p: Path):
 def _load_npz(p: Path, signature: list[TensorSpec]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     with _np_load(p) as z:
         data = {k: z[k] for k in z.files}
+    if not data:
+        raise DataError(f"{p}: the .npz holds no arrays",
+                        hint="np.savez('data.npz', x=samples) with one array per model input name")
     labels = data.pop(LABELS_KEY, None)
     names = [s.name for s in signature]
     if all(n in data for n in names):
@@ -153,24 +176,36 @@ def _load_npz(p: Path, signature: list[TensorSpec]) -> tuple[dict[str, np.ndarra
                     hint="key each array by its input name (a single-input model accepts any single key)")
 
 
-def _conform(p: Path, spec: TensorSpec, a: np.ndarray) -> np.ndarray:
+def _conform(p: Path, spec: TensorSpec, a: np.ndarray, notes: list[str]) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim != len(spec.shape):
-        raise InputSignatureError(
-            f"{p}: input {spec.name!r}: samples have shape {list(a.shape[1:])} (array {list(a.shape)}), the model "
-            f"expects {list(spec.shape)} with samples stacked on axis 0",
+        raise DataError(
+            f"{p}: input {spec.name!r}: expected samples of shape {list(spec.shape[1:])} stacked on axis 0 "
+            f"(array [N, {', '.join(str(d) for d in spec.shape[1:])}]), got an array of shape {list(a.shape)}",
             hint="stack samples on the batch axis: array shape = [N, *sample_shape]")
     for axis, (want, got) in enumerate(zip(spec.shape, a.shape, strict=True)):
         if axis > 0 and isinstance(want, int) and want != got:
-            raise InputSignatureError(
-                f"{p}: input {spec.name!r} has shape {list(a.shape)}; the model expects {list(spec.shape)} "
-                f"(axis {axis}: {got} != {want})", hint="check the layout (NCHW vs NHWC) and the image size")
+            raise DataError(
+                f"{p}: input {spec.name!r}: expected [N, {', '.join(str(d) for d in spec.shape[1:])}], got "
+                f"{list(a.shape)} (axis {axis}: {got} != {want})",
+                hint="check the layout (NCHW vs NHWC) and the image size")
     want_dtype = np.dtype(spec.dtype)
     if a.dtype != want_dtype:
-        if not np.can_cast(a.dtype, want_dtype, "same_kind"):
-            raise InputSignatureError(f"{p}: input {spec.name!r} has dtype {a.dtype}, the model expects {want_dtype}")
-        a = a.astype(want_dtype)
-    return np.ascontiguousarray(a)
+        if not (np.can_cast(a.dtype, want_dtype, "same_kind") or
+                (a.dtype.kind in "iub" and want_dtype.kind == "f")):
+            raise DataError(f"{p}: input {spec.name!r} has dtype {a.dtype}, the model expects {want_dtype}",
+                            hint=f"save the data as {want_dtype} (x.astype(np.{want_dtype}))")
+        notes.append(f"{p.name}: input {spec.name!r} is {a.dtype}, cast to the model's {want_dtype}")
+    if want_dtype.kind == "f" and _looks_like_raw_pixels(a):
+        notes.append(f"{p.name}: input {spec.name!r} looks like raw 0-255 pixels fed to a float model; most "
+                     "models expect normalized values (x / 255, then mean/std)")
+    return np.ascontiguousarray(a.astype(want_dtype, copy=False))
+
+
+def _looks_like_raw_pixels(a: np.ndarray) -> bool:
+    if not a.size or a.dtype.kind not in "iuf" or a.min() < 0 or not 2 < a.max() <= 255:
+        return False
+    return a.dtype.kind in "iu" or bool(np.all(a == np.round(a)))
 
 
 def _load_images(folder: Path, signature: list[TensorSpec], preprocess: str | Path | None):

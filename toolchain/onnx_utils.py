@@ -59,3 +59,20 @@ def save_single_file(model: Any, path: Path) -> Path:
 
     onnx.save_model(model, str(path), save_as_external_data=False)
     return path
+
+
+def fix_input_dims(model: Any, fixes: list[dict[str, Any]]) -> Any:
+    """Set the dynamic input dims named in ``fixes`` ({"input", "axis", "value"}) to fixed values, then let
+    ONNX shape inference carry them through the graph (best effort: a model it cannot infer keeps its outputs)."""
+    import onnx
+
+    by_name = {v.name: v for v in model.graph.input}
+    for f in fixes:
+        dim = by_name[f["input"]].type.tensor_type.shape.dim[f["axis"]]
+        dim.Clear()
+        dim.dim_value = int(f["value"])
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # shape inference is an improvement, not a requirement
+        return model
+    return inferred

@@ -26,6 +26,9 @@ def render_markdown(m: dict[str, Any], latency: dict[str, Any] | None) -> str:
     for io in ("inputs", "outputs"):
         for t in m[io]:
             lines.append(f"| {io[:-1]} | {t['name']} | {t['shape']} | {t['dtype']} | {t.get('layout') or ''} |")
+    for f in m.get("fixed_dims") or []:
+        lines.append(f"\nfixed at build time: input `{f['input']}` axis {f['axis']} ({f['dim']}) = {f['value']} "
+                     f"(by {f['by']}); the bundle only accepts that size there")
     v = m.get("validation") or {}
     if v:
         tol = v.get("tolerance", {})

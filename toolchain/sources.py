@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgeify_runtime.manifest import TensorSpec
 
 from .errors import InputSignatureError, ModelLoadError
 
@@ -49,15 +50,18 @@ def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]] |
         try:
             shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
         except ValueError:
-            raise InputSignatureError(f"--input-shape {v!r}: dims must be integers, e.g. 1,3,224,224") from None
+            raise InputSignatureError(f"--input-shape {v!r}: dims must be integers",
+                                      hint="e.g. --input-shape 1,3,224,224 or --input-shape x:1,3,224,224") from None
         if not shape or any(d <= 0 for d in shape):
-            raise InputSignatureError(f"--input-shape {v!r}: dims must be positive integers")
+            raise InputSignatureError(f"--input-shape {v!r}: dims must be positive integers",
+                                      hint="e.g. --input-shape 1,3,224,224")
         if sep:
             named[name] = shape
         else:
             positional.append(shape)
     if named and positional:
-        raise InputSignatureError("--input-shape: give all shapes by name (x:1,3,8,8) or all positionally")
+        raise InputSignatureError("--input-shape: give all shapes by name or all positionally, not a mix",
+                                  hint="e.g. --input-shape x:1,3,8,8 --input-shape mask:1,77")
     return named or positional
 
 
@@ -218,6 +222,63 @@ class SourceModel:
         raise InputSignatureError(f"{self.spec}: the input shape is unknown for a {self.kind} model",
                                   hint="pass --input-shape, e.g. --input-shape 1,3,224,224")
 
+    def pre_signature(self) -> tuple[list[TensorSpec], list[TensorSpec] | None]:
+        """Inputs (and outputs where known) before any step runs: the ONNX graph, the ``.pt2`` placeholders,
+        or ``--input-shape`` for TorchScript/factory sources (whose export makes axis 0 dynamic)."""
+        if self.kind == "onnx":
+            from .onnx_utils import signature
+
+            return signature(self.load(), torch_source=False)
+        if self.kind == "exported-program":
+            ep = self.load()
+            nodes = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+            inputs = [_spec_of(name, nodes[name].meta.get("val")) for name in self.input_names()]
+            out_node = next(n for n in ep.graph.nodes if n.op == "output")
+            vals = [a.meta.get("val") if hasattr(a, "meta") else None for a in _flatten(list(out_node.args[0]))]
+            outputs = [_spec_of(f"output_{i}", v) for i, v in enumerate(vals)] if all(
+                v is not None for v in vals) else None
+            return inputs, outputs
+        shapes = self.example_shapes()
+        return [TensorSpec(n, ("batch", *s[1:]) if s else s, "float32", "NCHW" if len(s) == 4 else None)
+                for n, s in zip(self.input_names(), shapes, strict=True)], None
+
+    def input_shape_fixes(self, inputs: list[TensorSpec]) -> list[dict[str, Any]]:
+        """Where ``--input-shape`` applies to an ONNX or ``.pt2`` source: the dynamic dims it fixes. Refuses
+        (InputSignatureError, exit 5) an unknown input name, a wrong rank, or a dim that contradicts a fixed one."""
+        if not self.input_shapes or self.kind not in ("onnx", "exported-program"):
+            return []
+        names = [t.name for t in inputs]
+        if isinstance(self.input_shapes, dict):
+            unknown = [n for n in self.input_shapes if n not in names]
+            if unknown:
+                raise InputSignatureError(f"--input-shape names {unknown}, which the model does not have; its "
+                                          f"inputs: {names}", hint=f"use one of: {', '.join(names)}")
+            given = dict(self.input_shapes)
+        else:
+            if len(self.input_shapes) != len(names):
+                raise InputSignatureError(f"--input-shape gives {len(self.input_shapes)} shape(s); the model has "
+                                          f"{len(names)} input(s): {names}", hint="give one shape per input, or "
+                                          "name them: --input-shape NAME:1,3,224,224")
+            given = dict(zip(names, self.input_shapes, strict=True))
+        fixes = []
+        for t in inputs:
+            if t.name not in given:
+                continue
+            want = given[t.name]
+            if len(want) != len(t.shape):
+                raise InputSignatureError(f"--input-shape {t.name}:{','.join(map(str, want))} has {len(want)} dims; "
+                                          f"the model's input {t.name!r} is {list(t.shape)}",
+                                          hint=f"give {len(t.shape)} dims")
+            for axis, (have, new) in enumerate(zip(t.shape, want, strict=True)):
+                if isinstance(have, int) and have != new:
+                    raise InputSignatureError(
+                        f"--input-shape {t.name}:{','.join(map(str, want))}: axis {axis} is fixed to {have} in the "
+                        f"model ({list(t.shape)}); only its dynamic dims can be set",
+                        hint=f"keep {have} on axis {axis}, or re-export the model with that axis dynamic")
+                if not isinstance(have, int):
+                    fixes.append({"input": t.name, "axis": axis, "dim": have, "value": new, "by": "--input-shape"})
+        return fixes
+
     # -- reference execution ------------------------------------------------------------------------
     def reference(self) -> ReferenceRunner:
         return ReferenceRunner(self)
@@ -251,6 +312,13 @@ class ReferenceRunner:
         with torch.no_grad():
             out = model(*args)
         return [t.detach().cpu().numpy() for t in _flatten(out)]
+
+
+def _spec_of(name: str, val: Any) -> TensorSpec:
+    shape = tuple(int(d) if isinstance(d, int) or str(d).isdigit() else ("batch" if i == 0 else str(d))
+                  for i, d in enumerate(getattr(val, "shape", ())))
+    dtype = str(getattr(val, "dtype", "torch.float32")).replace("torch.", "")
+    return TensorSpec(name, shape, dtype, "NCHW" if len(shape) == 4 else None)
 
 
 def _is_state_dict(path: Path) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 from edgeify.errors import ConversionError, InputSignatureError
 from pydantic import Field
 
-from .base import Artifact, BuildContext, Step, StepConfig
+from .base import Artifact, BuildContext, Step, StepConfig, fault_point
 
 
 class OnnxExportConfig(StepConfig):
@@ -54,6 +54,13 @@ class OnnxExport(Step):
         model = onnx.load(str(out))
         if self.config.max_opset is not None and opset_of(model) > self.config.max_opset:
             model = self._limit_opset(ctx, model, out)
+        fixes = src.input_shape_fixes(src.pre_signature()[0]) if src.kind in ("onnx", "exported-program") else []
+        if fixes:  # --input-shape on a source that has its own shapes: fix the dynamic dims it names
+            from edgeify.onnx_utils import fix_input_dims
+
+            model = fix_input_dims(model, fixes)
+            save_single_file(model, out)
+            meta["fixed_dims"] = fixes
         meta["opset"] = opset_of(model)
         inputs, outputs = signature(model, torch_source=src.is_torch)
         meta["inputs"] = [t.to_dict() for t in inputs]
@@ -84,6 +91,7 @@ class OnnxExport(Step):
             self._legacy(obj, args, out, dynamic_axes, common)
             return "torch.onnx (TorchScript)"
         target = obj if src.kind == "exported-program" else module
+        fault_point("torch-export")
         dyn = None
         if self.config.dynamic_batch and src.kind != "exported-program":
             batch = torch.export.Dim("batch", min=1, max=4096)
