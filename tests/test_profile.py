@@ -107,6 +107,19 @@ def test_litert_profile_placement_without_times(bundles: dict[str, Path]) -> Non
     assert p.overhead["profiled_run_ms"] > 0 and p.overhead["delegate_partitions"] == 1
 
 
+def _write_bundle(dest: Path, engine: str, artifact: str, fmt: str, precision: str, inputs: list[dict[str, Any]],
+                  outputs: list[dict[str, Any]]) -> Path:
+    """The manifest for the model files already in ``dest`` (the schema the host's bundle writer writes)."""
+    files = {f.name: {"sha256": sha256_file(f), "size": f.stat().st_size} for f in sorted(dest.iterdir())}
+    raw = {"schema_version": 1, "format": "edgeify-bundle", "created_at": "2026-12-01T00:00:00+00:00",
+           "target": {"name": "x86-avx2" if engine == "openvino" else "rpi5"},
+           "engine": {"name": engine, "artifact": artifact, "format": fmt, "options": {}}, "precision": precision,
+           "inputs": inputs, "outputs": outputs, "files": files, "bundle_digest": files_digest(files),
+           "labels": None, "preprocessing": None}
+    (dest / "manifest.json").write_text(dumps(raw), encoding="utf-8")
+    return dest
+
+
 def _lrn_bundle(dest: Path) -> Path:
     """A real TFLite model with an op XNNPACK does not take (LOCAL_RESPONSE_NORMALIZATION) between two convs."""
     import tensorflow as tf
@@ -123,17 +136,44 @@ def _lrn_bundle(dest: Path) -> Path:
     conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
     dest.mkdir()
     (dest / "model.tflite").write_bytes(conv.convert())
-    files = {"model.tflite": {"sha256": sha256_file(dest / "model.tflite"),
-                              "size": (dest / "model.tflite").stat().st_size}}
-    raw = {"schema_version": 1, "format": "edgeify-bundle", "created_at": "2026-12-01T00:00:00+00:00",
-           "target": {"name": "rpi5", "family": "rpi", "arch": "aarch64"},
-           "engine": {"name": "litert", "artifact": "model.tflite", "format": "tflite", "options": {}},
-           "precision": "fp32",
-           "inputs": [{"name": "image", "shape": [1, 8, 8, 3], "dtype": "float32", "layout": "NHWC"}],
-           "outputs": [{"name": "features", "shape": [1, 8, 8, 4], "dtype": "float32", "layout": "NHWC"}],
-           "files": files, "bundle_digest": files_digest(files), "labels": None, "preprocessing": None}
-    (dest / "manifest.json").write_text(dumps(raw), encoding="utf-8")
-    return dest
+    return _write_bundle(dest, "litert", "model.tflite", "tflite", "fp32",
+                         [{"name": "image", "shape": [1, 8, 8, 3], "dtype": "float32", "layout": "NHWC"}],
+                         [{"name": "features", "shape": [1, 8, 8, 4], "dtype": "float32", "layout": "NHWC"}])
+
+
+def _int8_ir_with_float_layers(dest: Path) -> Path:
+    """An int8 OpenVINO IR whose convolution has a quantized input but float weights, then a Softmax after a
+    FakeQuantize: both are meant int8 by the IR, and the CPU plugin runs them in float."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    def fq(t: Any, lim: float, name: str) -> Any:
+        lo, hi = ops.constant(np.float32(-lim)), ops.constant(np.float32(lim))
+        return ops.fake_quantize(t, lo, hi, lo, hi, 256, name=name)
+
+    x = ops.parameter([1, 8, 8, 8], np.float32, name="x")
+    w = ops.constant(np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32))
+    conv = ops.convolution(fq(x, 4.0, "fq_in"), w, [1, 1], [1, 1], [1, 1], [1, 1], name="conv_float_weights")
+    soft = ops.softmax(fq(conv, 20.0, "fq_mid"), 1, name="softmax_after_fq")
+    dest.mkdir()
+    ov.save_model(ov.Model([soft], [x], "fallback"), str(dest / "model.xml"), compress_to_fp16=False)
+    spec = {"shape": [1, 8, 8, 8], "dtype": "float32", "layout": "NCHW"}
+    return _write_bundle(dest, "openvino", "model.xml", "openvino-ir", "int8", [{"name": "x", **spec}],
+                         [{"name": "y", **spec}])
+
+
+def test_openvino_int8_layers_run_in_float_are_fallbacks(tmp_path: Path) -> None:
+    bundle = _int8_ir_with_float_layers(tmp_path / "ov")
+    x = np.random.default_rng(2).standard_normal((1, 8, 8, 8)).astype(np.float32)
+    p = profile_bundle(bundle, feeds={"x": x}, threads=2, runs=5)
+    by_name = {o.name: o for o in p.ops}
+    conv, soft = by_name["conv_float_weights"], by_name["softmax_after_fq"]
+    for op in (conv, soft):
+        assert op.fallback and op.precision in ("FP32", "BF16", "FP16") and "int8 layer" in op.reason, op
+    assert {o.name for o in p.ops if o.fallback} == {"conv_float_weights", "softmax_after_fq"}
+    assert p.placement.fallback_count == 2 and 0 < p.placement.fallback_share <= 1
+    if p.placement.fallback_share >= 0.2:
+        assert p.warning is not None and "conv_float_weights" in p.warning
 
 
 def test_placement_warning_for_an_op_xnnpack_leaves(tmp_path: Path) -> None:

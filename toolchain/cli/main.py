@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench",
     "inspect",  # per-op: pipeline, op histogram, engine placement, parity
     "results",
+    "report",  # compare, gate, report
     "devices",
     "deploy",
     "apps",
