@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -94,6 +95,32 @@ class Step:
             "calibration": ctx.calib.sha256 if (self.uses_calibration and ctx.calib is not None) else None,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+FAULT_POINT_ENV = "EDGEIFY_TEST_PAUSE_AT"
+FAULT_FILE_ENV = "EDGEIFY_TEST_PAUSE_FILE"
+
+
+def fault_point(name: str) -> None:
+    """Test hook for the interrupt tests: when ``EDGEIFY_TEST_PAUSE_AT`` is ``name``, write
+    ``EDGEIFY_TEST_PAUSE_FILE`` ("<name> <pid>") and wait there (at most 10 minutes) for the signal the test
+    sends, so a step is interrupted at a known point instead of after a guessed sleep. No effect otherwise."""
+    if os.environ.get(FAULT_POINT_ENV) != name:
+        return
+    import time
+
+    Path(os.environ[FAULT_FILE_ENV]).write_text(f"{name} {os.getpid()}", encoding="utf-8")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def fault_point_feed(name: str) -> Callable[[Any], Any]:
+    """An identity transform that passes ``fault_point(name)`` on each item (e.g. NNCF's calibration feed)."""
+    def feed(item: Any) -> Any:
+        fault_point(name)
+        return item
+    return feed
 
 
 def tool_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:

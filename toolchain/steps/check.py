@@ -15,7 +15,7 @@ import numpy as np
 from edgeify.targets.spec import Tolerance
 from pydantic import Field
 
-from .base import Artifact, BuildContext, Step, StepConfig
+from .base import Artifact, BuildContext, Step, StepConfig, fault_point
 
 
 class CheckConfig(StepConfig):
@@ -77,6 +77,7 @@ class Check(Step):
                 parts = [run_once({k: v[i:i + fixed] for k, v in feeds.items()}) for i in range(0, n, fixed)]
                 return [np.concatenate(col) for col in zip(*parts, strict=True)]
 
+            fault_point("check")
             ctx.progress("parity: source vs built on random and real inputs")
             try:
                 report = parity(inputs, outputs, reference.run, built, [o.name for o in model.outputs], tol, real,

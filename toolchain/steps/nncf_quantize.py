@@ -14,7 +14,7 @@ from typing import Literal
 from edgeify.errors import ConversionError, DataError
 from pydantic import Field
 
-from .base import Artifact, BuildContext, Step, StepConfig
+from .base import Artifact, BuildContext, Step, StepConfig, fault_point_feed
 
 
 class NncfQuantizeConfig(StepConfig):
@@ -54,7 +54,8 @@ class NncfQuantize(Step):
                     extra["model_type"] = nncf.ModelType.TRANSFORMER
                 if self.config.ignored_layers:
                     extra["ignored_scope"] = nncf.IgnoredScope(names=list(self.config.ignored_layers), validate=False)
-                model = nncf.quantize(model, nncf.Dataset(items), preset=preset, subset_size=len(items),
+                feed = nncf.Dataset(items, fault_point_feed("nncf-calibration"))  # identity unless a fault test pauses
+                model = nncf.quantize(model, feed, preset=preset, subset_size=len(items),
                                       fast_bias_correction=self.config.fast_bias_correction, **extra)
                 meta["quantization"] = {"method": "static", "tool": "nncf", "preset": self.config.preset,
                                         "weights": "int8 per-channel",
