@@ -64,6 +64,9 @@ def build(
                                      "manifest)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not reuse cached step results"),
     no_latency: bool = typer.Option(False, "--no-latency", help="skip the quick local latency run"),
+    ladder: bool = typer.Option(False, "--ladder", help="with --precision int8: when int8 misses "
+                                "--max-accuracy-drop or its parity gate, go down the quantization ladder (other "
+                                "recipes, int8-mixed, bf16/fp16, fp32) and keep the first rung that holds"),
     trust_source: bool = typer.Option(False, "--trust-source", help="allow a .pt2 that needs full unpickling "
                                       "(it can run code: only for files you trust)"),
     target_file: list[str] = TargetFiles,
@@ -81,11 +84,24 @@ def build(
     guard = _stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
     with guard:
         try:
-            result = run_build(model, target=target, out=out, precision=precision, engine=engine, calib=calib,
-                               eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
-                               target_files=target_file, max_accuracy_drop=max_accuracy_drop,
-                               use_cache=not no_cache, measure_latency=not no_latency, observer=observer,
-                               io_dtype=io_dtype.value, trust_source=trust_source)
+            if ladder:
+                from edgeify.optimize.ladder_build import build_with_ladder
+
+                if precision != "int8":
+                    from edgeify.errors import UsageError
+
+                    raise UsageError("--ladder starts from --precision int8", hint="add --precision int8")
+                result = build_with_ladder(model, target=target, out=out, engine=engine, calib=calib,
+                                           eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
+                                           max_accuracy_drop=max_accuracy_drop, target_files=target_file,
+                                           use_cache=not no_cache, measure_latency=not no_latency,
+                                           progress=observer.message)
+            else:
+                result = run_build(model, target=target, out=out, precision=precision, engine=engine, calib=calib,
+                                   eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
+                                   target_files=target_file, max_accuracy_drop=max_accuracy_drop,
+                                   use_cache=not no_cache, measure_latency=not no_latency, observer=observer,
+                                   io_dtype=io_dtype.value, trust_source=trust_source)
         finally:
             observer.close()
     if result.family_alias:

@@ -43,3 +43,29 @@ def write_chosen(c: Candidate, runtime: str, out: Path, result: OptimizeResult, 
         bundle_mod.publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_ladder_bundle(src: Path | None, out: Path, ladder: tuple[Rung, ...], *,
+                        measure_latency: bool = True) -> dict[str, Any]:
+    """Publish the ladder's accepted rung (``src``) at ``out`` with ``quantization.ladder``; returns the manifest
+    (with the quick latency run under ``_latency`` when asked)."""
+    from edgeify import bundle as bundle_mod
+    from edgeify.build import _quick_latency
+    from edgeify_runtime.manifest import MANIFEST_NAME, Manifest, dumps
+
+    staging = bundle_mod.staging_dir_for(out)
+    try:
+        shutil.copytree(Path(src or ""), staging)
+        path = staging / MANIFEST_NAME
+        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        quant = dict(manifest.get("quantization") or {})
+        quant["ladder"] = [r.model_dump(mode="json") for r in ladder]
+        manifest["quantization"] = quant
+        path.write_text(dumps(manifest), encoding="utf-8")
+        Manifest.read(staging)
+        latency = _quick_latency(staging) if measure_latency else None
+        bundle_mod.write_report(staging, manifest, latency)
+        bundle_mod.publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {**manifest, "_latency": latency}

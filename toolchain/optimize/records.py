@@ -86,6 +86,8 @@ class Candidate(_Frozen):
 
     def row(self) -> dict[str, Any]:
         d = self.model_dump(mode="json", exclude={"bundle", "screen_latency_ms"})
+        d["latency_ms"] = self.latency_ms or self.screen_latency_ms  # the full protocol's, else the screening's
+        d["latency_protocol"] = "full" if self.latency_ms else ("screen" if self.screen_latency_ms else None)
         d["recipe"] = self.recipe.model_dump(mode="json")
         d["settings"] = {**({"threads": self.settings.threads} if self.settings.threads else {}),
                          **self.settings.options}

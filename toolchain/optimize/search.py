@@ -43,6 +43,8 @@ class Search:
         self.deadline = time.monotonic() + budgets.max_time_s
         self.stopped = ""
         self._facts_from_device = device == "local"
+        #: False: build and check only (``edgeify build --ladder``), no benchmark runs
+        self.measure = True
 
     # -- budget and progress ---------------------------------------------------------------------------------
     def out_of_time(self) -> bool:
@@ -88,6 +90,9 @@ class Search:
                                         accuracy_drop=None if built.accuracy is None else built.accuracy.drop,
                                         status=built.status, reason=built.error))  # type: ignore[arg-type]
             self.say(f"[{n}] {label}: {built.status}: {built.error}; {self._left()}")
+            return built, None
+        if not self.measure:
+            self.say(f"[{n}] {label}: accuracy drop {built.accuracy.drop if built.accuracy else '-'} pt")
             return built, None
         cand = self._screen(built, self.default_settings(built.runtime))
         p50 = cand.latency("p50")

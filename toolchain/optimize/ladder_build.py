@@ -1,0 +1,74 @@
+"""``edgeify build --precision int8 --max-accuracy-drop X --ladder``: the quantization ladder for one engine.
+
+Builds int8; when it misses the budget or its parity gate, goes down the ladder (other recipes, int8-mixed,
+bf16/fp16, fp32) and publishes the first rung that holds, its manifest recording every rung
+(``quantization.ladder``). Nothing is benchmarked here (``edgeify optimize`` measures); the build's own quick
+latency run applies to the published bundle as usual.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .candidates import Inputs
+from .records import Budgets
+from .space import ArtifactPlan, DeviceFacts
+
+
+def build_with_ladder(model: str | Path, *, target: str, out: str | Path, engine: str | None = None,
+                      calib: str | Path | None = None, eval: str | Path | None = None,
+                      preprocess: str | Path | None = None, input_shapes: list[str] | None = None,
+                      max_accuracy_drop: float | None = None, target_files: list[str] | tuple[str, ...] = (),
+                      use_cache: bool = True, measure_latency: bool = True,
+                      progress: Callable[[str], None] | None = None) -> Any:
+    """Returns the ``BuildResult`` of the published rung; raises the last rung's gate error if none holds."""
+    from edgeify.build import BuildResult
+    from edgeify.errors import AccuracyGateError, ParityError
+    from edgeify.targets import load_registry
+
+    from .api import accuracy_measure_for
+    from .ladder import run_ladder
+    from .publish import write_ladder_bundle
+    from .search import Search
+
+    say = progress or (lambda m: None)
+    spec, family = load_registry(target_files).resolve(target)
+    eng_name, _ = spec.engine_for("int8", engine)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".edgeify-ladder-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    measure = accuracy_measure_for(eval)
+    inp = Inputs(model=str(model), spec=spec, work=work, calib=None if calib is None else str(calib),
+                 eval=None if eval is None else str(eval), preprocess=None if preprocess is None else str(preprocess),
+                 input_shapes=tuple(input_shapes or ()), accuracy_measure=measure, use_cache=use_cache)
+    try:
+        search = Search(inp, spec, DeviceFacts.local(), Budgets(max_accuracy_drop=max_accuracy_drop), "accuracy",
+                        "local", "build-ladder", None, say, engines=(eng_name,), precisions=("int8",))  # type: ignore
+        search.measure = False
+        base, _ = search.try_plan(ArtifactPlan(engine=eng_name, precision="int8"))
+        rungs: list = []
+        got = base
+        if not search.accuracy_ok(base):
+            say(f"{eng_name} int8 misses the budget or its parity gate: quantization ladder")
+            rungs, got = run_ladder(search, base, None, spec)
+        if got is None:
+            last = rungs[-1] if rungs else None
+            drop = None if last is None else last.accuracy_drop
+            cls = AccuracyGateError if any(r.parity_passed for r in rungs) else ParityError
+            raise cls(f"no rung of the quantization ladder for {eng_name} holds --max-accuracy-drop "
+                      f"{max_accuracy_drop} (tried: {', '.join(r.rung for r in rungs)}; last drop {drop} pt)",
+                      hint="allow a larger --max-accuracy-drop or give more representative --calib data")
+        manifest = write_ladder_bundle(got.bundle, out, tuple(rungs), measure_latency=measure_latency)
+        return BuildResult(out=out, target=spec.name, family_alias=family, engine=eng_name,
+                           precision=got.plan.precision, manifest=manifest, latency=manifest.pop("_latency", None),
+                           seconds=0.0, steps=list(manifest.get("steps") or []))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+__all__ = ["build_with_ladder"]
