@@ -76,3 +76,16 @@ def fix_input_dims(model: Any, fixes: list[dict[str, Any]]) -> Any:
     except Exception:  # shape inference is an improvement, not a requirement
         return model
     return inferred
+
+
+#: op domains every ONNX consumer knows (``com.microsoft``: ONNX Runtime's contrib ops, also read by OpenVINO)
+STANDARD_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "com.microsoft"})
+
+
+def custom_ops(model: Any) -> list[str]:
+    """``domain::OpType`` of every node outside the standard domains (custom ops need a library edgeify never
+    loads), including nodes inside local functions; model-local functions themselves are not custom ops."""
+    local = {(f.domain, f.name) for f in model.functions}
+    nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
+    return sorted({f"{n.domain}::{n.op_type}" for n in nodes
+                   if n.domain not in STANDARD_DOMAINS and (n.domain, n.op_type) not in local})

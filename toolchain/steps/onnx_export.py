@@ -35,6 +35,7 @@ class OnnxExport(Step):
         meta: dict = {}
         if src.kind == "onnx":
             model = src.load()
+            _refuse_custom_ops(ctx, model)
             opset = opset_of(model)
             if opset < self.config.min_opset:
                 ctx.progress(f"upgrading opset {opset} -> {self.config.min_opset}")
@@ -158,6 +159,19 @@ class OnnxExport(Step):
                 torch.onnx.export(module, args, str(out), dynamo=False, dynamic_axes=dynamic_axes, **common)
         except Exception as exc:
             raise ConversionError(f"torch.onnx export failed: {type(exc).__name__}: {exc}") from None
+
+
+def _refuse_custom_ops(ctx: BuildContext, model) -> None:
+    from edgeify.onnx_utils import custom_ops
+
+    ops = custom_ops(model)
+    if ops:
+        raise ConversionError(
+            f"{ctx.source.path.name} uses custom ops {', '.join(ops)}: {ctx.engine.runtime} (engine "
+            f"{ctx.engine_name!r} on {ctx.target.name}) has no implementation of them, and edgeify never loads "
+            "custom-op libraries",
+            hint="re-export the model with standard ONNX ops (e.g. torch.onnx.export without the custom symbolic), "
+                 "or build from the PyTorch source (.pt2 / module.py:factory)")
 
 
 def _flatten(out):

@@ -53,7 +53,13 @@ class OnnxOptimize(Step):
             try:
                 ort.InferenceSession(str(slim_path), opts, providers=["CPUExecutionProvider"])
             except Exception as exc:
-                raise ConversionError(f"ONNX Runtime cannot load the model: {exc}") from None
+                detail = str(exc).replace(str(slim_path), ctx.source.path.name).replace(str(out_dir), "")
+                raise ConversionError(
+                    f"graph optimization of {ctx.source.path.name} failed (ONNX Runtime's portable basic level, "
+                    f"run before building for {ctx.engine.runtime} on {ctx.target.name}): {detail.strip()}",
+                    hint="check the model with `python -c \"import onnx; onnx.checker.check_model('MODEL.onnx', "
+                         "full_check=True)\"`; or set config = { ort_level = \"disabled\" } on the target's "
+                         "onnx-optimize step (a --target-file)") from None
             slim_path.unlink()
         else:
             slim_path.rename(out)
