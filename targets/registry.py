@@ -73,9 +73,12 @@ class Family:
 class Registry:
     """Immutable: ``targets`` and ``families`` are read-only mappings. Build a new one to add specs."""
 
-    def __init__(self, targets: Mapping[str, TargetSpec], families: Mapping[str, Family]) -> None:
+    def __init__(self, targets: Mapping[str, TargetSpec], families: Mapping[str, Family],
+                 templates: Mapping[str, str] | None = None) -> None:
         self.targets: Mapping[str, TargetSpec] = MappingProxyType(dict(targets))
         self.families: Mapping[str, Family] = MappingProxyType(dict(families))
+        #: template name -> the file defining it (what a target file's ``extends`` may name)
+        self.templates: Mapping[str, str] = MappingProxyType(dict(templates or {}))
 
     def __iter__(self):
         return iter(self.targets.values())
@@ -232,7 +235,7 @@ def build_registry(docs: Iterable[_Doc]) -> Registry:
         if fam.default not in targets:
             raise _config_error(f"family {fam.name!r} ({fam.source}): default board {fam.default!r} is not defined")
     _check_step_kinds(targets.values())
-    return Registry(targets, families)
+    return Registry(targets, families, {name: src for name, (_, src) in templates.items()})
 
 
 def _check_step_kinds(specs: Iterable[TargetSpec]) -> None:

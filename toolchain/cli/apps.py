@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from .output import Format, FormatOpt, TrustOpt, console, print_json
+from .output import Format, FormatOpt, TrustOpt, console, examples, print_json
 
 apps_app = typer.Typer(help="Apps started on devices by `edgeify deploy BUNDLE --app serve`.", no_args_is_help=True)
 
 
-@apps_app.command("status")
+@apps_app.command("status", epilog=examples("edgeify apps status --device pi-01",
+                                             "edgeify apps status -d pi-01 --format json"))
 def apps_status(
     device: str = typer.Option(..., "--device", "-d", help="device name (`edgeify devices list`)"),
     trust_new_host_key: bool = TrustOpt,
@@ -31,7 +32,8 @@ def apps_status(
     print_app_status(device, data)
 
 
-@apps_app.command("stop")
+@apps_app.command("stop", epilog=examples("edgeify apps stop digits-rpi5 --device pi-01",
+                                           "edgeify apps stop digits-rpi5 -d pi-01 --timeout 30"))
 def apps_stop(
     name: str = typer.Argument(..., help="the app's name on the device (the bundle's name; `edgeify apps status`)"),
     device: str = typer.Option(..., "--device", "-d", help="device name (`edgeify devices list`)"),

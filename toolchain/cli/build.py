@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from .output import Format, FormatOpt, TargetFiles, err_console, print_json
+from .output import Format, FormatOpt, TargetFiles, err_console, examples, print_json
 
 
 class IoDtype(str, Enum):
@@ -141,4 +141,8 @@ def build_summary(result: Any) -> dict[str, Any]:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("build")(build)
+    app.command("build", epilog=examples(
+        "edgeify build model.onnx --target x86 -o build/model-x86",
+        "edgeify build model.pt2 --target rpi5 --precision int8 --calib calib.npz -o build/model-rpi5-int8",
+        "edgeify build examples/digits/model.py:digits_cnn --target x86 --input-shape 1,1,8,8 --format json",
+    ))(build)

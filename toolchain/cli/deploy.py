@@ -18,6 +18,7 @@ from .output import (
     TrustOpt,
     console,
     err_console,
+    examples,
     fail_fleet,
     passphrase,
     print_apps,
@@ -169,5 +170,10 @@ def rollback_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("deploy")(deploy_cmd)
-    app.command("rollback")(rollback_cmd)
+    app.command("deploy", epilog=examples(
+        "edgeify deploy build/digits-rpi5 --device pi-01",
+        "edgeify deploy build/digits-rpi5 --devices tag:pi --format json",
+        "edgeify deploy build/digits-rpi5 --device pi-01 --app serve --port 8080",
+    ))(deploy_cmd)
+    app.command("rollback", epilog=examples("edgeify rollback digits-rpi5 --device pi-01",
+                                            "edgeify rollback build/digits-rpi5 --devices tag:pi"))(rollback_cmd)

@@ -13,16 +13,21 @@ from .output import (
     TrustOpt,
     console,
     err_console,
+    examples,
     fail_fleet,
     passphrase,
     print_json,
 )
 
 devices_app = typer.Typer(help="The devices edgeify deploys to (a TOML file in edgeify's config dir).",
-                          no_args_is_help=True)
+                          no_args_is_help=True,
+                          epilog=examples("edgeify devices add pi-01 --host 192.168.1.50 --user pi --target rpi5",
+                                          "edgeify devices check pi-01", "edgeify devices list --tag lab"))
 
 
-@devices_app.command("add")
+@devices_app.command("add", epilog=examples(
+    "edgeify devices add pi-01 --host 192.168.1.50 --user pi --target rpi5 --tag lab",
+    "edgeify devices add jetson-1 --target jetson --workdir /data/edgeify  # resolved via ~/.ssh/config"))
 def devices_add(
     name: str = typer.Argument(..., help="a name for the device (also tried as a Host alias in ~/.ssh/config)"),
     target: str = typer.Option(..., "--target", "-t", help="the device's target (`edgeify targets`); a family "
@@ -53,7 +58,7 @@ def devices_add(
     err_console.print(f"  next: edgeify devices check {name}")
 
 
-@devices_app.command("list")
+@devices_app.command("list", epilog=examples("edgeify devices list", "edgeify devices list --tag lab --format json"))
 def devices_list(tag: str = typer.Option(None, "--tag", help="only devices with this tag"),
                  fmt: Format = FormatOpt) -> None:
     """List the devices (as stored: unset fields resolve from ~/.ssh/config when connecting)."""
@@ -78,7 +83,7 @@ def devices_list(tag: str = typer.Option(None, "--tag", help="only devices with 
     console.print(t)
 
 
-@devices_app.command("show")
+@devices_app.command("show", epilog=examples("edgeify devices show pi-01", "edgeify devices show pi-01 --format json"))
 def devices_show(name: str = typer.Argument(...), fmt: Format = FormatOpt) -> None:
     """Show a device and how its connection resolves (HostName, Port, User, keys, known_hosts); no network."""
     from edgeify.deploy.connect import endpoint_for
@@ -99,7 +104,7 @@ def devices_show(name: str = typer.Argument(...), fmt: Format = FormatOpt) -> No
     console.print(f"  python: {' '.join(dev.python_argv)}   workdir: {dev.remote_workdir}")
 
 
-@devices_app.command("remove")
+@devices_app.command("remove", epilog=examples("edgeify devices remove pi-01"))
 def devices_remove(name: str = typer.Argument(...)) -> None:
     """Remove a device from the devices file (nothing on the device is touched)."""
     from edgeify.deploy.inventory import Inventory
@@ -110,7 +115,9 @@ def devices_remove(name: str = typer.Argument(...)) -> None:
     err_console.print(f"[green]✓[/] removed device [bold]{name}[/] from {inv.path}")
 
 
-@devices_app.command("check")
+@devices_app.command("check", epilog=examples("edgeify devices check pi-01",
+                                              "edgeify devices check tag:lab --format json",
+                                              "edgeify devices check pi-02 --trust-new-host-key"))
 def devices_check(
     selector: str = typer.Argument(..., help="device name, NAME1,NAME2, tag:TAG or all"),
     trust_new_host_key: bool = TrustOpt,
@@ -136,7 +143,8 @@ def devices_check(
     fail_fleet(outcomes)
 
 
-@devices_app.command("status")
+@devices_app.command("status", epilog=examples("edgeify devices status pi-01",
+                                               "edgeify devices status pi-01 --format json"))
 def devices_status(name: str = typer.Argument(...), trust_new_host_key: bool = TrustOpt,
                    fmt: Format = FormatOpt) -> None:
     """What is deployed on a device: each bundle's current and previous version."""

@@ -37,6 +37,10 @@ app = typer.Typer(
     help="Take a trained model to edge devices: build (convert, quantize, check) a bundle, benchmark it, "
          "and keep the results. Exit codes: `edgeify exit-codes`.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    # plain help text: flags show no `<bool>`, "[default: ...]" stays visible (no rich markup in help strings)
+    rich_markup_mode=None,
+    epilog="Examples:\n\n\b\n  edgeify build model.onnx --target x86 -o build/model-x86\n"
+           "  edgeify bench build/model-x86\n  edgeify results\n  edgeify COMMAND --help",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .output import Format, FormatOpt, console, print_json
+from .output import Format, FormatOpt, console, examples, print_json
 
 
 def exit_codes(fmt: Format = FormatOpt) -> None:
@@ -26,5 +26,5 @@ def version() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("exit-codes")(exit_codes)
-    app.command("version")(version)
+    app.command("exit-codes", epilog=examples("edgeify exit-codes", "edgeify exit-codes --format json"))(exit_codes)
+    app.command("version", epilog=examples("edgeify version", "edgeify --version"))(version)

@@ -38,6 +38,11 @@ DeviceOpt = typer.Option(None, "--device", "-d", help="device name (`edgeify dev
 DevicesOpt = typer.Option(None, "--devices", help="several devices in parallel: tag:TAG, NAME1,NAME2 or all")
 
 
+def examples(*commands: str) -> str:
+    """A ``--help`` epilog: example command lines, kept verbatim (not re-wrapped)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {c}" for c in commands)
+
+
 def passphrase(ask: bool) -> str | None:
     return typer.prompt("key passphrase", hide_input=True, err=True) if ask else None
 

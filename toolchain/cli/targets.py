@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from .output import Format, FormatOpt, TargetFiles, console, err_console, print_json
+from .output import Format, FormatOpt, TargetFiles, console, err_console, examples, print_json
 
-targets_app = typer.Typer(help="List and inspect build targets.", invoke_without_command=True)
+targets_app = typer.Typer(help="List and inspect build targets.", invoke_without_command=True,
+                          epilog=examples("edgeify targets", "edgeify targets --format json",
+                                          "edgeify targets show rpi5",
+                                          "edgeify targets --target-file my-targets.toml"))
 
 
 @targets_app.callback()
@@ -20,7 +25,8 @@ def targets_list(ctx: typer.Context, fmt: Format = FormatOpt, target_file: list[
     reg = load_registry(target_file)
     rows = [s.summary() for s in reg]
     if fmt == Format.json:
-        print_json({"targets": rows, "families": {f.name: f.default for f in reg.families.values()}})
+        print_json({"targets": rows, "families": {f.name: f.default for f in reg.families.values()},
+                    "templates": dict(reg.templates)})
         return
     from rich.table import Table
 
@@ -33,9 +39,13 @@ def targets_list(ctx: typer.Context, fmt: Format = FormatOpt, target_file: list[
     console.print(table)
     fams = ", ".join(f"{f.name} → {f.default}" for f in reg.families.values())
     console.print(f"family aliases: {fams}")
+    if reg.templates:
+        console.print("templates a target file can extend (extends = \"NAME\"): " + ", ".join(
+            f"{name} ({Path(src).name})" for name, src in reg.templates.items()))
 
 
-@targets_app.command("show")
+@targets_app.command("show", epilog=examples("edgeify targets show x86", "edgeify targets show rpi5 > my-rpi5.toml",
+                                              "edgeify targets show x86-strict --target-file my-targets.toml"))
 def targets_show(ctx: typer.Context, name: str = typer.Argument(..., help="target or family name"),
                  fmt: Format = FormatOpt, target_file: list[str] = TargetFiles) -> None:
     """Show a target's full spec and its resolved pipeline for every engine and precision."""
@@ -57,12 +67,32 @@ def targets_show(ctx: typer.Context, name: str = typer.Argument(..., help="targe
     if fmt == Format.json:
         print_json(data)
         return
-    from rich.pretty import Pretty
+    import sys
 
-    console.print(Pretty({k: v for k, v in data.items() if k != "resolved_pipelines"}))
+    sys.stdout.write(spec_toml(spec.model_dump(mode="json"), source=spec.source))
     for key, steps in pipelines.items():
         chain = " → ".join(f"{s['id']} ({s['uses']})" for s in steps)
-        console.print(f"[bold]{key}[/]: {chain}")
+        sys.stdout.write(f"# pipeline {key}: {chain}\n")
+    sys.stdout.flush()
+
+
+def spec_toml(spec: dict, *, source: str = "") -> str:
+    """A target spec as a target file one can paste and edit (TOML has no null: unset fields are left out)."""
+    import tomlkit
+
+    def strip(v: object) -> object:
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [strip(x) for x in v if x is not None]
+        return v
+
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment(f"target {spec['name']}" + (f" (from {source})" if source else "")
+                            + ": paste into a target file, give it a new name, edit; or write "
+                            "`extends = \"TEMPLATE\"` and only what differs (`edgeify targets` lists templates)"))
+    doc["targets"] = [strip(spec)]
+    return tomlkit.dumps(doc)
 
 
 def register(app: typer.Typer) -> None:
