@@ -58,7 +58,7 @@ def test_digits_optimize_meets_budget_json_store_pareto(digits: dict[str, Path],
     assert {c["precision"] for c in cands} == {"fp32", "int8"}
     int8 = [c for c in cands if c["precision"] == "int8" and c["total_ops"]]
     assert int8 and all(c["quantized_ops"] == c["total_ops"] for c in int8)  # digits: every conv/gemm in int8
-    assert any(c["status"] == "measured" for c in cands)  # the full protocol ran for the best few
+    assert any(c["status"] == "measured" and c["latency_protocol"] == "full" for c in cands)  # the best few
     assert len({json.dumps(c["settings"], sort_keys=True) for c in cands}) > 1  # run-time settings were searched
     # Pareto: valid indices, none dominated by another candidate with the three measures
     full = [c for c in cands if c["latency_ms"] and c["accuracy_drop"] is not None and c["size_bytes"]]
@@ -125,3 +125,20 @@ def test_no_candidate_meets_latency_exit_13(outlier: dict[str, Path], tmp_path: 
     assert "no candidate meets --max-latency-ms" in proc.stderr and "closest" in proc.stderr
     assert "fp32" in proc.stdout  # the table of candidates is still shown
     assert not (tmp_path / "none").exists()
+
+
+def test_build_ladder_publishes_the_first_rung_that_holds(outlier: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "ladder"
+    proc = run_cli("build", str(outlier["model"]), "--target", "x86-avx512", "--precision", "int8", "--engine",
+                   "onnxruntime", "--calib", str(outlier["calib"]), "--eval", str(outlier["eval"]),
+                   "--max-accuracy-drop", "1", "--ladder", "--no-latency", "-o", str(out), "--format", "json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["precision"] == "int8-mixed"
+    manifest = json.loads((out / "manifest.json").read_text())
+    ladder = manifest["quantization"]["ladder"]
+    assert ladder[0]["rung"] == "int8" and not ladder[0]["accepted"]
+    assert any(r["accepted"] and r["precision"] == "int8-mixed" for r in ladder)
+    assert manifest["validation"]["accuracy"]["drop_points"] <= 1.0
+    usage = run_cli("build", str(outlier["model"]), "--target", "x86-avx512", "--precision", "fp32", "--ladder",
+                    "-o", str(tmp_path / "x"))
+    assert usage.returncode == 2 and "--ladder" in usage.stderr
