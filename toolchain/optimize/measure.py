@@ -3,7 +3,7 @@
 Run-time settings travel in the bundle itself: a candidate measured with engine options is a copy of its bundle
 (files hard-linked) whose manifest ``engine.options`` hold them, exactly what the winner is published with; the
 thread count goes in the protocol. Runs through the bench orchestrator (``edgeify.bench.bench``: local site or
-SSH device, results stored under the optimize run id), or, where that is missing, the agent paths it replaced.
+SSH device, every result stored under the optimize run id).
 """
 
 from __future__ import annotations
@@ -72,36 +72,11 @@ def settings_bundle(bundle: Path, runtime: str, settings: Settings) -> tuple[Pat
 
 def bench_candidate(bundle: Path, runtime: str, settings: Settings, proto: Protocol, *, device: str,
                     run_id: str, store: bool = True) -> Measurement:
+    from edgeify.bench import BenchSettings, bench
+
     target, threads = settings_bundle(Path(bundle), runtime, settings)
-    try:
-        from edgeify.bench import BenchSettings, bench
-    except ImportError:  # an older tree without the orchestrator
-        return _direct(target, threads, proto, device=device, run_id=run_id, store=store)
     bs = BenchSettings(warmup=proto.warmup, runs=proto.runs, min_duration_s=proto.min_duration_s,
                        max_duration_s=proto.max_duration_s, threads=threads)
     rec = bench(target, device, settings=bs, store=store, run_id=run_id)[0].unwrap()
     d = rec.to_dict()
     return Measurement(dict(d["latency_ms"]), d.get("result_id"), d.get("fingerprint"), target)
-
-
-def _direct(bundle: Path, threads: int | None, proto: Protocol, *, device: str, run_id: str,
-            store: bool) -> Measurement:
-    request: dict[str, Any] = {"warmup": proto.warmup, "runs": proto.runs, "min_duration_s": proto.min_duration_s,
-                               "max_duration_s": proto.max_duration_s, "threads": threads}
-    if device == "local":
-        from edgeify.bench_local import run_agent
-
-        result = run_agent({"bundle": str(bundle), **request})
-    else:
-        from edgeify.deploy.remote_bench import benchmark_on_device
-
-        result = benchmark_on_device(bundle, device, request, store=False)
-    result_id = None
-    if store:
-        from edgeify.results import open_store
-        from edgeify_runtime.result import BenchResult
-
-        rec = BenchResult.from_dict({k: v for k, v in result.items() if k != "result_id"})
-        with open_store() as st:
-            result_id = st.add(rec.replace(device=device, bundle=str(bundle), run_id=run_id))
-    return Measurement(dict(result["latency_ms"]), result_id, result.get("fingerprint"), bundle)
