@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .engines import EngineAdapter, create_adapter
+from .engines.base import check_bundle_options
 from .errors import BundleError, EngineMissingError, InputSignatureError
 from .fingerprint import default_threads
 from .manifest import Manifest, TensorSpec
@@ -329,7 +330,10 @@ def load(bundle: str | os.PathLike[str], *, engine: str | None = None, threads: 
     ``threads``: intra-op threads (None: the physical core count this process may use).
     ``verify``: check every file's sha256 first (BundleError naming the bad files when one differs).
     ``options``: engine load options, merged over the manifest's ``engine.options``; they choose the
-    accelerator (ONNX Runtime ``providers``, OpenVINO ``device``; see ``edgeify_runtime.engines``).
+    accelerator (ONNX Runtime ``providers``, OpenVINO ``device``; see ``edgeify_runtime.engines``). The
+    manifest's own options must be on ``engines.base.BUNDLE_OPTIONS`` (thread counts, ONNX Runtime graph
+    optimization level and execution mode, OpenVINO inference precision and performance hint, provider names;
+    never a path): anything else is a BundleError.
     ``cpu_fallback``: when the accelerator the options ask for is missing or does not start, load on the CPU
     instead, warn (``CPUFallbackWarning``) and record why in ``Model.fallback``. Without it (the default)
     that is an EngineMissingError: edgeify never moves a model to another device silently.
@@ -341,18 +345,20 @@ def load(bundle: str | os.PathLike[str], *, engine: str | None = None, threads: 
     bundle_dir = Path(bundle)
     manifest = Manifest.read(bundle_dir)
     want = manifest.engine.name
+    check_bundle_options(want, manifest.engine.options)  # a manifest is data: only allow-listed options
     if engine is not None and engine != want:
         raise BundleError(
             f"bundle {bundle_dir} was built for engine {want!r}; it has no artifact for engine {engine!r}",
             hint=f"omit engine= to use {want}, or build a bundle for {engine}")
+    merged = dict(manifest.engine.options)
+    merged.update(dict(options or {}))
+    bundle_threads = merged.pop("threads", None)
     if threads is None:
-        threads = default_threads()
+        threads = bundle_threads if isinstance(bundle_threads, int) and bundle_threads > 0 else default_threads()
     elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, not {threads!r}")
     if verify:
         manifest.verify_files(bundle_dir)
-    merged = dict(manifest.engine.options)
-    merged.update(dict(options or {}))
     adapter = create_adapter(want, manifest.engine.min_version)
     try:
         adapter.load(bundle_dir, manifest, threads, merged)

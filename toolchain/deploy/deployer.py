@@ -68,6 +68,10 @@ class LocalBundle:
         if not root.is_dir():
             raise BundleError(f"{path}: not a directory", hint="pass the directory that `edgeify build` wrote")
         manifest = Manifest.read(root)  # checks names (no traversal) and the digest of the files table
+        links = [rel for rel in [*manifest.files, MANIFEST_NAME, REPORT_NAME] if _has_symlink(root, rel)]
+        if links:
+            raise BundleError(f"bundle {root} holds symbolic links ({', '.join(sorted(links))}); edgeify never "
+                              "follows a link out of a bundle", hint="rebuild the bundle, or copy the real files in")
         files: dict[str, dict[str, Any]] = {}
         problems = []
         for rel, meta in manifest.files.items():
@@ -96,6 +100,16 @@ class LocalBundle:
 
     def locally_corrupt(self, rels: list[str]) -> list[str]:
         return [r for r in rels if r in self.files and sha256_file(self.path / r) != self.files[r]["sha256"]]
+
+
+def _has_symlink(root: Path, rel: str) -> bool:
+    """Is ``root/rel``, or a directory on the way to it, a symbolic link?"""
+    p = root
+    for part in Path(rel).parts:
+        p = p / part
+        if p.is_symlink():
+            return True
+    return False
 
 
 def bundle_name(bundle: LocalBundle, name: str | None) -> str:

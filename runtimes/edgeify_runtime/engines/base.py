@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -200,3 +201,83 @@ def names_to_positions(wanted: list[str] | tuple[str, ...], have: list[list[str]
                           hint="rebuild the bundle")
     raise BundleError(f"{engine}: the artifact has no {what}(s) named {missing}; it has "
                       f"{[names[0] if names else '?' for names in have]}", hint="rebuild the bundle")
+
+
+# -- engine options a bundle may carry ---------------------------------------------------------------------------
+#: what a bundle's manifest (``engine.options``: data from wherever the bundle came from) may ask of an engine.
+#: Anything else is refused with BundleError (exit 12): options such as ONNX Runtime ``provider_options`` or
+#: ``session_config`` and OpenVINO ``CACHE_DIR`` can name files or libraries to load. Options a caller passes to
+#: ``load(options=...)`` itself are the caller's choice and are not restricted here.
+_PROVIDER = re.compile(r"^[A-Za-z][A-Za-z0-9]*ExecutionProvider$")
+_OV_DEVICE = re.compile(r"^[A-Z][A-Z0-9_.:,]*$")
+_OV_CONFIG = {"INFERENCE_PRECISION_HINT": ("f32", "bf16", "f16"),
+              "PERFORMANCE_HINT": ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"),
+              "EXECUTION_MODE_HINT": ("PERFORMANCE", "ACCURACY"), "NUM_STREAMS": None, "INFERENCE_NUM_THREADS": None,
+              "ENABLE_CPU_PINNING": ("YES", "NO", "True", "False"),
+              "ENABLE_HYPER_THREADING": ("YES", "NO", "True", "False")}
+_ORT_SESSION_CONFIG = {"session.x64quantprecision": ("0", "1"), "session.intra_op.allow_spinning": ("0", "1"),
+                       "session.inter_op.allow_spinning": ("0", "1")}
+
+
+def _int(lo: int, hi: int) -> Any:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _one_of(*values: Any) -> Any:
+    return lambda v: isinstance(v, str) and v in values
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _providers(v: Any) -> bool:
+    return isinstance(v, list) and 0 < len(v) <= 8 and all(isinstance(p, str) and _PROVIDER.match(p) for p in v)
+
+
+def _scalar_table(allowed: dict[str, Any]) -> Any:
+    def check(v: Any) -> bool:
+        if not isinstance(v, dict):
+            return False
+        for key, value in v.items():
+            if key not in allowed or not isinstance(value, (str, int)) or isinstance(value, bool):
+                return False
+            values = allowed[key]
+            if values is None and not str(value).isdigit():
+                return False
+            if values is not None and str(value) not in values:
+                return False
+        return True
+    return check
+
+
+BUNDLE_OPTIONS: dict[str, dict[str, Any]] = {
+    "onnxruntime": {"threads": _int(1, 1024),
+                    "graph_optimization_level": _one_of("disable", "basic", "extended", "all"),
+                    "execution_mode": _one_of("sequential", "parallel"), "providers": _providers,
+                    "provider_fallback": _is_bool, "session_config": _scalar_table(_ORT_SESSION_CONFIG)},
+    "openvino": {"threads": _int(1, 1024), "device": lambda v: isinstance(v, str) and bool(_OV_DEVICE.match(v)),
+                 "inference_precision": _one_of(*_OV_CONFIG["INFERENCE_PRECISION_HINT"]),
+                 "performance_hint": _one_of(*_OV_CONFIG["PERFORMANCE_HINT"]), "config": _scalar_table(_OV_CONFIG)},
+    "litert": {"threads": _int(1, 1024), "xnnpack": _is_bool},
+    "tensorrt": {"dla_core": lambda v: v is None or _int(0, 15)(v), "gpu_fallback": _is_bool,
+                 "builder": _one_of("auto", "trtexec", "python"), "workspace_mib": _int(1, 1 << 20),
+                 "builder_optimization_level": _int(0, 5), "min_batch": _int(1, 1 << 16),
+                 "opt_batch": _int(1, 1 << 16), "max_batch": _int(1, 1 << 16)},
+}
+
+
+def check_bundle_options(engine: str, options: Mapping[str, Any]) -> None:
+    """Refuse engine options in a bundle's manifest that are not on the allow-list (BundleError, exit 12)."""
+    allowed = BUNDLE_OPTIONS.get(engine, {})
+    bad = []
+    for key, value in options.items():
+        check = allowed.get(key)
+        if check is None:
+            bad.append(f"{key!r} (not an option a bundle may set)")
+        elif not check(value):
+            bad.append(f"{key}={str(value)[:80]!r} (not an allowed value)")
+    if bad:
+        raise BundleError(f"the bundle's engine options are refused: {'; '.join(bad)}",
+                          hint=f"a bundle may set only {', '.join(sorted(allowed)) or 'no options'} for {engine}; "
+                               "rebuild it, or pass other options to load(options=...) yourself")

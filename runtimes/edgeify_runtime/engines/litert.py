@@ -125,7 +125,7 @@ class _Port:
 
 class LiteRTAdapter(EngineAdapter):
     name = "litert"
-    option_keys = frozenset({"xnnpack"})
+    option_keys = frozenset({"xnnpack", "threads"})
 
     def __init__(self) -> None:
         super().__init__()

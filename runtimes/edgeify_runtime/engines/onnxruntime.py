@@ -7,6 +7,8 @@ Options (manifest ``engine.options`` or ``load(options=...)``):
   ``providers``                 list of execution provider names, in priority order
   ``provider_options``          list of dicts, one per provider
   ``graph_optimization_level``  ``"disable" | "basic" | "extended" | "all"`` (default ``"all"``)
+  ``execution_mode``            ``"sequential" | "parallel"`` (default ``"sequential"``)
+  ``threads``                   intra-op threads when the caller of ``load`` names none
   ``session_config``            dict of ``SessionOptions.add_session_config_entry`` keys and values
   ``provider_fallback``         true: ``providers`` is a fallback order (e.g. TensorRT, CUDA, CPU): providers this
                                 onnxruntime lacks or cannot start are skipped (``skipped_providers`` says which)
@@ -34,7 +36,7 @@ _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "exten
 class OnnxRuntimeAdapter(EngineAdapter):
     name = "onnxruntime"
     option_keys = frozenset({"providers", "provider_options", "graph_optimization_level", "session_config",
-                             "provider_fallback"})
+                             "provider_fallback", "execution_mode", "threads"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,7 +54,10 @@ class OnnxRuntimeAdapter(EngineAdapter):
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        mode = str(self.options.get("execution_mode", "sequential"))
+        if mode not in ("sequential", "parallel"):
+            raise BundleError(f"onnxruntime: execution_mode {mode!r} is not 'sequential' or 'parallel'")
+        so.execution_mode = ort.ExecutionMode.ORT_PARALLEL if mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
         level = str(self.options.get("graph_optimization_level", "all"))
         if level not in _OPT_LEVELS:
             raise BundleError(f"onnxruntime: graph_optimization_level {level!r} is not one of "

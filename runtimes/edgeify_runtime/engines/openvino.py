@@ -7,6 +7,9 @@ A ``bf16`` bundle (the fp32 IR, precision ``bf16``) sets ``INFERENCE_PRECISION_H
 
 Options (manifest ``engine.options`` or ``load(options=...)``):
   ``device``  OpenVINO device name (default ``"CPU"``)
+  ``inference_precision``  ``INFERENCE_PRECISION_HINT`` (``f32``, ``bf16``, ``f16``)
+  ``performance_hint``     ``PERFORMANCE_HINT`` (``LATENCY``, ``THROUGHPUT``, ``CUMULATIVE_THROUGHPUT``)
+  ``threads``  ``INFERENCE_NUM_THREADS`` when the caller of ``load`` names none
   ``config``  dict of extra compile properties; they override the defaults above
 """
 
@@ -34,7 +37,7 @@ def _port_names(port: Any) -> list[str]:
 
 class OpenVINOAdapter(EngineAdapter):
     name = "openvino"
-    option_keys = frozenset({"device", "config"})
+    option_keys = frozenset({"device", "config", "inference_precision", "performance_hint", "threads"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -59,6 +62,10 @@ class OpenVINOAdapter(EngineAdapter):
             config["INFERENCE_PRECISION_HINT"] = "f32"
         elif manifest.precision.lower() == "bf16":  # the fp32 IR computed in bfloat16 (AVX-512 BF16 / AMX CPUs)
             config["INFERENCE_PRECISION_HINT"] = "bf16"
+        for key, prop in (("inference_precision", "INFERENCE_PRECISION_HINT"),
+                          ("performance_hint", "PERFORMANCE_HINT")):
+            if self.options.get(key) is not None:
+                config[prop] = str(self.options[key])
         config.update({str(k): str(v) for k, v in dict(self.options.get("config") or {}).items()})
         core = ov.Core()
         if self.device.split(":")[0].split(".")[0] not in {d.split(".")[0] for d in core.available_devices} \

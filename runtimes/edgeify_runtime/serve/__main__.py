@@ -1,5 +1,7 @@
 """``python -m edgeify_runtime.serve``."""
 
+from __future__ import annotations
+
 import sys
 
 from .cli import main
