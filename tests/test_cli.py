@@ -112,9 +112,10 @@ def test_bench_json_results_store_and_latency_budget(digits, tmp_path: Path, res
     manifest = json.loads((out / "manifest.json").read_text())
     assert r["bundle_digest"] == manifest["bundle_digest"]
     hist = json.loads(run_cli("results", "--format", "json").stdout)["results"]
-    assert hist[0]["id"] == r["result_id"] and hist[0]["bundle_digest"] == r["bundle_digest"]
-    full = json.loads(run_cli("results", "--full", "--limit", "1").stdout)["results"][0]
-    assert len(full["samples"]) == len(r["samples_ms"]) and full["fingerprint"]["arch"]
+    assert hist[0]["result_id"] == r["result_id"] and hist[0]["bundle_digest"] == r["bundle_digest"]
+    assert hist[0]["latency_ms"]["p50"] == r["latency_ms"]["p50"]  # one result shape: bench's and the store's
+    full = json.loads(run_cli("results", "--samples", "--limit", "1").stdout)["results"][0]
+    assert len(full["samples_ms"]) == len(r["samples_ms"]) and full["fingerprint"]["arch"]
     over = run_cli("bench", str(out), "--runs", "20", "--min-duration", "0", "--max-latency-ms", "0.000001",
                    "--percentile", "p50")
     assert over.returncode == 13 and "over the budget" in over.stderr
@@ -133,3 +134,105 @@ def test_bench_on_a_corrupted_bundle(tiny_onnx: Path, tmp_path: Path, results_db
     res = run_cli("bench", str(out))
     assert res.returncode == 12 and "sha256 mismatch" in res.stderr
     assert run_cli("bench", str(tmp_path)).returncode == 12
+
+
+def test_help_pages_versions_and_examples() -> None:
+    """Issue 17.10: --version, no `<bool>` metavars, defaults and an example on every help page."""
+    from edgeify import __version__
+
+    assert run_cli("--version").stdout.strip() == __version__
+    for cmd in (["bench"], ["build"], ["targets"], ["targets", "show"], ["devices", "add"], ["deploy"],
+                ["rollback"], ["apps", "stop"], ["exit-codes"], []):
+        page = run_cli(*cmd, "--help")
+        assert page.returncode == 0, (cmd, page.stderr)
+        assert "<bool>" not in page.stdout and "Examples:" in page.stdout, cmd
+    bench = " ".join(run_cli("bench", "--help").stdout.split())
+    assert "MINIMUM number of timed runs" in bench and "--min-duration" in bench
+    for flag in ("--threads", "--warmup", "--runs", "--min-duration"):
+        assert f"{flag} " in bench
+    assert "default: the target's protocol" in bench
+
+
+def test_targets_show_prints_a_target_file_and_the_templates(tmp_path: Path) -> None:
+    shown = run_cli("targets", "show", "rpi5")
+    assert shown.returncode == 0, shown.stderr
+    assert "[[targets]]" in shown.stdout and 'name = "rpi5"' in shown.stdout
+    mine = tmp_path / "mine.toml"
+    mine.write_text(shown.stdout.replace('name = "rpi5"', 'name = "my-rpi5"'))  # pasted, renamed
+    again = run_cli("targets", "show", "my-rpi5", "--target-file", str(mine), "--format", "json")
+    assert again.returncode == 0, again.stderr
+    original = json.loads(run_cli("targets", "show", "rpi5", "--format", "json").stdout)
+    copy = json.loads(again.stdout)
+    assert copy["resolved_pipelines"] == original["resolved_pipelines"] and copy["arch"] == original["arch"]
+    listing = json.loads(run_cli("targets", "--format", "json").stdout)
+    assert "x86-cpu" in listing["templates"]
+    assert "x86-cpu" in run_cli("targets").stdout
+
+
+def test_bench_json_is_one_compact_record_with_budget_and_warnings(tiny_onnx: Path, tmp_path: Path,
+                                                                  results_db: Path) -> None:
+    """Issues 17.7, 17.9, 17.13, 17.4: the BenchResult shape, samples on request, the budget verdict in the
+    JSON, one JSON document also on failure, warnings for threads > cores and a thin p99, --input-shape."""
+    from edgeify_runtime.result import BenchResult
+
+    out = tmp_path / "b"
+    assert run_cli("build", str(tiny_onnx), "--target", "x86", "-o", str(out), "--no-latency").returncode == 0
+    quick = ("--warmup", "1", "--runs", "5", "--min-duration", "0")
+    res = run_cli("bench", str(out), *quick, "--threads", "64", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    r = BenchResult.from_dict(json.loads(res.stdout))
+    assert "samples_ms" not in json.loads(res.stdout) and json.loads(res.stdout)["sample_count"] >= 5
+    assert r.result_id and r.budget is None and r.engine.name == "onnxruntime"
+    assert any("--threads 64" in w for w in r.warnings) and any("p99 from" in w for w in r.warnings)
+    assert "warning" in res.stderr
+    raw = run_cli("bench", str(out), *quick, "--samples", "--format", "json", "--no-store")
+    assert len(raw.stdout.strip().splitlines()) == 1  # raw samples: one compact line
+    assert len(json.loads(raw.stdout)["samples_ms"]) == json.loads(raw.stdout)["protocol"]["runs_done"]
+
+    over = run_cli("bench", str(out), *quick, "--max-latency-ms", "0.000001", "--format", "json")
+    assert over.returncode == 13 and "over the budget" in over.stderr
+    rec = json.loads(over.stdout)  # one document: the result, with its verdict
+    assert rec["ok"] is True and rec["budget"]["met"] is False and rec["budget"]["percentile"] == "p95"
+    assert rec["budget"]["max_ms"] == 1e-06 and rec["budget"]["value_ms"] == rec["latency_ms"]["p95"]
+    assert "int8" in over.stderr  # an fp32 bundle: int8 is a fair suggestion
+
+    shaped = run_cli("bench", str(out), *quick, "--input-shape", "input:3,16", "--format", "json", "--no-store")
+    assert shaped.returncode == 0, shaped.stderr
+    proto = json.loads(shaped.stdout)["protocol"]
+    assert proto["batch"] == 3 and proto["input_shapes"] == {"input": [3, 16]}
+    assert list(proto["dynamic_axes"]["input"].values()) == [3]
+    bad = run_cli("bench", str(out), "--input-shape", "input:3,17", "--format", "json")
+    assert bad.returncode == 2 and "fixed at 16" in bad.stderr and "fix:" in bad.stderr
+    assert json.loads(bad.stdout)["error"]["exit_code"] == 2  # under --format json: a JSON error on stdout
+    missing = run_cli("bench", str(tmp_path / "nothing"), "--format", "json")
+    assert missing.returncode == 12 and json.loads(missing.stdout) == {"ok": False, "error": {
+        "type": "BundleError", "exit_code": 12, "message": json.loads(missing.stdout)["error"]["message"],
+        "hint": json.loads(missing.stdout)["error"]["hint"]}}
+
+
+def test_budget_hint_and_foreign_target_warning() -> None:
+    """The fix line never suggests int8 for an int8 bundle; a local run of a board's bundle says whose figures
+    these are (issue 17.7, 17.13)."""
+    from edgeify.bench import _warnings, budget_error
+    from edgeify_runtime.result import BenchResult
+
+    base = {"bundle_digest": "ab" * 32, "latency_ms": {"p95": 2.0}, "samples_ms": [1.0] * 200,
+            "fingerprint": {"arch": "x86_64", "cpu": {"model": "Intel Xeon", "usable_cores": 2}}}
+    int8 = BenchResult.from_dict({**base, "precision": "int8", "target": "x86-avx2"}).with_budget(1.0, "p95")
+    err = budget_error([int8])
+    assert err is not None and err.exit_code == 13 and "--precision int8" not in err.hint
+    assert budget_error([int8.with_budget(5.0, "p95")]) is None
+    rpi = BenchResult.from_dict({**base, "target": "rpi5"})
+    (w,) = _warnings(rpi, local=True)
+    assert "rpi5" in w and "this host's figures" in w
+    assert _warnings(rpi, local=False) == [] and _warnings(int8, local=True) == []
+
+
+def test_usage_errors_and_devices_add_stores_the_board(tmp_path: Path) -> None:
+    env = {"EDGEIFY_HOME": str(tmp_path / "home")}
+    dep = run_cli("deploy", str(tmp_path), env=env)
+    assert dep.returncode == 2 and "--device" in dep.stderr and "fix:" in dep.stderr
+    add = run_cli("devices", "add", "pi-x", "--host", "127.0.0.1", "--target", "x86", env=env)
+    assert add.returncode == 0, add.stderr
+    listed = json.loads(run_cli("devices", "list", "--format", "json", env=env).stdout)["devices"]
+    assert [d["target"] for d in listed] == ["x86-avx2"]

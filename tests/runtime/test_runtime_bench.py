@@ -212,6 +212,28 @@ def test_bench_sigterm_reports_json_and_130(kit, agent_env):
     assert res["ok"] is False and res["error"]["type"] == "Interrupted"
 
 
+def test_skipped_providers_are_the_results_fallback(kit, agent_env):
+    """A provider fallback order the device cannot honour runs on the CPU and says so (issue 11.8)."""
+    from edgeify_runtime.result import BenchResult
+
+    opts = {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"], "provider_fallback": True}
+    code, res, _ = agent({"bundle": str(kit.ort_bundle("gemm")), **FAST, "options": opts, "samples": False},
+                         agent_env())
+    assert code == 0, res
+    assert "samples_ms" not in res and res["sample_count"] == res["protocol"]["runs_done"]
+    fb = BenchResult.from_dict(res).fallback
+    assert fb is not None and fb.used and fb.skipped == ("CUDAExecutionProvider",)
+    assert fb.active == ("CPUExecutionProvider",) and "CUDAExecutionProvider" in fb.reason
+
+
+def test_dynamic_axes_are_named_and_the_batch_is_what_ran(kit, agent_env):
+    bundle = kit.ort_bundle("gemm")
+    kit.rewrite_manifest(bundle, lambda m: m["inputs"][0].update(shape=["batch", 8]))
+    code, res, _ = agent({"bundle": str(bundle), **FAST, "input_shapes": {"x": [3, 8]}}, agent_env())
+    assert code == 0, res
+    assert res["protocol"]["dynamic_axes"] == {"x": {"batch": 3}} and res["protocol"]["batch"] == 3
+
+
 def test_the_agent_enforces_the_hosts_deadline_itself(kit, agent_env):
     """A device without `timeout` still stops: EDGEIFY_DEADLINE_S makes the agent end with exit 25 (issue 11.12)."""
     req = {"bundle": str(kit.ort_bundle("gemm")), "warmup": 0, "runs": 10**9, "min_duration_s": 60,

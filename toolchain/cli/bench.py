@@ -74,7 +74,10 @@ def bench(
     if not devices:  # one site: its result, or its own error
         result = outcomes[0].unwrap()
         if fmt == Format.json:
+            from .output import print_warnings
+
             print_json(result.to_dict(samples=samples), compact=samples)
+            print_warnings(result)
         else:
             from .output import print_bench
 

@@ -140,7 +140,8 @@ def print_bench(r: Any) -> None:
     _print_notes(r)
 
 
-def _print_notes(r: Any) -> None:
+def print_warnings(r: Any) -> None:
+    """A result's fallback and warnings, on stderr (also under --format json: stdout stays one document)."""
     fb = r.fallback
     if fb is not None and fb.used:
         skipped = f"; skipped {', '.join(fb.skipped)}" if fb.skipped else ""
@@ -148,6 +149,10 @@ def _print_notes(r: Any) -> None:
                           f"{', '.join(fb.active) or r.engine.accelerator or 'the CPU'}")
     for w in r.warnings:
         err_console.print(f"[yellow]warning[/] ({r.device}): {w}")
+
+
+def _print_notes(r: Any) -> None:
+    print_warnings(r)
     b = r.budget
     if b is not None:
         verdict = "[green]met[/]" if b.met else "[red]over[/]"
