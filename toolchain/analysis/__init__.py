@@ -1,0 +1,1 @@
+"""Reading the results store: statistical compare, the regression gate, the HTML report."""
