@@ -3,7 +3,8 @@
 #   ./install.sh          edgeify + edgeify-runtime (editable) with all engines and converters
 #   ./install.sh --dev    also test dependencies and the system packages the test suite needs
 #                         (openssh-server for real sshd devices, iproute2 for network namespaces,
-#                          qemu-user-static + binfmt-support + debootstrap for the emulated arm64 device)
+#                          qemu-user-static + binfmt-support + debootstrap for the emulated arm64 device,
+#                          postgresql for the team results store, chromium to open the HTML report)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -21,7 +22,7 @@ command -v "$PY" >/dev/null || PY=python3
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 if [ "$dev" = 1 ]; then
-  pkgs=(openssh-server iproute2 qemu-user-static binfmt-support debootstrap)
+  pkgs=(openssh-server iproute2 qemu-user-static binfmt-support debootstrap postgresql chromium)
   missing=()
   for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ "${#missing[@]}" -gt 0 ]; then
