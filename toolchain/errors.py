@@ -28,6 +28,7 @@ __all__ = [
     "InputSignatureError",
     "InterruptedBuild",
     "LatencyBudgetError",
+    "MatrixCellsFailedError",
     "ModelLoadError",
     "ParityError",
     "RegressionError",
@@ -118,6 +119,16 @@ class RegressionError(EdgeifyError):
     meaning = "performance regression: candidate slower than the baseline beyond --max-regression (edgeify gate)"
     hint = ("look at `edgeify compare BASELINE CANDIDATE`; if the slowdown is intended, move the baseline: "
             "`edgeify results tag ID NAME`")
+
+
+class MatrixCellsFailedError(EdgeifyError):
+    """``edgeify build-matrix``: the run finished, but some cells failed (the others were built and published;
+    each failed cell's record says why)."""
+
+    exit_code = 16
+    meaning = "build-matrix: some cells failed (the other cells were built; see each cell's record)"
+    hint = ("see the failed cells' errors in the summary (or OUT/_reports/MODEL/CELL.json), fix them and rerun "
+            "the matrix")
 
 
 class DeviceError(EdgeifyError):
