@@ -226,6 +226,10 @@ def test_budget_hint_and_foreign_target_warning() -> None:
     (w,) = _warnings(rpi, local=True)
     assert "rpi5" in w and "this host's figures" in w
     assert _warnings(rpi, local=False) == [] and _warnings(int8, local=True) == []
+    vnni = BenchResult.from_dict({**base, "target": "x86-avx2", "fingerprint": {
+        "arch": "x86_64", "cpu": {"isa": ["avx2", "avx512f", "avx512_vnni"], "usable_cores": 2}}})
+    (hint,) = _warnings(vnni, local=True)
+    assert "x86-avx512" in hint
 
 
 def test_usage_errors_and_devices_add_stores_the_board(tmp_path: Path) -> None:

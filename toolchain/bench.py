@@ -241,6 +241,10 @@ def _warnings(result: BenchResult, *, local: bool) -> list[str]:
             out.append(f"this bundle is for {result.target} ({spec.arch}, {spec.os}) but ran on this host "
                        f"({host_arch}, {cpu.get('model') or 'unknown CPU'}): these are this host's figures, not "
                        f"the device's; benchmark on the device with --device NAME")
+        isa = set(cpu.get("isa") or ())
+        if spec is not None and spec.name == "x86-avx2" and {"avx512f", "avx512_vnni"} <= isa:
+            out.append("this host has AVX-512 VNNI, and the bundle is for x86-avx2 (what `--target x86` picks): "
+                       "a build for --target x86-avx512 may be faster here")
     cores = cpu.get("usable_cores") or cpu.get("logical_cores")
     threads = result.protocol.threads
     if isinstance(cores, int) and isinstance(threads, int) and threads > cores:
