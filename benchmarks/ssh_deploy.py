@@ -8,7 +8,7 @@ Measures, in one run (the machine is shared and noisy: compare within a run):
    phase vs `scp` of the same files (bundle + runtime zip) to the same sshd, interleaved round by round;
    scp's time includes its own connection setup, so the setup (scp of an empty file) is reported too;
 2. a redeploy of the unchanged bundle: in-process on a new connection, and the whole `edgeify deploy` command;
-3. the benchmark agent on 1 device vs N devices in parallel (`benchmark_fleet`), bundles already deployed;
+3. the benchmark agent on 1 device vs N devices in parallel (`edgeify.bench.bench` on a tag), bundles already deployed;
 4. the cost of one remote command (`true`), which every device-side step pays (the login shell's rc files).
 
 Needs openssh-server (/usr/sbin/sshd) and root (sshd's privilege separation directory). Prints a table and

@@ -164,7 +164,7 @@ def test_sshd_killed_mid_benchmark(env, own_sshd: sshlab.Sshd, workdir: Path, bu
 
     def bench() -> None:
         try:
-            bench_device(dev, bundles["v1"], {**QUICK_PROTOCOL, "runs": 1, "min_duration_s": 20.0,
+            _bench_one(dev, bundles["v1"], {**QUICK_PROTOCOL, "runs": 1, "min_duration_s": 20.0,
                                               "max_duration_s": 30.0})
         except BaseException as exc:
             failed_at.append(time.monotonic())
@@ -200,7 +200,7 @@ def test_device_without_the_engine(env, lab, workdir: Path, bundles, fault_matri
     py = sshlab.python_without_engines(tmp_path)
     dev = device_for(lab.devices["dev-a"], name="no-engine", workdir=workdir, python=py)
     with Timer() as t, pytest.raises(EngineMissingError) as exc:
-        bench_device(dev, bundles["v1"], QUICK_PROTOCOL)
+        _bench_one(dev, bundles["v1"], QUICK_PROTOCOL)
     assert exc.value.exit_code == 11 and t.seconds < 20
     assert "no-engine" in exc.value.message and "pip install onnxruntime" in exc.value.message
     assert ResultsStore(env.results_db).query(device="no-engine") == []
@@ -216,7 +216,7 @@ def test_corrupted_file_on_the_device(env, lab, workdir: Path, bundles, fault_ma
     data[len(data) // 2] ^= 0xFF  # same size, different content: bit rot
     model.write_bytes(bytes(data))
     with Timer() as t, pytest.raises(BundleError) as exc:
-        bench_device(dev, bundles["v2"], QUICK_PROTOCOL)
+        _bench_one(dev, bundles["v2"], QUICK_PROTOCOL)
     assert exc.value.exit_code == 12 and t.seconds < 20
     assert "sha256" in exc.value.message and "model.onnx" in exc.value.message
     intact = _assert_intact(workdir, good_v1, "previous")
@@ -225,7 +225,7 @@ def test_corrupted_file_on_the_device(env, lab, workdir: Path, bundles, fault_ma
         r = deploy(site, bundles["v2"], device=dev)
     assert r.status == "repaired" and r.uploaded_files == ["model.onnx"]
     assert sshlab.installed(workdir, "model")["intact"]
-    assert bench_device(dev, bundles["v2"], QUICK_PROTOCOL)["latency_ms"]["p50"] > 0
+    assert _bench_one(dev, bundles["v2"], QUICK_PROTOCOL)["latency_ms"]["p50"] > 0
     _assert_intact(workdir, good_v1, "previous")  # a repair keeps the older previous version
 
 
@@ -284,6 +284,6 @@ def test_unwritable_work_directory(env, lab, workdir: Path, bundles, fault_matri
         sshlab.umount(workdir)
 
 
-def bench_device(dev: Any, bundle: Any, proto: dict[str, Any]) -> Any:
+def _bench_one(dev: Any, bundle: Any, proto: dict[str, Any]) -> Any:
     """One device through the bench orchestrator: its BenchResult as the JSON dict, or its error raised."""
     return bench(bundle, dev, settings=BenchSettings(**proto))[0].unwrap().to_dict(samples=True)
