@@ -21,6 +21,7 @@ from .output import console, err_console
 COMMAND_MODULES: tuple[str, ...] = (
     "targets",
     "build",
+    "matrix",  # build-matrix
     "optimize",
     "bench",
     "inspect",  # per-op: pipeline, op histogram, engine placement, parity

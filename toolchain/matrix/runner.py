@@ -102,11 +102,12 @@ def _parity(summary: dict[str, Any]) -> dict[str, Any] | None:
     outs = summary.get("parity") or []
     if not outs:
         return None
-    gated = [o for o in outs if o.get("gated", True)]
-    max_abs = [o["max_abs"] for o in outs if isinstance(o.get("max_abs"), (int, float))]
-    cos = [o["cosine"] for o in outs if isinstance(o.get("cosine"), (int, float))]
+    gated = [o for o in outs if o.get("gated", True)] or outs  # figures on random inputs are reported only
+    max_abs = [o["max_abs"] for o in gated if isinstance(o.get("max_abs"), (int, float))]
+    cos = [o["cosine"] for o in gated if isinstance(o.get("cosine"), (int, float))]
     return {"pass": all(o.get("pass", False) for o in gated), "max_abs": max(max_abs) if max_abs else None,
-            "min_cosine": min(cos) if cos else None, "outputs": len(outs)}
+            "min_cosine": min(cos) if cos else None, "limit": gated[0].get("limit"),
+            "inputs": sorted({str(o.get("inputs")) for o in gated})}
 
 
 def _record(cell: Cell, out: Path, outcome: CellOutcome | None, status: Status | None = None) -> CellRecord:
