@@ -69,6 +69,7 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
              target_files: list[str] | tuple[str, ...] = (), use_cache: bool = True,
              progress: Callable[[str], None] | None = None) -> OptimizeResult:
     """Search engines x precisions x recipes x run-time settings of ``target`` for ``model`` on ``device``."""
+    from edgeify.bundle import check_output
     from edgeify.errors import AccuracyGateError, LatencyBudgetError
 
     from .publish import write_chosen
@@ -76,6 +77,7 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
 
     say = progress or _stderr
     t0 = time.perf_counter()
+    check_output(out)  # refused before anything is built: -o must be new, empty or an earlier bundle
     run_id = f"opt-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     spec, facts, target_reason = resolve_target(target, device, tuple(target_files))
     say(f"run {run_id}: target {target_reason}")

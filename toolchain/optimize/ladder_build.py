@@ -27,6 +27,7 @@ def build_with_ladder(model: str | Path, *, target: str, out: str | Path, engine
                       progress: Callable[[str], None] | None = None) -> Any:
     """Returns the ``BuildResult`` of the published rung; raises the last rung's gate error if none holds."""
     from edgeify.build import BuildResult
+    from edgeify.bundle import check_output
     from edgeify.errors import AccuracyGateError, ParityError
     from edgeify.targets import load_registry
 
@@ -36,6 +37,7 @@ def build_with_ladder(model: str | Path, *, target: str, out: str | Path, engine
     from .search import Search
 
     say = progress or (lambda m: None)
+    check_output(out)
     spec, family = load_registry(target_files).resolve(target)
     eng_name, _ = spec.engine_for("int8", engine)
     out = Path(out)

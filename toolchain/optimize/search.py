@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from edgeify.targets.spec import TargetSpec
 
 #: artifacts (best screened first) whose run-time settings are explored
-SETTINGS_TOP = 3
+SETTINGS_TOP = 2
 #: candidates measured with the full protocol (plus the Pareto front)
 FULL_TOP = 3
 #: a screened candidate slower than this factor times the best fully measured one cannot beat it
@@ -212,6 +212,8 @@ class Search:
         return sorted(ok, key=lambda i: self.cands[i].latency("p50") or float("inf"))
 
     def _phase_settings(self) -> None:
+        """Run-time settings of the best few artifacts, one axis at a time (threads, then each engine option),
+        each axis starting from the best values found so far: a few screenings instead of the whole grid."""
         seen: set[str] = set()
         tops: list[Candidate] = []
         for i in self._eligible():
@@ -221,12 +223,27 @@ class Search:
                 tops.append(self.cands[i])
         for c in tops[:SETTINGS_TOP]:
             built = next(b for b in self.built.values() if str(b.bundle) == c.bundle)
-            grid = [s for s in self.space.settings.get(built.runtime, ()) if s != c.settings]
-            self.say(f"settings for {c.engine} {c.precision} ({c.recipe.name}): {len(grid)} to screen")
-            for s in grid:
-                if self.out_of_time():
-                    return
-                self._screen(built, s)
+            grid = self.space.settings.get(built.runtime, ())
+            if len(grid) < 2:
+                continue
+            axes: list[tuple[str, list]] = [("threads", sorted({g.threads for g in grid}, reverse=True))]
+            axes += [(k, list(dict.fromkeys(g.options[k] for g in grid))) for k in grid[0].options]
+            self.say(f"settings for {c.engine} {c.precision} ({c.recipe.name}): "
+                     + ", ".join(f"{k} {'/'.join(map(str, v))}" for k, v in axes))
+            best, best_p50 = c.settings, c.latency("p50") or float("inf")
+            tried = {best.label()}
+            for name, values in axes:
+                for v in values:
+                    s = (best.model_copy(update={"threads": v}) if name == "threads"
+                         else best.model_copy(update={"options": {**best.options, name: v}}))
+                    if s.label() in tried:
+                        continue
+                    if self.out_of_time():
+                        return
+                    tried.add(s.label())
+                    got = self._screen(built, s).latency("p50")
+                    if got is not None and got < best_p50:
+                        best, best_p50 = s, got
 
     def _phase_full(self) -> None:
         front = set(pareto(self.cands, "p50"))
