@@ -50,3 +50,35 @@ def test_int8_validation_report_records_the_per_sample_figures(digits, tmp_path:
     assert manifest["validation"]["tolerance"]["min_sample_cosine"] == 0.9
     assert "per-sample cosine" in (out / "report.md").read_text()
     print({k: real[0][k] for k in ("cosine", "sample_cosine", "sample_cosine_min", "top1_agreement")})
+
+
+def _tight_fp16_target(tmp_path: Path, rtol: float, name: str) -> Path:
+    f = tmp_path / f"{name}.toml"
+    f.write_text(f'[[targets]]\nname = "{name}"\nextends = "x86-cpu"\nstatus = "test: tight fp16 tolerance"\n'
+                 f'tolerances = {{ fp16 = {{ metric = "max-abs", rtol = {rtol!r}, atol = 0.0 }} }}\n')
+    return f
+
+
+def test_fp16_near_miss_is_decided_by_accuracy(digits, tmp_path: Path) -> None:
+    """Issue 17 item 16: an fp16 build that misses parity by a hair builds when accuracy on --eval holds."""
+    from edgeify.errors import ParityError
+
+    base = build(digits["model"], target="x86", precision="fp16", eval=digits["eval"], out=tmp_path / "base",
+                 measure_latency=False)
+    rows = base.manifest["validation"]["outputs"]
+    rtol = 0.8 * max(r["max_abs"] / r["ref_max_abs"] for r in rows)  # every row misses by at most 1.25x
+    near = _tight_fp16_target(tmp_path, rtol, "x86-near")
+    res = build(digits["model"], target="x86-near", target_files=[str(near)], precision="fp16",
+                eval=digits["eval"], out=tmp_path / "near", measure_latency=False)
+    v = res.manifest["validation"]
+    assert v["passed"] and v["near_miss"]["decided_by"] == "accuracy" and 1.0 < v["near_miss"]["ratio"] <= 1.3
+    assert v["accuracy"]["drop_points"] <= v["near_miss"]["max_accuracy_drop"] == 0.5
+    assert "accepted because accuracy" in (tmp_path / "near" / "report.md").read_text()
+    with pytest.raises(ParityError) as exc:  # without labelled data: refused, and told how to decide
+        build(digits["model"], target="x86-near", target_files=[str(near)], precision="fp16",
+              calib=digits["eval"], out=tmp_path / "nolabels", measure_latency=False)
+    assert "--max-accuracy-drop" in exc.value.hint
+    far = _tight_fp16_target(tmp_path, rtol / 100, "x86-far")
+    with pytest.raises(ParityError):  # far over the limit: accuracy does not get to decide
+        build(digits["model"], target="x86-far", target_files=[str(far)], precision="fp16", eval=digits["eval"],
+              out=tmp_path / "far", measure_latency=False)

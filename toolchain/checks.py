@@ -84,6 +84,7 @@ def compare(names: list[str], ref: list[np.ndarray], got: list[np.ndarray], tol:
         if tol.metric == "max-abs":
             bound = tol.rtol * ref_max + tol.atol
             row["limit"] = f"max|Δ| ≤ {bound:.3g}"
+            row["bound"] = bound
             row["pass"] = bool(max_abs <= bound)
             if gate and not row["pass"]:
                 bad.append(Mismatch(name, label, "max|Δ|", f"{max_abs:.3g}", f"≤ {bound:.3g} "
@@ -142,6 +143,18 @@ def parity(signature_in: list[TensorSpec], signature_out: list[TensorSpec], refe
     if bad:
         raise_parity(bad, report)
     return report
+
+
+def near_miss(report: dict[str, Any] | None, factor: float) -> float | None:
+    """The worst max|Δ| / limit over the failing gated rows of a max-abs parity report, when every failure is
+    within ``factor`` of its limit (and nothing else failed); None otherwise."""
+    if not report:
+        return None
+    failed = [r for r in report.get("outputs", []) if r.get("gated") and not r.get("pass", True)]
+    if not failed or any("bound" not in r or "max_abs" not in r for r in failed):
+        return None
+    worst = max(r["max_abs"] / r["bound"] if r["bound"] > 0 else float("inf") for r in failed)
+    return worst if worst <= factor else None
 
 
 def raise_parity(bad: Iterable[Mismatch], report: dict[str, Any] | None = None) -> None:

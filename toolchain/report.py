@@ -42,6 +42,10 @@ def render_markdown(m: dict[str, Any], latency: dict[str, Any] | None) -> str:
             lines.append(f"| {r['output']} | {r['inputs']} | {_fmt(r.get('max_abs'))} | {_fmt(r.get('cosine'), '.6f')} "
                          f"| {per} | {_fmt(r.get('top1_agreement', '-'))} | {r.get('limit', '')} | {r.get('gated')} "
                          f"| {r.get('pass')} |")
+        nm = v.get("near_miss")
+        if nm:
+            lines += ["", f"Parity missed its limit by {nm['ratio']:.2f}x; accepted because accuracy on the labelled "
+                          f"data dropped at most {nm['max_accuracy_drop']} points (see Accuracy)."]
         acc = v.get("accuracy")
         if acc:
             w = acc["worst_class"]

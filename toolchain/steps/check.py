@@ -29,6 +29,13 @@ class CheckConfig(StepConfig):
     runtime: str | None = Field(
         default=None, description="check with this device-side engine instead of the target engine's (e.g. "
                                   "onnxruntime on the CPU for a TensorRT engine, which is built on the device)")
+    accuracy_decides: tuple[str, ...] = Field(
+        default=("fp16",), description="precisions whose near-miss parity failure is decided by accuracy on "
+                                       "labelled --eval data (--max-accuracy-drop) instead of refused")
+    near_miss_factor: float = Field(default=2.0, ge=1.0, description="a near miss: max|Δ| within this many limits")
+    default_max_accuracy_drop: float = Field(
+        default=0.5, ge=0, description="accuracy points an accepted near miss may lose when --max-accuracy-drop "
+                                       "is not given")
 
 
 class Check(Step):
@@ -40,7 +47,7 @@ class Check(Step):
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         import edgeify_runtime
         from edgeify.bundle import assemble
-        from edgeify.checks import accuracy, parity
+        from edgeify.checks import accuracy, near_miss, parity
         from edgeify.errors import ParityError
         from edgeify_runtime.manifest import TensorSpec
 
@@ -78,18 +85,33 @@ class Check(Step):
                 return [np.concatenate(col) for col in zip(*parts, strict=True)]
 
             fault_point("check")
-            ctx.progress("parity: source vs built on random and real inputs")
+            ctx.progress("parity: source vs built on random " + ("and real inputs" if real is not None else
+                                                                        "inputs (no --calib/--eval data)"))
+            labelled = ctx.eval is not None and ctx.eval.labels is not None
+            max_drop = ctx.max_accuracy_drop
             try:
                 report = parity(inputs, outputs, reference.run, built, [o.name for o in model.outputs], tol, real,
                                 self.config.random_samples, self.config.seed, self.config.real_samples)
-            except ParityError as err:  # name the first ops whose outputs diverge (edgeify.parity_ops)
-                from edgeify.parity_ops import explain_failure
+            except ParityError as err:
+                report = getattr(err, "report", None)
+                ratio = near_miss(report, self.config.near_miss_factor)
+                if not (labelled and ratio is not None and ctx.precision in self.config.accuracy_decides):
+                    from edgeify.parity_ops import explain_failure  # the first ops whose outputs diverge
 
-                explain_failure(err, ctx, staged, inputs)
-                raise
-            if ctx.eval is not None and ctx.eval.labels is not None:
+                    if ratio is not None and ctx.precision in self.config.accuracy_decides:
+                        err.hint = (f"it misses by {ratio:.2f}x the limit: pass --eval data with labels and "
+                                    "--max-accuracy-drop to let accuracy decide; or " + err.hint)
+                    explain_failure(err, ctx, staged, inputs)
+                    raise
+                max_drop = self.config.default_max_accuracy_drop if max_drop is None else max_drop
+                ctx.progress(f"parity missed by {ratio:.2f}x the {ctx.precision} limit: accuracy on the labelled "
+                             f"--eval data decides (max drop {max_drop} points)")
+                report = {**report, "passed": True, "near_miss": {
+                    "ratio": round(ratio, 4), "decided_by": "accuracy", "max_accuracy_drop": max_drop,
+                    "parity": err.message}}
+            if labelled:
                 ctx.progress(f"accuracy on {ctx.eval.count} labelled samples")
-                report["accuracy"] = accuracy(reference.run, built, ctx.eval, len(outputs), ctx.max_accuracy_drop)
+                report["accuracy"] = accuracy(reference.run, built, ctx.eval, len(outputs), max_drop)
         if self.config.runtime:
             report["checked_with"] = f"{self.config.runtime} on the build host (the target engine runs on the device)"
         meta = dict(artifact.meta)
