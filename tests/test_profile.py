@@ -80,6 +80,22 @@ def test_onnxruntime_profile_in_the_agent(bundles: dict[str, Path]) -> None:
     print(f"\nORT digits fp32: per-op sum / p50 = {over['ops_sum_vs_p50']}")
 
 
+def test_onnxruntime_nodes_left_on_the_cpu_provider_are_fallbacks(bundles: dict[str, Path]) -> None:
+    """The bundle asks for another execution provider first; ONNX Runtime assigns it no node (the Azure EP, in
+    every onnxruntime wheel, takes none), so every node runs on the CPU provider: all fallbacks, warning."""
+    import onnxruntime as ort
+
+    assert "AzureExecutionProvider" in ort.get_available_providers()
+    x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
+    opts = {"providers": ["AzureExecutionProvider", "CPUExecutionProvider"]}
+    p = profile_bundle(bundles["ort"], feeds={"x": x}, threads=2, runs=3, options=opts)
+    assert p.placement.intended == "AzureExecutionProvider" and p.placement.counts == {"CPUExecutionProvider":
+                                                                                        len(p.ops)}
+    assert p.placement.fallback_count == len(p.ops) and p.placement.fallback_share == pytest.approx(1.0)
+    assert all("not AzureExecutionProvider" in o.reason for o in p.ops)
+    assert p.warning is not None and f"{len(p.ops)} of {len(p.ops)} ops" in p.warning
+
+
 def test_openvino_int8_profile_exec_precision(bundles: dict[str, Path]) -> None:
     res = agent(_request(bundles["ov_int8"], profile=10))
     p = _check_record(res["profile"], "openvino")
