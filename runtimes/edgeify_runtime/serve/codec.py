@@ -138,6 +138,29 @@ def encode_array(arr: np.ndarray, b64: bool) -> Any:
     return arr.tolist()
 
 
+def render(outputs: dict[str, np.ndarray], meta: dict[str, Any], b64: bool,
+           labels: list[str] | None) -> dict[str, Any]:
+    """The /v1/predict response document: outputs, predictions (when labels name a (batch, classes) output)."""
+    doc: dict[str, Any] = {"outputs": {k: encode_array(v, b64) for k, v in outputs.items()}}
+    if labels and len(outputs) == 1:
+        out = next(iter(outputs.values()))
+        if out.ndim == 2 and out.shape[1] == len(labels):
+            preds = []
+            for row in out:
+                s = scores_of(row)
+                i = int(np.argmax(s))
+                preds.append({"index": i, "label": labels[i], "score": round(float(s[i]), 6)})
+            doc["predictions"] = preds
+    doc["batch"] = meta
+    return doc
+
+
+def render_bytes(outputs: dict[str, np.ndarray], meta: dict[str, Any], b64: bool,
+                 labels: list[str] | None) -> bytes:
+    """:func:`render` as the JSON body (what a decode worker sends back for a large response)."""
+    return json.dumps(render(outputs, meta, b64, labels)).encode()
+
+
 def scores_of(row: np.ndarray) -> np.ndarray:
     """Class scores of one output row: the row itself when it already is a distribution, else its softmax."""
     row = row.astype(np.float64, copy=False)
@@ -148,4 +171,4 @@ def scores_of(row: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["MAX_DEPTH", "HTTPError", "bad", "decode_array", "decode_b64", "decode_request", "encode_array", "loads",
-           "scores_of", "shape_of"]
+           "render", "render_bytes", "scores_of", "shape_of"]

@@ -17,7 +17,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from .codec import HTTPError, decode_request
+from .codec import HTTPError, decode_request, render_bytes
 from .service import Service
 
 log = logging.getLogger("edgeify.serve")
@@ -101,6 +101,15 @@ class Bodies:
                 return decode(body, *args)
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executor(), decode, body, *args)
+
+
+    async def encode(self, nbytes: int, render: Callable[..., bytes], *args: Any) -> bytes:
+        """``render(*args)``: inline for a small response (``nbytes`` of arrays), in a worker for a large one
+        (turning millions of numbers into JSON holds the interpreter lock for seconds)."""
+        if nbytes <= self.inline_bytes // 4:
+            return render(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor(), render, *args)
 
 
 class Guard:
@@ -188,7 +197,9 @@ def create_app(service: Service, *, max_body_bytes: int = 32 << 20, drain_timeou
             raise
         feeds, n, key, b64 = service.check(raw, encoding)
         outputs, meta = await service.batcher.submit(feeds, n, key)
-        return json_response(service.render(outputs, meta, b64))
+        nbytes = sum(v.nbytes for v in outputs.values())
+        body = await bodies.encode(nbytes, render_bytes, outputs, meta, b64, service.labels)
+        return Response(body, media_type="application/json")
 
     async def metrics(request: Any) -> Any:
         return Response(generate_latest(service.registry), media_type=CONTENT_TYPE_LATEST)

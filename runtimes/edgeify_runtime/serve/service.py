@@ -11,7 +11,7 @@ import numpy as np
 from ..manifest import TensorSpec
 from ..session import Model
 from .batcher import Batcher
-from .codec import HTTPError, decode_request, encode_array, scores_of
+from .codec import HTTPError, decode_request, render
 
 #: request latency buckets (seconds): sub-millisecond (tiny models) up to 10 s (large models on small boards)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -173,19 +173,7 @@ class Service:
         return ", ".join(f"{t.name} {list(t.shape)} {t.dtype}" for t in self.inputs)
 
     def render(self, outputs: dict[str, np.ndarray], meta: dict[str, Any], b64: bool) -> dict[str, Any]:
-        doc: dict[str, Any] = {"outputs": {k: encode_array(v, b64) for k, v in outputs.items()}}
-        labels = self.labels
-        if labels and len(outputs) == 1:
-            out = next(iter(outputs.values()))
-            if out.ndim == 2 and out.shape[1] == len(labels):
-                preds = []
-                for row in out:
-                    s = scores_of(row)
-                    i = int(np.argmax(s))
-                    preds.append({"index": i, "label": labels[i], "score": round(float(s[i]), 6)})
-                doc["predictions"] = preds
-        doc["batch"] = meta
-        return doc
+        return render(outputs, meta, b64, self.labels)
 
     def describe(self) -> dict[str, Any]:
         m = self.model
