@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -84,6 +85,49 @@ def gate(
         raise RegressionError(f"candidate {candidate} is slower than baseline {baseline}: {v.reason}")
 
 
+def report(
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="the HTML file to write"),
+    device: str = typer.Option(None, "--device", help="only this device"),
+    target: str = typer.Option(None, "--target", help="only this target; a family alias means all its boards"),
+    bundle: str = typer.Option(None, "--bundle", help="only this bundle: its directory or digest prefix"),
+    run_id: str = typer.Option(None, "--run", help="only the results of this optimize run id"),
+    since: str = typer.Option(None, "--since", help="only results stored since: 3d, 12h, 30m or an ISO date"),
+    detail: int = typer.Option(12, "--detail", min=0, max=500,
+                               help="draw the latency distribution, fingerprint and protocol of this many newest "
+                                    "results"),
+    max_rows: int = typer.Option(5000, "--max-rows", min=1, help="at most this many results in the table and "
+                                                                 "trends (newest first)"),
+    title: str = typer.Option("edgeify results", "--title", help="the page title"),
+    fmt: Format = FormatOpt,
+) -> None:
+    """One self-contained HTML report (works offline): trends, optimize runs, per-class accuracy, latency
+    distributions with fingerprint and protocol, a table of the results.
+
+    Example: edgeify report --bundle build/digits-x86 --since 7d -o digits.html
+    """
+    from edgeify.analysis.report_data import gather
+    from edgeify.analysis.report_html import write
+    from edgeify.errors import UsageError
+    from edgeify.results import open_store
+    from edgeify.store.select import make_filters
+
+    if output.is_dir() or not output.name:
+        raise UsageError(f"-o {output}: a directory", hint="give a file name, e.g. -o report.html")
+    f = make_filters(device=device, target=target, bundle=bundle, run_id=run_id, since=since)
+    with open_store() as store:
+        data = gather(store, f, detail=detail, max_rows=max_rows, title=title)
+    size = write(data, output)
+    if fmt == Format.json:
+        print_json({"report": str(output.resolve()), "bytes": size, "results": data.total, "rows": len(data.rows),
+                    "detailed": len(data.details), "runs": len(data.runs), "notes": list(data.notes)})
+        return
+    console.print(f"wrote {output} ({size / 1e6:.2f} MB): {data.total} result(s), {len(data.details)} in detail, "
+                  f"{len(data.runs)} optimize run(s)")
+    for n in data.notes:
+        err_console.print(f"note: {n}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("compare")(compare)
     app.command("gate")(gate)
+    app.command("report")(report)

@@ -1,0 +1,161 @@
+"""What ``edgeify report`` shows, read from the store once: typed records, no plotting here.
+
+Scale: the results table and the trend plots use summary columns only (no samples, no JSON decoding), for up to
+``max_rows`` results; the per-result latency distributions, fingerprints, protocols and profiles are drawn for the
+newest ``detail`` results only (their samples are loaded); optimize runs: the newest ``max_runs``. What was left
+out is counted in :attr:`ReportData.notes`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DETAIL = 12
+DEFAULT_MAX_ROWS = 5000
+DEFAULT_MAX_RUNS = 5
+MAX_TREND_SERIES = 12
+
+
+@dataclass(frozen=True)
+class Candidate:
+    result_id: int
+    label: str
+    p50_ms: float | None
+    accuracy_drop: float | None
+    chosen: bool
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    candidates: tuple[Candidate, ...]
+    pareto: tuple[int, ...]  # result ids on the front (lower latency and lower accuracy drop)
+
+
+@dataclass(frozen=True)
+class ClassDeltas:
+    bundle: str
+    digest: str
+    accuracy: dict[str, Any]
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReportData:
+    title: str
+    store: str
+    filters: str
+    total: int
+    rows: tuple[dict[str, Any], ...]  # summary columns, newest first
+    details: tuple[Any, ...]  # BenchResult with samples, newest first
+    runs: tuple[Run, ...]
+    class_deltas: tuple[ClassDeltas, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _manifest(bundle: str | None, digest: str) -> dict[str, Any] | None:
+    if not bundle:
+        return None
+    path = Path(bundle) / "manifest.json"
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("bundle_digest") == digest else None
+
+
+def _accuracy_drop(result: Any, manifest: dict[str, Any] | None) -> float | None:
+    for key in ("accuracy_drop", "accuracy_drop_points"):
+        if isinstance(result.extra.get(key), (int, float)):
+            return float(result.extra[key])
+    cand = result.extra.get("candidate") or result.extra.get("optimize") or {}
+    if isinstance(cand, dict) and isinstance(cand.get("accuracy_drop"), (int, float)):
+        return float(cand["accuracy_drop"])
+    acc = ((manifest or {}).get("validation") or {}).get("accuracy") or {}
+    return float(acc["drop_points"]) if isinstance(acc.get("drop_points"), (int, float)) else None
+
+
+def _chosen(result: Any, manifest: dict[str, Any] | None) -> bool:
+    cand = result.extra.get("candidate") or {}
+    if result.extra.get("chosen") is True or (isinstance(cand, dict) and cand.get("chosen") is True):
+        return True
+    return ((manifest or {}).get("optimize") or {}).get("run_id") == result.run_id and result.run_id is not None
+
+
+def pareto_front(points: list[tuple[int, float, float]]) -> tuple[int, ...]:
+    """Ids of the points no other point beats on both latency and accuracy drop (lower is better for both)."""
+    front = []
+    for pid, lat, drop in points:
+        if not any((o_lat <= lat and o_drop <= drop) and (o_lat < lat or o_drop < drop)
+                   for _, o_lat, o_drop in points):
+            front.append(pid)
+    return tuple(front)
+
+
+def _runs(store: Any, run_ids: list[str]) -> tuple[Run, ...]:
+    runs = []
+    for run_id in run_ids:
+        cands = []
+        for r in store.query(run_id=run_id, limit=None, samples=False, oldest_first=True):
+            m = _manifest(r.bundle, r.bundle_digest)
+            cand = r.extra.get("candidate") if isinstance(r.extra.get("candidate"), dict) else {}
+            label = str(r.extra.get("label") or cand.get("label") or "") or \
+                f"#{r.result_id} {r.engine.name or ''} {r.precision or ''} t{r.protocol.threads or '-'}"
+            cands.append(Candidate(result_id=int(r.result_id), label=label, p50_ms=r.latency_ms.p50,
+                                   accuracy_drop=_accuracy_drop(r, m), chosen=_chosen(r, m)))
+        pts = [(c.result_id, c.p50_ms, c.accuracy_drop) for c in cands
+               if c.p50_ms is not None and c.accuracy_drop is not None]
+        runs.append(Run(run_id=run_id, candidates=tuple(cands), pareto=pareto_front(pts)))  # type: ignore[arg-type]
+    return tuple(runs)
+
+
+def gather(store: Any, filters: Any, *, detail: int = DEFAULT_DETAIL, max_rows: int = DEFAULT_MAX_ROWS,
+           max_runs: int = DEFAULT_MAX_RUNS, title: str = "edgeify results") -> ReportData:
+    q = filters.as_query()
+    total = store.count(**q)
+    rows = list(reversed(store.series(**q)))[:max_rows]  # newest first
+    details = store.query(**q, limit=detail, samples=True)
+    notes = []
+    if total > len(rows):
+        notes.append(f"the results table and trends show the newest {len(rows)} of {total} results")
+    if total > len(details):
+        notes.append(f"latency distributions, fingerprints and profiles are drawn for the newest {len(details)} "
+                     f"results (edgeify report --detail N for more)")
+    run_ids: list[str] = []
+    for r in rows:
+        if r["run_id"] and r["run_id"] not in run_ids:
+            run_ids.append(r["run_id"])
+    if len(run_ids) > max_runs:
+        notes.append(f"optimize runs: the newest {max_runs} of {len(run_ids)} (edgeify report --run RUN for one)")
+    deltas, seen = [], set()
+    for r in details:
+        if r.bundle_digest in seen:
+            continue
+        seen.add(r.bundle_digest)
+        m = _manifest(r.bundle, r.bundle_digest)
+        acc = ((m or {}).get("validation") or {}).get("accuracy")
+        if acc and acc.get("per_class"):
+            raw_labels = (m or {}).get("labels")
+            labels = tuple(str(x) for x in raw_labels) if isinstance(raw_labels, list) else ()
+            deltas.append(ClassDeltas(bundle=str(r.bundle), digest=r.bundle_digest, accuracy=acc, labels=labels))
+    return ReportData(title=title, store=store.location, filters=filters.describe() or "none", total=total,
+                      rows=tuple(rows), details=tuple(details), runs=_runs(store, run_ids[:max_runs]),
+                      class_deltas=tuple(deltas), notes=tuple(notes))
+
+
+def trend_groups(rows: tuple[dict[str, Any], ...]) -> tuple[list[tuple[str, list[dict[str, Any]]]], int]:
+    """Rows grouped by bundle x device, oldest first within a group; the largest groups first, at most
+    :data:`MAX_TREND_SERIES`; also how many groups were left out."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in reversed(rows):
+        name = f"{r['model'] or r['bundle_digest'][:12]} ({r['bundle_digest'][:8]}) · {r['device']}"
+        groups[name].append(r)
+    ordered = sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    return ordered[:MAX_TREND_SERIES], max(0, len(ordered) - MAX_TREND_SERIES)
+
+
+__all__ = ["ClassDeltas", "ReportData", "Run", "gather", "pareto_front", "trend_groups"]
