@@ -130,13 +130,14 @@ class Service:
             err.message = f"{err.message}; the model's inputs: {self.describe_inputs()}"
             raise
 
-    def check(self, raw: Feeds, encoding: str) -> tuple[Feeds, int, Any, bool]:
-        """Conform decoded arrays to the signature; return (feeds, samples, batching key, b64 output)."""
+    def check(self, raw: Feeds, encoding: str, exact_dtype: bool = False) -> tuple[Feeds, int, Any, bool]:
+        """Conform decoded arrays to the signature; return (feeds, samples, batching key, b64 output).
+        ``exact_dtype``: refuse another dtype instead of casting it (the Open Inference Protocol's datatypes)."""
         feeds: Feeds = {}
         counts = set()
         for t in self.inputs:
             arr = raw[t.name]
-            feeds[t.name] = self._conform(t, arr)
+            feeds[t.name] = self._conform(t, arr, exact_dtype)
             if self.batchable:
                 counts.add(arr.shape[0])
         if len(counts) > 1:
@@ -151,7 +152,7 @@ class Service:
         key = tuple((k, v.shape[1:], v.dtype.str) for k, v in feeds.items())
         return feeds, n, key, encoding == "b64"
 
-    def _conform(self, spec: TensorSpec, arr: np.ndarray) -> np.ndarray:
+    def _conform(self, spec: TensorSpec, arr: np.ndarray, exact_dtype: bool = False) -> np.ndarray:
         name, shape = spec.name, spec.shape
         if arr.ndim != len(shape):
             raise HTTPError(422, "signature_mismatch", f"input {name!r}: expected rank {len(shape)} (shape "
@@ -162,6 +163,9 @@ class Service:
                 raise HTTPError(422, "signature_mismatch", f"input {name!r}: dimension {axis} must be {dim} "
                                                            f"(shape {list(shape)}), got shape {list(arr.shape)}")
         want = np.dtype(spec.dtype)
+        if exact_dtype and arr.dtype.newbyteorder("=") != want:
+            raise HTTPError(422, "signature_mismatch", f"input {name!r}: expected datatype {want.name}, got "
+                                                       f"{arr.dtype.name}")
         if arr.dtype != want:
             if not np.can_cast(arr.dtype, want, casting="same_kind"):
                 raise HTTPError(422, "signature_mismatch", f"input {name!r}: expected {want.name}, got "
