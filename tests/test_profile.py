@@ -8,6 +8,7 @@ profile and printed (``-s``), not asserted.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,16 +34,28 @@ def agent(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def bundles(digits: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("profile-bundles")
-    made = {}
-    for name, kw in (("ort", {"target": "x86-avx2", "precision": "fp32", "engine": "onnxruntime"}),
-                     ("ov_int8", {"target": "x86-avx2", "precision": "int8", "engine": "openvino",
-                                  "calib": digits["calib"]}),
-                     ("litert", {"target": "rpi5", "precision": "fp32"})):
-        build(digits["model"], out=out / name, measure_latency=False, **kw)
-        made[name] = out / name
-    return made
+def ov_int8_bundle(digits: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits CNN as an NNCF int8 OpenVINO bundle, built by edgeify."""
+    out = tmp_path_factory.mktemp("profile-ov") / "ov_int8"
+    build(digits["model"], out=out, measure_latency=False, target="x86-avx2", precision="int8", engine="openvino",
+          calib=digits["calib"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def ort_bundle(digits_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The digits CNN's ONNX as an ONNX Runtime bundle (cheap: the profile is under test here, not the build)."""
+    out = tmp_path_factory.mktemp("profile-ort") / "ort"
+    out.mkdir()
+    shutil.copyfile(digits_onnx, out / "model.onnx")
+    return _write_bundle(out, "onnxruntime", "model.onnx", "onnx", "fp32",
+                         [{"name": "x", "shape": ["batch", 1, 8, 8], "dtype": "float32", "layout": "NCHW"}],
+                         [{"name": "logits", "shape": ["batch", 10], "dtype": "float32", "layout": None}])
+
+
+@pytest.fixture(scope="module")
+def litert_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tflite_bundle(tmp_path_factory.mktemp("profile-litert") / "litert", lrn=False)
 
 
 def _request(bundle: Path, **kw: Any) -> dict[str, Any]:
@@ -62,9 +75,9 @@ def _check_record(prof: dict[str, Any], engine: str) -> Profile:
     return p
 
 
-def test_onnxruntime_profile_in_the_agent(bundles: dict[str, Path]) -> None:
-    plain = agent(_request(bundles["ort"]))
-    res = agent(_request(bundles["ort"], profile=10))
+def test_onnxruntime_profile_in_the_agent(ort_bundle: Path) -> None:
+    plain = agent(_request(ort_bundle))
+    res = agent(_request(ort_bundle, profile=10))
     assert plain.get("profile") is None
     assert len(res["samples_ms"]) == len(plain["samples_ms"]) == 20  # the profile adds no latency samples
     p = _check_record(res["profile"], "onnxruntime")
@@ -80,7 +93,7 @@ def test_onnxruntime_profile_in_the_agent(bundles: dict[str, Path]) -> None:
     print(f"\nORT digits fp32: per-op sum / p50 = {over['ops_sum_vs_p50']}")
 
 
-def test_onnxruntime_nodes_left_on_the_cpu_provider_are_fallbacks(bundles: dict[str, Path]) -> None:
+def test_onnxruntime_nodes_left_on_the_cpu_provider_are_fallbacks(ort_bundle: Path) -> None:
     """The bundle asks for another execution provider first; ONNX Runtime assigns it no node (the Azure EP, in
     every onnxruntime wheel, takes none), so every node runs on the CPU provider: all fallbacks, warning."""
     import onnxruntime as ort
@@ -88,7 +101,7 @@ def test_onnxruntime_nodes_left_on_the_cpu_provider_are_fallbacks(bundles: dict[
     assert "AzureExecutionProvider" in ort.get_available_providers()
     x = np.random.default_rng(0).standard_normal((1, 1, 8, 8)).astype(np.float32)
     opts = {"providers": ["AzureExecutionProvider", "CPUExecutionProvider"]}
-    p = profile_bundle(bundles["ort"], feeds={"x": x}, threads=2, runs=3, options=opts)
+    p = profile_bundle(ort_bundle, feeds={"x": x}, threads=2, runs=3, options=opts)
     assert p.placement.intended == "AzureExecutionProvider" and p.placement.counts == {"CPUExecutionProvider":
                                                                                         len(p.ops)}
     assert p.placement.fallback_count == len(p.ops) and p.placement.fallback_share == pytest.approx(1.0)
@@ -96,8 +109,8 @@ def test_onnxruntime_nodes_left_on_the_cpu_provider_are_fallbacks(bundles: dict[
     assert p.warning is not None and f"{len(p.ops)} of {len(p.ops)} ops" in p.warning
 
 
-def test_openvino_int8_profile_exec_precision(bundles: dict[str, Path]) -> None:
-    res = agent(_request(bundles["ov_int8"], profile=10))
+def test_openvino_int8_profile_exec_precision(ov_int8_bundle: Path) -> None:
+    res = agent(_request(ov_int8_bundle, profile=10))
     p = _check_record(res["profile"], "openvino")
     convs = [o for o in p.ops if o.type == "Convolution"]
     assert len(convs) == 2 and all(o.precision == "I8" and o.placement.startswith("CPU ") for o in convs)
@@ -108,12 +121,12 @@ def test_openvino_int8_profile_exec_precision(bundles: dict[str, Path]) -> None:
     print(f"\nOpenVINO digits int8: per-op sum / p50 = {p.overhead['ops_sum_vs_p50']}")
 
 
-def test_litert_profile_placement_without_times(bundles: dict[str, Path]) -> None:
+def test_litert_profile_placement_without_times(litert_bundle: Path) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
-    res = agent(_request(bundles["litert"], profile=10))
+    res = agent(_request(litert_bundle, profile=10))
     p = _check_record(res["profile"], "litert")
-    it = Interpreter(model_path=str(bundles["litert"] / "model.tflite"))
+    it = Interpreter(model_path=str(litert_bundle / "model.tflite"))
     it.allocate_tensors()
     model_ops = sorted(o["op_name"] for o in it._get_ops_details() if o["op_name"] != "DELEGATE")
     assert sorted(o.type for o in p.ops) == model_ops  # every model op once, no DELEGATE rows
@@ -128,7 +141,7 @@ def _write_bundle(dest: Path, engine: str, artifact: str, fmt: str, precision: s
     """The manifest for the model files already in ``dest`` (the schema the host's bundle writer writes)."""
     files = {f.name: {"sha256": sha256_file(f), "size": f.stat().st_size} for f in sorted(dest.iterdir())}
     raw = {"schema_version": 1, "format": "edgeify-bundle", "created_at": "2026-12-01T00:00:00+00:00",
-           "target": {"name": "x86-avx2" if engine == "openvino" else "rpi5"},
+           "target": {"name": "rpi5" if engine == "litert" else "x86-avx2"},
            "engine": {"name": engine, "artifact": artifact, "format": fmt, "options": {}}, "precision": precision,
            "inputs": inputs, "outputs": outputs, "files": files, "bundle_digest": files_digest(files),
            "labels": None, "preprocessing": None}
@@ -136,25 +149,31 @@ def _write_bundle(dest: Path, engine: str, artifact: str, fmt: str, precision: s
     return dest
 
 
-def _lrn_bundle(dest: Path) -> Path:
-    """A real TFLite model with an op XNNPACK does not take (LOCAL_RESPONSE_NORMALIZATION) between two convs."""
+def _tflite_bundle(dest: Path, *, lrn: bool) -> Path:
+    """A real TFLite CNN (conv, relu, max-pool, dense); with ``lrn`` a LOCAL_RESPONSE_NORMALIZATION (an op XNNPACK
+    does not take) between the conv and a second 1x1 conv instead."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
     w1 = tf.constant(rng.standard_normal((3, 3, 3, 8)).astype(np.float32))
     w2 = tf.constant(rng.standard_normal((1, 1, 8, 4)).astype(np.float32))
+    dense = tf.constant(rng.standard_normal((32, 10)).astype(np.float32))
 
     @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32, name="image")])
     def f(x: Any) -> Any:
-        y = tf.nn.local_response_normalization(tf.nn.relu(tf.nn.conv2d(x, w1, 1, "SAME")), depth_radius=2)
-        return {"features": tf.nn.conv2d(y, w2, 1, "SAME")}
+        y = tf.nn.relu(tf.nn.conv2d(x, w1, 1, "SAME"))
+        if lrn:
+            return {"features": tf.nn.conv2d(tf.nn.local_response_normalization(y, depth_radius=2), w2, 1, "SAME")}
+        y = tf.nn.max_pool2d(y, 4, 4, "VALID")
+        return {"features": tf.matmul(tf.reshape(y, [1, 32]), dense)}
 
     conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
     dest.mkdir()
     (dest / "model.tflite").write_bytes(conv.convert())
+    out = [1, 8, 8, 4] if lrn else [1, 10]
     return _write_bundle(dest, "litert", "model.tflite", "tflite", "fp32",
                          [{"name": "image", "shape": [1, 8, 8, 3], "dtype": "float32", "layout": "NHWC"}],
-                         [{"name": "features", "shape": [1, 8, 8, 4], "dtype": "float32", "layout": "NHWC"}])
+                         [{"name": "features", "shape": out, "dtype": "float32", "layout": None}])
 
 
 def _int8_ir_with_float_layers(dest: Path) -> Path:
@@ -193,7 +212,7 @@ def test_openvino_int8_layers_run_in_float_are_fallbacks(tmp_path: Path) -> None
 
 
 def test_placement_warning_for_an_op_xnnpack_leaves(tmp_path: Path) -> None:
-    bundle = _lrn_bundle(tmp_path / "lrn")
+    bundle = _tflite_bundle(tmp_path / "lrn", lrn=True)
     x = np.random.default_rng(1).standard_normal((1, 8, 8, 3)).astype(np.float32)
     p = profile_bundle(bundle, feeds={"image": x}, threads=2, runs=3)
     by_type = {o.type: o for o in p.ops}
