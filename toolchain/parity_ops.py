@@ -280,7 +280,8 @@ def explain_failure(err: Exception, ctx: Any, staged: Path, inputs: list[Any]) -
                     key = "conversion" if cause.startswith("conversion") else (
                         "fp16" if "fp16" in cause else "int8" if "int8" in cause else "")
                     if key:
-                        err.hint = _HINTS[key]  # type: ignore[attr-defined]
+                        before = getattr(err, "hint", "")
+                        err.hint = _HINTS[key] + (f"; else: {before}" if before else "")  # type: ignore[attr-defined]
     except Exception as exc:  # the parity error stands on its own
         extra = f"per-op parity could not run: {type(exc).__name__}: {exc}"
     err.args = (f"{err.args[0]}\n{extra}", *err.args[1:])
