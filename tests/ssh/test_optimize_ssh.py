@@ -1,0 +1,40 @@
+"""``edgeify optimize --device NAME`` over SSH to a real loopback sshd device: every candidate deployed and
+benchmarked there by the agent, results stored under the run id with the device's name."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from edgeify.deploy.inventory import Inventory
+from sshtest import device_for, run_cli
+
+pytestmark = pytest.mark.ssh
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_optimize_over_ssh(env, lab, tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("edgeify_outlier_ssh", REPO / "examples/outlier/make_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    paths = mod.make(tmp_path / "model")
+    inv = Inventory(env.devices_file)
+    inv.add(device_for(lab.devices["dev-b"], name="opt-dev", workdir=tmp_path / "device", target="x86-avx512"))
+    inv.save()
+    out = tmp_path / "best"
+    proc = run_cli("optimize", str(paths["model"]), "--target", "x86-avx512", "--device", "opt-dev",
+                   "--engine", "onnxruntime", "--precision", "fp32", "--max-time", "5m", "-o", str(out),
+                   "--format", "json", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(proc.stdout)
+    assert data["device"] == "opt-dev" and data["chosen"]["engine"] == "onnxruntime"
+    assert "device opt-dev:" in proc.stderr  # the device's own fingerprint replaced the spec's guess
+    from edgeify.results import open_store
+
+    with open_store() as st:
+        stored = st.query(run_id=data["run_id"], limit=100)
+    assert stored and {r.device for r in stored} == {"opt-dev"}
+    assert all(r.bundle and r.bundle.startswith(str(tmp_path / "device")) for r in stored)  # ran on the device
+    assert json.loads((out / "manifest.json").read_text())["optimize"]["device"] == "opt-dev"
