@@ -24,12 +24,14 @@ def test_optimize_over_ssh(env, lab, tmp_path: Path) -> None:
     inv.add(device_for(lab.devices["dev-b"], name="opt-dev", workdir=tmp_path / "device", target="x86-avx512"))
     inv.save()
     out = tmp_path / "best"
-    proc = run_cli("optimize", str(paths["model"]), "--target", "x86-avx512", "--device", "opt-dev",
+    proc = run_cli("optimize", str(paths["model"]), "--target", "auto", "--device", "opt-dev",
                    "--engine", "onnxruntime", "--precision", "fp32", "--max-time", "5m", "-o", str(out),
                    "--format", "json", timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout)
     assert data["device"] == "opt-dev" and data["chosen"]["engine"] == "onnxruntime"
+    # --target auto over SSH: the board from the device's own fingerprint (this x86 CPU), and why
+    assert data["target"].startswith("x86-") and "opt-dev" in data["target_reason"]
     assert "device opt-dev:" in proc.stderr  # the device's own fingerprint replaced the spec's guess
     from edgeify.results import open_store
 

@@ -39,19 +39,15 @@ def accuracy_measure_for(eval: str | Path | None) -> AccuracyMeasure:
 
 
 def resolve_target(target: str, device: str, target_files: tuple[str, ...]) -> tuple[object, DeviceFacts, str]:
-    from edgeify.errors import TargetError
     from edgeify.targets import load_registry
 
-    from .autotarget import choose_target
+    from .autotarget import choose_target, device_facts
 
     reg = load_registry(target_files)
     if target == "auto":
-        if device != "local":
-            raise TargetError("--target auto with --device needs the device's fingerprint before building",
-                              hint="pass --target NAME for a remote device (`edgeify devices` shows its board)")
-        facts = DeviceFacts.local()
+        facts = DeviceFacts.local() if device == "local" else device_facts(device)
         spec, reason = choose_target(reg, facts)
-        return spec, facts, reason
+        return spec, facts, f"{reason} (--target auto, {'this machine' if device == 'local' else device})"
     spec, family = reg.resolve(target)
     if device == "local":
         facts = DeviceFacts.local()

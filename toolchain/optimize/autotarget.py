@@ -42,3 +42,18 @@ def choose_target(registry: Registry, facts: DeviceFacts) -> tuple[TargetSpec, s
     if spec.cpu.model and spec.cpu.model.lower() in facts.cpu_model.lower():
         why += f"; CPU model matches {spec.cpu.model}"
     return spec, why
+
+
+def device_facts(device: str) -> DeviceFacts:
+    """The fingerprint of a device from the devices file, taken there by the runtime's own fingerprint program
+    (the runtime is copied first if the device lacks this version)."""
+    from edgeify.deploy.connect import open_site
+    from edgeify.deploy.deployer import ensure_runtime
+    from edgeify.deploy.inventory import Inventory
+    from edgeify.deploy.site_exec import run_module
+
+    with open_site(Inventory().get(device)) as site:
+        _, prep = ensure_runtime(site)
+        fp = run_module(site, "edgeify_runtime.fingerprint", "--compact", timeout=60,
+                        runtime_path=prep["runtime_path"], what="the fingerprint program")
+    return DeviceFacts.from_fingerprint(fp)
