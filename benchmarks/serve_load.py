@@ -51,6 +51,7 @@ def start(argv: list[str], env: dict[str, str] | None = None) -> tuple[subproces
             break
         event = json.loads(line)
         if event.get("event") == "ready":
+            proc.ready = event  # type: ignore[attr-defined]  (the service's ready line: port, grpc_port, model)
             return proc, int(event["port"])
     proc.kill()
     raise RuntimeError(f"the service did not start: {proc.stderr.read() if proc.stderr else ''}")

@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for "
                                                        "every interface)")
     p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 picks a free one)")
+    p.add_argument("--grpc-port", type=int, default=None, help="also serve the Open Inference Protocol over gRPC "
+                   "on this port (0 picks a free one; needs the grpc extra: grpcio, protobuf)")
     p.add_argument("--max-batch", type=int, default=8, help="samples per engine call at most (default 8; 1 "
                                                            "turns batching off)")
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="how long the oldest queued request may wait "
@@ -199,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         import uvicorn
     except ImportError as exc:
         return _fail(f"missing dependency: {exc}", INSTALL, code=2)
+    if args.grpc_port is not None:
+        try:
+            from .proto import grpc_predict_v2_pb2_grpc  # noqa: F401  (grpcio + a protobuf new enough)
+        except Exception as exc:
+            return _fail(f"--grpc-port needs grpcio and protobuf>=7.35: {type(exc).__name__}: {exc}",
+                         "pip install 'edgeify-runtime[grpc]'", code=2)
     try:
         token = read_token(args.token_file)
     except ValueError as exc:
@@ -249,13 +257,28 @@ def main(argv: list[str] | None = None) -> int:
              "accelerator": model.accelerator, "fallback": model.fallback, "max_batch": args.max_batch,
              "max_wait_ms": args.max_wait_ms, "model": service.name, "token": token is not None}
 
+    failed: list[str] = []
+
     async def run() -> None:
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
-        if server.started:
+        grpc_server = None
+        if server.started and args.grpc_port is not None:
+            from .grpc_server import start_grpc
+
+            try:
+                grpc_server, ready["grpc_port"] = await start_grpc(
+                    service, args.host, args.grpc_port, token=token,
+                    max_message_bytes=int(args.max_body_mb * (1 << 20)))
+            except (OSError, RuntimeError) as exc:
+                failed.append(f"cannot listen on {args.host}:{args.grpc_port} (gRPC): {exc}")
+                server.should_exit = True
+        if server.started and not failed:
             print(json.dumps(ready), flush=True)
         await task
+        if grpc_server is not None:
+            await grpc_server.stop(1.0)
 
     # uvicorn handles SIGINT/SIGTERM while serving and re-raises them afterwards: these no-op handlers take
     # that re-raise, so a clean shutdown exits 0 instead of dying by the signal
@@ -266,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sock.close()
         model.close()
+    if failed:
+        return _fail(failed[0], "pick another --grpc-port, or stop the process that holds it")
     print(json.dumps({"event": "stopped", "pid": os.getpid()}), flush=True)
     return 0
 
