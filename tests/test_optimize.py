@@ -142,3 +142,15 @@ def test_build_ladder_publishes_the_first_rung_that_holds(outlier: dict[str, Pat
     usage = run_cli("build", str(outlier["model"]), "--target", "x86-avx512", "--precision", "fp32", "--ladder",
                     "-o", str(tmp_path / "x"))
     assert usage.returncode == 2 and "--ladder" in usage.stderr
+
+
+def test_max_time_stops_the_search_and_reports_the_best_so_far(outlier: dict[str, Path], tmp_path: Path,
+                                                               results_db: Path) -> None:
+    proc = run_cli("optimize", str(outlier["model"]), "--target", "x86-avx512", "--engine", "onnxruntime",
+                   "--precision", "fp32", "--precision", "fp16", "--max-time", "0.5s", "-o", str(tmp_path / "b"),
+                   "--format", "json", env={"EDGEIFY_RESULTS_DB": str(results_db)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    assert "--max-time" in data["stopped"] and "stopped early" in proc.stderr
+    assert len(data["candidates"]) == 1 and data["chosen"]["precision"] == "fp32"  # the one measured so far
+    assert (tmp_path / "b" / "manifest.json").is_file()
