@@ -70,6 +70,13 @@ def test_bearer_token_guards_every_endpoint_and_is_never_logged(bundle: Path, tm
                 assert "bearer token" in doc["error"]["message"], (path, doc)
             status, _, _ = svc.request(method, path, data, good)
             assert status == 200, path
+        # the Open Inference Protocol endpoints too, with that protocol's error format {"error": "<message>"}
+        infer = json.dumps({"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]})
+        for method, path, data in (("GET", "/v2/health/ready", None), ("GET", "/v2/models/model", None),
+                                   ("POST", "/v2/models/model/infer", infer.encode())):
+            status, doc, _ = svc.request(method, path, data)
+            assert status == 401 and isinstance(doc["error"], str) and "bearer token" in doc["error"], doc
+            assert svc.request(method, path, data, good)[0] == 200, path
     finally:
         logs = svc.stop()
     assert TOKEN not in logs
