@@ -149,8 +149,19 @@ def pack(bundle: Path) -> bytes:
     return buf.getvalue()
 
 
+def _manifest_dict(m: Any) -> dict[str, Any]:
+    """The build's manifest as its JSON shape (a dict, or a typed manifest record)."""
+    if isinstance(m, dict):
+        return m
+    for attr in ("raw", "to_dict", "model_dump"):
+        v = getattr(m, attr, None)
+        if v is not None:
+            return v if isinstance(v, dict) else v()
+    raise TypeError(f"unexpected manifest type {type(m).__name__}")
+
+
 def _summary(result: Any) -> dict[str, Any]:
-    m = result.manifest
+    m = _manifest_dict(result.manifest)
     v = m.get("validation") or {}
     return {"engine": result.engine, "bundle_digest": m.get("bundle_digest"),
             "size_bytes": sum(f["size"] for f in m["files"].values()), "parity": v.get("outputs"),
