@@ -22,7 +22,7 @@ command -v "$PY" >/dev/null || PY=python3
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 if [ "$dev" = 1 ]; then
-  pkgs=(openssh-server iproute2 qemu-user-static binfmt-support debootstrap postgresql chromium)
+  pkgs=(openssh-server iproute2 qemu-user-static binfmt-support debootstrap postgresql chromium prometheus)
   missing=()
   for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if [ "${#missing[@]}" -gt 0 ]; then

@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "at once, in worker processes (default 2); more wait, then get 503")
     p.add_argument("--token-file", help="require `Authorization: Bearer <token>` on every endpoint; the token is "
                    f"the file's first line (or set {TOKEN_ENV}); never logged")
+    p.add_argument("--latency-budget-ms", type=float, default=None, help="the p95 request latency budget, exported "
+                   "as edgeify_latency_budget_seconds for the alert rules (default: the manifest's latency_budget_ms)")
     p.add_argument("--model-name", help="the name the model is served under in /v2 (default: the bundle's "
                    "directory name; for WORKDIR/bundles/NAME/current, NAME)")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: physical cores)")
@@ -228,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         labels = read_labels(args.labels)
         service = Service(model, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                           max_request_samples=args.max_request_samples, labels=labels,
-                          name=args.model_name or model_name(args.bundle))
+                          name=args.model_name or model_name(args.bundle),
+                          latency_budget_ms=args.latency_budget_ms or model.manifest.raw.get("latency_budget_ms"))
         if not args.no_warmup:
             service.warmup()
     except EdgeifyRuntimeError as err:

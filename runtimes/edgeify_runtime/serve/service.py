@@ -32,8 +32,11 @@ class Service:
 
     def __init__(self, model: Model, *, max_batch: int = 8, max_wait_ms: float = 0.0, max_queue: int = 1024,
                  max_request_samples: int = 256, labels: list[str] | None = None,
-                 registry: Any = None, name: str | None = None) -> None:
+                 registry: Any = None, name: str | None = None, latency_budget_ms: float | None = None) -> None:
         self.model = model
+        self.max_queue = max_queue
+        #: the p95 latency the alert rules hold the service to (``--latency-budget-ms``), exported as a gauge
+        self.latency_budget_ms = latency_budget_ms
         #: the name the model is served under (Open Inference Protocol)
         self.name = name or model.bundle_dir.absolute().name
         self.labels = labels if labels is not None else model.labels
@@ -81,6 +84,11 @@ class Service:
                                 buckets=LATENCY_BUCKETS, registry=registry)
         self.m_queue = Gauge("edgeify_queue_depth", "Samples waiting for a batch", registry=registry)
         self.m_queue.set_function(lambda: self.batcher.queued_samples)
+        Gauge("edgeify_queue_capacity", "Samples the queue holds before it answers 503 (--max-queue)",
+              registry=registry).set(self.max_queue)
+        if self.latency_budget_ms is not None:
+            Gauge("edgeify_latency_budget_seconds", "The p95 request latency this service must stay within "
+                  "(--latency-budget-ms)", registry=registry).set(self.latency_budget_ms / 1e3)
         m = self.model
         info = Gauge("edgeify_model_info", "The loaded bundle (value 1)",
                      ["bundle_digest", "target", "engine", "engine_version", "precision", "accelerator",

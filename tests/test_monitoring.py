@@ -1,0 +1,140 @@
+"""The shipped monitoring (issue 15.3): ``promtool check rules`` on examples/apps/monitoring/prometheus-rules.yml,
+then a real Prometheus (Debian's package) scraping a live ``python -m edgeify_runtime.serve`` on 127.0.0.1 under
+load: every Grafana panel's PromQL returns data, and the latency alert fires while the service is slower than its
+budget and resolves once it is not. The rules run with their windows and ``for`` durations shortened to seconds
+(the expressions are the shipped ones); the timings are printed for the notes."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MON = REPO / "examples" / "apps" / "monitoring"
+sys.path.insert(0, str(REPO / "benchmarks"))
+import serve_load  # noqa: E402  (start/stop a real service; the tiny real bundle)
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed (apt-get install prometheus; install.sh --dev does)")
+    return path
+
+
+def test_rules_pass_promtool() -> None:
+    proc = subprocess.run([_tool("promtool"), "check", "rules", str(MON / "prometheus-rules.yml")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "SUCCESS: 4 rules found" in proc.stdout, proc.stdout + proc.stderr
+    cfg = subprocess.run([_tool("promtool"), "check", "config", str(MON / "prometheus.yml")], capture_output=True,
+                         text=True, timeout=60, cwd=MON)
+    assert cfg.returncode == 0, cfg.stdout + cfg.stderr
+
+
+def _query(port: int, expr: str) -> list:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        doc = json.loads(resp.read())
+    assert doc["status"] == "success", doc
+    return doc["data"]["result"]
+
+
+def _alerts(port: int) -> dict[str, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=10) as resp:
+        doc = json.loads(resp.read())
+    return {a["labels"]["alertname"]: a["state"] for a in doc["data"]["alerts"]}
+
+
+def _wait(cond: Callable[[], bool], timeout: float) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if cond():
+            return time.monotonic() - t0
+        time.sleep(0.5)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def test_live_prometheus_scrapes_the_service_and_the_latency_alert_fires_and_resolves(tmp_path: Path) -> None:
+    prometheus = _tool("prometheus")
+    bundle = serve_load._bundle(tmp_path)
+    # a budget below what any request takes: while requests flow, the service is "slower than its budget"
+    svc, port = serve_load.start(serve_load.serve_argv(bundle, "--latency-budget-ms", "0.001"), env=dict(os.environ))
+    rules = (MON / "prometheus-rules.yml").read_text()
+    rules = re.sub(r"\[(1m|5m)\]", "[5s]", rules)
+    rules = re.sub(r"for: \d+m", "for: 1s", rules)
+    (tmp_path / "rules.yml").write_text(rules)
+    prom_port = serve_load_free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\nrule_files: [rules.yml]\n"
+        f"scrape_configs:\n  - job_name: edgeify-serve\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")
+    prom = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stop = threading.Event()
+
+    def load() -> None:
+        body = json.dumps({"inputs": {"x": [[0.5] * 16] * 4}})
+        v2 = json.dumps({"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32", "data": [0.5] * 16}]})
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            while not stop.is_set():
+                for path, data in (("/v1/predict", body), ("/v2/models/model/infer", v2)):
+                    conn.request("POST", path, body=data, headers={"Content-Type": "application/json"})
+                    conn.getresponse().read()
+                time.sleep(0.01)
+        finally:
+            conn.close()
+
+    loader = threading.Thread(target=load, daemon=True)
+    try:
+        _wait(lambda: _up(prom_port), 30)
+        loader.start()
+        t0 = time.monotonic()
+        fired = _wait(lambda: _alerts(prom_port).get("EdgeifyLatencyOverBudget") == "firing", 60)
+        dash = json.loads((MON / "grafana-dashboard.json").read_text())
+        assert dash["panels"] and all(p["targets"] for p in dash["panels"])
+        empty = [t["expr"] for p in dash["panels"] for t in p["targets"] if not _query(prom_port, t["expr"])]
+        assert not empty, empty  # every panel's PromQL returns data from the live service
+        assert "EdgeifyServiceDown" not in _alerts(prom_port)
+        stop.set()
+        loader.join(10)
+        resolved = _wait(lambda: "EdgeifyLatencyOverBudget" not in _alerts(prom_port), 60)
+        print(f"\nalert: firing {fired:.1f} s after the slow traffic began, resolved {resolved:.1f} s after it "
+              f"stopped (scrape/eval 1 s, window 5 s, for 1 s); total {time.monotonic() - t0:.1f} s")
+    finally:
+        stop.set()
+        prom.send_signal(signal.SIGTERM)
+        try:
+            prom.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            prom.kill()
+        serve_load.stop(svc)
+
+
+def _up(port: int) -> bool:
+    try:
+        return any(r["value"][1] == "1" for r in _query(port, 'up{job="edgeify-serve"}'))
+    except OSError:
+        return False
+
+
+def serve_load_free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
