@@ -284,19 +284,3 @@ def test_mobilenet_v2_every_precision_rpi5_and_android(mnv2, tmp_path: Path, sou
     _check_bundle(tmp_path / "rpi5", precision, source_kind, mnv2["x"][:4], mnv2["ref"][:4],
                   m["outputs"][0]["name"])
 
-
-# -- relative paths ----------------------------------------------------------------------------------------------
-
-def test_onnx_to_tflite_with_relative_paths_from_another_cwd(tmp_path: Path) -> None:
-    """onnx2tf runs in its own working directory: a relative `-o` (and a relative source) must still build.
-    --no-cache makes onnx2tf run for real in this build (a cached conversion would hide the bug)."""
-    from _kit import make_gemm_onnx
-
-    make_gemm_onnx(tmp_path / "m.onnx", seed=17, dynamic_batch=False)
-    res = run_cli("build", "m.onnx", "--target", "rpi5", "--precision", "fp32", "-o", "build/m-rpi5", "--no-cache",
-                  cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    assert "request.json" not in res.stderr
-    raw = json.loads((tmp_path / "build" / "m-rpi5" / "manifest.json").read_text())
-    assert raw["engine"]["name"] == "litert" and raw["quantization"]["converter"] == "onnx2tf"
-    assert not list((tmp_path / "build").glob(".edgeify-staging-*"))

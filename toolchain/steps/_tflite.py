@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeify.errors import ConversionError
+from edgeify.noise import is_noise, native_stderr_filter
 from edgeify_runtime.manifest import TensorSpec
 
 # The TensorFlow Lite runtime release that first runs each builtin op version, from TensorFlow's
@@ -258,6 +259,24 @@ def min_runtime_version(path: Path, floor: str | None = None) -> dict[str, Any]:
                                                                  for n, v in ops}, "unknown": unknown}
 
 
+def run_error(path: Path, samples: list[Path] | None = None, timeout: float = 120) -> str | None:
+    """Why LiteRT cannot load and run the model once (on the ``.npy`` samples by input position, else zeros),
+    or None. In a subprocess: a broken converter output can abort the process (a failed CHECK in a kernel)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "edgeify.steps._litert_probe", str(path), *[str(p) for p in samples or []]]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"did not finish one inference in {timeout:.0f} s"
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip() and not is_noise(ln)]
+    if proc.returncode < 0:
+        return f"LiteRT crashed (signal {-proc.returncode})" + (f": {lines[-1]}" if lines else "")
+    return lines[-1] if lines else f"exit {proc.returncode}"
+
+
 CHANNELS_FIRST = {3: "NCW", 4: "NCHW", 5: "NCDHW"}
 CHANNELS_LAST = {3: "NWC", 4: "NHWC", 5: "NDHWC"}
 
@@ -279,7 +298,9 @@ def signature(path: Path, source_in: list[TensorSpec], source_out: list[TensorSp
     from ai_edge_litert.interpreter import Interpreter
     from edgeify_runtime.engines.litert import match_names, ordered_io, quant_params
 
-    interp = Interpreter(model_path=str(path))
+    with native_stderr_filter():  # LiteRT logs its XNNPACK line once per process, at the first allocation
+        interp = Interpreter(model_path=str(path))
+        interp.allocate_tensors()
     ins, outs = ordered_io(interp)
     io: dict[str, Any] = {"inputs": {}, "outputs": {}}
 
@@ -321,17 +342,20 @@ def signature(path: Path, source_in: list[TensorSpec], source_out: list[TensorSp
 def quiet_converter() -> Iterator[None]:
     """Converters print to stdout (litert-torch's progress, ai-edge-quantizer's size report), but stdout is
     edgeify's (``--format json``): send file descriptor 1 to stderr, turn litert-torch's progress display off
-    and mute Python warnings and warning-level logs while a converter runs (errors still raise)."""
+    mute Python warnings and warning-level logs while a converter runs (errors still raise), and drop
+    TensorFlow's native INFO lines (``edgeify.noise``)."""
     import logging
     import warnings
 
     old_env = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    old_tqdm = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # progress bars of libraries whose tqdm is imported in here
     sys.stdout.flush()
     saved = os.dup(1)
     try:
         os.dup2(2, 1)
-        with warnings.catch_warnings():
+        with native_stderr_filter(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.export / torchao deprecation chatter
             logging.disable(logging.WARNING)  # "converted in training mode": ExportedProgram modules cannot eval()
             try:
@@ -342,7 +366,8 @@ def quiet_converter() -> Iterator[None]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
-        if old_env is None:
-            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
-        else:
-            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = old_env
+        for name, old in (("LITERT_TORCH_SHOW_PROGRESS", old_env), ("TQDM_DISABLE", old_tqdm)):
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old

@@ -40,7 +40,9 @@ from typing import Any, Literal
 from edgeify.errors import ConversionError, DataError
 from pydantic import Field
 
-from ._tflite import quiet_converter
+from ._onnx2tf_prep import VERSION as PREP_VERSION
+from ._onnx2tf_prep import fuse_gelu
+from ._tflite import quiet_converter, run_error
 from .base import Artifact, BuildContext, Step, StepConfig, tool_versions
 
 #: the file onnx2tf loads from its working directory instead of downloading it (20 RGB images, 128x128)
@@ -66,6 +68,10 @@ class Onnx2TfOptions(StepConfig):
     quant_type: Literal["per-channel", "per-tensor"] = "per-channel"
     max_calibration_samples: int = Field(default=256, ge=1)
     onnxsim: bool = Field(default=True, description="let onnx2tf simplify the graph with onnxsim first")
+    pseudo_ops: tuple[str, ...] = Field(
+        default=("erf",), description="ONNX ops onnx2tf writes as plain TFLite builtins instead of Select "
+        "TensorFlow (Flex) ops, which LiteRT cannot load (its replace_to_pseudo_operators; e.g. Erf in an "
+        "exact-GELU transformer: a polynomial with |error| < 1.5e-7)")
     timeout_s: float = Field(default=3600, gt=0)
 
 
@@ -107,6 +113,7 @@ class TfliteConvert(Step):
             "input": input_digest, "source": ctx.source.sha256 if route == "litert-torch" else None,
             "tools": self.tool_versions(),
             "calibration": ctx.calib.sha256 if (calibrated and ctx.calib is not None) else None,
+            "onnx_rewrites": PREP_VERSION if route == "onnx2tf" else None,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -195,6 +202,7 @@ class TfliteConvert(Step):
         work.mkdir()
         model = work / "model.onnx"
         shutil.copyfile(onnx_path.resolve(), model)  # onnx2tf rewrites its input
+        gelus = fuse_gelu(model)  # exact GELU in the order onnx2tf maps to the GELU builtin (not FlexErf)
         rng = np.random.default_rng(0)
         np.save(work / ONNX2TF_SAMPLE_FILE, rng.random((20, 128, 128, 3), dtype=np.float32))
         calib = []
@@ -213,7 +221,7 @@ class TfliteConvert(Step):
             calib.append([t["name"], str(path)])
         out = work / "out"
         request = {"onnx": str(model), "out": str(out), "batch": self.config.batch, "quant_type": opts.quant_type,
-                   "calib": calib, "onnxsim": opts.onnxsim}
+                   "calib": calib, "onnxsim": opts.onnxsim, "pseudo_ops": [op.lower() for op in opts.pseudo_ops]}
         (work / "request.json").write_text(json.dumps(request))
         env = dict(os.environ)
         scripts = sysconfig.get_path("scripts")
@@ -241,18 +249,46 @@ class TfliteConvert(Step):
             raise _onnx2tf_error(text, model, proc.returncode)
         variants: dict[str, str] = {}
         kept: list[Path] = []
+        flex: dict[str, list[str]] = {}
+        broken: dict[str, str] = {}
+        samples = []  # one (channels-last) sample per input, for a trial run of every variant
+        for k, (_, path) in enumerate(calib):
+            samples.append(work / f"sample_{k}.npy")
+            np.save(samples[-1], np.load(path)[:self.config.batch])
         for f in files:
             suffix = f.stem[len("model_"):]
-            if suffix in ONNX2TF_VARIANTS:
-                dest = out_dir / f"model_{ONNX2TF_VARIANTS[suffix]}.tflite"
-                f.rename(dest)
-                variants[ONNX2TF_VARIANTS[suffix]] = dest.name
-                kept.append(dest)
+            if suffix not in ONNX2TF_VARIANTS:
+                continue
+            name = ONNX2TF_VARIANTS[suffix]
+            ops = select_tf_ops(f)
+            if ops:  # LiteRT cannot load Select TF ops: such a variant is no variant
+                flex[name] = ops
+                continue
+            why = run_error(f, samples)
+            if why is not None:  # e.g. an int8 DIV whose divisor quantized to zero
+                if name == "fp32":
+                    raise ConversionError(f"onnx2tf's float32 model does not run in LiteRT ({why})",
+                                          hint="build from the PyTorch source (the litert-torch route)")
+                broken[name] = why
+                continue
+            dest = out_dir / f"model_{name}.tflite"
+            f.rename(dest)
+            variants[name] = dest.name
+            kept.append(dest)
+        if "fp32" in flex:
+            raise _flex_error(flex["fp32"], ctx)
         if "fp32" not in variants:
             raise ConversionError(f"onnx2tf wrote no float32 model; its log ends with:\n{_tail(text)}")
+        missing = sorted(set(ONNX2TF_VARIANTS.values()) - set(variants))
+        if missing:
+            ctx.progress(f"onnx2tf gave no usable {', '.join(missing)} variant(s)"
+                         + (f" ({', '.join(sorted(flex))}: Select TF ops)" if flex else "")
+                         + (f" ({', '.join(sorted(broken))}: do not run)" if broken else "")
+                         + ": tflite-quantize makes the one a build needs from the fp32 model (ai-edge-quantizer)")
         info = {"converter": "onnx2tf", "route": "onnx2tf", "variants": variants, "onnxsim": onnxsim_used,
                 "calibrated": calibrated, "calibration_samples": samples or None,
-                "quant_type": opts.quant_type}
+                "quant_type": opts.quant_type, "pseudo_ops": list(opts.pseudo_ops), "gelu_rewritten": gelus,
+                "dropped_variants": {**{k: f"Select TF ops {', '.join(v)}" for k, v in flex.items()}, **broken}}
         return kept, info
 
 
@@ -294,6 +330,24 @@ def _unlowered_ops(module: Any, args: tuple[Any, ...]) -> list[str]:
         return []
 
 
+def select_tf_ops(path: Path) -> list[str]:
+    """The Select TensorFlow (Flex) ops of a ``.tflite`` (custom ops named ``Flex*``), e.g. ``['Erf']``."""
+    from ._tflite import model_ops, read_model
+
+    return sorted({name[len("CUSTOM:Flex"):] for name, _ in model_ops(read_model(path))
+                   if name.startswith("CUSTOM:Flex")})
+
+
+def _flex_error(ops: list[str], ctx: BuildContext) -> ConversionError:
+    torch_route = ctx.source.kind in ("exported-program", "module-factory")
+    return ConversionError(
+        f"onnx2tf's TFLite model needs the Select TensorFlow (Flex) op(s) {', '.join(ops)}, which LiteRT cannot "
+        "load, and no TFLite builtin replaces them",
+        hint=("build from the PyTorch source instead (model.pt2 or module.py:factory: the litert-torch route "
+              "lowers transformer ops such as GELU and LayerNorm to builtins)"
+              + ("" if torch_route else ", or replace the op(s) in the ONNX model")))
+
+
 _NOT_IMPLEMENTED = re.compile(r"(?P<op>[A-Za-z0-9_]+) OP is not yet implemented")
 
 
@@ -332,4 +386,6 @@ def _strip_ansi(text: str) -> str:
 
 
 def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(_strip_ansi(text).strip().splitlines()[-lines:])
+    from edgeify.noise import strip_noise
+
+    return "\n".join(strip_noise(_strip_ansi(text)).strip().splitlines()[-lines:])

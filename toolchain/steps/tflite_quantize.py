@@ -4,7 +4,9 @@ Where the converter wrote the variant (onnx2tf writes them all; litert-torch wri
 itself) it is taken as is. Otherwise the fp32 model is quantized with Google's ai-edge-quantizer (installed with
 litert-torch): ``fp16`` = float16 weights of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED /
 TRANSPOSE_CONV / EMBEDDING_LOOKUP, dequantized at load (what the TF converter's float16 option does);
-``int16x8`` = int8 weights and int16 activations, calibrated on ``--calib`` with min/max ranges (the
+``int8-dynamic`` = int8 weights, activations quantized at run time; ``int8`` (where onnx2tf's integer
+quantization failed, e.g. on a transformer) = int8 weights and activations, float32 I/O; ``int16x8`` = int8
+weights and int16 activations; both static ones calibrated on ``--calib`` with min/max ranges (the
 quantizer's default moving average under-estimates the ranges: measured cosine 0.26 against 0.999 on the digits
 CNN).
 
@@ -39,7 +41,8 @@ FP16_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_2D_TRANSPOS
 
 class TfliteQuantizeConfig(StepConfig):
     fp16_ops: tuple[str, ...] = Field(default=FP16_OPS, description="ops whose weights become float16")
-    max_calibration_samples: int = Field(default=256, ge=1, description="int16x8 calibration (ai-edge-quantizer)")
+    max_calibration_samples: int = Field(default=256, ge=1, description="int16x8 (and int8 where the converter "
+                                         "wrote none) calibration (ai-edge-quantizer)")
 
 
 class TfliteQuantize(Step):
@@ -52,7 +55,7 @@ class TfliteQuantize(Step):
     def cache_key(self, ctx: BuildContext, input_digest: str) -> str:
         payload = {"kind": self.kind, "config": self.config.model_dump(mode="json"), "precision": ctx.precision,
                    "io_dtype": ctx.io_dtype, "input": input_digest, "tools": self.tool_versions(),
-                   "calibration": ctx.calib.sha256 if (ctx.precision == "int16x8" and ctx.calib) else None}
+                   "calibration": ctx.calib.sha256 if (ctx.precision in ("int8", "int16x8") and ctx.calib) else None}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
@@ -81,10 +84,15 @@ class TfliteQuantize(Step):
             with _tflite.quiet_converter():
                 self._fp16(files[variants["fp32"]], out)
             quant["tool"] = "ai-edge-quantizer (float16 weights)"
-        elif "fp32" in variants and prec == "int16x8":
+        elif "fp32" in variants and prec in ("int16x8", "int8"):
             with _tflite.quiet_converter():
-                quant["calibration_samples"] = self._int16x8(ctx, files[variants["fp32"]], out)
-            quant["tool"] = "ai-edge-quantizer (static, int16 activations, min/max calibration)"
+                quant["calibration_samples"] = self._static(ctx, files[variants["fp32"]], out)
+            act = "int16" if prec == "int16x8" else "int8"
+            quant["tool"] = f"ai-edge-quantizer (static, {act} activations, min/max calibration)"
+        elif "fp32" in variants and prec == "int8-dynamic":
+            with _tflite.quiet_converter():
+                self._dynamic(files[variants["fp32"]], out)
+            quant["tool"] = "ai-edge-quantizer (dynamic: int8 weights, activations quantized at run time)"
         else:
             raise ConversionError(f"{converter} produced no {prec} model (variants: {sorted(variants)})")
         if key in variants and prec in ("int8", "int16x8"):  # calibrated by the converter
@@ -123,19 +131,31 @@ class TfliteQuantize(Step):
         except Exception as exc:
             raise ConversionError(f"ai-edge-quantizer (fp16 weights) failed: {type(exc).__name__}: {exc}") from None
 
-    def _int16x8(self, ctx: BuildContext, src: Path, out: Path) -> int:
+    def _dynamic(self, src: Path, out: Path) -> None:
+        from ai_edge_quantizer import quantizer, recipe
+
+        try:
+            qt = quantizer.Quantizer(str(src))
+            qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+            qt.quantize().export_model(str(out), overwrite=True)
+        except Exception as exc:
+            raise ConversionError(f"ai-edge-quantizer (int8-dynamic) failed: {type(exc).__name__}: {exc}") from None
+
+    def _static(self, ctx: BuildContext, src: Path, out: Path) -> int:
+        """int8 (or int16x8) with int8 weights, calibrated on --calib with min/max ranges; float32 I/O."""
         import numpy as np
         from ai_edge_litert.interpreter import Interpreter
         from ai_edge_quantizer import calibrator, quantizer, recipe
         from ai_edge_quantizer.utils import qsv_utils
         from edgeify_runtime.engines.litert import match_names, ordered_io
 
+        prec = ctx.precision
         if ctx.calib is None:
-            raise DataError("int16x8 quantization needs calibration data", hint="pass --calib")
+            raise DataError(f"{prec} quantization needs calibration data", hint="pass --calib")
         interp = Interpreter(model_path=str(src))
         sigs = interp.get_signature_list()
         if len(sigs) != 1:
-            raise ConversionError(f"int16x8: the fp32 model has {len(sigs)} signatures, expected 1")
+            raise ConversionError(f"{prec}: the fp32 model has {len(sigs)} signatures, expected 1")
         sig_key = next(iter(sigs))
         ins, _ = ordered_io(interp)
         names = list(ctx.calib.inputs)
@@ -147,19 +167,22 @@ class TfliteQuantize(Step):
         for i in range(0, n - batch + 1, batch):
             sample = {}
             for k, name in enumerate(names):
-                arr = np.ascontiguousarray(ctx.calib.inputs[name][i:i + batch])
+                arr = ctx.calib.inputs[name][i:i + batch]
+                if arr.shape != shapes[name] and 3 <= arr.ndim <= 5 and np.moveaxis(arr, 1, -1).shape == shapes[name]:
+                    arr = np.moveaxis(arr, 1, -1)  # onnx2tf's models are channels-last; --calib is the source's
+                arr = np.ascontiguousarray(arr)
                 if arr.shape != shapes[name]:
-                    raise ConversionError(f"int16x8: calibration input {name!r} has shape {list(arr.shape)}, the "
+                    raise ConversionError(f"{prec}: calibration input {name!r} has shape {list(arr.shape)}, the "
                                           f"fp32 model takes {list(shapes[name])}")
                 sample[ins[pos[k]][0]] = arr
             samples.append(sample)
-        ctx.progress(f"int16x8: calibrating on {len(samples) * batch} samples (ai-edge-quantizer, min/max)")
+        ctx.progress(f"{prec}: calibrating on {len(samples) * batch} samples (ai-edge-quantizer, min/max)")
         try:
             qt = quantizer.Quantizer(str(src))
-            qt.load_quantization_recipe(recipe.static_wi8_ai16())
+            qt.load_quantization_recipe(recipe.static_wi8_ai16() if prec == "int16x8" else recipe.static_wi8_ai8())
             cal = calibrator.Calibrator(src.read_bytes(), qsv_update_func=qsv_utils.min_max_update)
             cal.calibrate({sig_key: samples}, qt._recipe_manager)
             qt.quantize(cal.get_model_qsvs()).export_model(str(out), overwrite=True)
         except Exception as exc:
-            raise ConversionError(f"ai-edge-quantizer (int16x8) failed: {type(exc).__name__}: {exc}") from None
+            raise ConversionError(f"ai-edge-quantizer ({prec}) failed: {type(exc).__name__}: {exc}") from None
         return len(samples) * batch
