@@ -328,7 +328,7 @@ def _build_with_python(onnx: Path, plan: Path, timing_cache: Path | None, s: Bui
     if major < 11:
         if precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
-        elif precision == "int8":
+        elif precision in ("int8", "int8-mixed"):  # explicit Q/DQ; int8-mixed keeps some layers float
             config.set_flag(trt.BuilderFlag.INT8)
             config.set_flag(trt.BuilderFlag.FP16)
     if s.dla_core is not None:

@@ -68,7 +68,7 @@ def precision_flags(trt_version: str | None, precision: str) -> list[str]:
         return []
     if precision == "fp16":
         return ["--fp16"]
-    if precision in ("int8", "int8-qdq"):
+    if precision in ("int8", "int8-qdq", "int8-mixed"):  # explicit Q/DQ (int8-mixed: some layers float)
         return ["--int8", "--fp16"]
     return []
 
