@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from .output import Format, FormatOpt, TrustOpt, console, examples, print_json
@@ -56,6 +58,36 @@ def apps_stop(
                       f"exit {out.get('exit_code')}, {out['seconds']:.2f} s)")
     else:
         console.print(f"{device}: {name} was not running")
+
+
+@apps_app.command("manifests")
+def apps_manifests(
+    bundle: Path = typer.Argument(..., help="bundle directory written by `edgeify build`"),
+    device: str = typer.Option(..., "--device", "-d", help="the device (a node of the cluster) to run it on"),
+    out: Path = typer.Option(..., "-o", "--out", help="directory for the YAML files"),
+    name: str = typer.Option(None, "--name", help="the bundle's name on the device [default: the directory's]"),
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="the service's port"),
+    image: str = typer.Option(None, "--image", help="container image with Python, edgeify-runtime[serve] and "
+                                                    "the bundle's engine [default: edgeify-runtime-serve:VERSION]"),
+    memory_mib: int = typer.Option(None, "--memory-mib", min=16, help="memory request [default: from the "
+                                                                      "bundle's measured peak RSS]"),
+    fmt: Format = FormatOpt,
+) -> None:
+    """Kubernetes manifests (Deployment + Service) for an edge cluster: the service pinned to the device's node,
+    the deployed bundle mounted from there, probes on /v2/health/*, Prometheus scrape annotations."""
+    from edgeify.deploy.inventory import Inventory
+    from edgeify.deploy.k8s import DEFAULT_IMAGE, manifests, write_manifests
+
+    dev = Inventory().get(device)
+    docs = manifests(bundle, dev, name=name, port=port, image=image or DEFAULT_IMAGE, memory_mib=memory_mib)
+    paths = write_manifests(docs, out)
+    if fmt == Format.json:
+        print_json({"device": device, "files": [str(p) for p in paths]})
+        return
+    for p in paths:
+        console.print(f"[green]✓[/] wrote {p}")
+    console.print(f"apply on the cluster: kubectl apply -f {out} (deploy the bundle first: edgeify deploy "
+                  f"{bundle} --device {device})")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,65 @@
+"""``edgeify apps manifests`` (issue 15.4): the real CLI writes a Deployment + Service for a real bundle, which
+the Kubernetes JSON schemas accept (kubernetes-validate, offline, strict: unknown fields are errors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "ssh"))
+import sshlab  # the tiny real bundles of the SSH tests
+from edgeify.deploy.k8s import K8S_VERSION
+
+
+def _edgeify(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgeify", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "EDGEIFY_HOME": str(home)})
+
+
+def test_manifests_validate_against_the_kubernetes_schemas(tmp_path: Path) -> None:
+    bundle = sshlab.make_bundle(tmp_path / "b" / "digits", seed=2)
+    home = tmp_path / "home"
+    add = _edgeify(home, "devices", "add", "pi-01", "--host", "10.200.0.9", "--target", "x86-avx2",
+                   "--workdir", "/var/lib/edgeify")
+    assert add.returncode == 0, add.stderr
+    out = tmp_path / "k8s"
+    run = _edgeify(home, "apps", "manifests", str(bundle), "--device", "pi-01", "-o", str(out), "--port", "8000",
+                   "--memory-mib", "300", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    files = [Path(p) for p in json.loads(run.stdout)["files"]]
+    docs = {d["kind"]: d for d in (yaml.safe_load(p.read_text()) for p in files)}
+    assert set(docs) == {"Deployment", "Service"}
+    for doc in docs.values():
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises on any schema violation
+    pod = docs["Deployment"]["spec"]["template"]
+    c = pod["spec"]["containers"][0]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["resources"]["requests"]["memory"] == "300Mi" and c["args"][c["args"].index("--port") + 1] == "8000"
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8000"
+    assert pod["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "pi-01"}
+    assert pod["spec"]["volumes"][0]["hostPath"]["path"] == "/var/lib/edgeify/bundles/digits/current"
+    assert docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+
+    # a schema checker that works: a broken manifest is refused
+    broken = json.loads(json.dumps(docs["Deployment"]))
+    broken["spec"]["replicas"] = "one"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+
+def test_a_home_relative_workdir_is_refused(tmp_path: Path) -> None:
+    bundle = sshlab.make_bundle(tmp_path / "b" / "m", seed=2)
+    home = tmp_path / "home"
+    assert _edgeify(home, "devices", "add", "pi-02", "--host", "10.200.0.9", "--target", "x86-avx2").returncode == 0
+    run = _edgeify(home, "apps", "manifests", str(bundle), "--device", "pi-02", "-o", str(tmp_path / "k"))
+    assert run.returncode == 4 and "hostPath" in run.stderr and "--workdir" in run.stderr
+    assert not (tmp_path / "k").exists()
