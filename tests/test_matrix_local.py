@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 from _kit import make_gemm_onnx, run_cli
 from edgeify_runtime.manifest import Manifest
 
@@ -92,3 +98,27 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--executor ray" in r.stderr
     r = run_cli("build-matrix", str(m), "-o", str(tmp_path / "zoo"), "--jobs", "0")
     assert r.returncode == 2
+
+
+def test_ctrl_c_stops_the_pool_and_leaves_nothing_half_written(tmp_path: Path) -> None:
+    make_gemm_onnx(tmp_path / "tiny.onnx")
+    m = tmp_path / "matrix.toml"
+    m.write_text('targets = ["x86-avx2"]\nprecisions = ["fp32"]\n[[models]]\nname = "t"\npath = "tiny.onnx"\n')
+    marker, out = tmp_path / "paused", tmp_path / "zoo"
+    env = {**os.environ, "EDGEIFY_HOME": str(tmp_path / "home"), "EDGEIFY_TEST_PAUSE_AT": "check",
+           "EDGEIFY_TEST_PAUSE_FILE": str(marker)}  # the cell's check step stops at a known point
+    proc = subprocess.Popen([sys.executable, "-m", "edgeify", "build-matrix", str(m), "-o", str(out), "--jobs", "1",
+                             "--no-latency"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    worker = int(marker.read_text().split()[1])
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "cancelled" in stdout and "interrupted" in stderr
+    assert not (out / "t" / "x86-avx2-fp32").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".edgeify-staging")]
+    assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
