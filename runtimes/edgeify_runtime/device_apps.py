@@ -242,6 +242,83 @@ def _start_locked(args: Args, inst: str, marker: str, port: Any) -> Args:
     return {"pid": pid, "stopped": stopped, "log": log_path, "instance": inst}
 
 
+def _unit_quote(arg: str) -> str:
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
+
+
+def unit_text(args: Args, inst: str, system: bool) -> str:
+    """A systemd unit that runs the app (restarts on failure and at boot; no restart for usage/bundle errors)."""
+    env = {str(k): str(v) for k, v in (args.get("env") or {}).items()}
+    env["PYTHONUNBUFFERED"] = "1"
+    lines = ["[Unit]", f"Description=edgeify {args.get('app')} {args['name']} (bundle {str(args.get('digest'))[:12]})",
+             "After=network-online.target", "Wants=network-online.target", "", "[Service]", "Type=simple",
+             f"WorkingDirectory={inst}"]
+    lines += [f"Environment={_unit_quote(f'{k}={v}')}" for k, v in sorted(env.items())]
+    lines += [f"EnvironmentFile=-{os.path.join(inst, 'secret.env')}",
+              "ExecStart=" + " ".join(_unit_quote(str(a)) for a in args["argv"]),
+              "KillSignal=SIGTERM", f"TimeoutStopSec={int(float(args.get('stop_timeout') or 15))}",
+              "Restart=on-failure", "RestartSec=2", "RestartPreventExitStatus=2 5 11 12",
+              f"StandardOutput=append:{os.path.join(inst, 'app.log')}",
+              f"StandardError=append:{os.path.join(inst, 'app.log')}", "", "[Install]",
+              f"WantedBy={'multi-user.target' if system else 'default.target'}", ""]
+    return "\n".join(lines)
+
+
+def op_install_unit(args: Args) -> Args:
+    """``--systemd``: write the app's unit (a system unit as root, else a user unit), then enable and (re)start
+    it. Where systemd is not running, the unit is written and the error says so."""
+    work = workdir(args)
+    name = args["name"]
+    inst = _instance(work, name)
+    os.makedirs(inst, exist_ok=True)
+    system = os.geteuid() == 0
+    unit_dir = str(args.get("unit_dir") or ("/etc/systemd/system" if system else
+                                            os.path.expanduser("~/.config/systemd/user")))
+    unit_name = f"edgeify-{name}.service"
+    os.makedirs(unit_dir, exist_ok=True)
+    secret = os.path.join(inst, "secret.env")
+    fd = os.open(secret + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("".join(f"{k}={v}\n" for k, v in (args.get("secret_env") or {}).items()))
+    os.replace(secret + ".tmp", secret)
+    path = os.path.join(unit_dir, unit_name)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(unit_text(args, inst, system))
+    os.replace(path + ".tmp", path)
+    meta = {"app": args.get("app"), "name": name, "bundle": args.get("bundle"), "digest": args.get("digest"),
+            "host": args.get("host"), "port": args.get("port"), "argv": [str(a) for a in args["argv"]],
+            "marker": str(args.get("marker") or ""), "unit": path,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with open(os.path.join(inst, "app.json.tmp"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(os.path.join(inst, "app.json.tmp"), os.path.join(inst, "app.json"))
+    if not os.path.isdir("/run/systemd/system"):
+        raise OpError("no_systemd", f"systemd is not running on this device; the unit was written to {path} "
+                                    "but not enabled", unit=path)
+    ctl = ["systemctl"] + ([] if system else ["--user"])
+    _stop(inst, float(args.get("stop_timeout") or 15.0))  # an app started without --systemd
+    for cmd in ([*ctl, "daemon-reload"], [*ctl, "enable", unit_name], [*ctl, "restart", unit_name]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise OpError("systemctl", f"{' '.join(cmd)} failed: {proc.stderr.strip()[-300:]}", unit=path)
+    pid = None
+    deadline = time.monotonic() + 10.0
+    while not pid and time.monotonic() < deadline:
+        out = subprocess.run([*ctl, "show", "-p", "MainPID", "--value", unit_name], capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+        pid = int(out) if out.isdigit() and int(out) > 0 else None
+        time.sleep(0.1)
+    if pid is None:
+        raise OpError("start_failed", f"{unit_name} has no main process after start", unit=path,
+                      log_tail=log_tail(os.path.join(inst, "app.log")))
+    with open(os.path.join(inst, "app.pid"), "w", encoding="utf-8") as f:
+        f.write(f"{pid}\n")
+    return {"pid": pid, "unit": path, "scope": "system" if system else "user", "stopped": {},
+            "log": os.path.join(inst, "app.log"), "instance": inst,
+            "linger": None if system else "loginctl enable-linger (once) keeps a user unit running after logout "
+                                           "and starts it at boot"}
+
+
 def _get(url: str, timeout: float, headers: dict[str, str]) -> tuple[int | None, str]:
     import urllib.error
     import urllib.request
@@ -320,7 +397,8 @@ def op_status(args: Args) -> Args:
     return {"workdir": work, "apps": _instances(work)}
 
 
-OPS = {"probe": op_probe, "start": op_start, "health": op_health, "stop": op_stop, "status": op_status}
+OPS = {"probe": op_probe, "start": op_start, "install_unit": op_install_unit, "health": op_health, "stop": op_stop,
+       "status": op_status}
 
 
 def main(argv: list[str] | None = None) -> int:

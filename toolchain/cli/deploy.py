@@ -40,6 +40,9 @@ def deploy_cmd(
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port the app listens on (with --app)"),
     host: str = typer.Option(None, "--host", help="address the app listens on, on the device [default: 127.0.0.1; "
                                                   "a non-loopback address is reachable from the network: warned]"),
+    systemd: bool = typer.Option(False, "--systemd", help="install the app as a systemd unit (a user unit when the "
+                                                          "device login is not root): restarts on failure and at "
+                                                          "boot (with --app)"),
     token_file: Path = typer.Option(None, "--token-file", help="require this bearer token (the file's first line) "
                                                                "on every request to the app; never logged"),
     app_option: list[str] = typer.Option([], "--app-option", metavar="KEY=VALUE",
@@ -69,7 +72,7 @@ def deploy_cmd(
     if app is not None:
         _deploy_app(bundle, devs, many, app=app, port=port, options=app_option, name=name, force=force,
                     health_timeout=health_timeout, trust_new_host_key=trust_new_host_key, passphrase=pw, fmt=fmt,
-                    host=host, token_file=token_file)
+                    host=host, token_file=token_file, systemd=systemd)
         return
     if app_option:
         from edgeify.errors import ConfigError
@@ -102,7 +105,7 @@ def deploy_cmd(
 
 def _deploy_app(bundle: Path, devs: list[Any], many: bool, *, app: str, port: int, options: list[str],
                 name: str | None, force: bool, health_timeout: float, trust_new_host_key: bool,
-                host: str | None = None, token_file: Path | None = None,
+                host: str | None = None, token_file: Path | None = None, systemd: bool = False,
                 passphrase: str | None, fmt: Format) -> None:
     """``edgeify deploy BUNDLE --app serve``: deploy, start the app, check its health, on one device or many."""
     from edgeify.deploy.apps import app_arguments, deploy_app, resolve_app
@@ -115,7 +118,8 @@ def _deploy_app(bundle: Path, devs: list[Any], many: bool, *, app: str, port: in
     def one(dev: Any) -> Any:
         with open_site(dev, trust_new_host_key=trust_new_host_key, passphrase=passphrase) as site:
             return deploy_app(site, bundle, app=spec, port=port, options=options, device=dev, name=name,
-                              force=force, health_timeout=health_timeout, host=host, token_file=token_file)
+                              force=force, health_timeout=health_timeout, host=host, token_file=token_file,
+                              systemd=systemd)
 
     if not many:
         with err_console.status(f"deploying {bundle.name} + {spec.kind} to {devs[0].name}",

@@ -292,6 +292,8 @@ class AppReport:
     #: whether the service asks for a bearer token (the token itself is never in a report)
     token: bool = False
     warnings: list[str] = field(default_factory=list)
+    #: the systemd unit file (with --systemd)
+    unit: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,9 +304,12 @@ def deploy_app(site: DeviceSite, bundle: str | os.PathLike[str], *, app: str | A
                name: str | None = None, force: bool = False, health_timeout: float = HEALTH_TIMEOUT_S,
                health_interval: float = HEALTH_INTERVAL_S, stop_timeout: float = STOP_TIMEOUT_S,
                host: str | None = None, token_file: str | os.PathLike[str] | None = None,
+               systemd: bool = False, unit_dir: str | None = None,
                on_phase: PhaseCallback | None = None) -> AppReport:
     """Deploy ``bundle``, install ``app`` beside it, (re)start it on ``host:port`` (127.0.0.1 unless told) and
-    wait until it is healthy. ``token_file``: the service then asks every request for that bearer token."""
+    wait until it is healthy. ``token_file``: the service then asks every request for that bearer token.
+    ``systemd``: install it as a systemd unit (a user unit when the login user is not root) that restarts on
+    failure and at boot, instead of a detached process (``unit_dir``: another unit directory on the device)."""
     spec = app if isinstance(app, AppSpec) else resolve_app(app)
     extra, option_host = app_arguments(options)
     host = host or option_host or DEFAULT_HOST
@@ -349,7 +354,11 @@ def deploy_app(site: DeviceSite, bundle: str | os.PathLike[str], *, app: str | A
                              "secret_env": {TOKEN_ENV: token} if token else {}}
     if spec.module is None:
         start.update(file=spec.remote_file, sha256=spec.sha256)
-    started = _start(site, runtime, start, timeout=stop_timeout + 5 + 10 + CLIENT_GRACE_S)
+    if systemd:
+        started = _install_unit(site, runtime, {**start, "unit_dir": unit_dir},
+                                timeout=stop_timeout + 5 + 60 + CLIENT_GRACE_S)
+    else:
+        started = _start(site, runtime, start, timeout=stop_timeout + 5 + 10 + CLIENT_GRACE_S)
     pid = int(started["pid"])
     timings["start"] = time.perf_counter() - t
     phase("started", {"pid": pid, "stopped": started.get("stopped")})
@@ -378,7 +387,19 @@ def deploy_app(site: DeviceSite, bundle: str | os.PathLike[str], *, app: str | A
                      seconds=round(timings["total"], 3), bundle_digest=report.digest, log=started.get("log", ""),
                      restarted=stopped if stopped.get("was_running") else None,
                      timings_s={k: round(v, 4) for k, v in timings.items()}, deploy=report.to_dict(),
-                     token=token is not None, warnings=[warning] if warning else [])
+                     token=token is not None, warnings=[warning] if warning else [],
+                     unit=started.get("unit"))
+
+
+def _install_unit(site: DeviceSite, runtime: RuntimeOnDevice, args: dict[str, Any], *,
+                  timeout: float) -> dict[str, Any]:
+    try:
+        return app_op(site, runtime, "install_unit", args, timeout=timeout)
+    except AppError as exc:
+        if exc.info.get("kind") == "no_systemd":
+            raise AppError(site.name, exc.info, hint="deploy without --systemd (a detached process), or on a device "
+                                                     "that runs systemd") from None
+        raise
 
 
 def _start(site: DeviceSite, runtime: RuntimeOnDevice, args: dict[str, Any], *, timeout: float) -> dict[str, Any]:
