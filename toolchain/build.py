@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import labels as labels_mod
 from .errors import DataError, InterruptedBuild, TargetError
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
           input_shapes: list[str] | None = None, target_files: list[str] | tuple[str, ...] = (),
           max_accuracy_drop: float | None = None, use_cache: bool = True, measure_latency: bool = True,
           observer: BuildObserver | None = None, io_dtype: str = "float32",
-          trust_source: bool = False) -> BuildResult:
+          trust_source: bool = False, labels: str | Path | None = None) -> BuildResult:
     """Build ``model`` for ``target`` at ``precision`` into the bundle directory ``out``.
 
     Trusted models only: a PyTorch source runs code on this machine (``module.py:factory`` imports your file,
@@ -121,6 +122,7 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
     if use_cache:
         ensure_writable_dir(cache_dir(), "step cache")
     source = open_source(str(model), input_shapes, trust_source=trust_source)
+    class_labels = labels_mod.resolve(model, labels)  # --labels FILE, else labels.txt beside the model
     pre = preflight(source, calib, eval, preprocess, obs.message)  # signature, --input-shape, data: before steps
     staging = bundle_mod.staging_dir_for(out)
     cache = StepCache(cache_dir(), enabled=use_cache)
@@ -168,9 +170,15 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
             fixed = fixed_dims(pre, final.meta["inputs"], spec.name)
             for f in fixed:
                 obs.message(describe_fixed(f))
+            if class_labels is not None:
+                labels_mod.check_count(class_labels, final.meta["outputs"])
+                obs.message(f"labels: {len(class_labels.names)} from {class_labels.origin}"
+                            + (" (found next to the model; --labels FILE picks another)" if class_labels.found
+                               else ""))
             manifest = bundle_mod.assemble(dest, ctx, final, steps=records, tools=tools,
                                            validation=final.meta.get("validation"), device_steps=device_steps,
-                                           fixed_dims=fixed)
+                                           fixed_dims=fixed,
+                                           labels=list(class_labels.names) if class_labels else None)
             latency = None
             if measure_latency and device_steps:  # e.g. a TensorRT engine: it only exists on the device
                 latency = {"error": "the engine is built on the device: measure it there with "

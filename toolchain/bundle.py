@@ -39,7 +39,8 @@ STAGING_PREFIX = ".edgeify-staging-"
 def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[dict[str, Any]],
              tools: dict[str, str], validation: dict[str, Any] | None,
              device_steps: list[dict[str, Any]] | None = None,
-             fixed_dims: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+             fixed_dims: list[dict[str, Any]] | None = None,
+             labels: list[str] | None = None) -> dict[str, Any]:
     """Copy the artifact into ``dest`` under the engine's file names and write ``manifest.json``.
 
     ``device_steps``: resolved steps that run on the device after deploy (``where = "device"``, e.g. the TensorRT
@@ -53,13 +54,13 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
         shutil.copyfile(src, dest / name)
         files[name] = {"sha256": sha256_file(dest / name), "size": (dest / name).stat().st_size}
     meta = artifact.meta
-    labels = None
-    prep = None
+    given, labels, prep = labels, None, None  # labels: --labels or labels.txt (edgeify.labels) win
     for ds in (ctx.eval, ctx.calib):
         if ds is not None and ds.preprocessing:
             prep = ds.preprocessing
             labels = ds.preprocessing.get("classes")
             break
+    labels = given or labels
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "format": FORMAT_NAME,

@@ -56,6 +56,8 @@ def build(
     calib: Path = typer.Option(None, "--calib", help="calibration inputs: .npz | .npy | image folder"),
     eval_data: Path = typer.Option(None, "--eval", help="labelled inputs (.npz with `labels`) for accuracy"),
     preprocess: Path = typer.Option(None, "--preprocess", help="preprocessing TOML for image folders"),
+    labels: Path = typer.Option(None, "--labels", help="class names, one per line, for the manifest's `labels` "
+                                "[default: labels.txt next to the model, if there is one]"),
     input_shape: list[str] = typer.Option([], "--input-shape", help="e.g. 1,3,224,224 or x:1,3,224,224 (repeatable)"),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", help="fail if accuracy drops more "
                                                                                "(points) than this"),
@@ -101,7 +103,7 @@ def build(
                                    eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
                                    target_files=target_file, max_accuracy_drop=max_accuracy_drop,
                                    use_cache=not no_cache, measure_latency=not no_latency, observer=observer,
-                                   io_dtype=io_dtype.value, trust_source=trust_source)
+                                   io_dtype=io_dtype.value, trust_source=trust_source, labels=labels)
         finally:
             observer.close()
     if result.family_alias:
