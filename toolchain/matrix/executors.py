@@ -13,6 +13,7 @@ import concurrent.futures as cf
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -125,7 +126,11 @@ class RayOptions:
     cancel_grace_s: float = 10.0
 
 
-def _import_ray():
+def _import_ray(private: bool):
+    if private and "ray" not in sys.modules:
+        # a private single-node instance: Ray then listens on 127.0.0.1 only (its single-machine mode), not on
+        # every interface
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError:
@@ -146,7 +151,7 @@ class RayCluster:
     capacity = None
 
     def __init__(self, options: RayOptions) -> None:
-        self.ray = _import_ray()
+        self.ray = _import_ray(private=not options.address)
         self.options = options
         kwargs: dict[str, Any] = {"runtime_env": {"env_vars": _worker_env()}, "log_to_driver": False,
                                   "logging_level": "WARNING", "configure_logging": True}
@@ -161,9 +166,23 @@ class RayCluster:
                               f"{type(exc).__name__}: {exc}",
                               hint="start it (`ray start --head --port 6379`, then `ray start --address "
                                    "HEAD:6379` on each worker) and check `ray status --address HEAD:6379`") from None
+        self._check_fits()
         self._remote = self.ray.remote(run_cell)
         self._refs: dict[Any, CellJob] = {}
         self._inputs: dict[tuple, Any] = {}
+
+    def _check_fits(self) -> None:
+        """A cell no node can hold would wait forever: refuse the run up front instead."""
+        o = self.options
+        fits = [n for n in self.ray.nodes() if n.get("Alive")
+                and n.get("Resources", {}).get("CPU", 0) >= o.cpus_per_cell
+                and n.get("Resources", {}).get("memory", 0) >= o.memory_per_cell]
+        if not fits:
+            self.ray.shutdown()
+            raise ConfigError(f"no node of the Ray cluster has {o.cpus_per_cell:g} CPUs and "
+                              f"{o.memory_per_cell / 1024**3:.1f} GiB free for a cell",
+                              hint="lower --cpus-per-cell / --memory-per-cell, or add bigger nodes "
+                                   "(`ray status` lists their resources)")
 
     def nodes(self) -> list[dict[str, Any]]:
         return [{"id": n["NodeID"], "ip": n.get("NodeManagerAddress"), "alive": n.get("Alive"),
