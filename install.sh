@@ -21,6 +21,15 @@ PY=${PYTHON:-python}
 command -v "$PY" >/dev/null || PY=python3
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
+# One Python version: constraints.txt is one environment resolved and tested on CPython 3.11 (numpy 2.4.6 has no
+# 3.10 wheels; on 3.12/3.13 the pinned set was never tested). Refuse others before touching anything.
+pyver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo "?")
+if [ "$pyver" != "3.11" ]; then
+  echo "install.sh: edgeify needs Python 3.11 (this is $PY, Python $pyver): constraints.txt is resolved and tested" >&2
+  echo "  for 3.11 only. fix: python3.11 -m venv .venv && . .venv/bin/activate && ./install.sh  (or PYTHON=python3.11 ./install.sh)" >&2
+  exit 2
+fi
+
 if [ "$dev" = 1 ]; then
   pkgs=(openssh-server iproute2 qemu-user-static binfmt-support debootstrap postgresql chromium prometheus)
   missing=()
@@ -38,6 +47,16 @@ extras="all"
 [ "$dev" = 1 ] && extras="all,dev"
 say "python packages: edgeify[$extras] + edgeify-runtime ($("$PY" --version))"
 "$PY" -m pip install -q --upgrade pip
+# torch: the CPU-only build, on purpose (edgeify converts and checks on the CPU; the CUDA build is several GB
+# more). torch==2.13.0+cpu satisfies constraints.txt's torch==2.13.0. Where your package index has no CPU build,
+# say so with EDGEIFY_TORCH (e.g. EDGEIFY_TORCH=torch==2.13.0: whatever build the index gives, maybe CUDA).
+TORCH=${EDGEIFY_TORCH:-torch==2.13.0+cpu}
+say "torch: $TORCH"
+if ! "$PY" -m pip install -q -c constraints.txt "$TORCH"; then
+  echo "install.sh: $TORCH is not on your package index. fix: add PyTorch's CPU wheel index (pip's" >&2
+  echo "  --extra-index-url, the CPU choice of the install selector on PyTorch's website), or EDGEIFY_TORCH=torch==2.13.0 ./install.sh" >&2
+  exit 1
+fi
 "$PY" -m pip install -q -c constraints.txt -e ./runtimes -e ".[$extras]"
 
 # Packages whose declared dependencies would break the environment are installed with --no-deps here.
