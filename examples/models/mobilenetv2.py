@@ -130,3 +130,23 @@ def mobilenet_v2(num_classes: int = 1000, width_mult: float = 1.0, seed: int | N
             torch.manual_seed(seed)
             model = MobileNetV2(num_classes=num_classes, width_mult=width_mult)
     return model.eval()
+
+
+def _cli() -> int:
+    """``python examples/models/mobilenetv2.py --calib FILE [--count N]``: random 224x224 calibration inputs."""
+    import argparse
+
+    import numpy as np
+
+    parser = argparse.ArgumentParser(description="write stand-in calibration inputs (x: N,3,224,224 in [0, 1])")
+    parser.add_argument("--calib", required=True, help="output .npz")
+    parser.add_argument("--count", type=int, default=16)
+    args = parser.parse_args()
+    x = np.random.default_rng(0).random((args.count, 3, 224, 224), dtype=np.float32)
+    np.savez(args.calib, x=x)
+    print(f"wrote {args.calib}: x {list(x.shape)} (random stand-ins: calibrate on real images for real use)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_cli())
