@@ -200,15 +200,13 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
 def _load_data(ctx, outputs, calib, eval, preprocess, load_dataset) -> None:
     if ctx.calib is not None or ctx.eval is not None:
         return
-    from edgeify_runtime.manifest import TensorSpec
-
     from .preflight import n_classes
 
     export = next((a for a in outputs.values() if a is not None and "inputs" in a.meta), None)
     if export is None:
         return
-    sig = [TensorSpec.from_dict(t) for t in export.meta["inputs"]]
-    classes = n_classes([TensorSpec.from_dict(t) for t in export.meta.get("outputs") or []])
+    sig = list(export.signature.inputs)
+    classes = n_classes(list(export.signature.outputs))
     if calib is not None:
         ctx.calib = load_dataset(calib, sig, purpose="calibration", preprocess=preprocess, n_classes=classes)
     if eval is not None:

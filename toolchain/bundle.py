@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import datetime as _dt
 import json
 import os
 import re
@@ -18,15 +17,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeify_runtime.manifest import (
-    FORMAT_NAME,
-    MANIFEST_NAME,
-    REPORT_NAME,
-    SCHEMA_VERSION,
-    dumps,
-    files_digest,
-    sha256_file,
-)
+from edgeify_runtime.manifest import FORMAT_NAME, MANIFEST_NAME, REPORT_NAME, Manifest, sha256_file
 
 from . import __version__
 
@@ -61,21 +52,7 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
             labels = ds.preprocessing.get("classes")
             break
     labels = given or labels
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "format": FORMAT_NAME,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "target": {"name": ctx.target.name, "family": ctx.target.family, "arch": ctx.target.arch,
-                   "os": ctx.target.os, "spec_digest": ctx.target.digest, "status": ctx.target.status},
-        "engine": {"name": ctx.engine.runtime, "engine_key": ctx.engine_name, "min_version": ctx.engine.min_version,
-                   "artifact": primary, "format": ctx.engine.artifact_format, "build_on": ctx.engine.build_on,
-                   "options": dict(ctx.engine.options)},
-        "precision": ctx.precision,
-        "quantization": meta.get("quantization") or {"method": "none", "weights": "float32"},
-        "inputs": meta["inputs"],
-        "outputs": meta["outputs"],
-        "files": files,
-        "bundle_digest": files_digest(files),
+    extra: dict[str, Any] = {
         "labels": labels,
         "preprocessing": prep,
         "source": ctx.source.describe(),
@@ -89,11 +66,20 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
         "validation": validation,
     }
     if fixed_dims:  # dynamic dims of the source the bundle has fixed (--input-shape, or the conversion)
-        manifest["fixed_dims"] = fixed_dims
+        extra["fixed_dims"] = fixed_dims
     if device_steps:
-        manifest["device_steps"] = device_steps
-    (dest / MANIFEST_NAME).write_text(dumps(manifest), encoding="utf-8")
-    return manifest
+        extra["device_steps"] = device_steps
+    sig = artifact.signature
+    manifest = Manifest.create(  # the device's class builds and validates it: one schema on both sides
+        target={"name": ctx.target.name, "family": ctx.target.family, "arch": ctx.target.arch,
+                "os": ctx.target.os, "spec_digest": ctx.target.digest, "status": ctx.target.status},
+        engine={"name": ctx.engine.runtime, "engine_key": ctx.engine_name, "min_version": ctx.engine.min_version,
+                "artifact": primary, "format": ctx.engine.artifact_format, "build_on": ctx.engine.build_on,
+                "options": dict(ctx.engine.options)},
+        precision=ctx.precision, quantization=artifact.quantization.to_dict(), inputs=sig.inputs,
+        outputs=sig.outputs, files=files, **extra)
+    manifest.write(dest)
+    return manifest.to_dict()
 
 
 def write_report(dest: Path, manifest: dict[str, Any], latency: dict[str, Any] | None) -> str:

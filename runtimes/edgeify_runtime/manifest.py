@@ -33,6 +33,11 @@ Schema version 1 (keys the device side reads are marked *; the host adds more, w
                   "engine_layout": "NHWC" (optional: the artifact's own layout when it differs)}
 
 Dynamic dimensions are strings (their symbolic name); fixed dimensions are ints.
+
+One class for both sides: the host's bundle writer builds the manifest with ``Manifest.create`` (which fills in
+the schema version, format marker and digest and validates the result as a reader would) and writes it with
+``Manifest.write``; devices read it with ``Manifest.read``. A newer or unknown ``schema_version`` is a
+``BundleError`` that says what to upgrade or rebuild. Symbolic links inside a bundle are refused on read.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 from .errors import BundleError
 
@@ -124,11 +129,18 @@ class Manifest:
         if raw.get("format") != FORMAT_NAME:
             raise BundleError("not an edgeify bundle manifest (format field missing or wrong)")
         version = raw.get("schema_version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            raise BundleError(
+                f"manifest schema_version {version} is newer than this edgeify-runtime reads ({SCHEMA_VERSION}): "
+                "the bundle was built by a newer edgeify",
+                hint="upgrade edgeify-runtime on this machine (pip install -U edgeify-runtime), or rebuild the "
+                     "bundle with the edgeify version installed here")
         if version != SCHEMA_VERSION:
             raise BundleError(
                 f"manifest schema_version {version!r} is not supported by this edgeify-runtime "
                 f"(supports {SCHEMA_VERSION})",
-                hint="install the edgeify-runtime version that matches the toolchain that built the bundle")
+                hint="rebuild the bundle with `edgeify build` (it writes schema version "
+                     f"{SCHEMA_VERSION})")
         try:
             eng = raw["engine"]
             engine = EngineRef(name=str(eng["name"]), artifact=safe_relpath(eng["artifact"]),
@@ -147,6 +159,43 @@ class Manifest:
         if files_digest(files) != manifest.bundle_digest:
             raise BundleError("manifest: bundle_digest does not match the files table (manifest was edited)")
         return manifest
+
+    @classmethod
+    def create(cls, *, target: dict[str, Any], engine: dict[str, Any], precision: str,
+               inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], files: dict[str, dict[str, Any]],
+               quantization: dict[str, Any], created_at: str | None = None, **extra: Any) -> Manifest:
+        """Build a manifest (the host's bundle writer uses this, so host and device share one schema): the
+        schema version, format marker and ``bundle_digest`` are filled in, and the result is validated exactly
+        as a reader validates it. ``extra``: the host-only keys (source, tools, steps, validation, ...)."""
+        import datetime as _dt
+
+        raw: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "format": FORMAT_NAME,
+            "created_at": created_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "target": dict(target),
+            "engine": dict(engine),
+            "precision": precision,
+            "quantization": dict(quantization),
+            "inputs": [t.to_dict() for t in inputs],
+            "outputs": [t.to_dict() for t in outputs],
+            "files": {k: dict(v) for k, v in files.items()},
+            "bundle_digest": files_digest(files),
+        }
+        clash = sorted(set(extra) & set(raw))
+        if clash:
+            raise ValueError(f"Manifest.create: {clash} are set by create itself")
+        raw.update(extra)
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to ``manifest.json`` (a copy)."""
+        return json.loads(json.dumps(self.raw))
+
+    def write(self, bundle_dir: str | os.PathLike[str]) -> Path:
+        path = Path(bundle_dir) / MANIFEST_NAME
+        path.write_text(dumps(self.raw), encoding="utf-8")
+        return path
 
     @classmethod
     def read(cls, bundle_dir: str | os.PathLike[str]) -> Manifest:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -17,15 +17,104 @@ if TYPE_CHECKING:
     from edgeify.data import Dataset
     from edgeify.sources import SourceModel
     from edgeify.targets.spec import EngineSpec, TargetSpec
+    from edgeify_runtime.manifest import TensorSpec
+
+
+@dataclass(frozen=True)
+class Signature:
+    """An artifact's named inputs and outputs (what the manifest's ``inputs``/``outputs`` hold)."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any]) -> Signature:
+        from edgeify_runtime.manifest import TensorSpec
+
+        return cls(tuple(TensorSpec.from_dict(t) for t in meta.get("inputs") or ()),
+                   tuple(TensorSpec.from_dict(t) for t in meta.get("outputs") or ()))
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
+
+
+@dataclass(frozen=True)
+class QParams:
+    """Scale and zero point of one integer I/O tensor: ``real = (q - zero_point) * scale``."""
+
+    dtype: str
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class IoQuantization:
+    inputs: Mapping[str, QParams] = field(default_factory=dict)
+    outputs: Mapping[str, QParams] = field(default_factory=dict)
+
+    @classmethod
+    def from_meta(cls, d: Any) -> IoQuantization:
+        if not isinstance(d, Mapping):
+            return cls()
+
+        def side(x: Any) -> dict[str, QParams]:
+            return {str(n): QParams(str(q["dtype"]), float(q["scale"]), int(q["zero_point"]))
+                    for n, q in (x or {}).items()}
+        return cls(side(d.get("inputs")), side(d.get("outputs")))
+
+    def to_meta(self) -> dict[str, Any]:
+        return {k: {n: {"dtype": q.dtype, "scale": q.scale, "zero_point": q.zero_point} for n, q in v.items()}
+                for k, v in (("inputs", self.inputs), ("outputs", self.outputs))}
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How an artifact is quantized: ``method`` and ``weights`` always, integer I/O parameters when the I/O is
+    quantized, and whatever else the step records (tool, preset, calibration samples, ...) in ``details``."""
+
+    method: str = "none"
+    weights: str = "float32"
+    io_quantization: IoQuantization | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_meta(cls, d: Mapping[str, Any] | None) -> Quantization:
+        if not d:
+            return cls()
+        rest = {k: v for k, v in d.items() if k not in ("method", "weights", "io_quantization")}
+        io = d.get("io_quantization")
+        return cls(str(d.get("method", "none")), str(d.get("weights", "float32")),
+                   IoQuantization.from_meta(io) if isinstance(io, Mapping) else None, rest)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method, "weights": self.weights, **self.details}
+        if self.io_quantization is not None:
+            out["io_quantization"] = self.io_quantization.to_meta()
+        return out
 
 
 @dataclass
 class Artifact:
-    """A model produced by a step: its files (the first is the one an engine loads) and what is known of it."""
+    """A model produced by a step: its files (the first is the one an engine loads) and what is known of it.
+
+    ``meta`` is the serialized form (it is what the step cache stores); read the facts through the typed views
+    ``signature``, ``quantization`` and ``validation``."""
 
     format: str
     files: list[Path]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def signature(self) -> Signature:
+        return Signature.from_meta(self.meta)
+
+    @property
+    def quantization(self) -> Quantization:
+        return Quantization.from_meta(self.meta.get("quantization"))
+
+    @property
+    def validation(self) -> dict[str, Any] | None:
+        return self.meta.get("validation")
 
     @property
     def path(self) -> Path:

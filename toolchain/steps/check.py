@@ -15,7 +15,7 @@ import numpy as np
 from edgeify.targets.spec import Tolerance
 from pydantic import Field
 
-from .base import Artifact, BuildContext, Step, StepConfig, fault_point
+from .base import Artifact, BuildContext, IoQuantization, QParams, Step, StepConfig, fault_point
 
 
 class CheckConfig(StepConfig):
@@ -49,7 +49,6 @@ class Check(Step):
         from edgeify.bundle import assemble
         from edgeify.checks import accuracy, near_miss, parity
         from edgeify.errors import ParityError
-        from edgeify_runtime.manifest import TensorSpec
 
         assert artifact is not None
         staged = out_dir / "bundle"
@@ -57,14 +56,13 @@ class Check(Step):
             ctx = replace(ctx, engine=ctx.engine.model_copy(
                 update={"runtime": self.config.runtime, "options": {}, "min_version": None}))
         assemble(staged, ctx, artifact, steps=[], tools={}, validation=None)
-        io = (artifact.meta.get("quantization") or {}).get("io_quantization") or {}
-        io = io if isinstance(io, dict) else {}  # ort-quantize's fp16 records io as a sentence
+        io = artifact.quantization.io_quantization or IoQuantization()
         # parity compares like with like: the source's float values. An int8-I/O model (--io-dtype int8) is fed
         # inputs quantized with its own scale/zero point and its outputs are dequantized before comparing.
-        qin = {n: q for n, q in (io.get("inputs") or {}).items()}
-        qout = {n: q for n, q in (io.get("outputs") or {}).items()}
-        inputs = [_as_float(TensorSpec.from_dict(t), qin) for t in artifact.meta["inputs"]]
-        outputs = [TensorSpec.from_dict(t) for t in artifact.meta["outputs"]]
+        qin, qout = dict(io.inputs), dict(io.outputs)
+        sig = artifact.signature
+        inputs = [_as_float(t, qin) for t in sig.inputs]
+        outputs = list(sig.outputs)
         tol = self.config.tolerance or ctx.target.tolerances[ctx.precision]
         reference = ctx.source.reference()
         real = ctx.calib if ctx.calib is not None else ctx.eval
@@ -132,13 +130,13 @@ def _is_int(model, name: str) -> bool:
     return any(t.name == name and np.dtype(t.dtype).kind in "iu" for t in model.inputs)
 
 
-def _quantize(x, q: dict):
-    info = np.iinfo(np.dtype(q["dtype"]))
-    return np.clip(np.rint(x / q["scale"]) + q["zero_point"], info.min, info.max).astype(q["dtype"])
+def _quantize(x, q: QParams):
+    info = np.iinfo(np.dtype(q.dtype))
+    return np.clip(np.rint(x / q.scale) + q.zero_point, info.min, info.max).astype(q.dtype)
 
 
-def _dequantize(x, q: dict):
-    return ((x.astype(np.float32) - q["zero_point"]) * q["scale"]).astype(np.float32)
+def _dequantize(x, q: QParams):
+    return ((x.astype(np.float32) - q.zero_point) * q.scale).astype(np.float32)
 
 
 def _fixed_batch(inputs) -> int | None:
