@@ -31,7 +31,7 @@ def benched(tiny_onnx: Path, tmp_path: Path, results_db: Path) -> dict:
             "cwd": tmp_path}
 
 
-def test_results_filters_show_and_tag(benched: dict) -> None:
+def test_results_filters_show_tag_compare_and_gate(benched: dict) -> None:
     ids, cwd = benched["ids"], benched["cwd"]
     fam = run_cli("results", "--target", "x86", "--format", "json")  # the family alias build accepts
     assert fam.returncode == 0 and [r["result_id"] for r in json.loads(fam.stdout)["results"]] == ids[::-1]
@@ -57,9 +57,8 @@ def test_results_filters_show_and_tag(benched: dict) -> None:
     assert json.loads(moved.stdout) == {"tag": "base", "result_ids": [ids[1]], "moved_from": [ids[0]]}
     assert json.loads(run_cli("results", "show", str(ids[1]), "--format", "json").stdout)["tags"] == ["base"]
 
-
-def test_compare_and_gate_on_real_results(benched: dict) -> None:
-    a, b = benched["ids"]
+    # compare and gate on these real results (one build and two benches for the whole test)
+    a, b = ids
     cmp_ = run_cli("compare", str(a), str(b), "--format", "json")
     assert cmp_.returncode == 0, cmp_.stderr
     c = json.loads(cmp_.stdout)
