@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -32,8 +33,13 @@ FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms
 _ids = itertools.count()
 
 
+# token authentication with a per-session token passed in the environment: independent of ~/.ray/auth_token
+AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
 def _proc_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {**os.environ, **FAST_HEALTH, **(extra or {})}
+    env = {**os.environ, **FAST_HEALTH, **AUTH, **(extra or {})}
+    env.pop("RAY_AUTH_TOKEN_PATH", None)
     env.pop("EDGEIFY_DEBUG", None)
     env.pop("RAY_ADDRESS", None)
     return env

@@ -129,8 +129,14 @@ class RayOptions:
 def _import_ray(private: bool):
     if private and "ray" not in sys.modules:
         # a private single-node instance: Ray then listens on 127.0.0.1 only (its single-machine mode), not on
-        # every interface
+        # every interface, and takes a per-run token held in memory (Ray would otherwise write ~/.ray/auth_token,
+        # which switches on token auth for every later `ray start` of the user)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")):
+            import secrets
+
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     try:
         import ray
     except ImportError:
