@@ -38,6 +38,14 @@ NATIVE_NOISE = re.compile(
 _TORCH_NOISY_LOGGERS = ("torch.onnx._internal.exporter._registration",)
 
 
+def human_size(n: int | float) -> str:
+    """Bytes as a person reads them: ``812 B``, ``46.3 kB``, ``14.2 MB`` (never ``0.000 MB``)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
 def is_noise(line: str) -> bool:
     return bool(NATIVE_NOISE.search(line))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .noise import human_size
+
 
 def _fmt(v: Any, spec: str = ".4g") -> str:
     return format(v, spec) if isinstance(v, (int, float)) else str(v)
@@ -16,7 +18,7 @@ def render_markdown(m: dict[str, Any], latency: dict[str, Any] | None) -> str:
         f"# edgeify bundle: {m['source']['file']} for {m['target']['name']} ({m['precision']})", "",
         f"- engine: {m['engine']['name']} (min version {m['engine'].get('min_version')}), artifact "
         f"`{m['engine']['artifact']}`",
-        f"- size: {size / 1e6:.3f} MB in {len(m['files'])} file(s)",
+        f"- size: {human_size(size)} in {len(m['files'])} file(s)",
         f"- quantization: {', '.join(f'{k}={v}' for k, v in q.items())}",
         f"- source: {m['source']['kind']} sha256 {m['source']['sha256'][:16]}…",
         f"- bundle digest: {m['bundle_digest'][:16]}…",

@@ -97,8 +97,10 @@ def _f(v: Any, spec: str = ".3f") -> str:
 
 # -- build -------------------------------------------------------------------------------------------------------
 def print_build_summary(s: dict[str, Any]) -> None:
+    from edgeify.noise import human_size
+
     console.print(f"[bold green]built[/] {s['bundle']}  ({s['target']}, {s['engine']}, {s['precision']}, "
-                  f"{s['size_bytes'] / 1e6:.3f} MB, {s['seconds']:.1f} s)")
+                  f"{human_size(s['size_bytes'])}, {s['seconds']:.1f} s)")
     if s.get("parity"):
         t = Table(title="parity vs source model")
         for col in ("output", "inputs", "max abs err", "cosine", "top-1 agree", "limit", "gated", "pass"):
@@ -106,7 +108,8 @@ def print_build_summary(s: dict[str, Any]) -> None:
         for r in s["parity"]:
             t.add_row(r["output"], r["inputs"], _f(r.get("max_abs"), ".3g"), _f(r.get("cosine"), ".5f"),
                       _f(r.get("top1_agreement"), ".3f"), r.get("limit", ""), str(r.get("gated")),
-                      "[green]yes[/]" if r.get("pass") else "[yellow]no[/]")
+                      "[green]yes[/]" if r.get("pass") else "[yellow]no[/]" if r.get("gated", True)
+                      else "[dim]not gated[/]")  # random inputs of an int8 build: reported for information
         console.print(t)
     acc = s.get("accuracy")
     if acc:

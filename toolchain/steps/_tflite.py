@@ -354,17 +354,20 @@ def quiet_converter() -> Iterator[None]:
     sys.stdout.flush()
     saved = os.dup(1)
     try:
-        os.dup2(2, 1)
-        with native_stderr_filter(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch.export / torchao deprecation chatter
-            logging.disable(logging.WARNING)  # "converted in training mode": ExportedProgram modules cannot eval()
+        with native_stderr_filter():  # first: fd 1 then goes to the filtered fd 2 too
+            os.dup2(2, 1)
             try:
-                yield
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch.export / torchao deprecation chatter
+                    logging.disable(logging.WARNING)  # "converted in training mode": ExportedProgram modules
+                    try:
+                        yield
+                    finally:
+                        logging.disable(logging.NOTSET)
             finally:
-                logging.disable(logging.NOTSET)
+                sys.stdout.flush()
+                os.dup2(saved, 1)  # before the filter closes its pipe
     finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
         os.close(saved)
         for name, old in (("LITERT_TORCH_SHOW_PROGRESS", old_env), ("TQDM_DISABLE", old_tqdm)):
             if old is None:

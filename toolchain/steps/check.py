@@ -66,7 +66,9 @@ class Check(Step):
         tol = self.config.tolerance or ctx.target.tolerances[ctx.precision]
         reference = ctx.source.reference()
         real = ctx.calib if ctx.calib is not None else ctx.eval
-        with edgeify_runtime.load(staged, options=self.config.engine_options or None) as model:
+        from edgeify.noise import native_stderr_filter  # LiteRT's "Created ... XNNPACK delegate" INFO line
+
+        with native_stderr_filter(), edgeify_runtime.load(staged, options=self.config.engine_options or None) as model:
             fixed = _fixed_batch(model.inputs)
 
             def run_once(feeds):

@@ -39,6 +39,9 @@ class NncfQuantize(Step):
 
         assert artifact is not None
         nncf.set_log_level(logging.ERROR)
+        from edgeify.noise import quiet_nncf_progress
+
+        quiet_nncf_progress()  # its progress bars, from the Python API too
         model = ov.Core().read_model(str(artifact.path))
         meta = dict(artifact.meta)
         try:

@@ -70,6 +70,9 @@ class OnnxExport(Step):
 
     def _export_torch(self, ctx: BuildContext, out: Path) -> str:
         import torch
+        from edgeify.noise import quiet_python_loggers
+
+        quiet_python_loggers()  # "torchvision is not installed" x4 per export (edgeify uses no torchvision ops)
 
         src = ctx.source
         obj = src.load()
