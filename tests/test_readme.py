@@ -12,8 +12,9 @@ How each command is treated (printed per command with `-s`; the table below is t
   outputs into `examples/digits/` (same script, trained once per session instead of again).
 * **flags checked, not run** (`--help` appended: click rejects an unknown option or command before it prints
   help): commands that need a real device or a cluster at an address the README makes up (`devices add/check`,
-  `deploy`, `rollback`, `--device`, `--devices`, `--executor ray`), and `build-matrix matrix.toml` (the user's
-  matrix file; tests/test_matrix*.py build real matrices).
+  `deploy`, `rollback`, `--device`, `--devices`, `--executor ray`, a `NAME=scheme://...` server address such as
+  a team PostgreSQL results store), and `build-matrix matrix.toml` (the user's matrix file;
+  tests/test_matrix*.py build real matrices).
 * **slow** (`-m slow`, see SLOW_MARKS): the MobileNetV2 commands (224x224 builds), `edgeify optimize`, the
   `--ladder` build and ONNX -> TFLite (onnx2tf) builds run verbatim in `test_readme_slow_commands`, in README
   order in their own working directory (they depend only on the substituted files and each other).
@@ -46,9 +47,19 @@ DEVICE_COMMANDS = (("devices", "add"), ("devices", "check"), ("deploy",), ("roll
 @dataclass(frozen=True)
 class Command:
     text: str
-    argv: tuple[str, ...]
+    argv: tuple[str, ...]  # without leading NAME=value assignments (those are in env)
     exit_codes: tuple[int, ...]
     block: int
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def _command(part: list[str], codes: tuple[int, ...], block: int) -> Command:
+    env = []
+    while part and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", part[0]):
+        name, value = part.pop(0).split("=", 1)
+        env.append((name, value))
+    text = shlex.join([f"{k}={v}" for k, v in env] + part)
+    return Command(text, tuple(part), (0, *codes), block, tuple(env))
 
 
 def readme_commands() -> list[Command]:
@@ -66,7 +77,7 @@ def readme_commands() -> list[Command]:
             for tok in [*tokens, "&&"]:
                 if tok == "&&":
                     if part:
-                        out.append(Command(shlex.join(part), tuple(part), (0, *codes), b))
+                        out.append(_command(part, codes, b))
                     part = []
                 else:
                     part.append(tok)
@@ -80,6 +91,8 @@ def kind(cmd: Command) -> str:
     if cmd.text.startswith("python examples/digits/train.py"):
         return "substitute-train"
     rest = cmd.argv[1:] if cmd.argv[0] == "edgeify" else ()
+    if any("://" in v for _, v in cmd.env):  # a server the README makes up (e.g. a team PostgreSQL store)
+        return "help"
     if rest and (any(f in rest for f in DEVICE_FLAGS)
                  or any(tuple(rest[:len(c)]) == c for c in DEVICE_COMMANDS)):
         return "help"
@@ -114,6 +127,8 @@ def _run(cmd: Command, cwd: Path, digits: dict) -> subprocess.CompletedProcess[s
     if k == "help":
         argv.append("--help")
     env = {k2: v for k2, v in os.environ.items() if k2 != "EDGEIFY_DEBUG"}
+    if k != "help":
+        env.update(cmd.env)
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
