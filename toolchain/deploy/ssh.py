@@ -18,10 +18,8 @@ Security and failure behaviour (``tests/ssh`` runs all of it against real sshd p
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
-import hashlib
 import os
 import select
 import shlex
@@ -29,7 +27,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -42,6 +39,7 @@ from ..errors import (
     TransportLostError,
     UnreachableError,
 )
+from .hostkeys import TCP_USER_TIMEOUT_MS, fingerprint, key_kind, load_host_keys, remember_host_key, tcp_socket
 from .local import io_error
 from .sshconfig import SSHEndpoint, resolve
 from .transport import CommandResult, ProgressCallback, Transport, as_bytes, check_env
@@ -49,8 +47,6 @@ from .transport import CommandResult, ProgressCallback, Transport, as_bytes, che
 if TYPE_CHECKING:  # paramiko is imported when a connection is made, not when edgeify starts
     import paramiko
 
-#: milliseconds of unacknowledged data after which the kernel drops the connection (a cut link)
-TCP_USER_TIMEOUT_MS = 5000
 #: seconds between SSH keepalive packets (they also make TCP notice an idle dead link)
 KEEPALIVE_S = 2
 CONNECT_TIMEOUT_S = 10.0
@@ -66,49 +62,6 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128
                      "aes192-ctr")
 #: known_hosts key type -> host key algorithms that prove it
 _KEY_ALGOS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH's ``SHA256:...`` fingerprint of a public key."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def _key_kind(key: paramiko.PKey) -> str:
-    name = key.get_name()
-    return {"ssh-ed25519": "ED25519", "ssh-rsa": "RSA"}.get(name, name.upper())
-
-
-def tcp_socket(host: str, port: int, *, timeout: float, user_timeout_ms: int = TCP_USER_TIMEOUT_MS,
-               label: str = "") -> socket.socket:
-    """A connected TCP socket with keepalive and TCP_USER_TIMEOUT; UnreachableError when it cannot connect."""
-    where = f"{label} ({host}:{port})" if label and label != f"{host}:{port}" else f"{host}:{port}"
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise UnreachableError(f"{where}: cannot resolve {host!r}: {exc.strerror}",
-                               hint="check the device's host (edgeify devices show NAME) and your DNS") from None
-    last: OSError | None = None
-    deadline = time.monotonic() + timeout
-    for family, kind, proto, _, addr in infos:
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            for opt, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3),
-                               ("TCP_USER_TIMEOUT", user_timeout_ms), ("TCP_NODELAY", 1)):
-                if hasattr(socket, opt):  # Linux; other systems keep the SSH keepalive only
-                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
-            sock.settimeout(max(0.1, deadline - time.monotonic()))
-            sock.connect(addr)
-            return sock
-        except OSError as exc:
-            sock.close()
-            last = exc
-    reason = "timed out" if isinstance(last, socket.timeout) else (
-        last.strerror if last is not None and last.strerror else str(last))
-    raise UnreachableError(f"cannot connect to {where}: {reason}",
-                           hint="check that the device is on, on the network, and that sshd listens on that "
-                                "port (`edgeify devices show NAME` prints the resolved host and port)")
 
 
 class SSHTransport(Transport):
@@ -190,16 +143,7 @@ class SSHTransport(Transport):
             raise
 
     def _load_host_keys(self) -> paramiko.HostKeys:
-        import paramiko
-
-        keys = paramiko.HostKeys()
-        for path in (*self.endpoint.global_known_hosts_files, *self.endpoint.known_hosts_files):
-            if os.path.isfile(path):
-                try:
-                    keys.load(path)
-                except (OSError, paramiko.SSHException) as exc:
-                    raise ConfigError(f"cannot read known_hosts file {path}: {exc}") from exc
-        return keys
+        return load_host_keys((*self.endpoint.global_known_hosts_files, *self.endpoint.known_hosts_files))
 
     def _check_host_key(self, key: paramiko.PKey, known: Mapping[str, paramiko.PKey]) -> None:
         ep = self.endpoint
@@ -211,10 +155,10 @@ class SSHTransport(Transport):
             match = known.get(key.get_name())
             if match is not None and match.asbytes() == key.asbytes():
                 return
-            old = ", ".join(f"{_key_kind(k)} {fingerprint(k)}" for k in known.values())
+            old = ", ".join(f"{key_kind(k)} {fingerprint(k)}" for k in known.values())
             raise HostKeyChangedError(
                 f"{self.where}: HOST KEY CHANGED for {name}: known_hosts has {old}, the device presented "
-                f"{_key_kind(key)} {fp}. Someone may be intercepting the connection (man-in-the-middle), or the "
+                f"{key_kind(key)} {fp}. Someone may be intercepting the connection (man-in-the-middle), or the "
                 f"device was reinstalled",
                 hint=f"if you know the device was reinstalled, remove the old key with "
                      f"`ssh-keygen -R {shlex.quote(name)} -f {shlex.quote(kh)}` and reconnect with "
@@ -222,7 +166,7 @@ class SSHTransport(Transport):
         if not self.trust_new_host_key:
             raise HostKeyUnknownError(
                 f"{self.where}: host key of {name} is not in known_hosts ({', '.join(ep.known_hosts_files)}); "
-                f"the device presented {_key_kind(key)} {fp}",
+                f"the device presented {key_kind(key)} {fp}",
                 hint=f"check that fingerprint on the device (`ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub`), then "
                      f"accept it once with --trust-new-host-key (e.g. `edgeify devices check NAME "
                      f"--trust-new-host-key`) or `ssh-keyscan -p {ep.port} {ep.hostname} >> {kh}`")
@@ -231,19 +175,7 @@ class SSHTransport(Transport):
 
     @staticmethod
     def _remember_host_key(path: str, name: str, key: paramiko.PKey) -> None:
-        p = Path(path)
-        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            needs_nl = False
-            if os.fstat(fd).st_size > 0:
-                with open(p, "rb") as f:
-                    f.seek(-1, os.SEEK_END)
-                    needs_nl = f.read(1) != b"\n"
-            line = ("\n" if needs_nl else "") + f"{name} {key.get_name()} {key.get_base64()}\n"
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        remember_host_key(path, name, key)
 
     def _authenticate(self, t: paramiko.Transport) -> None:
         import paramiko
@@ -295,7 +227,7 @@ class SSHTransport(Transport):
             agent = paramiko.Agent()
             try:
                 for i, akey in enumerate(agent.get_keys()):
-                    if attempt(akey, f"agent key {i + 1} ({_key_kind(akey)} {fingerprint(akey)})"):
+                    if attempt(akey, f"agent key {i + 1} ({key_kind(akey)} {fingerprint(akey)})"):
                         return
             finally:
                 agent.close()
@@ -495,4 +427,4 @@ class SSHTransport(Transport):
             self._close_quietly()
 
 
-__all__ = ["SSHTransport", "fingerprint", "tcp_socket"]
+__all__ = ["TCP_USER_TIMEOUT_MS", "SSHTransport", "fingerprint", "tcp_socket"]
