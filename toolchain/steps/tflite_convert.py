@@ -251,10 +251,10 @@ class TfliteConvert(Step):
         kept: list[Path] = []
         flex: dict[str, list[str]] = {}
         broken: dict[str, str] = {}
-        samples = []  # one (channels-last) sample per input, for a trial run of every variant
+        trial_inputs = []  # one (channels-last) sample per input, for a trial run of every variant
         for k, (_, path) in enumerate(calib):
-            samples.append(work / f"sample_{k}.npy")
-            np.save(samples[-1], np.load(path)[:self.config.batch])
+            trial_inputs.append(work / f"sample_{k}.npy")
+            np.save(trial_inputs[-1], np.load(path)[:self.config.batch])
         for f in files:
             suffix = f.stem[len("model_"):]
             if suffix not in ONNX2TF_VARIANTS:
@@ -264,7 +264,7 @@ class TfliteConvert(Step):
             if ops:  # LiteRT cannot load Select TF ops: such a variant is no variant
                 flex[name] = ops
                 continue
-            why = run_error(f, samples)
+            why = run_error(f, trial_inputs)
             if why is not None:  # e.g. an int8 DIV whose divisor quantized to zero
                 if name == "fp32":
                     raise ConversionError(f"onnx2tf's float32 model does not run in LiteRT ({why})",
