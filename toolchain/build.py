@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from edgeify_runtime.envelope import sigterm_as_interrupt
 
 from . import labels as labels_mod
 from .errors import DataError, InterruptedBuild, TargetError
@@ -46,22 +45,6 @@ class BuildResult:
     @property
     def validation(self) -> dict[str, Any]:
         return self.manifest.get("validation") or {}
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C during a build, so the staging directory is always cleaned up."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def default_out(model: str | Path, *, target: str, precision: str = "fp32",
@@ -134,7 +117,7 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
     tools: dict[str, str] = {}
     outputs: dict[str | None, Any] = {}
     try:
-        with _terminate_as_interrupt():
+        with sigterm_as_interrupt():
             ctx.work_dir.mkdir(parents=True)
             for step in pipeline.steps:
                 if step.where == "device":  # e.g. the TensorRT engine: deploy/bench runs it on the device

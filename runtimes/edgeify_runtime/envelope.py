@@ -83,8 +83,9 @@ def _stdout_reserved() -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a deployer's deadline) ends the run like Ctrl-C: a JSON error and exit 130, not silence."""
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a deployer's deadline, a stopped build) ends the work like Ctrl-C (KeyboardInterrupt): the
+    device side answers with a JSON error and exit 130, a build removes its staging directory."""
     import signal
 
     def _raise(signum: int, frame: Any) -> None:
@@ -109,7 +110,7 @@ def respond(call: Callable[[], dict[str, Any]]) -> int:
     """Run ``call()`` as a device-side command: stdout carries exactly one JSON object (its result, or
     ``{"ok": false, "error": ...}``), SIGTERM counts as an interrupt, the host's deadline
     (``EDGEIFY_DEADLINE_S``) is enforced; returns the process exit code."""
-    with _stdout_reserved() as out, _sigterm_as_interrupt():
+    with _stdout_reserved() as out, sigterm_as_interrupt():
         code = 0
         try:
             with _deadline():
@@ -140,4 +141,4 @@ def parse_reply(stdout: str) -> dict[str, Any] | None:
     return None
 
 
-__all__ = ["DEADLINE_ENV", "DeadlineError", "error_payload", "parse_reply", "respond"]
+__all__ = ["DEADLINE_ENV", "DeadlineError", "error_payload", "parse_reply", "respond", "sigterm_as_interrupt"]

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
-from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from .output import Format, FormatOpt, TargetFiles, err_console, examples, print_json
+from .output import Format, FormatOpt, TargetFiles, err_console, examples, print_json, stdout_to_stderr
 
 
 class IoDtype(str, Enum):
@@ -83,7 +80,7 @@ def build(
     observer = _RichObserver()
     # with --format json, stdout carries one JSON object: whatever converters print there (NNCF's progress
     # bars, TensorFlow's logs) goes to stderr, at the file-descriptor level, while the build runs
-    guard = _stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
+    guard = stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
     with guard:
         try:
             if ladder:
@@ -116,19 +113,6 @@ def build(
     from .output import print_build_summary
 
     print_build_summary(summary)
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def build_summary(result: Any) -> dict[str, Any]:

@@ -5,35 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
-from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from .output import Format, FormatOpt, console, err_console, examples, print_json
+from .output import Format, FormatOpt, console, err_console, examples, print_json, stdout_to_stderr
 
 
 class ExecutorKind(str, Enum):
     local = "local"
     ray = "ray"
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """With --format json stdout carries one JSON object: converters' prints (also in pool workers, which
-    inherit the descriptors) go to stderr while the matrix runs."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _size(n: int | None) -> str:
@@ -103,7 +86,7 @@ def build_matrix(
     if jobs is not None and jobs < 1:
         raise UsageError(f"--jobs {jobs}: must be at least 1", hint="e.g. --jobs 2")
     spec = load_matrix(matrix)
-    guard = _stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
+    guard = stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
     with guard:
         if executor == ExecutorKind.ray:
             ex: Any = RayCluster(RayOptions(address=ray_address, cpus_per_cell=cpus_per_cell,

@@ -70,10 +70,10 @@ def optimize(
     from edgeify.errors import EdgeifyError
     from edgeify.optimize import optimize as run
 
-    from .build import _stdout_to_stderr
+    from .output import stdout_to_stderr
 
     seconds = parse_duration(max_time)
-    guard = _stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
+    guard = stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
     failure: EdgeifyError | None = None
     with guard:
         try:

@@ -6,8 +6,11 @@ Command modules import from here; nothing here imports a command module or domai
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -281,3 +284,19 @@ def print_app_status(device: str, data: dict[str, Any]) -> None:
                       f"bundle {str(a['digest'])[:12]} since {a['started_at']}  log {a['log']}")
         for line in a.get("log_tail") or []:
             console.print(f"  | {line}", markup=False)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """With ``--format json`` stdout carries one JSON object: whatever converters print there (NNCF's progress
+    bars, TensorFlow's logs; pool workers inherit the descriptors) goes to stderr, at the file-descriptor level,
+    while the work runs."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
