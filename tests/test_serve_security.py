@@ -128,3 +128,107 @@ def test_large_bodies_keep_healthz_answered_and_memory_bounded(bundle: Path) -> 
     assert figures["healthz"]["codes"] == [200] and figures["healthz"]["count"] >= 5
     assert figures["healthz"]["max_ms"] < 5000   # loose: the same body parsed on the event loop stalls it for s
     assert figures["peak_rss_mib"] < 3000
+
+
+def _grpc_message(x: Any, typed: bool) -> Any:
+    from edgeify_runtime.serve.proto import grpc_predict_v2_pb2 as pb
+
+    req = pb.ModelInferRequest(model_name="model")
+    t = req.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
+    if typed:
+        t.contents.fp32_contents.extend(x.reshape(-1).tolist())
+    else:
+        req.raw_input_contents.append(x.tobytes())
+    return req
+
+
+def test_large_grpc_messages_are_decoded_off_the_event_loop(bundle: Path) -> None:
+    """3 gRPC ModelInfer calls of 24 MiB at once (one as typed contents) while ServerReady (gRPC) and
+    /v2/health/ready (REST) are polled: both keep answering while the big calls are in flight, the big ones are
+    parsed (and their 6 MiB replies serialized) in decode worker processes, which small calls (and a 2 MiB REST
+    body of binary tensors) never start."""
+    import threading
+    import time
+
+    import edgeify_runtime as er
+    import grpc
+    import numpy as np
+    import psutil
+    from edgeify_runtime.serve.proto import grpc_predict_v2_pb2 as pb
+    from edgeify_runtime.serve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    svc = Service(bundle, "--grpc-port", "0", "--max-large-bodies", "2")
+    big = np.random.default_rng(5).standard_normal((393_216, 16)).astype(np.float32)  # 24 MiB
+    small = big[:3].copy()
+    opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+    channel = grpc.insecure_channel(f"127.0.0.1:{svc.proc.ready['grpc_port']}", options=opts)
+    stub = pb_grpc.GRPCInferenceServiceStub(channel)
+    polls: list[tuple[float, bool, int]] = []
+    replies: dict[int, tuple[float, Any]] = {}
+    errors: list[str] = []
+    done = threading.Event()
+    try:
+        out = stub.ModelInfer(_grpc_message(small, typed=False), timeout=30)
+        small_y = np.frombuffer(out.raw_output_contents[0], np.float32).reshape(3, 4)
+        # a 2 MiB REST body of binary tensors (small JSON header): copied, not parsed, so decoded inline too
+        mid = big[:32_768]
+        head = json.dumps({"inputs": [{"name": "x", "shape": list(mid.shape), "datatype": "FP32",
+                                       "parameters": {"binary_data_size": mid.nbytes}}],
+                           "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=60)
+        conn.request("POST", "/v2/models/model/infer", head + mid.tobytes(),
+                     {"Inference-Header-Content-Length": str(len(head))})
+        resp = conn.getresponse()
+        rest = resp.read()
+        conn.close()
+        rest_y = np.frombuffer(rest[int(resp.getheader("Inference-Header-Content-Length")):], np.float32)
+        workers_after_small = psutil.Process(svc.proc.pid).children(recursive=True)
+
+        def poll() -> None:
+            while not done.is_set():
+                try:
+                    ready = stub.ServerReady(pb.ServerReadyRequest(), timeout=30).ready
+                    status = svc.request("GET", "/v2/health/ready")[0]
+                    polls.append((time.monotonic(), ready, status))
+                except Exception as exc:
+                    errors.append(f"poll: {type(exc).__name__}: {exc}")
+                time.sleep(0.02)
+
+        def infer(i: int) -> None:
+            try:
+                msg = _grpc_message(big, typed=i == 0)
+                resp = stub.ModelInfer(msg, timeout=120)
+                replies[i] = (time.monotonic(), resp)
+            except Exception as exc:
+                errors.append(f"infer {i}: {type(exc).__name__}: {exc}")
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        start = time.monotonic()
+        clients = [threading.Thread(target=infer, args=(i,), daemon=True) for i in range(3)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(180)
+        done.set()
+        poller.join(60)
+        workers = psutil.Process(svc.proc.pid).children(recursive=True)
+    finally:
+        done.set()
+        channel.close()
+        svc.stop()
+    assert not errors, errors
+    assert not workers_after_small  # small messages are parsed inline
+    assert len(workers) >= 1        # the big ones went to decode workers
+    with er.load(bundle, threads=1) as model:
+        want = model.run({"x": big})["y"]
+    np.testing.assert_allclose(small_y, want[:3], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rest_y.reshape(-1, 4), want[:32_768], rtol=1e-5, atol=1e-5)
+    for _, resp in replies.values():
+        y = np.frombuffer(resp.raw_output_contents[0], np.float32).reshape(list(resp.outputs[0].shape))
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    last = max(t for t, _ in replies.values())
+    during = [p for p in polls if start < p[0] < last]
+    print(f"\ngrpc large: {len(during)} health polls answered during {last - start:.2f} s of 3 x 24 MiB calls")
+    assert len(replies) == 3
+    assert len(during) >= 3 and all(ready and status == 200 for _, ready, status in during), polls

@@ -2,7 +2,7 @@
 systemd (no /run/systemd/system), so what is proved here is: the unit is written (atomically, the token in a
 0600 EnvironmentFile, not in the unit), ``systemd-analyze verify`` accepts it, and the deploy ends with a clear
 error saying systemd is not running (exit 25) instead of pretending. Enabling and starting the unit on a device
-that runs systemd is not exercised by these tests."""
+that runs systemd: tests/systemd/test_systemd_device.py."""
 
 from __future__ import annotations
 

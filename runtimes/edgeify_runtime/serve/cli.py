@@ -76,7 +76,7 @@ from typing import Any
 
 from .. import CPUFallbackWarning, EdgeifyRuntimeError, load
 from . import REQUIREMENTS
-from .http import create_app
+from .http import Bodies, create_app
 from .service import Service, read_labels
 
 TOKEN_ENV = "EDGEIFY_SERVE_TOKEN"
@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=1024, help="queued samples before 503 (default 1024)")
     p.add_argument("--max-request-samples", type=int, default=256, help="samples in one request (default 256)")
     p.add_argument("--max-body-mb", type=float, default=32.0, help="request body limit in MiB (default 32)")
-    p.add_argument("--max-large-bodies", type=int, default=2, help="request bodies over 256 KiB read and decoded "
-                   "at once, in worker processes (default 2); more wait, then get 503")
+    p.add_argument("--max-large-bodies", type=int, default=2, help="request bodies over 256 KiB (gRPC messages over "
+                   "4 MiB) read and decoded at once, in worker processes (default 2); more wait, then get 503")
     p.add_argument("--token-file", help="require `Authorization: Bearer <token>` on every endpoint; the token is "
                    f"the file's first line (or set {TOKEN_ENV}); never logged")
     p.add_argument("--latency-budget-ms", type=float, default=None, help="the p95 request latency budget, exported "
@@ -249,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}", "pick another --port, or stop the "
                                                                         "process that holds it")
     port = sock.getsockname()[1]
-    app = create_app(service, max_body_bytes=int(args.max_body_mb * (1 << 20)), drain_timeout=args.shutdown_timeout,
-                     token=token, max_large_bodies=args.max_large_bodies)
+    max_body = int(args.max_body_mb * (1 << 20))
+    bodies = Bodies(max_body_bytes=max_body, max_large_bodies=args.max_large_bodies)  # shared by REST and gRPC
+    app = create_app(service, max_body_bytes=max_body, drain_timeout=args.shutdown_timeout, token=token,
+                     bodies=bodies)
     config = uvicorn.Config(app, lifespan="on", log_level=args.log_level, access_log=args.access_log,
                             timeout_graceful_shutdown=args.shutdown_timeout, server_header=False)
     server = uvicorn.Server(config)
@@ -272,8 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 grpc_server, ready["grpc_port"] = await start_grpc(
-                    service, args.host, args.grpc_port, token=token,
-                    max_message_bytes=int(args.max_body_mb * (1 << 20)))
+                    service, args.host, args.grpc_port, token=token, max_message_bytes=max_body, bodies=bodies)
             except (OSError, RuntimeError) as exc:
                 failed.append(f"cannot listen on {args.host}:{args.grpc_port} (gRPC): {exc}")
                 server.should_exit = True
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         await task
         if grpc_server is not None:
             await grpc_server.stop(1.0)
+        bodies.close()
 
     # uvicorn handles SIGINT/SIGTERM while serving and re-raises them afterwards: these no-op handlers take
     # that re-raise, so a clean shutdown exits 0 instead of dying by the signal

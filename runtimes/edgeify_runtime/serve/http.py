@@ -1,10 +1,12 @@
 """The HTTP layer (Starlette on uvicorn): routes, the bearer token, request bodies read with limits and
 decoded off the event loop, errors as JSON.
 
-Bodies up to ``inline_bytes`` are decoded on the event loop (a few ms). Larger ones wait for one of
+Bodies up to ``inline_bytes`` are decoded on the event loop (a few ms), and so are binary-tensor bodies (the
+Open Inference Protocol's binary extension, what tritonclient sends) whose JSON header is that small and whose
+total is at most ``raw_inline_bytes``: their tensors are copied, not parsed. Larger ones wait for one of
 ``max_large_bodies`` slots before they are even read (so at most that many large bodies are in memory at
 once) and are decoded in a worker process, so that ``/healthz`` and small requests keep being answered while a
-32 MiB JSON body is parsed.
+32 MiB JSON body is parsed. The gRPC server (``grpc_server``) shares the slots and the workers.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ class Bodies:
     """Reads request bodies within the limits and decodes them (large ones in a worker process)."""
 
     def __init__(self, *, max_body_bytes: int, inline_bytes: int = 256 << 10, max_large_bodies: int = 2,
-                 wait_s: float = 30.0) -> None:
+                 wait_s: float = 30.0, raw_inline_bytes: int = 4 << 20) -> None:
         self.max_body_bytes = max_body_bytes
         self.inline_bytes = inline_bytes
+        self.raw_inline_bytes = raw_inline_bytes
         self.max_large = max_large_bodies
         self.wait_s = wait_s
         self._slots: asyncio.Semaphore | None = None
@@ -71,16 +74,26 @@ class Bodies:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _large(self, request: Any) -> bool:
-        length = request.headers.get("content-length")
-        return not (length and length.isdigit() and int(length) <= self.inline_bytes)
+    def small(self, size: int, parsed: int | None = None) -> bool:
+        """Whether a body of ``size`` bytes, ``parsed`` of which need parsing (the rest raw tensor bytes; None:
+        all), is decoded on the event loop."""
+        if size <= self.inline_bytes:
+            return True
+        return parsed is not None and parsed <= self.inline_bytes and size <= self.raw_inline_bytes
+
+    @staticmethod
+    def _length(request: Any, header: str) -> int | None:
+        value = request.headers.get(header)
+        return int(value) if value and value.isdigit() else None
+
+    def _large(self, request: Any, parsed_header: str | None) -> bool:
+        length = self._length(request, "content-length")
+        return length is None or not self.small(length, self._length(request, parsed_header) if parsed_header
+                                                else None)
 
     @contextlib.asynccontextmanager
-    async def slot(self, request: Any) -> Any:
-        """A large-body slot for the block (none needed for a small body); 503 after ``wait_s``."""
-        if not self._large(request):
-            yield False
-            return
+    async def large_slot(self) -> Any:
+        """One of the ``max_large_bodies`` slots for the block; 503 after ``wait_s``."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_large)
         try:
@@ -89,27 +102,49 @@ class Bodies:
             raise HTTPError(503, "overloaded", f"{self.max_large} large request bodies are being processed; retry "
                                                "later", {"Retry-After": "1"}) from None
         try:
-            yield True
+            yield
         finally:
             self._slots.release()
 
-    async def decode(self, request: Any, decode: Callable[..., Any], *args: Any) -> Any:
-        """Read the body and run ``decode(body, *args)``: inline for a small body, in a worker for a large one."""
-        async with self.slot(request) as large:
-            body = await self.read(request)
-            if not large or len(body) <= self.inline_bytes:
-                return decode(body, *args)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor(), decode, body, *args)
+    @contextlib.asynccontextmanager
+    async def slot(self, request: Any, parsed_header: str | None = None) -> Any:
+        """A large-body slot for the block (none needed for a small body); 503 after ``wait_s``.
+        ``parsed_header``: the request header that says how much of the body needs parsing (the rest is raw)."""
+        if not self._large(request, parsed_header):
+            yield False
+            return
+        async with self.large_slot():
+            yield True
 
-
-    async def encode(self, nbytes: int, render: Callable[..., bytes], *args: Any) -> bytes:
-        """``render(*args)``: inline for a small response (``nbytes`` of arrays), in a worker for a large one
-        (turning millions of numbers into JSON holds the interpreter lock for seconds)."""
-        if nbytes <= self.inline_bytes // 4:
-            return render(*args)
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a decode worker process (``fn`` and its arguments must be picklable)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor(), render, *args)
+        return await loop.run_in_executor(self._executor(), fn, *args)
+
+    async def offload(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a decode worker, holding a large-body slot (the gRPC server's large messages)."""
+        async with self.large_slot():
+            return await self.run(fn, *args)
+
+    async def decode(self, request: Any, decode: Callable[..., Any], *args: Any,
+                     parsed_header: str | None = None) -> Any:
+        """Read the body and run ``decode(body, *args)``: inline for a small body, in a worker for a large one."""
+        async with self.slot(request, parsed_header) as large:
+            body = await self.read(request)
+            parsed = self._length(request, parsed_header) if parsed_header else None
+            if not large or self.small(len(body), parsed):
+                return decode(body, *args)
+            return await self.run(decode, body, *args)
+
+    async def encode(self, nbytes: int, render: Callable[..., Any], *args: Any,
+                     rendered_nbytes: int | None = None) -> Any:
+        """``render(*args)``: inline for a small response (``nbytes`` of arrays), in a worker for a large one
+        (turning millions of numbers into JSON holds the interpreter lock for seconds). ``rendered_nbytes``: how
+        many of the ``nbytes`` become JSON numbers (the rest is copied as binary tensor data; None: all)."""
+        if nbytes <= self.inline_bytes // 4 or (rendered_nbytes is not None and rendered_nbytes <= self.inline_bytes
+                                                 // 4 and nbytes <= self.raw_inline_bytes):
+            return render(*args)
+        return await self.run(render, *args)
 
 
 class Guard:
@@ -163,9 +198,11 @@ def endpoint(service: Service, guard: Guard, name: str, handler: Handler,
 
 
 def create_app(service: Service, *, max_body_bytes: int = 32 << 20, drain_timeout: float = 30.0,
-               token: str | None = None, max_large_bodies: int = 2, inline_body_bytes: int = 256 << 10) -> Any:
+               token: str | None = None, max_large_bodies: int = 2, inline_body_bytes: int = 256 << 10,
+               bodies: Bodies | None = None) -> Any:
     """The Starlette app: /healthz, /v1, /metrics and the Open Inference Protocol's /v2; a lifespan that starts
-    the batcher and drains it on shutdown."""
+    the batcher and drains it on shutdown. ``bodies``: the body reader to use (shared with the gRPC server; its
+    caller then closes it), else one of its own, closed with the app."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
     from starlette.applications import Starlette
     from starlette.responses import Response
@@ -174,7 +211,10 @@ def create_app(service: Service, *, max_body_bytes: int = 32 << 20, drain_timeou
     from .oip import oip_routes
 
     guard = Guard(token)
-    bodies = Bodies(max_body_bytes=max_body_bytes, inline_bytes=inline_body_bytes, max_large_bodies=max_large_bodies)
+    own_bodies = bodies is None
+    if bodies is None:
+        bodies = Bodies(max_body_bytes=max_body_bytes, inline_bytes=inline_body_bytes,
+                        max_large_bodies=max_large_bodies)
     names = [t.name for t in service.inputs]
 
     async def healthz(request: Any) -> Any:
@@ -211,7 +251,8 @@ def create_app(service: Service, *, max_body_bytes: int = 32 << 20, drain_timeou
             yield
         finally:
             await service.batcher.stop(drain_timeout)
-            bodies.close()
+            if own_bodies:
+                bodies.close()
 
     def route(path: str, handler: Handler, methods: list[str], counted: bool = True) -> Any:
         return Route(path, endpoint(service, guard, path, handler) if counted else _guarded(guard, handler),

@@ -100,24 +100,28 @@ def decode_infer(body: bytes, header_length: int | None) -> tuple[dict[str, np.n
     return feeds, meta
 
 
-def encode_infer(outputs: dict[str, np.ndarray], meta: dict[str, Any], model: str) -> tuple[bytes, int | None]:
-    """The infer response: (body, JSON header length when binary tensors follow it, else None)."""
+def selected_outputs(outputs: dict[str, Any], meta: dict[str, Any]) -> list[tuple[str, bool]]:
+    """The outputs a request asks for, in its order: [(name, as binary data)]."""
     wanted = meta.get("outputs")
     params = meta.get("parameters") or {}
     binary_all = bool(params.get("binary_data_output"))
     if wanted is None:
-        selected = [(name, binary_all) for name in outputs]
-    else:
-        if not isinstance(wanted, list):
-            raise bad('"outputs" must be a list of {"name": ...}')
-        selected = []
-        for item in wanted:
-            name = item.get("name") if isinstance(item, dict) else None
-            if name not in outputs:
-                raise bad(f"unknown output {str(name)[:64]!r}; the model's outputs: {', '.join(outputs)}")
-            selected.append((name, bool((item.get("parameters") or {}).get("binary_data", binary_all))))
+        return [(name, binary_all) for name in outputs]
+    if not isinstance(wanted, list):
+        raise bad('"outputs" must be a list of {"name": ...}')
+    selected = []
+    for item in wanted:
+        name = item.get("name") if isinstance(item, dict) else None
+        if name not in outputs:
+            raise bad(f"unknown output {str(name)[:64]!r}; the model's outputs: {', '.join(outputs)}")
+        selected.append((name, bool((item.get("parameters") or {}).get("binary_data", binary_all))))
+    return selected
+
+
+def encode_infer(outputs: dict[str, np.ndarray], meta: dict[str, Any], model: str) -> tuple[bytes, int | None]:
+    """The infer response: (body, JSON header length when binary tensors follow it, else None)."""
     tensors, blobs = [], []
-    for name, binary in selected:
+    for name, binary in selected_outputs(outputs, meta):
         arr = np.ascontiguousarray(outputs[name])
         entry: dict[str, Any] = {"name": name, "datatype": oip_datatype(arr.dtype.name), "shape": list(arr.shape)}
         if binary:
@@ -181,7 +185,8 @@ def oip_routes(service: Any, bodies: Any, wrap: Callable[[str, Any], Any]) -> li
         length = request.headers.get(HEADER_LENGTH)
         if length is not None and not length.isdigit():
             raise bad("Inference-Header-Content-Length must be a number of bytes")
-        raw, meta = await bodies.decode(request, decode_infer, int(length) if length is not None else None)
+        raw, meta = await bodies.decode(request, decode_infer, int(length) if length is not None else None,
+                                        parsed_header=HEADER_LENGTH)
         names = [t.name for t in service.inputs]
         unknown, missing = [n for n in raw if n not in names], [n for n in names if n not in raw]
         if unknown or missing:
@@ -193,8 +198,10 @@ def oip_routes(service: Any, bodies: Any, wrap: Callable[[str, Any], Any]) -> li
         except HTTPError as err:
             raise HTTPError(400 if err.status == 422 else err.status, err.kind, err.message, err.headers) from None
         outputs, _batch = await service.batcher.submit(feeds, n, key)
-        body, header = await bodies.encode(sum(v.nbytes for v in outputs.values()), encode_infer, outputs, meta,
-                                           service.name)
+        selected = selected_outputs(outputs, meta)
+        body, header = await bodies.encode(sum(outputs[n].nbytes for n, _ in selected), encode_infer, outputs, meta,
+                                           service.name,
+                                           rendered_nbytes=sum(outputs[n].nbytes for n, b in selected if not b))
         if header is None:
             return Response(body, media_type="application/json")
         return Response(body, media_type="application/octet-stream", headers={"Inference-Header-Content-Length":
@@ -208,4 +215,4 @@ def oip_routes(service: Any, bodies: Any, wrap: Callable[[str, Any], Any]) -> li
     return [Route(path, wrap(path, handler), methods=[method]) for path, handler, method in routes]
 
 
-__all__ = ["DATATYPES", "decode_infer", "encode_infer", "oip_routes", "tensor_metadata"]
+__all__ = ["DATATYPES", "decode_infer", "encode_infer", "oip_routes", "selected_outputs", "tensor_metadata"]
