@@ -27,12 +27,12 @@ def test_a_minority_of_wrong_samples_fails_the_int8_gate() -> None:
     tol = DEFAULT_TOLERANCES["int8"]
     rows, bad = compare(["logits"], [ref], [got], tol, "real", gate=True)
     row = rows[0]
-    assert row["cosine"] >= tol.min_cosine  # the old batch-wide gate alone would pass this
-    assert row["sample_cosine"] < tol.min_sample_cosine and row["pass"] is False
+    assert row.cosine >= tol.min_cosine  # the old batch-wide gate alone would pass this
+    assert row.sample_cosine < tol.min_sample_cosine and row.passed is False
     assert [m.what for m in bad] == ["p5 sample cos"]
-    assert row["top1_agreement"] < 0.95 and row["samples"] == 100
+    assert row.top1_agreement < 0.95 and row.samples == 100
     rows, bad = compare(["logits"], [ref], [ref.copy()], tol, "real", gate=True)
-    assert not bad and rows[0]["sample_cosine"] == pytest.approx(1.0)
+    assert not bad and rows[0].sample_cosine == pytest.approx(1.0)
 
 
 def test_sample_cosines_per_row() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from _kit import make_gemm_onnx
 from edgeify import build
-from edgeify.steps.base import Artifact, IoQuantization, QParams, Quantization
+from edgeify.steps.base import Artifact, IoQuantization, QParams, Quantization, Signature
+from edgeify.steps.records import ExportFacts, FixedDim, TfliteFacts
 from edgeify_runtime.errors import BundleError
 from edgeify_runtime.manifest import SCHEMA_VERSION, Manifest, TensorSpec
 
@@ -55,13 +56,68 @@ def test_a_built_bundle_reads_back_through_the_same_class(tmp_path: Path) -> Non
 
 
 def test_typed_artifact_facts_round_trip(tmp_path: Path) -> None:
-    io = {"inputs": {"x": {"dtype": "int8", "scale": 0.5, "zero_point": -3}}, "outputs": {}}
-    meta = {"inputs": [{"name": "x", "shape": [1, 4], "dtype": "int8", "layout": None}], "outputs": [],
-            "quantization": {"method": "static", "weights": "int8", "tool": "x", "io_quantization": io}}
-    art = Artifact("tflite", [tmp_path / "m.tflite"], meta)
-    q = art.quantization
-    assert q.io_quantization == IoQuantization({"x": QParams("int8", 0.5, -3)}, {})
-    assert q.details == {"tool": "x"} and q.to_dict() == meta["quantization"]
-    assert art.signature.inputs[0].shape == (1, 4)
-    fp16 = Quantization.from_meta({"method": "fp16", "weights": "float16", "io": "float32 (cast)"})
-    assert fp16.io_quantization is None and fp16.details == {"io": "float32 (cast)"}
+    io = IoQuantization({"x": QParams("int8", 0.5, -3)}, {})
+    quant = Quantization("static", "int8", tool="x", io_quantization=io, calibration_samples=8,
+                         details={"scheme": "U8S8"})
+    art = Artifact("tflite", [tmp_path / "m.tflite"], Signature((TensorSpec("x", (1, 4), "int8"),), ()), quant,
+                   export=ExportFacts("none (ONNX source)", 17, fixed_dims=(FixedDim("x", 0, "batch", 1, "t"),)),
+                   tflite=TfliteFacts("onnx2tf", variant="int8", ops={"min_version": "2.14.0"}),
+                   engine_min_version="2.14.0")
+    d = json.loads(json.dumps(art.to_dict()))  # what the step cache stores
+    assert d["quantization"] == {"method": "static", "weights": "int8", "tool": "x", "calibration_samples": 8,
+                                 "scheme": "U8S8", "io_quantization": {
+                                     "inputs": {"x": {"dtype": "int8", "scale": 0.5, "zero_point": -3}},
+                                     "outputs": {}}}
+    assert Artifact.from_dict(d, tmp_path) == art and art.opset == 17
+    fp16 = Quantization.from_dict({"method": "fp16", "weights": "float16", "io": "float32 (cast)"})
+    assert fp16.io_quantization is None and fp16.io == "float32 (cast)" and not fp16.details
+
+
+def test_a_step_cache_entry_in_the_old_dict_form_is_a_miss(tmp_path: Path) -> None:
+    from edgeify.cache import StepCache
+
+    cache = StepCache(tmp_path)
+    old = tmp_path / "steps" / "k1"
+    old.mkdir(parents=True)
+    (old / "model.onnx").write_bytes(b"x")
+    (old / "artifact.json").write_text(json.dumps({"format": "onnx", "files": ["model.onnx"], "meta": {
+        "inputs": [], "outputs": [], "quantization": {"method": "fp16", "io": "float32 (cast)"}}}))
+    assert cache.get("k1") is None  # the layout before typed records: rebuilt, never a crash
+    (old / "artifact.json").write_text("{torn")
+    assert cache.get("k1") is None
+    src = tmp_path / "out" / "model.onnx"
+    src.parent.mkdir()
+    src.write_bytes(b"y")
+    art = Artifact("onnx", [src], Signature((TensorSpec("x", ("batch", 4), "float32"),), ()))
+    got = cache.put("k2", art)
+    assert got.path.parent == tmp_path / "steps" / "k2" and got.signature == art.signature
+
+
+#: a manifest's ``validation`` and ``quantization`` as edgeify wrote them before the typed records
+_OLD_VALIDATION = {
+    "tolerance": {"metric": "max-abs", "rtol": 1e-4, "atol": 1e-5, "min_cosine": 0.999, "min_sample_cosine": None,
+                  "sample_percentile": 5.0},
+    "outputs": [{"output": "y", "inputs": "random", "shape": [8, 2], "gated": True, "max_abs": 1e-7,
+                 "mean_abs": 1e-8, "ref_max_abs": 2.0, "cosine": 1.0, "top1_agreement": 1.0, "sample_cosine_p": 5.0,
+                 "sample_cosine": 1.0, "sample_cosine_min": 1.0, "samples": 8, "limit": "max|Δ| ≤ 0.00021",
+                 "bound": 0.00021, "pass": True},
+                {"output": "z", "inputs": "random", "shape": [8, 3], "gated": True, "error": "shape mismatch"}],
+    "random_samples": 8, "real_samples": 0, "passed": True,
+    "accuracy": {"samples": 4, "source_accuracy": 1.0, "built_accuracy": 0.75, "drop_points": 25.0,
+                 "top1_agreement": 0.75, "per_class": [{"class": 0, "count": 4, "source": 1.0, "built": 0.75,
+                                                        "delta_points": -25.0}],
+                 "worst_class": {"class": 0, "count": 4, "source": 1.0, "built": 0.75, "delta_points": -25.0},
+                 "max_drop_points": None}}
+
+
+def test_a_manifest_written_before_the_typed_records_still_reads() -> None:
+    from edgeify.steps.records import ValidationReport
+
+    raw = _create(validation=_OLD_VALIDATION).to_dict()
+    raw["quantization"] = {"method": "static", "format": "QDQ", "weights": "int8", "calibration_samples": None}
+    read = Manifest.from_dict(json.loads(json.dumps(raw)))
+    v = ValidationReport.from_dict(read.raw["validation"])
+    assert v.passed and v.tolerance.rtol == 1e-4 and v.accuracy is not None and v.accuracy.worst_class.label == 0
+    assert [r.passed for r in v.outputs] == [True, False] and v.max_abs() == {"y": 1e-7}
+    assert v.to_dict()["outputs"][0] == _OLD_VALIDATION["outputs"][0]
+    assert Quantization.from_dict(read.raw["quantization"]).details == {"format": "QDQ"}

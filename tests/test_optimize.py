@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,12 +88,12 @@ def test_outlier_plain_int8_fails_optimize_returns_mostly_int8_mixed(outlier: di
                                                                      tmp_path: Path, results_db: Path) -> None:
     import edgeify
 
-    plain = run_cli("build", str(outlier["model"]), "--target", "x86-avx512", "--precision", "int8", "--engine",
+    plain = run_cli("build", str(outlier["model"]), "--target", "x86-avx2", "--precision", "int8", "--engine",
                     "onnxruntime", "--calib", str(outlier["calib"]), "--eval", str(outlier["eval"]),
                     "--max-accuracy-drop", "1", "--no-latency", "-o", str(tmp_path / "plain"))
     assert plain.returncode in (9, 10), plain.stderr[-2000:]  # its parity / accuracy gate
     assert not (tmp_path / "plain").exists()
-    res = edgeify.optimize(outlier["model"], target="x86-avx512", calib=outlier["calib"], eval=outlier["eval"],
+    res = edgeify.optimize(outlier["model"], target="x86-avx2", calib=outlier["calib"], eval=outlier["eval"],
                            max_accuracy_drop=1.0, engines=["onnxruntime"], precisions=["int8"],
                            out=tmp_path / "mixed", progress=lambda m: None)
     ch = res.chosen
@@ -107,7 +112,7 @@ def test_outlier_plain_int8_fails_optimize_returns_mostly_int8_mixed(outlier: di
 
 
 def test_no_candidate_meets_accuracy_exit_10(outlier: dict[str, Path], tmp_path: Path, results_db: Path) -> None:
-    proc = run_cli("optimize", str(outlier["model"]), "--target", "x86-avx512", "--engine", "onnxruntime",
+    proc = run_cli("optimize", str(outlier["model"]), "--target", "x86-avx2", "--engine", "onnxruntime",
                    "--precision", "int8-dynamic", "--eval", str(outlier["eval"]), "--max-accuracy-drop", "1",
                    "-o", str(tmp_path / "none"), "--format", "json", env={"EDGEIFY_RESULTS_DB": str(results_db)})
     assert proc.returncode == 10, proc.stderr[-2000:]
@@ -118,7 +123,7 @@ def test_no_candidate_meets_accuracy_exit_10(outlier: dict[str, Path], tmp_path:
 
 
 def test_no_candidate_meets_latency_exit_13(outlier: dict[str, Path], tmp_path: Path, results_db: Path) -> None:
-    proc = run_cli("optimize", str(outlier["model"]), "--target", "x86-avx512", "--engine", "onnxruntime",
+    proc = run_cli("optimize", str(outlier["model"]), "--target", "x86-avx2", "--engine", "onnxruntime",
                    "--precision", "fp32", "--max-latency-ms", "0.000001", "--percentile", "p95",
                    "-o", str(tmp_path / "none"), env={"EDGEIFY_RESULTS_DB": str(results_db)})
     assert proc.returncode == 13, proc.stderr[-2000:]
@@ -129,7 +134,7 @@ def test_no_candidate_meets_latency_exit_13(outlier: dict[str, Path], tmp_path: 
 
 def test_build_ladder_publishes_the_first_rung_that_holds(outlier: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "ladder"
-    proc = run_cli("build", str(outlier["model"]), "--target", "x86-avx512", "--precision", "int8", "--engine",
+    proc = run_cli("build", str(outlier["model"]), "--target", "x86-avx2", "--precision", "int8", "--engine",
                    "onnxruntime", "--calib", str(outlier["calib"]), "--eval", str(outlier["eval"]),
                    "--max-accuracy-drop", "1", "--ladder", "--no-latency", "-o", str(out), "--format", "json")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -139,14 +144,14 @@ def test_build_ladder_publishes_the_first_rung_that_holds(outlier: dict[str, Pat
     assert ladder[0]["rung"] == "int8" and not ladder[0]["accepted"]
     assert any(r["accepted"] and r["precision"] == "int8-mixed" for r in ladder)
     assert manifest["validation"]["accuracy"]["drop_points"] <= 1.0
-    usage = run_cli("build", str(outlier["model"]), "--target", "x86-avx512", "--precision", "fp32", "--ladder",
+    usage = run_cli("build", str(outlier["model"]), "--target", "x86-avx2", "--precision", "fp32", "--ladder",
                     "-o", str(tmp_path / "x"))
     assert usage.returncode == 2 and "--ladder" in usage.stderr
 
 
 def test_max_time_stops_the_search_and_reports_the_best_so_far(outlier: dict[str, Path], tmp_path: Path,
                                                                results_db: Path) -> None:
-    proc = run_cli("optimize", str(outlier["model"]), "--target", "x86-avx512", "--engine", "onnxruntime",
+    proc = run_cli("optimize", str(outlier["model"]), "--target", "x86-avx2", "--engine", "onnxruntime",
                    "--precision", "fp32", "--precision", "fp16", "--max-time", "0.5s", "-o", str(tmp_path / "b"),
                    "--format", "json", env={"EDGEIFY_RESULTS_DB": str(results_db)})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -154,3 +159,47 @@ def test_max_time_stops_the_search_and_reports_the_best_so_far(outlier: dict[str
     assert "--max-time" in data["stopped"] and "stopped early" in proc.stderr
     assert len(data["candidates"]) == 1 and data["chosen"]["precision"] == "fp32"  # the one measured so far
     assert (tmp_path / "b" / "manifest.json").is_file()
+
+
+def test_ctrl_c_keeps_what_was_measured_reports_the_best_so_far_exit_130(outlier: dict[str, Path], tmp_path: Path,
+                                                                         results_db: Path) -> None:
+    """SIGINT to a real `edgeify optimize` paused after its first candidate was measured (fault point
+    ``optimize-screened``): exit 130, the JSON still printed with the best so far, its benchmark in the results
+    store under the run id, the bundle at -o complete (or absent), no work or staging directory left."""
+    from edgeify_runtime.manifest import Manifest
+
+    out, marker = tmp_path / "best", tmp_path / "paused"
+    env = {**os.environ, "EDGEIFY_RESULTS_DB": str(results_db), "EDGEIFY_TEST_PAUSE_AT": "optimize-screened",
+           "EDGEIFY_TEST_PAUSE_FILE": str(marker)}
+    env.pop("EDGEIFY_DEBUG", None)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under `nohup ... &`: the child must not care
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeify", "optimize", str(outlier["model"]), "--target", "x86-avx2",
+             "--engine", "onnxruntime", "--precision", "fp32", "--precision", "fp16", "-o", str(out),
+             "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    deadline = time.monotonic() + 240
+    while not marker.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"optimize never measured a candidate: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    data = json.loads(stdout)  # one JSON object, still: the report of what was measured
+    assert data["ok"] is False and data["error"]["exit_code"] == 130 and "interrupted" in data["stopped"]
+    measured = [c for c in data["candidates"] if c["latency_ms"]]
+    assert len(measured) == 1 and measured[0]["precision"] == "fp32"  # fp16 was never reached
+    assert data["chosen"]["precision"] == "fp32" and data["chosen"]["latency_ms"]["p50"] > 0  # the best so far
+    stored = _stored(data["run_id"])
+    assert stored and {r.run_id for r in stored} == {data["run_id"]}
+    assert len(stored) == sum(len(c["result_ids"]) for c in data["candidates"])
+    manifest = Manifest.read(out)  # a complete bundle (every file hash checked), never a half one
+    assert "interrupted" in json.loads((out / "manifest.json").read_text())["optimize"]["stopped"]
+    assert manifest.precision == "fp32"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".edgeify-")]  # no work/staging left

@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from edgeify.results import ResultNotFoundError, ResultsStore, open_store
+from edgeify.results import ResultNotFoundError, open_store
 from edgeify.store import schema
 from edgeify_runtime.result import BenchResult, Budget, EngineInfo, Fallback, Latency, Protocol
 
@@ -172,12 +172,11 @@ def test_a_schema_1_store_migrates_in_place(tmp_path: Path) -> None:
         assert new_id == 2 and [r.result_id for r in store.query(device="emu-arm64")] == [1]
     with open_store(db) as again:  # a second open does not migrate again
         assert again.migrated_from is None and again.get(1).device == "emu-arm64"
-    # the pre-typed API still reads and writes the same file
-    legacy = ResultsStore(db)
-    rows = legacy.query(device="emu-arm64", full=True)
-    assert rows[0]["id"] == 1 and rows[0]["samples"] == samples and rows[0]["p50_ms"] == 0.2755
-    rid = legacy.add({"bundle_digest": "ef" * 32, "latency_ms": {"p50": 1.0}, "samples_ms": [1.0]}, device="d")
-    assert open_store(db).get(rid).device == "d"
+    with open_store(db) as again:  # the migrated rows come back whole through the typed API
+        (row,) = again.query(device="emu-arm64")
+        assert row.result_id == 1 and list(row.samples_ms) == samples and row.latency_ms.p50 == 0.2755
+        rid = again.add(BenchResult(bundle_digest="ef" * 32, device="d", samples_ms=(1.0,)))
+        assert again.get(rid).device == "d"
 
 
 def test_a_store_from_a_newer_edgeify_is_refused(tmp_path: Path) -> None:

@@ -290,21 +290,10 @@ def _budget_hint(r: BenchResult) -> str:
 
 def _store(result: BenchResult) -> int:
     """Write the result to the results store; its id."""
-    from . import results as results_mod
+    from .store import open_store
 
-    open_store = getattr(results_mod, "open_store", None)
-    if open_store is not None:
-        store = open_store()
-        try:
-            return int(store.add(result))
-        finally:
-            close = getattr(store, "close", None)
-            if close is not None:
-                close()
-    from .paths import results_db  # the store before the typed API: a dict row
-
-    return results_mod.ResultsStore(results_db()).add(result.to_dict(samples=True), device=result.device,
-                                                      bundle=result.bundle)
+    with open_store() as store:
+        return int(store.add(result))
 
 
 __all__ = ["BenchSettings", "bench", "budget_error", "deployed_path", "outputs_on_device", "parse_input_shapes",

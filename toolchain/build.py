@@ -142,24 +142,23 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
                 secs = time.perf_counter() - ts
                 obs.step_finished(step.id, secs, cached)
                 outputs[step.id] = art
-                if art.meta.get("engine_min_version"):  # what this artifact's ops need (e.g. TFLite op versions)
-                    ctx.engine = ctx.engine.model_copy(update={"min_version": art.meta["engine_min_version"]})
+                if art.engine_min_version:  # what this artifact's ops need (e.g. TFLite op versions)
+                    ctx.engine = ctx.engine.model_copy(update={"min_version": art.engine_min_version})
                 records.append({**step.describe(), "cache_key": key if impl.cacheable else None,
                                 "cached": cached, "seconds": round(secs, 3), "tools": impl.tool_versions()})
             final = outputs[[s for s in pipeline.steps if s.where != "device"][-1].id]
             if ctx.calib is None and ctx.eval is None and (calib or eval):
                 _load_data(ctx, outputs, calib, eval, preprocess, load_dataset)
             dest = staging / "bundle"
-            fixed = fixed_dims(pre, final.meta["inputs"], spec.name)
+            fixed = fixed_dims(pre, [t.to_dict() for t in final.signature.inputs], spec.name)
             for f in fixed:
                 obs.message(describe_fixed(f))
             if class_labels is not None:
-                labels_mod.check_count(class_labels, final.meta["outputs"])
+                labels_mod.check_count(class_labels, [t.to_dict() for t in final.signature.outputs])
                 obs.message(f"labels: {len(class_labels.names)} from {class_labels.origin}"
                             + (" (found next to the model; --labels FILE picks another)" if class_labels.found
                                else ""))
-            manifest = bundle_mod.assemble(dest, ctx, final, steps=records, tools=tools,
-                                           validation=final.meta.get("validation"), device_steps=device_steps,
+            manifest = bundle_mod.assemble(dest, ctx, final, steps=records, tools=tools, device_steps=device_steps,
                                            fixed_dims=fixed,
                                            labels=list(class_labels.names) if class_labels else None)
             latency = None
@@ -168,7 +167,7 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
                                     "`edgeify bench BUNDLE --device NAME`"}
             elif measure_latency:
                 obs.message("measuring local latency")
-                latency = _quick_latency(dest)
+                latency = quick_latency(dest)
             bundle_mod.write_report(dest, manifest, latency)
             shutil.rmtree(ctx.work_dir, ignore_errors=True)
             bundle_mod.publish(dest, out)
@@ -185,7 +184,7 @@ def _load_data(ctx, outputs, calib, eval, preprocess, load_dataset) -> None:
         return
     from .preflight import n_classes
 
-    export = next((a for a in outputs.values() if a is not None and "inputs" in a.meta), None)
+    export = next((a for a in outputs.values() if a is not None and a.signature.inputs), None)
     if export is None:
         return
     sig = list(export.signature.inputs)
@@ -197,8 +196,9 @@ def _load_data(ctx, outputs, calib, eval, preprocess, load_dataset) -> None:
                                 n_classes=classes)
 
 
-def _quick_latency(bundle_dir: Path) -> dict[str, Any] | None:
-    """A short local benchmark for the report (the real one is `edgeify bench`)."""
+def quick_latency(bundle_dir: Path) -> dict[str, Any] | None:
+    """A short local benchmark for a bundle's report (the real one is `edgeify bench`); ``{"error": ...}`` when
+    it cannot run (the build itself succeeded). Also used by ``edgeify build --ladder``."""
     from .bench import BenchSettings, bench
 
     quick = BenchSettings(warmup=3, runs=20, min_duration_s=0.3, max_duration_s=20)

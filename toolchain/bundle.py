@@ -28,11 +28,13 @@ STAGING_PREFIX = ".edgeify-staging-"
 
 
 def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[dict[str, Any]],
-             tools: dict[str, str], validation: dict[str, Any] | None,
-             device_steps: list[dict[str, Any]] | None = None,
+             tools: dict[str, str], device_steps: list[dict[str, Any]] | None = None,
              fixed_dims: list[dict[str, Any]] | None = None,
              labels: list[str] | None = None) -> dict[str, Any]:
     """Copy the artifact into ``dest`` under the engine's file names and write ``manifest.json``.
+
+    The artifact's records go in as their ``to_dict`` forms (the step cache stores the same): its signature as
+    ``inputs``/``outputs``, ``quantization``, ``opset`` and the check step's ``validation`` report.
 
     ``device_steps``: resolved steps that run on the device after deploy (``where = "device"``, e.g. the TensorRT
     engine build), written as the manifest's ``device_steps`` for ``edgeify_runtime.device_steps``."""
@@ -44,7 +46,6 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
     for src, name in zip(artifact.files, names, strict=True):
         shutil.copyfile(src, dest / name)
         files[name] = {"sha256": sha256_file(dest / name), "size": (dest / name).stat().st_size}
-    meta = artifact.meta
     given, labels, prep = labels, None, None  # labels: --labels or labels.txt (edgeify.labels) win
     for ds in (ctx.eval, ctx.calib):
         if ds is not None and ds.preprocessing:
@@ -56,14 +57,14 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
         "labels": labels,
         "preprocessing": prep,
         "source": ctx.source.describe(),
-        "opset": meta.get("opset"),
+        "opset": artifact.opset,
         "calibration": None if ctx.calib is None else {
             "sha256": ctx.calib.sha256, "count": ctx.calib.count, "file": Path(ctx.calib.origin).name},
         "evaluation": None if ctx.eval is None else {
             "sha256": ctx.eval.sha256, "count": ctx.eval.count, "file": Path(ctx.eval.origin).name},
         "tools": {"edgeify": __version__, **tools},
         "steps": steps,
-        "validation": validation,
+        "validation": None if artifact.validation is None else artifact.validation.to_dict(),
     }
     if fixed_dims:  # dynamic dims of the source the bundle has fixed (--input-shape, or the conversion)
         extra["fixed_dims"] = fixed_dims

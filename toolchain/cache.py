@@ -1,5 +1,7 @@
 """Per-step content-addressed cache: key = input digest + step kind + resolved config + precision + tool versions
-(+ calibration digest for steps that calibrate). Targets that share a step share its result."""
+(+ calibration digest for steps that calibrate) + the artifact schema version. Targets that share a step share
+its result. An entry is the artifact's files plus ``artifact.json`` (``Artifact.to_dict``); one that cannot be read
+in this version's layout (older edgeify, a torn write) is a miss, never an error."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+
+from edgeify_runtime.errors import BundleError
 
 from .steps.base import Artifact
 
@@ -22,13 +26,10 @@ class StepCache:
             return None
         entry = self.root / key
         try:
-            info = json.loads((entry / "artifact.json").read_text())
-        except (OSError, ValueError):
+            artifact = Artifact.from_dict(json.loads((entry / "artifact.json").read_text()), entry)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, BundleError):
             return None
-        files = [entry / name for name in info["files"]]
-        if not all(f.is_file() for f in files):
-            return None
-        return Artifact(info["format"], files, info["meta"])
+        return artifact if all(f.is_file() for f in artifact.files) else None
 
     def put(self, key: str, artifact: Artifact) -> Artifact:
         """Copy the step's output into the cache atomically; return the cached artifact."""
@@ -39,8 +40,7 @@ class StepCache:
         tmp.mkdir()
         for f in artifact.files:
             shutil.copyfile(f, tmp / f.name)
-        info = {"format": artifact.format, "files": [f.name for f in artifact.files], "meta": artifact.meta}
-        (tmp / "artifact.json").write_text(json.dumps(info, default=str))
+        (tmp / "artifact.json").write_text(json.dumps(artifact.to_dict()))
         try:
             os.rename(tmp, self.root / key)
         except OSError:  # another build cached the same key first

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from edgeify_runtime.manifest import TensorSpec
 
 from .data import Dataset
 from .errors import AccuracyGateError, ParityError
+from .steps.records import AccuracyReport, ClassDelta, OutputCheck, ValidationReport
+
+if TYPE_CHECKING:
+    from .targets.spec import Tolerance
 
 Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
@@ -57,14 +61,14 @@ def collect(runner: Runner, data: Dataset, n_outputs: int) -> list[np.ndarray]:
     return [np.concatenate(o) for o in outs]
 
 
-def compare(names: list[str], ref: list[np.ndarray], got: list[np.ndarray], tol: Any, label: str,
-            gate: bool) -> tuple[list[dict[str, Any]], list[Mismatch]]:
-    rows, bad = [], []
+def compare(names: list[str], ref: list[np.ndarray], got: list[np.ndarray], tol: Tolerance, label: str,
+            gate: bool) -> tuple[list[OutputCheck], list[Mismatch]]:
+    rows: list[OutputCheck] = []
+    bad: list[Mismatch] = []
     for name, r, g in zip(names, ref, got, strict=True):
-        row: dict[str, Any] = {"output": name, "inputs": label, "shape": list(g.shape), "gated": gate}
         if r.shape != g.shape:
             bad.append(Mismatch(name, label, "shape", str(list(g.shape)), str(list(r.shape))))
-            rows.append({**row, "error": "shape mismatch"})
+            rows.append(OutputCheck(name, label, tuple(g.shape), gate, passed=False, error="shape mismatch"))
             continue
         r64, g64 = r.astype(np.float64).ravel(), g.astype(np.float64).ravel()
         diff = np.abs(r64 - g64)
@@ -72,36 +76,37 @@ def compare(names: list[str], ref: list[np.ndarray], got: list[np.ndarray], tol:
         ref_max = float(np.abs(r64).max()) if r64.size else 0.0
         denom = float(np.linalg.norm(r64) * np.linalg.norm(g64))
         cosine = float(r64 @ g64 / denom) if denom > 0 else float(np.array_equal(r64, g64))
-        row.update(max_abs=max_abs, mean_abs=float(diff.mean()) if diff.size else 0.0, ref_max_abs=ref_max,
-                   cosine=cosine)
+        figures: dict[str, Any] = {"max_abs": max_abs, "mean_abs": float(diff.mean()) if diff.size else 0.0,
+                                   "ref_max_abs": ref_max, "cosine": cosine}
         if r.ndim == 2 and r.shape[1] > 1:
-            row["top1_agreement"] = float((r.argmax(1) == g.argmax(1)).mean())
+            figures["top1_agreement"] = float((r.argmax(1) == g.argmax(1)).mean())
         per_sample = sample_cosines(r, g)
+        sample_cos = None
         if per_sample.size > 1:
-            row.update(sample_cosine_p=tol.sample_percentile,
-                       sample_cosine=float(np.percentile(per_sample, tol.sample_percentile)),
-                       sample_cosine_min=float(per_sample.min()), samples=int(per_sample.size))
+            sample_cos = float(np.percentile(per_sample, tol.sample_percentile))
+            figures.update(sample_cosine_p=tol.sample_percentile, sample_cosine=sample_cos,
+                           sample_cosine_min=float(per_sample.min()), samples=int(per_sample.size))
         if tol.metric == "max-abs":
             bound = tol.rtol * ref_max + tol.atol
-            row["limit"] = f"max|Δ| ≤ {bound:.3g}"
-            row["bound"] = bound
-            row["pass"] = bool(max_abs <= bound)
-            if gate and not row["pass"]:
+            ok = bool(max_abs <= bound)
+            figures.update(limit=f"max|Δ| ≤ {bound:.3g}", bound=bound)
+            if gate and not ok:
                 bad.append(Mismatch(name, label, "max|Δ|", f"{max_abs:.3g}", f"≤ {bound:.3g} "
                                     f"({tol.rtol:g}·{ref_max:.3g} + {tol.atol:g})"))
         else:
-            row["limit"] = f"cosine ≥ {tol.min_cosine}"
-            row["pass"] = bool(cosine >= tol.min_cosine)
-            if gate and not row["pass"]:
+            limit = f"cosine ≥ {tol.min_cosine}"
+            ok = bool(cosine >= tol.min_cosine)
+            if gate and not ok:
                 bad.append(Mismatch(name, label, "cosine", f"{cosine:.4f}", f"≥ {tol.min_cosine}"))
-            if tol.min_sample_cosine is not None and "sample_cosine" in row:
-                p, ok = tol.sample_percentile, row["sample_cosine"] >= tol.min_sample_cosine
-                row["limit"] += f", p{p:g} per-sample cosine ≥ {tol.min_sample_cosine}"
-                row["pass"] = row["pass"] and bool(ok)
-                if gate and not ok:
-                    bad.append(Mismatch(name, label, f"p{p:g} sample cos", f"{row['sample_cosine']:.4f}",
-                                        f"≥ {tol.min_sample_cosine} (worst sample {row['sample_cosine_min']:.4f})"))
-        rows.append(row)
+            if tol.min_sample_cosine is not None and sample_cos is not None:
+                p, sample_ok = tol.sample_percentile, sample_cos >= tol.min_sample_cosine
+                limit += f", p{p:g} per-sample cosine ≥ {tol.min_sample_cosine}"
+                ok = ok and bool(sample_ok)
+                if gate and not sample_ok:
+                    bad.append(Mismatch(name, label, f"p{p:g} sample cos", f"{sample_cos:.4f}",
+                                        f"≥ {tol.min_sample_cosine} (worst sample {figures['sample_cosine_min']:.4f})"))
+            figures["limit"] = limit
+        rows.append(OutputCheck(name, label, tuple(g.shape), gate, passed=ok, **figures))
     return rows, bad
 
 
@@ -118,14 +123,14 @@ def sample_cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
 
 
 def parity(signature_in: list[TensorSpec], signature_out: list[TensorSpec], reference: Runner, built: Runner,
-           built_names: list[str], tol: Any, real: Dataset | None, random_samples: int, seed: int,
-           real_samples: int) -> dict[str, Any]:
+           built_names: list[str], tol: Tolerance, real: Dataset | None, random_samples: int, seed: int,
+           real_samples: int) -> ValidationReport:
     names = [s.name for s in signature_out]
     bad: list[Mismatch] = []
     if list(built_names) != names:
         bad.append(Mismatch(",".join(built_names), "-", "output names", str(built_names), str(names)))
         raise_parity(bad)
-    rows: list[dict[str, Any]] = []
+    rows: list[OutputCheck] = []
     sets: list[tuple[str, Dataset, bool]] = []
     rnd = random_dataset(signature_in, random_samples, seed)
     # max-abs tolerances gate every input set; cosine (int8) gates real inputs, or random ones if none exist
@@ -138,26 +143,27 @@ def parity(signature_in: list[TensorSpec], signature_out: list[TensorSpec], refe
         r, b = compare(names, ref, got, tol, label, gate)
         rows += r
         bad += b
-    report = {"tolerance": tol.model_dump(), "outputs": rows, "random_samples": rnd.count,
-              "real_samples": 0 if real is None else real.head(real_samples).count, "passed": not bad}
+    report = ValidationReport(tol, tuple(rows), rnd.count, 0 if real is None else real.head(real_samples).count,
+                              passed=not bad)
     if bad:
         raise_parity(bad, report)
     return report
 
 
-def near_miss(report: dict[str, Any] | None, factor: float) -> float | None:
+def near_miss(report: ValidationReport | None, factor: float) -> float | None:
     """The worst max|Δ| / limit over the failing gated rows of a max-abs parity report, when every failure is
     within ``factor`` of its limit (and nothing else failed); None otherwise."""
-    if not report:
+    if report is None:
         return None
-    failed = [r for r in report.get("outputs", []) if r.get("gated") and not r.get("pass", True)]
-    if not failed or any("bound" not in r or "max_abs" not in r for r in failed):
+    failed = report.failed
+    if not failed or any(r.bound is None or r.max_abs is None for r in failed):
         return None
-    worst = max(r["max_abs"] / r["bound"] if r["bound"] > 0 else float("inf") for r in failed)
+    worst = max(r.max_abs / r.bound if r.bound > 0 else float("inf")  # type: ignore[operator]
+                for r in failed)
     return worst if worst <= factor else None
 
 
-def raise_parity(bad: Iterable[Mismatch], report: dict[str, Any] | None = None) -> None:
+def raise_parity(bad: Iterable[Mismatch], report: ValidationReport | None = None) -> None:
     bad = list(bad)
     lines = [f"{'output':<16} {'inputs':<22} {'check':<13} {'value':<12} limit"]
     lines += [f"{m.output:<16} {m.inputs:<22} {m.what:<13} {m.value:<12} {m.limit}" for m in bad]
@@ -168,7 +174,7 @@ def raise_parity(bad: Iterable[Mismatch], report: dict[str, Any] | None = None) 
 
 
 def accuracy(reference: Runner, built: Runner, data: Dataset, n_outputs: int,
-             max_drop_points: float | None) -> dict[str, Any]:
+             max_drop_points: float | None) -> AccuracyReport:
     """Top-1 accuracy of source vs built on labelled data; per-class deltas; worst class; optional gate."""
     assert data.labels is not None
     ref = collect(reference, data, n_outputs)[0]
@@ -180,17 +186,14 @@ def accuracy(reference: Runner, built: Runner, data: Dataset, n_outputs: int,
     for c in np.unique(labels):
         m = labels == c
         a, b = float((ref_pred[m] == c).mean()), float((got_pred[m] == c).mean())
-        per_class.append({"class": int(c), "count": int(m.sum()), "source": a, "built": b,
-                          "delta_points": round((b - a) * 100, 3)})
-    worst = min(per_class, key=lambda r: r["delta_points"])
-    result = {"samples": len(labels), "source_accuracy": src_acc, "built_accuracy": built_acc,
-              "drop_points": round((src_acc - built_acc) * 100, 3),
-              "top1_agreement": float((ref_pred == got_pred).mean()), "per_class": per_class,
-              "worst_class": worst, "max_drop_points": max_drop_points}
-    if max_drop_points is not None and result["drop_points"] > max_drop_points:
+        per_class.append(ClassDelta(int(c), int(m.sum()), a, b, round((b - a) * 100, 3)))
+    worst = min(per_class, key=lambda r: r.delta_points)
+    result = AccuracyReport(len(labels), src_acc, built_acc, round((src_acc - built_acc) * 100, 3),
+                            float((ref_pred == got_pred).mean()), tuple(per_class), worst, max_drop_points)
+    if max_drop_points is not None and result.drop_points > max_drop_points:
         err = AccuracyGateError(
-            f"accuracy dropped {result['drop_points']:.2f} points ({src_acc:.2%} -> {built_acc:.2%}), more than "
-            f"--max-accuracy-drop {max_drop_points}; worst class {worst['class']}: {worst['delta_points']:+.2f} points",
+            f"accuracy dropped {result.drop_points:.2f} points ({src_acc:.2%} -> {built_acc:.2%}), more than "
+            f"--max-accuracy-drop {max_drop_points}; worst class {worst.label}: {worst.delta_points:+.2f} points",
             hint="use more representative --calib data, a higher precision, or another --engine")
         err.report = result  # type: ignore[attr-defined]
         raise err

@@ -204,7 +204,8 @@ class InterruptedBuild(EdgeifyError):
     """SIGINT/SIGTERM during a build: the partial output was removed."""
 
     exit_code = 130
-    meaning = "interrupted (Ctrl-C / SIGTERM); partial output removed"
+    meaning = ("interrupted (Ctrl-C / SIGTERM); partial output removed (`optimize` and `build-matrix` keep what "
+               "finished: the best so far, the built cells)")
 
 
 #: the classes the device side (``edgeify_runtime.errors``) owns: their meaning in edgeify's table

@@ -258,6 +258,7 @@ def reference_onnx(ctx: Any, work: Path) -> Path | None:
 
 def explain_failure(err: Exception, ctx: Any, staged: Path, inputs: list[Any]) -> None:
     """Add the per-op table to a ParityError from the check step (never replaces the error)."""
+    import dataclasses
     import tempfile
 
     from .checks import random_dataset
@@ -273,8 +274,8 @@ def explain_failure(err: Exception, ctx: Any, staged: Path, inputs: list[Any]) -
                 feeds = next(iter(data.batches()))
                 result = explain_bundle(ref, staged, feeds)
                 extra = result.table()
-                if getattr(err, "report", None) is not None:
-                    err.report["per_op"] = result.to_dict()  # type: ignore[attr-defined]
+                if getattr(err, "report", None) is not None:  # a ValidationReport (frozen): a copy with the table
+                    err.report = dataclasses.replace(err.report, per_op=result.to_dict())  # type: ignore[attr-defined]
                 if result.divergent:
                     cause = next((d.cause for d in result.divergent if d.cause[:10] != "downstream"), "")
                     key = "conversion" if cause.startswith("conversion") else (

@@ -20,16 +20,6 @@ from edgeify_runtime.manifest import Manifest
 from raylab import RayLab
 
 
-@pytest.fixture(scope="module")
-def lab():
-    lab = RayLab().start()
-    try:
-        yield lab
-    finally:
-        lab.stop()
-    assert not Path(f"/run/netns/{lab.netns}").exists()
-
-
 def _wait(proc, timeout: float = 300) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err

@@ -14,7 +14,7 @@ from edgeify.deploy.connect import open_site
 from edgeify.deploy.deployer import ensure_runtime
 from edgeify.deploy.inventory import Inventory, make_device
 from edgeify.errors import RemoteCommandError, UnreachableError
-from edgeify.results import ResultsStore
+from edgeify.results import open_store
 from edgeify_runtime.result import BenchResult
 from sshtest import QUICK_PROTOCOL, Timer, device_for, run_cli
 
@@ -32,10 +32,11 @@ def test_remote_bench_end_to_end(env, lab, workdir: Path, bundles) -> None:
     assert res.protocol.runs_done >= 5 and res.protocol.threads == 1
     assert len(res.samples_ms) == res.protocol.runs_done and res.latency_ms.p50 > 0
     assert res.bundle.startswith(str(workdir))  # it ran the deployed copy, not the local bundle
-    rows = ResultsStore(env.results_db).query(device="bench-a", full=True)
-    assert len(rows) == 1 and rows[0]["id"] == res.result_id
-    assert rows[0]["fingerprint"]["arch"] == "x86_64" and "onnxruntime" in rows[0]["fingerprint"]["engines"]
-    assert len(rows[0]["samples"]) == res.protocol.runs_done
+    with open_store(env.results_db) as store:
+        rows = store.query(device="bench-a")
+    assert len(rows) == 1 and rows[0].result_id == res.result_id
+    assert rows[0].fingerprint["arch"] == "x86_64" and "onnxruntime" in rows[0].fingerprint["engines"]
+    assert len(rows[0].samples_ms) == res.protocol.runs_done
     # a second run deploys nothing
     again = bench(bundles["v1"], dev, settings=QUICK, store=False)[0].unwrap()
     assert again.deploy["status"] == "unchanged" and again.deploy["uploaded_bytes"] == 0
@@ -85,7 +86,8 @@ def test_fleet_bench_in_parallel_one_result_or_error_per_device(env, lab, tmp_pa
     assert sorted(by) == ["dev-a", "dev-b", "dev-c", "pi-off"]
     assert all(by[n].ok and isinstance(by[n].result, BenchResult) for n in ("dev-a", "dev-b", "dev-c"))
     assert isinstance(by["pi-off"].error, UnreachableError) and by["pi-off"].exit_code == 20
-    stored = {r["device"] for r in ResultsStore(env.results_db).query()}
+    with open_store(env.results_db) as store:
+        stored = {r.device for r in store.query(samples=False)}
     assert stored == {"dev-a", "dev-b", "dev-c"}
     # --device and --devices are one route now: a tag selector works for either
     (one,) = bench(bundles["v1"], "dev-a", settings=QUICK, inventory=Inventory(env.devices_file), store=False)

@@ -94,7 +94,7 @@ def build(
                                            eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
                                            max_accuracy_drop=max_accuracy_drop, target_files=target_file,
                                            use_cache=not no_cache, measure_latency=not no_latency,
-                                           progress=observer.message)
+                                           trust_source=trust_source, progress=observer.message)
             else:
                 result = run_build(model, target=target, out=out, precision=precision, engine=engine, calib=calib,
                                    eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from .matrix import ExecutorKind
 from .output import Format, FormatOpt, TargetFiles, console, err_console, print_json
 
 
@@ -61,12 +62,19 @@ def optimize(
     engine: list[str] = typer.Option([], "--engine", help="only these engines (repeatable)"),
     precision: list[str] = typer.Option([], "--precision", "-p", help="only these precisions (repeatable)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not reuse cached step results"),
+    executor: ExecutorKind = typer.Option(ExecutorKind.local, "--executor", help="where candidates are built: "
+                                          "local: in this process; ray: one Ray task per candidate on a "
+                                          "cluster (measured on the device either way)"),
+    ray_address: str = typer.Option(None, "--ray-address", help="HOST:PORT of the Ray head's GCS "
+                                    "[default: start a private local Ray instance]"),
+    trust_source: bool = typer.Option(False, "--trust-source", help="allow a .pt2 that needs full "
+                                      "unpickling (it can run code: only for files you trust)"),
     target_file: list[str] = TargetFiles,
     fmt: Format = FormatOpt,
 ) -> None:
     """Search engines x precisions x quantization recipes x run-time settings for the fastest bundle that meets
     the budgets, measured on the device; write it to -o. Exit 10 / 13 when no candidate meets the accuracy /
-    latency budget."""
+    latency budget. Ctrl-C stops the search: the best so far is reported and written to -o, exit 130."""
     from edgeify.errors import EdgeifyError
     from edgeify.optimize import optimize as run
 
@@ -82,7 +90,9 @@ def optimize(
                          max_accuracy_drop=max_accuracy_drop, max_latency_ms=max_latency_ms,
                          percentile=percentile.value, objective=objective.value, max_time_s=seconds,
                          engines=engine or None, precisions=precision or None, target_files=target_file,
-                         use_cache=not no_cache, progress=lambda m: err_console.print(f"[dim]optimize:[/] {m}"))
+                         use_cache=not no_cache, trust_source=trust_source, executor=executor.value,
+                         ray_address=ray_address,
+                         progress=lambda m: err_console.print(f"[dim]optimize:[/] {m}"))
         except EdgeifyError as exc:
             if getattr(exc, "result", None) is None:
                 raise
@@ -96,6 +106,8 @@ def optimize(
         print_table(result)
     if result.stopped:
         err_console.print(f"[yellow]stopped early[/]: {result.stopped}")
+    if failure is not None and failure.exit_code == 130:
+        raise failure  # Ctrl-C / SIGTERM: the one error line and exit 130 from the entry point, like build
     if failure is not None:
         err_console.print(f"error [{failure.exit_code}] {failure.message}")
         if failure.hint:

@@ -152,47 +152,89 @@ def _worker_env() -> dict[str, str]:
     return {k: os.environ[k] for k in ("EDGEIFY_HOME", "XDG_CACHE_HOME") if os.environ.get(k)}
 
 
+def connect_ray(options: RayOptions, unit: str = "cell"):
+    """``ray.init`` the cluster at ``options.address`` (None: a private local instance) and check that some node
+    can hold one ``unit`` (``cpus_per_cell`` CPUs, ``memory_per_cell`` bytes); returns the ``ray`` module."""
+    ray = _import_ray(private=not options.address)
+    if options.address:
+        _probe(options.address)
+    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": _worker_env()}, "log_to_driver": False,
+                              "logging_level": "WARNING", "configure_logging": True}
+    if options.address:
+        kwargs["address"] = options.address
+    else:
+        kwargs.update(include_dashboard=False)
+    try:
+        ray.init(**kwargs)
+    except Exception as exc:
+        raise ConfigError(f"cannot connect to the Ray cluster at {options.address or '(local)'}: "
+                          f"{type(exc).__name__}: {exc}",
+                          hint="start it (`ray start --head --port 6379`, then `ray start --address "
+                               "HEAD:6379` on each worker) and check `ray status --address HEAD:6379`") from None
+    _check_fits(ray, options, unit)
+    return ray
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing answers at HOST:PORT: ``ray.init`` would retry connecting to a missing GCS for ever
+    (a log line every few seconds, no deadline)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # ``auto``, ``ray://...``: Ray resolves those itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot connect to the Ray cluster at {address}: nothing answers there "
+                          f"({type(exc).__name__}: {exc})",
+                          hint="start it (`ray start --head --port 6379`, then `ray start --address "
+                               "HEAD:6379` on each worker) and check `ray status --address HEAD:6379`") from None
+
+
+def _check_fits(ray: Any, o: RayOptions, unit: str) -> None:
+    """A task no node can hold would wait forever: refuse the run up front instead."""
+    fits = [n for n in ray.nodes() if n.get("Alive")
+            and n.get("Resources", {}).get("CPU", 0) >= o.cpus_per_cell
+            and n.get("Resources", {}).get("memory", 0) >= o.memory_per_cell]
+    if not fits:
+        ray.shutdown()
+        raise ConfigError(f"no node of the Ray cluster has {o.cpus_per_cell:g} CPUs and "
+                          f"{o.memory_per_cell / 1024**3:.1f} GiB free for a {unit}",
+                          hint=("lower --cpus-per-cell / --memory-per-cell, or " if unit == "cell" else "")
+                          + "add bigger nodes (`ray status` lists their resources)")
+
+
+def ray_nodes(ray: Any) -> list[dict[str, Any]]:
+    return [{"id": n["NodeID"], "ip": n.get("NodeManagerAddress"), "alive": n.get("Alive"),
+             "cpus": n.get("Resources", {}).get("CPU")} for n in ray.nodes()]
+
+
+def cancel_refs(ray: Any, refs: list[Any], grace_s: float) -> None:
+    """``ray.cancel`` every unfinished task (KeyboardInterrupt in the task: the build cleans up); after the
+    grace period, force-kill the ones still running."""
+    for ref in refs:
+        ray.cancel(ref, force=False)
+    if not refs:
+        return
+    _, pending = ray.wait(refs, num_returns=len(refs), timeout=grace_s)
+    for ref in pending:
+        ray.cancel(ref, force=True)
+
+
 class RayCluster:
     name = "ray"
     capacity = None
 
     def __init__(self, options: RayOptions) -> None:
-        self.ray = _import_ray(private=not options.address)
+        self.ray = connect_ray(options)
         self.options = options
-        kwargs: dict[str, Any] = {"runtime_env": {"env_vars": _worker_env()}, "log_to_driver": False,
-                                  "logging_level": "WARNING", "configure_logging": True}
-        if options.address:
-            kwargs["address"] = options.address
-        else:
-            kwargs.update(include_dashboard=False)
-        try:
-            self.ray.init(**kwargs)
-        except Exception as exc:
-            raise ConfigError(f"cannot connect to the Ray cluster at {options.address or '(local)'}: "
-                              f"{type(exc).__name__}: {exc}",
-                              hint="start it (`ray start --head --port 6379`, then `ray start --address "
-                                   "HEAD:6379` on each worker) and check `ray status --address HEAD:6379`") from None
-        self._check_fits()
         self._remote = self.ray.remote(run_cell)
         self._refs: dict[Any, CellJob] = {}
         self._inputs: dict[tuple, Any] = {}
 
-    def _check_fits(self) -> None:
-        """A cell no node can hold would wait forever: refuse the run up front instead."""
-        o = self.options
-        fits = [n for n in self.ray.nodes() if n.get("Alive")
-                and n.get("Resources", {}).get("CPU", 0) >= o.cpus_per_cell
-                and n.get("Resources", {}).get("memory", 0) >= o.memory_per_cell]
-        if not fits:
-            self.ray.shutdown()
-            raise ConfigError(f"no node of the Ray cluster has {o.cpus_per_cell:g} CPUs and "
-                              f"{o.memory_per_cell / 1024**3:.1f} GiB free for a cell",
-                              hint="lower --cpus-per-cell / --memory-per-cell, or add bigger nodes "
-                                   "(`ray status` lists their resources)")
-
     def nodes(self) -> list[dict[str, Any]]:
-        return [{"id": n["NodeID"], "ip": n.get("NodeManagerAddress"), "alive": n.get("Alive"),
-                 "cpus": n.get("Resources", {}).get("CPU")} for n in self.ray.nodes()]
+        return ray_nodes(self.ray)
 
     def _shipped(self, job: CellJob) -> Any:
         key = (job.model_path, job.calib, job.eval, job.preprocess, job.target_files)
@@ -226,15 +268,9 @@ class RayCluster:
         return out
 
     def cancel(self) -> list[str]:
-        """``ray.cancel`` every unfinished task (KeyboardInterrupt in the task: the build cleans up); after the
-        grace period, force-kill the ones still running."""
+        """Cancel every unfinished cell (``cancel_refs``)."""
         ids = [job.cell_id for job in self._refs.values()]
-        refs = list(self._refs)
-        for ref in refs:
-            self.ray.cancel(ref, force=False)
-        _, pending = self.ray.wait(refs, num_returns=len(refs), timeout=self.options.cancel_grace_s)
-        for ref in pending:
-            self.ray.cancel(ref, force=True)
+        cancel_refs(self.ray, list(self._refs), self.options.cancel_grace_s)
         self._refs.clear()
         return ids
 

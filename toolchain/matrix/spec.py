@@ -34,7 +34,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-Precision = Literal["fp32", "fp16", "int8", "int8-dynamic", "int16x8"]
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int8-dynamic", "int16x8"]  # int8-mixed: the ladder's, needs layers
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 
 

@@ -120,7 +120,7 @@ def _factory(path: str) -> bool:
     return bool(sep) and head.endswith(".py") and bool(tail)
 
 
-def _materialize(job: CellJob, shipped: dict[str, dict[str, bytes]], root: Path) -> CellJob:
+def materialize(job: CellJob, shipped: dict[str, dict[str, bytes]], root: Path) -> CellJob:
     def write(key: str, original: str | None) -> str | None:
         if original is None:
             return None
@@ -178,7 +178,7 @@ def run_cell(job: CellJob, shipped: dict[str, dict[str, bytes]] | None = None) -
     rec = _Recorder()
     tmp = Path(tempfile.mkdtemp(prefix="edgeify-cell-"))
     try:
-        local = _materialize(job, shipped, tmp) if shipped is not None else job
+        local = materialize(job, shipped, tmp) if shipped is not None else job
         out = tmp / "bundle"
         result = build(local.model_path, target=local.target, out=out, precision=local.precision,
                        engine=local.engine, calib=local.calib, eval=local.eval, preprocess=local.preprocess,

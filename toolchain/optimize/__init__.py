@@ -27,20 +27,25 @@ def optimize(model: str | Path, *, target: str = "auto", out: str | Path, device
              max_latency_ms: float | None = None, percentile: str = "p50", objective: Objective = "latency",
              max_time_s: float = 1800.0, engines: list[str] | None = None, precisions: list[str] | None = None,
              target_files: list[str] | tuple[str, ...] = (), use_cache: bool = True,
+             trust_source: bool = False, executor: str = "local", ray_address: str | None = None,
              progress: Callable[[str], None] | None = None) -> OptimizeResult:
     """The fastest bundle of ``model`` for ``target`` (``"auto"``: from the local fingerprint) that meets the
     budgets, measured on ``device``, written to ``out``. Accuracy drops are percentage points.
 
     Returns an ``OptimizeResult`` (``.to_json()`` is ``edgeify optimize --format json``). Raises
     ``AccuracyGateError`` (exit 10) / ``LatencyBudgetError`` (exit 13) with ``.result`` when no candidate meets
-    the accuracy / latency budget. ``progress`` receives one line per step (default: stderr)."""
+    the accuracy / latency budget; ``InterruptedBuild`` (exit 130) with ``.result`` after Ctrl-C / SIGTERM (the
+    best so far, if one met the budgets, written to ``out``). ``progress`` receives one line per step (default:
+    stderr). ``executor="ray"`` builds the candidates as Ray tasks on the cluster at ``ray_address`` (None: a
+    private local instance); they are still measured on ``device``."""
     from .api import run_optimize
 
     return run_optimize(model, target=target, out=out, device=device, calib=calib, eval=eval, preprocess=preprocess,
                         input_shapes=input_shapes, max_accuracy_drop=max_accuracy_drop,
                         max_latency_ms=max_latency_ms, percentile=percentile, objective=objective,
                         max_time_s=max_time_s, engines=engines, precisions=precisions, target_files=target_files,
-                        use_cache=use_cache, progress=progress)
+                        use_cache=use_cache, trust_source=trust_source, executor=executor,
+                        ray_address=ray_address, progress=progress)
 
 
 def __getattr__(name: str) -> Any:  # lazy: the pydantic records load on first use

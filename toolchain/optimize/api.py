@@ -1,6 +1,7 @@
 """``edgeify.optimize(...)``: the fastest bundle that meets the accuracy and latency budgets, measured on the
 device. Returns an :class:`~edgeify.optimize.records.OptimizeResult`; raises ``AccuracyGateError`` (exit 10) or
-``LatencyBudgetError`` (exit 13) with the result attached (``err.result``) when no candidate meets the budgets."""
+``LatencyBudgetError`` (exit 13) with the result attached (``err.result``) when no candidate meets the budgets,
+``InterruptedBuild`` (exit 130, the best so far written to ``out`` and attached) after Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
@@ -63,12 +64,14 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
              max_latency_ms: float | None = None, percentile: str = "p50", objective: Objective = "latency",
              max_time_s: float = 1800.0, engines: list[str] | None = None, precisions: list[str] | None = None,
              target_files: list[str] | tuple[str, ...] = (), use_cache: bool = True,
+             trust_source: bool = False, executor: str = "local", ray_address: str | None = None,
              progress: Callable[[str], None] | None = None) -> OptimizeResult:
     """Search engines x precisions x recipes x run-time settings of ``target`` for ``model`` on ``device``."""
     from edgeify.bundle import check_output
-    from edgeify.errors import AccuracyGateError, LatencyBudgetError
+    from edgeify.errors import AccuracyGateError, InterruptedBuild, LatencyBudgetError
 
     from .publish import write_chosen
+    from .remote_build import make_builder
     from .search import Search
 
     say = progress or _stderr
@@ -82,17 +85,19 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
         say(f"{eval} has no labels: accuracy is agreement with the source model on the calibration inputs")
     budgets = Budgets(max_accuracy_drop=max_accuracy_drop, max_latency_ms=max_latency_ms, percentile=percentile,
                       max_time_s=max_time_s)
+    builder = make_builder(executor, ray_address, say)  # Ray: connected (or refused) before anything is built
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".edgeify-optimize-{run_id}"
     work.mkdir()
     inp = Inputs(model=str(model), spec=spec, work=work, calib=None if calib is None else str(calib),
                  eval=None if eval is None else str(eval), preprocess=None if preprocess is None else str(preprocess),
-                 input_shapes=tuple(input_shapes or ()), accuracy_measure=measure, use_cache=use_cache)
+                 input_shapes=tuple(input_shapes or ()), accuracy_measure=measure, use_cache=use_cache,
+                 trust_source=trust_source)
     try:
         search = Search(inp, spec, facts, budgets, objective, device, run_id, full_protocol(spec.bench), say,
                         engines=tuple(engines) if engines else None,
-                        precisions=tuple(precisions) if precisions else None)
+                        precisions=tuple(precisions) if precisions else None, builder=builder)
         search.run()
         cands = [c.model_copy(update={"meets_budget": _meets(c, budgets)}) for c in search.cands]
         idx = choose(cands, budgets, objective)
@@ -116,9 +121,20 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
         if chosen is not None:
             write_chosen(cands[idx], spec.engines[chosen.engine].runtime, out, result, chosen.ladder)
             say(f"chose {chosen.engine} {chosen.precision} ({chosen.recipe.name}): {chosen.why}; wrote {out}")
-            return result
+            if not search.interrupted:
+                return result
     finally:
+        builder.close()
         shutil.rmtree(work, ignore_errors=True)
+    if search.interrupted:  # exit 130, with the best so far (complete, published atomically) and the table
+        stored = sum(len(c.result_ids) for c in cands)
+        err0 = InterruptedBuild(
+            f"optimize interrupted after {len(cands)} candidate(s) ({stored} benchmark(s) stored under run "
+            f"{run_id}); " + (f"the best so far is at {out}" if chosen is not None else
+                              f"none met the budgets yet: nothing was written to {out}"),
+            hint="rerun the same command to search the rest (the step cache keeps every artifact already built)")
+        err0.result = result  # type: ignore[attr-defined]
+        raise err0
     near = ", ".join(f"#{i} {cands[i].engine} {cands[i].precision} ({cands[i].recipe.name}) drop "
                      f"{cands[i].accuracy_drop} pt, {percentile} {cands[i].latency(percentile)} ms"
                      for i in closest(cands, budgets))

@@ -3,9 +3,10 @@ what the search needs: parity, accuracy against the source model, size and quant
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .ops import count_ops
 from .records import Accuracy, AccuracyMeasure, Recipe
@@ -28,6 +29,8 @@ class Inputs:
     input_shapes: tuple[str, ...]
     accuracy_measure: AccuracyMeasure
     use_cache: bool = True
+    #: allow a .pt2 that needs full unpickling (``--trust-source``)
+    trust_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -40,17 +43,35 @@ class Built:
     quantized_ops: int | None = None
     total_ops: int | None = None
     error: str = ""
-    status: str = "built"  # built | parity-failed | build-failed
+    status: str = "built"  # built | parity-failed | build-failed | duplicate
     manifest: dict[str, Any] | None = None
+    #: ``duplicate``: the key of the earlier plan whose build gave this very artifact (same sha256)
+    duplicate_of: str = ""
+    #: the Ray node that built it (``--executor ray``: id, ip, host, pid); None: built in this process
+    node: dict[str, Any] | None = None
+    #: parity-failed (no bundle to hash): sha256 of its parity report (every error metric on the same inputs)
+    report_sha256: str = ""
 
     @property
     def ok(self) -> bool:
         return self.status == "built"
 
+    def artifact_sha256(self) -> str | None:
+        """sha256 of the engine artifact (the model file the engine loads), from the bundle manifest."""
+        if self.manifest is None:
+            return self.report_sha256 or None
+        name = (self.manifest.get("engine") or {}).get("artifact")
+        return ((self.manifest.get("files") or {}).get(name) or {}).get("sha256")
 
-def accuracy_from(validation: dict[str, Any] | None, measure: AccuracyMeasure, passed: bool) -> Accuracy:
+
+def _as_dict(report: Any) -> dict[str, Any] | None:
+    """A validation report as its manifest dict (typed ``ValidationReport`` or already a dict)."""
+    return report.to_dict() if hasattr(report, "to_dict") else report
+
+
+def accuracy_from(validation: Any, measure: AccuracyMeasure, passed: bool) -> Accuracy:
     """Accuracy drop in points: labelled top-1 (``labels``) or top-1 disagreement with the source (``agreement``)."""
-    validation = validation or {}
+    validation = _as_dict(validation) or {}
     rows = validation.get("outputs") or []
     real = [r for r in rows if str(r.get("inputs", "")).startswith("real")] or rows
     cos = [r["cosine"] for r in real if r.get("cosine") is not None]
@@ -65,6 +86,14 @@ def accuracy_from(validation: dict[str, Any] | None, measure: AccuracyMeasure, p
                     cosine=min(cos) if cos else None, parity_passed=passed)
 
 
+def _report_sha256(report: Any) -> str:
+    import hashlib
+    import json
+
+    report = _as_dict(report)
+    return hashlib.sha256(json.dumps(report, sort_keys=True, default=str).encode()).hexdigest() if report else ""
+
+
 def build_candidate(inp: Inputs, plan: ArtifactPlan, index: int, observer: Any = None) -> Built:
     from edgeify.build import build
     from edgeify.errors import EdgeifyError, InterruptedBuild, ParityError
@@ -76,13 +105,14 @@ def build_candidate(inp: Inputs, plan: ArtifactPlan, index: int, observer: Any =
         res = build(inp.model, target=spec, out=out, precision=plan.precision, engine=plan.engine,
                     calib=inp.calib, eval=inp.eval if inp.accuracy_measure == "labels" else None,
                     preprocess=inp.preprocess, input_shapes=list(inp.input_shapes) or None,
-                    use_cache=inp.use_cache, measure_latency=False, observer=observer)
+                    use_cache=inp.use_cache, measure_latency=False, observer=observer,
+                    trust_source=inp.trust_source)
     except InterruptedBuild:
         raise KeyboardInterrupt from None
     except ParityError as exc:
         report = getattr(exc, "report", None)
         return Built(plan, None, runtime, accuracy_from(report, "agreement", False), error=str(exc).splitlines()[0],
-                     status="parity-failed")
+                     status="parity-failed", report_sha256=_report_sha256(report))
     except EdgeifyError as exc:
         return Built(plan, None, runtime, None, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",
                      status="build-failed")
@@ -90,6 +120,29 @@ def build_candidate(inp: Inputs, plan: ArtifactPlan, index: int, observer: Any =
     q, total = count_ops(res.out)
     size = sum(int(f.get("size") or 0) for f in res.manifest.get("files", {}).values())
     return Built(plan, res.out, runtime, acc, size, q, total, manifest=res.manifest)
+
+
+class CandidateBuilder(Protocol):
+    """Where candidate builds run: in this process (``LocalBuilder``) or on a Ray cluster
+    (``remote_build.RayBuilder``). ``prefetch`` may start a round's builds ahead (until ``deadline``,
+    ``time.monotonic()``); ``build`` returns one candidate, prefetched or not."""
+
+    def prefetch(self, inp: Inputs, plans: Sequence[tuple[ArtifactPlan, int]], deadline: float) -> None: ...
+    def build(self, inp: Inputs, plan: ArtifactPlan, index: int) -> Built: ...
+    def close(self) -> None: ...
+
+
+class LocalBuilder:
+    """Each candidate built here when the search reaches it."""
+
+    def prefetch(self, inp: Inputs, plans: Sequence[tuple[ArtifactPlan, int]], deadline: float) -> None:
+        return None
+
+    def build(self, inp: Inputs, plan: ArtifactPlan, index: int) -> Built:
+        return build_candidate(inp, plan, index)
+
+    def close(self) -> None:
+        return None
 
 
 def with_recipe(plan: ArtifactPlan, recipe: Recipe, precision: str | None = None) -> ArtifactPlan:

@@ -93,7 +93,10 @@ def why(c: Candidate, cands: Sequence[Candidate], budgets: Budgets, objective: O
         r = runner[0]
         parts.append(f"next best {r.engine} {r.precision} ({r.recipe.name}, {r.settings.label()}) "
                      f"{r.latency(budgets.percentile):.3f} ms")
-    if c.precision == "int8-mixed":
+    if c.precision == "int8-mixed" and c.recipe.float_layers:
         parts.append(f"int8 with {len(c.recipe.float_layers)} layer(s) kept in float: "
                      f"{', '.join(c.recipe.float_layers)}")
+    elif c.precision == "int8-mixed" and c.total_ops is not None:  # e.g. NNCF accuracy control chose them
+        parts.append(f"int8 with {c.total_ops - (c.quantized_ops or 0)} of {c.total_ops} compute op(s) left in "
+                     f"float ({c.recipe.name})")
     return "; ".join(parts)

@@ -1,6 +1,8 @@
 """The quantization ladder for one engine: when int8 misses the accuracy budget (or its parity gate), go down
-rung by rung instead of giving up: other recipes; mixed precision (``int8-mixed``: the fewest most sensitive
-layers kept in float until the budget holds); fp16 / bf16; fp32 last. Each rung is recorded."""
+rung by rung instead of giving up: other recipes; mixed precision (``int8-mixed``: ONNX Runtime, the fewest most
+sensitive layers kept in float until the budget holds; OpenVINO, NNCF's ``quantize_with_accuracy_control`` over
+the eval set); int16 activations with int8 weights (``int16x8``, where the engine has them); bf16; fp16 (with the
+ops whose values overflow fp16 kept in fp32); fp32 last. Each rung is recorded."""
 
 from __future__ import annotations
 
@@ -25,14 +27,20 @@ class Runner(Protocol):
     def rank_layers(self, built: Built) -> list[tuple[str, float, tuple[str, ...]]]: ...
     def precisions_for(self, engine: str) -> list[str]: ...
     def out_of_time(self) -> bool: ...
+    def fp16_overflow(self, engine: str) -> tuple[str, ...]: ...
+    def max_accuracy_drop(self) -> float | None: ...
 
 
 def _rung(name: str, built: Built, p50: float | None, accepted: bool, reason: str = "") -> Rung:
+    """A duplicate build (the very artifact of an earlier rung or candidate) is recorded as skipped: the earlier
+    one's accuracy and latency stand, nothing is measured twice, and it is never accepted a second time."""
     acc = built.accuracy
+    dup = built.status == "duplicate"
     return Rung(rung=name, engine=built.plan.engine, precision=built.plan.precision, recipe=built.plan.recipe,
                 accuracy_drop=None if acc is None else acc.drop, parity_passed=bool(acc and acc.parity_passed),
                 cosine=None if acc is None else acc.cosine, latency_p50_ms=p50, quantized_ops=built.quantized_ops,
-                total_ops=built.total_ops, accepted=accepted, reason=reason or built.error)
+                total_ops=built.total_ops, accepted=accepted and not dup, skipped=dup,
+                reason=reason or (f"skipped: {built.error}" if dup else built.error))
 
 
 def run_ladder(runner: Runner, base: Built, base_p50: float | None, spec) -> tuple[list[Rung], Built | None]:
@@ -53,14 +61,31 @@ def run_ladder(runner: Runner, base: Built, base_p50: float | None, spec) -> tup
         if got is not None:
             return rungs, got
     q = quantize_step(spec, engine, "int8-mixed")
-    if q is not None and q[1] == "ort-quantize" and "int8-mixed" in spec.engines[engine].precisions:
-        got = _mixed(runner, base, q[0], rungs)
+    if q is not None and "int8-mixed" in runner.precisions_for(engine) and not runner.out_of_time():
+        got = None
+        if q[1] == "ort-quantize":
+            got = _mixed(runner, base, q[0], rungs)
+        elif q[1] == "nncf-quantize":  # NNCF reverts the layers that cost the most until the drop holds
+            drop = runner.max_accuracy_drop()
+            control = Recipe(name="accuracy-control", step=q[0], config={
+                "accuracy_control": True, "max_drop_points": 1.0 if drop is None else drop})
+            got = attempt("int8-mixed accuracy-control",
+                          ArtifactPlan(engine=engine, precision="int8-mixed", recipe=control))
         if got is not None:
             return rungs, got
-    for prec in ("bf16", "fp16", "fp32"):
+    for prec in ("int16x8", "bf16", "fp16", "fp32"):
         if prec not in runner.precisions_for(engine) or runner.out_of_time():
             continue
-        got = attempt(prec, ArtifactPlan(engine=engine, precision=prec))
+        name, plan = prec, ArtifactPlan(engine=engine, precision=prec)
+        q16 = quantize_step(spec, engine, "fp16") if prec == "fp16" else None
+        if q16 is not None and q16[1] == "ort-quantize":
+            keep = runner.fp16_overflow(engine)
+            if keep:  # plain fp16 would turn these values to inf: keep them in fp32 from the start
+                name = f"fp16 fp32: {', '.join(keep)}"
+                plan = ArtifactPlan(engine=engine, precision="fp16", recipe=Recipe(
+                    name=f"keep-fp32-{len(keep)}", step=q16[0], config={"fp16_keep_fp32": list(keep)},
+                    float_layers=keep))
+        got = attempt(name, plan)
         if got is not None:
             return rungs, got
     return rungs, None

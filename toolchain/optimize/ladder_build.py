@@ -23,7 +23,7 @@ def build_with_ladder(model: str | Path, *, target: str, out: str | Path, engine
                       calib: str | Path | None = None, eval: str | Path | None = None,
                       preprocess: str | Path | None = None, input_shapes: list[str] | None = None,
                       max_accuracy_drop: float | None = None, target_files: list[str] | tuple[str, ...] = (),
-                      use_cache: bool = True, measure_latency: bool = True,
+                      use_cache: bool = True, measure_latency: bool = True, trust_source: bool = False,
                       progress: Callable[[str], None] | None = None) -> Any:
     """Returns the ``BuildResult`` of the published rung; raises the last rung's gate error if none holds."""
     from edgeify.build import BuildResult
@@ -47,7 +47,8 @@ def build_with_ladder(model: str | Path, *, target: str, out: str | Path, engine
     measure = accuracy_measure_for(eval)
     inp = Inputs(model=str(model), spec=spec, work=work, calib=None if calib is None else str(calib),
                  eval=None if eval is None else str(eval), preprocess=None if preprocess is None else str(preprocess),
-                 input_shapes=tuple(input_shapes or ()), accuracy_measure=measure, use_cache=use_cache)
+                 input_shapes=tuple(input_shapes or ()), accuracy_measure=measure, use_cache=use_cache,
+                 trust_source=trust_source)
     try:
         search = Search(inp, spec, DeviceFacts.local(), Budgets(max_accuracy_drop=max_accuracy_drop), "accuracy",
                         "local", "build-ladder", None, say, engines=(eng_name,), precisions=("int8",))  # type: ignore

@@ -1,6 +1,6 @@
 """Count compute ops (Conv, MatMul, Gemm and the like) and how many of them run in int8, from a bundle's artifact.
 
-ONNX (QDQ): a compute node is int8 when its data input comes from a ``DequantizeLinear`` and (Conv, Gemm: ONNX
+ONNX (QDQ): a compute node is int8 when its data input comes from an 8-bit ``DequantizeLinear`` and (Conv, Gemm: ONNX
 Runtime only fuses a complete DQ -> op -> Q unit into an int8 kernel) its output goes to a ``QuantizeLinear``; or
 it is an integer op (``QLinearConv``, ``ConvInteger``, ``MatMulInteger``...). OpenVINO IR (NNCF): when its data
 input comes from a ``FakeQuantize``. So "int8" that is really float (everything excluded, weights-only
@@ -45,6 +45,9 @@ def _onnx(path: Path) -> tuple[int, int]:
 
     model = onnx.load(str(path), load_external_data=False)
     producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    dq_of = {o: n for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    wide = {i.name for i in model.graph.initializer
+            if i.data_type in (onnx.TensorProto.INT16, onnx.TensorProto.UINT16)}  # 16-bit zero points
     consumers: dict[str, list[str]] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -55,6 +58,9 @@ def _onnx(path: Path) -> tuple[int, int]:
         if n.op_type in ONNX_INTEGER:
             return True
         if not n.input or producer.get(n.input[0]) != "DequantizeLinear":
+            return False
+        dq = dq_of[n.input[0]]
+        if len(dq.input) > 2 and dq.input[2] in wide:  # int16x8: 16-bit activations, float compute in ORT
             return False
         if n.op_type == "MatMul":  # MatMulIntegerToFloat takes a float output
             return True

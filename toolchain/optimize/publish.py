@@ -50,7 +50,7 @@ def write_ladder_bundle(src: Path | None, out: Path, ladder: tuple[Rung, ...], *
     """Publish the ladder's accepted rung (``src``) at ``out`` with ``quantization.ladder``; returns the manifest
     (with the quick latency run under ``_latency`` when asked)."""
     from edgeify import bundle as bundle_mod
-    from edgeify.build import _quick_latency
+    from edgeify.build import quick_latency
     from edgeify_runtime.manifest import MANIFEST_NAME, Manifest, dumps
 
     staging = bundle_mod.staging_dir_for(out)
@@ -63,7 +63,7 @@ def write_ladder_bundle(src: Path | None, out: Path, ladder: tuple[Rung, ...], *
         manifest["quantization"] = quant
         path.write_text(dumps(manifest), encoding="utf-8")
         Manifest.read(staging)
-        latency = _quick_latency(staging) if measure_latency else None
+        latency = quick_latency(staging) if measure_latency else None
         bundle_mod.write_report(staging, manifest, latency)
         bundle_mod.publish(staging, out)
     finally:

@@ -75,6 +75,8 @@ class Candidate(_Frozen):
     status: Status = "not-run"
     reason: str = ""
     result_ids: tuple[int, ...] = ()
+    node: dict[str, Any] | None = Field(default=None, description="the Ray node that built the artifact (id, ip, "
+                                        "host, pid) with --executor ray; None: built in this process")
     bundle: str | None = Field(default=None, exclude=True)
 
     def key(self) -> str:
@@ -108,6 +110,7 @@ class Rung(_Frozen):
     quantized_ops: int | None = None
     total_ops: int | None = None
     accepted: bool = False
+    skipped: bool = Field(default=False, description="not measured: its build gave an artifact already tried")
     reason: str = ""
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .candidates import Built, Inputs, build_candidate
+from .candidates import Built, CandidateBuilder, Inputs, LocalBuilder, build_candidate
 from .choose import accuracy_ok, pareto
 from .ladder import qdq_model_path, run_ladder
 from .measure import SCREEN, Protocol, bench_candidate
@@ -30,10 +30,12 @@ CANNOT_BEAT = 1.3
 class Search:
     def __init__(self, inp: Inputs, spec: TargetSpec, facts: DeviceFacts, budgets: Budgets, objective: Objective,
                  device: str, run_id: str, full: Protocol, progress: Callable[[str], None],
-                 engines: tuple[str, ...] | None = None, precisions: tuple[str, ...] | None = None) -> None:
+                 engines: tuple[str, ...] | None = None, precisions: tuple[str, ...] | None = None,
+                 builder: CandidateBuilder | None = None) -> None:
         self.inp, self.spec, self.facts, self.budgets, self.objective = inp, spec, facts, budgets, objective
         self.device, self.run_id, self.full, self.say = device, run_id, full, progress
         self._filters = (engines, precisions)
+        self.builder: CandidateBuilder = builder or LocalBuilder()  # where candidates are built (here / Ray)
         self.space: SearchSpace = build_space(spec, facts, has_calib=inp.calib is not None, engines=engines,
                                               precisions=precisions)
         self.cands: list[Candidate] = []
@@ -42,6 +44,8 @@ class Search:
         self.ladders: dict[str, list[Rung]] = {}
         self.deadline = time.monotonic() + budgets.max_time_s
         self.stopped = ""
+        #: Ctrl-C / SIGTERM ended the search (what was measured is kept; the run exits 130)
+        self.interrupted = False
         self._facts_from_device = device == "local"
         #: False: build and check only (``edgeify build --ladder``), no benchmark runs
         self.measure = True
@@ -71,6 +75,28 @@ class Search:
         return accuracy_ok(Candidate(engine="-", precision="-", accuracy=built.accuracy,
                                      accuracy_drop=built.accuracy.drop), self.budgets)
 
+    def max_accuracy_drop(self) -> float | None:
+        return self.budgets.max_accuracy_drop
+
+    def fp16_overflow(self, engine: str) -> tuple[str, ...]:
+        """Nodes an fp16 build of ``engine`` must keep in fp32: its fp32 artifact (built and screened here if the
+        search has not yet) run on the calibration inputs, every tensor beyond fp16's range."""
+        from .overflow import fp32_nodes, overflow_tensors
+
+        if self.inp.calib is None:
+            return ()
+        built, _ = self.try_plan(ArtifactPlan(engine=engine, precision="fp32"))
+        path = qdq_model_path(built)
+        if not built.ok or path is None or built.manifest is None or built.manifest["engine"].get("format") != "onnx":
+            return ()
+        hot = overflow_tensors(path, self._calib_feeds(built.manifest), self.inp.work / "overflow")
+        if not hot:
+            return ()
+        keep = fp32_nodes(path, hot)
+        self.say(f"fp16 would overflow (|x| > 65504) in {', '.join(f'{k} ({v:.3g})' for k, v in hot.items())}: "
+                 f"keeping {', '.join(keep)} in fp32")
+        return keep
+
     def precisions_for(self, engine: str) -> list[str]:
         eng = self.spec.engines[engine]
         return [p for p in eng.precisions if p in self.spec.precisions and (p != "bf16" or self.facts.has_bf16)]
@@ -82,13 +108,17 @@ class Search:
         n = len(self.built) + 1
         label = f"{plan.engine} {plan.precision} ({plan.recipe.name})"
         self.say(f"[{n}] building {label}")
-        built = build_candidate(self.inp, plan, n)
+        built = self.builder.build(self.inp, plan, n)
+        twin = self._twin(built)
+        if twin is not None:  # e.g. ORT's entropy calibration in quantize_static: min-max's ranges exactly
+            return self._duplicate(key, built, twin, n, label)
         self.built[key] = built
         if not built.ok:
             self.cands.append(Candidate(engine=plan.engine, precision=plan.precision, recipe=plan.recipe,
                                         accuracy=built.accuracy,
                                         accuracy_drop=None if built.accuracy is None else built.accuracy.drop,
-                                        status=built.status, reason=built.error))  # type: ignore[arg-type]
+                                        status=built.status, reason=built.error,  # type: ignore[arg-type]
+                                        node=built.node))
             self.say(f"[{n}] {label}: {built.status}: {built.error}; {self._left()}")
             return built, None
         if not self.measure:
@@ -101,7 +131,36 @@ class Search:
         self.say(f"[{n}] {label}: accuracy drop {'-' if drop is None else f'{drop:.2f} pt'}, "
                  f"screening p50 {'-' if p50 is None else f'{p50:.3f} ms'}, "
                  f"{built.quantized_ops}/{built.total_ops} compute ops int8; {self._left()}")
+        from edgeify.steps.base import fault_point
+
+        fault_point("optimize-screened")  # interrupt tests: Ctrl-C lands after a candidate was measured
         return built, p50
+
+    def _twin(self, built: Built) -> Built | None:
+        """An artifact already built (same runtime) with the very same bytes as ``built``'s, or None. A build that
+        failed its parity gate has no bundle to hash: there the same parity report (every error metric, to the last
+        digit, on the same inputs) stands in, it would be judged the same."""
+        digest = built.artifact_sha256() if built.status in ("built", "parity-failed") else None
+        if digest is None:
+            return None
+        return next((b for b in self.built.values() if b.status == built.status and b.runtime == built.runtime
+                     and b.artifact_sha256() == digest), None)
+
+    def _duplicate(self, key: str, built: Built, twin: Built, n: int, label: str) -> tuple[Built, float | None]:
+        """Record a build whose artifact equals ``twin``'s as skipped (not measured again): same accuracy."""
+        tk = self._key(twin.plan)
+        same = "artifact" if built.ok else "parity report (parity failed: no bundle to hash)"
+        why = (f"same {same} as {twin.plan.engine} {twin.plan.precision} ({twin.plan.recipe.name}), sha256 "
+               f"{(built.artifact_sha256() or '')[:12]}: not measured again")
+        dup = dataclasses.replace(built, status="duplicate", duplicate_of=tk, error=why, accuracy=twin.accuracy)
+        self.built[key] = dup
+        self.cands.append(Candidate(engine=built.plan.engine, precision=built.plan.precision, recipe=built.plan.recipe,
+                                    accuracy=twin.accuracy, size_bytes=built.size_bytes,
+                                    accuracy_drop=None if twin.accuracy is None else twin.accuracy.drop,
+                                    quantized_ops=built.quantized_ops, total_ops=built.total_ops,
+                                    status="skipped", reason=why, node=built.node))
+        self.say(f"[{n}] {label}: skipped: {why}; {self._left()}")
+        return dup, self.p50.get(tk)
 
     def rank_layers(self, built: Built) -> list[tuple[str, float, tuple[str, ...]]]:
         from edgeify.targets.spec import Tolerance
@@ -138,7 +197,7 @@ class Search:
                          settings=settings, accuracy=built.accuracy,
                          accuracy_drop=None if built.accuracy is None else built.accuracy.drop,
                          size_bytes=built.size_bytes, quantized_ops=built.quantized_ops, total_ops=built.total_ops,
-                         bundle=str(built.bundle))
+                         bundle=str(built.bundle), node=built.node)
         try:
             m = bench_candidate(built.bundle, built.runtime, settings, SCREEN, device=self.device,  # type: ignore
                                 run_id=self.run_id)
@@ -175,21 +234,28 @@ class Search:
 
     # -- phases ----------------------------------------------------------------------------------------------
     def run(self) -> None:
-        """All phases; Ctrl-C or --max-time ends the current phase and keeps what was measured."""
+        """All phases; --max-time ends the search where it is, Ctrl-C / SIGTERM too (``interrupted``): what was
+        measured is kept (the results store has every benchmark already), the best so far is chosen from it."""
+        from edgeify_runtime.envelope import sigterm_as_interrupt
+
         try:
-            self._phase_artifacts()
-            self._phase_ladder()
-            self._phase_settings()
-            self._phase_full()
+            with sigterm_as_interrupt():
+                self._phase_artifacts()
+                self._phase_ladder()
+                self._phase_settings()
+                self._phase_full()
         except KeyboardInterrupt:
-            self.stopped = (f"interrupted (Ctrl-C) after {len(self.built)} artifact(s) and {len(self.cands)} "
-                            "candidate(s); reporting the best so far")
+            self.interrupted = True
+            self.stopped = (f"interrupted (Ctrl-C / SIGTERM) after {len(self.built)} artifact(s) and "
+                            f"{len(self.cands)} candidate(s); reporting the best so far")
             self.say(self.stopped)
 
     def _phase_artifacts(self) -> None:
         self.say(f"search space: {len(self.space.artifacts)} artifact(s) "
                  f"({', '.join(p.key() for p in self.space.artifacts)})"
                  + (f"; left out: {'; '.join(self.space.skipped)}" if self.space.skipped else ""))
+        todo = [p for p in self.space.artifacts if self._key(p) not in self.built]  # Ray: built at once, here
+        self.builder.prefetch(self.inp, [(p, len(self.built) + 1 + i) for i, p in enumerate(todo)], self.deadline)
         for plan in self.space.artifacts:
             if self.out_of_time():
                 return

@@ -24,6 +24,9 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: precisions a search starts from; ``int8-mixed`` only comes from the ladder
 SEARCH_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic", "int16x8")
 STATIC_PRECISIONS = ("int8", "int8-mixed", "int16x8")
+#: (runtime, precision) left to the ladder: ONNX Runtime's CPU provider has no 16-bit kernels, it runs int16x8 as
+#: float compute between 16-bit Q/DQ pairs (p50 about fp32's, weights int8-sized): only an accuracy rung
+LADDER_ONLY = frozenset({("onnxruntime", "int16x8")})
 
 
 class _Frozen(BaseModel):
@@ -166,6 +169,9 @@ def build_space(spec: TargetSpec, facts: DeviceFacts, *, has_calib: bool,
             continue
         for name, eng in spec.engines.items():
             if prec not in eng.precisions or (engines and name not in engines):
+                continue
+            if (eng.runtime, prec) in LADDER_ONLY and not precisions:  # unless asked for by --precision
+                skipped.append(f"{name} {prec}: only as a quantization-ladder rung (no 16-bit kernels on this engine)")
                 continue
             arts.append(ArtifactPlan(engine=name, precision=prec))
             arts += [ArtifactPlan(engine=name, precision=prec, recipe=r) for r in speed_recipes(spec, name, prec)]

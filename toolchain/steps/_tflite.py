@@ -15,6 +15,8 @@ from edgeify.errors import ConversionError
 from edgeify.noise import is_noise, native_stderr_filter
 from edgeify_runtime.manifest import TensorSpec
 
+from .records import IoQuantization, QParams
+
 # The TensorFlow Lite runtime release that first runs each builtin op version, from TensorFlow's
 # tensorflow/compiler/mlir/lite/tools/versioning/runtime_version.cc (the table the TF converter itself uses for
 # its `min_runtime_version` metadata). One line per op: the versions 1, 2, 3... in order; "-" = no such version.
@@ -286,7 +288,7 @@ def _fixed(shape: tuple[int | str, ...], batch: int) -> tuple[int, ...]:
 
 
 def signature(path: Path, source_in: list[TensorSpec], source_out: list[TensorSpec], *, batch: int,
-              io_dtype: str) -> tuple[list[TensorSpec], list[TensorSpec], dict[str, Any]]:
+              io_dtype: str) -> tuple[list[TensorSpec], list[TensorSpec], IoQuantization]:
     """The manifest signature of a converted model and its I/O quantization.
 
     Names and caller layouts come from the source signature; shapes from the .tflite, in the caller's layout
@@ -302,7 +304,7 @@ def signature(path: Path, source_in: list[TensorSpec], source_out: list[TensorSp
         interp = Interpreter(model_path=str(path))
         interp.allocate_tensors()
     ins, outs = ordered_io(interp)
-    io: dict[str, Any] = {"inputs": {}, "outputs": {}}
+    io: dict[str, dict[str, QParams]] = {"inputs": {}, "outputs": {}}
 
     def build(kind: str, src: list[TensorSpec], have: list[tuple[str, dict[str, Any]]]) -> list[TensorSpec]:
         if len(src) != len(have):
@@ -331,11 +333,12 @@ def signature(path: Path, source_in: list[TensorSpec], source_out: list[TensorSp
             q = quant_params(det) if np.dtype(det["dtype"]).kind in "iu" else None
             dtype = tensor_dtype if (io_dtype != "float32" and q is not None) else s.dtype
             if q is not None:
-                io[kind + "s"][s.name] = {"dtype": tensor_dtype, "scale": q[0], "zero_point": q[1]}
+                io[kind + "s"][s.name] = QParams(tensor_dtype, float(q[0]), int(q[1]))
             specs.append(TensorSpec(s.name, shape, dtype, layout, engine_layout))
         return specs
 
-    return build("input", source_in, ins), build("output", source_out, outs), io
+    specs_in, specs_out = build("input", source_in, ins), build("output", source_out, outs)
+    return specs_in, specs_out, IoQuantization(io["inputs"], io["outputs"])
 
 
 @contextlib.contextmanager

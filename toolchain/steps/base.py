@@ -5,116 +5,57 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .records import (
+    ARTIFACT_SCHEMA,
+    ExportFacts,
+    GraphFacts,
+    IoQuantization,
+    QParams,
+    Quantization,
+    Signature,
+    TfliteFacts,
+    ValidationReport,
+)
+
 if TYPE_CHECKING:
     from edgeify.data import Dataset
     from edgeify.sources import SourceModel
     from edgeify.targets.spec import EngineSpec, TargetSpec
-    from edgeify_runtime.manifest import TensorSpec
 
 
 @dataclass(frozen=True)
-class Signature:
-    """An artifact's named inputs and outputs (what the manifest's ``inputs``/``outputs`` hold)."""
-
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-
-    @classmethod
-    def from_meta(cls, meta: Mapping[str, Any]) -> Signature:
-        from edgeify_runtime.manifest import TensorSpec
-
-        return cls(tuple(TensorSpec.from_dict(t) for t in meta.get("inputs") or ()),
-                   tuple(TensorSpec.from_dict(t) for t in meta.get("outputs") or ()))
-
-    def to_meta(self) -> dict[str, Any]:
-        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs]}
-
-
-@dataclass(frozen=True)
-class QParams:
-    """Scale and zero point of one integer I/O tensor: ``real = (q - zero_point) * scale``."""
-
-    dtype: str
-    scale: float
-    zero_point: int
-
-
-@dataclass(frozen=True)
-class IoQuantization:
-    inputs: Mapping[str, QParams] = field(default_factory=dict)
-    outputs: Mapping[str, QParams] = field(default_factory=dict)
-
-    @classmethod
-    def from_meta(cls, d: Any) -> IoQuantization:
-        if not isinstance(d, Mapping):
-            return cls()
-
-        def side(x: Any) -> dict[str, QParams]:
-            return {str(n): QParams(str(q["dtype"]), float(q["scale"]), int(q["zero_point"]))
-                    for n, q in (x or {}).items()}
-        return cls(side(d.get("inputs")), side(d.get("outputs")))
-
-    def to_meta(self) -> dict[str, Any]:
-        return {k: {n: {"dtype": q.dtype, "scale": q.scale, "zero_point": q.zero_point} for n, q in v.items()}
-                for k, v in (("inputs", self.inputs), ("outputs", self.outputs))}
-
-
-@dataclass(frozen=True)
-class Quantization:
-    """How an artifact is quantized: ``method`` and ``weights`` always, integer I/O parameters when the I/O is
-    quantized, and whatever else the step records (tool, preset, calibration samples, ...) in ``details``."""
-
-    method: str = "none"
-    weights: str = "float32"
-    io_quantization: IoQuantization | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_meta(cls, d: Mapping[str, Any] | None) -> Quantization:
-        if not d:
-            return cls()
-        rest = {k: v for k, v in d.items() if k not in ("method", "weights", "io_quantization")}
-        io = d.get("io_quantization")
-        return cls(str(d.get("method", "none")), str(d.get("weights", "float32")),
-                   IoQuantization.from_meta(io) if isinstance(io, Mapping) else None, rest)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"method": self.method, "weights": self.weights, **self.details}
-        if self.io_quantization is not None:
-            out["io_quantization"] = self.io_quantization.to_meta()
-        return out
-
-
-@dataclass
 class Artifact:
-    """A model produced by a step: its files (the first is the one an engine loads) and what is known of it.
-
-    ``meta`` is the serialized form (it is what the step cache stores); read the facts through the typed views
-    ``signature``, ``quantization`` and ``validation``."""
+    """A model produced by a step: its files (the first is the one an engine loads) and the typed facts the
+    steps recorded about it. ``to_dict``/``from_dict`` is its one serialization (the step cache stores it)."""
 
     format: str
-    files: list[Path]
-    meta: dict[str, Any] = field(default_factory=dict)
+    files: tuple[Path, ...]
+    signature: Signature = field(default_factory=Signature)
+    quantization: Quantization = field(default_factory=Quantization)
+    validation: ValidationReport | None = None
+    export: ExportFacts | None = None
+    graph: GraphFacts | None = None
+    tflite: TfliteFacts | None = None
+    engine_min_version: str | None = None  # what the artifact's ops need (e.g. TFLite op versions)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "files", tuple(Path(f) for f in self.files))
+
+    def with_facts(self, format: str, files: Sequence[Path], **facts: Any) -> Artifact:
+        """A new artifact with this one's facts, ``facts`` replaced (a step's output from its input)."""
+        return replace(self, format=format, files=tuple(files), **facts)
 
     @property
-    def signature(self) -> Signature:
-        return Signature.from_meta(self.meta)
-
-    @property
-    def quantization(self) -> Quantization:
-        return Quantization.from_meta(self.meta.get("quantization"))
-
-    @property
-    def validation(self) -> dict[str, Any] | None:
-        return self.meta.get("validation")
+    def opset(self) -> int | None:
+        return self.export.opset if self.export is not None else None
 
     @property
     def path(self) -> Path:
@@ -132,6 +73,31 @@ class Artifact:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form; files by name (they live in one directory: a step's output or its cache entry)."""
+        d: dict[str, Any] = {"schema": ARTIFACT_SCHEMA, "format": self.format, "files": [p.name for p in self.files],
+                             "signature": self.signature.to_dict(), "quantization": self.quantization.to_dict()}
+        for name in ("validation", "export", "graph", "tflite"):
+            rec = getattr(self, name)
+            if rec is not None:
+                d[name] = rec.to_dict()
+        if self.engine_min_version is not None:
+            d["engine_min_version"] = self.engine_min_version
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], root: Path) -> Artifact:
+        """Read ``to_dict``'s form, files resolved in ``root``. Another schema version is a ``ValueError``."""
+        if d.get("schema") != ARTIFACT_SCHEMA:
+            raise ValueError(f"artifact schema {d.get('schema')!r}, this edgeify reads {ARTIFACT_SCHEMA}")
+
+        def opt(name: str, rec: Any) -> Any:
+            return rec.from_dict(d[name]) if d.get(name) is not None else None
+        return cls(str(d["format"]), tuple(root / str(n) for n in d["files"]), Signature.from_dict(d["signature"]),
+                   Quantization.from_dict(d.get("quantization")), opt("validation", ValidationReport),
+                   opt("export", ExportFacts), opt("graph", GraphFacts), opt("tflite", TfliteFacts),
+                   d.get("engine_min_version"))
 
 
 @dataclass
@@ -182,6 +148,7 @@ class Step:
             "input": input_digest,
             "tools": self.tool_versions(),
             "calibration": ctx.calib.sha256 if (self.uses_calibration and ctx.calib is not None) else None,
+            "artifact_schema": ARTIFACT_SCHEMA,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -220,3 +187,7 @@ def tool_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:
         except PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+__all__ = ["Artifact", "BuildContext", "IoQuantization", "QParams", "Quantization", "Signature", "Step",
+           "StepConfig", "ValidationReport", "fault_point", "fault_point_feed", "tool_versions"]

@@ -15,7 +15,8 @@ import numpy as np
 from edgeify.targets.spec import Tolerance
 from pydantic import Field
 
-from .base import Artifact, BuildContext, IoQuantization, QParams, Step, StepConfig, fault_point
+from .base import Artifact, BuildContext, Step, StepConfig, fault_point
+from .records import IoQuantization, NearMiss, QParams
 
 
 class CheckConfig(StepConfig):
@@ -55,7 +56,7 @@ class Check(Step):
         if self.config.runtime:  # the engine itself only exists on the device: check its artifact here instead
             ctx = replace(ctx, engine=ctx.engine.model_copy(
                 update={"runtime": self.config.runtime, "options": {}, "min_version": None}))
-        assemble(staged, ctx, artifact, steps=[], tools={}, validation=None)
+        assemble(staged, ctx, artifact, steps=[], tools={})
         io = artifact.quantization.io_quantization or IoQuantization()
         # parity compares like with like: the source's float values. An int8-I/O model (--io-dtype int8) is fed
         # inputs quantized with its own scale/zero point and its outputs are dequantized before comparing.
@@ -93,9 +94,9 @@ class Check(Step):
                 report = parity(inputs, outputs, reference.run, built, [o.name for o in model.outputs], tol, real,
                                 self.config.random_samples, self.config.seed, self.config.real_samples)
             except ParityError as err:
-                report = getattr(err, "report", None)
-                ratio = near_miss(report, self.config.near_miss_factor)
-                if not (labelled and ratio is not None and ctx.precision in self.config.accuracy_decides):
+                failed = getattr(err, "report", None)
+                ratio = near_miss(failed, self.config.near_miss_factor)
+                if failed is None or ratio is None or not (labelled and ctx.precision in self.config.accuracy_decides):
                     from edgeify.parity_ops import explain_failure  # the first ops whose outputs diverge
 
                     if ratio is not None and ctx.precision in self.config.accuracy_decides:
@@ -106,17 +107,14 @@ class Check(Step):
                 max_drop = self.config.default_max_accuracy_drop if max_drop is None else max_drop
                 ctx.progress(f"parity missed by {ratio:.2f}x the {ctx.precision} limit: accuracy on the labelled "
                              f"--eval data decides (max drop {max_drop} points)")
-                report = {**report, "passed": True, "near_miss": {
-                    "ratio": round(ratio, 4), "decided_by": "accuracy", "max_accuracy_drop": max_drop,
-                    "parity": err.message}}
+                report = replace(failed, passed=True, near_miss=NearMiss(round(ratio, 4), max_drop, err.message))
             if labelled:
                 ctx.progress(f"accuracy on {ctx.eval.count} labelled samples")
-                report["accuracy"] = accuracy(reference.run, built, ctx.eval, len(outputs), max_drop)
+                report = replace(report, accuracy=accuracy(reference.run, built, ctx.eval, len(outputs), max_drop))
         if self.config.runtime:
-            report["checked_with"] = f"{self.config.runtime} on the build host (the target engine runs on the device)"
-        meta = dict(artifact.meta)
-        meta["validation"] = report
-        return Artifact(artifact.format, list(artifact.files), meta)
+            report = replace(report, checked_with=f"{self.config.runtime} on the build host (the target engine "
+                                                  "runs on the device)")
+        return replace(artifact, validation=report)
 
 
 def _as_float(spec, quantized: dict) -> object:

@@ -15,6 +15,7 @@ from edgeify.errors import ConversionError, DataError
 from pydantic import Field
 
 from .base import Artifact, BuildContext, Step, StepConfig, fault_point_feed
+from .records import Quantization
 
 
 class NncfQuantizeConfig(StepConfig):
@@ -24,6 +25,11 @@ class NncfQuantizeConfig(StepConfig):
     model_type: Literal["transformer"] | None = Field(
         default=None, description="NNCF model type: 'transformer' keeps attention-sensitive ops in float")
     ignored_layers: tuple[str, ...] = Field(default=(), description="layer names kept in float (int8-mixed)")
+    accuracy_control: bool = Field(
+        default=False, description="int8-mixed: NNCF quantize_with_accuracy_control, reverting the layers that cost "
+                                   "the most to float until the drop holds (labelled --eval top-1, else top-1 "
+                                   "agreement with the source on the calibration inputs)")
+    max_drop_points: float = Field(default=1.0, ge=0, description="accuracy_control: allowed drop, points")
 
 
 class NncfQuantize(Step):
@@ -43,7 +49,6 @@ class NncfQuantize(Step):
 
         quiet_nncf_progress()  # its progress bars, from the Python API too
         model = ov.Core().read_model(str(artifact.path))
-        meta = dict(artifact.meta)
         try:
             if ctx.precision in ("int8", "int8-mixed"):
                 if ctx.calib is None:
@@ -58,20 +63,24 @@ class NncfQuantize(Step):
                 if self.config.ignored_layers:
                     extra["ignored_scope"] = nncf.IgnoredScope(names=list(self.config.ignored_layers), validate=False)
                 feed = nncf.Dataset(items, fault_point_feed("nncf-calibration"))  # identity unless a fault test pauses
-                model = nncf.quantize(model, feed, preset=preset, subset_size=len(items),
-                                      fast_bias_correction=self.config.fast_bias_correction, **extra)
-                meta["quantization"] = {"method": "static", "tool": "nncf", "preset": self.config.preset,
-                                        "weights": "int8 per-channel",
-                                        "activations": "int8" if self.config.preset == "performance" else "mixed",
-                                        "calibration_samples": min(ctx.calib.count, self.config.subset_size),
-                                        "fast_bias_correction": self.config.fast_bias_correction,
-                                        **({"model_type": self.config.model_type} if self.config.model_type else {}),
-                                        **({"float_layers": list(self.config.ignored_layers)}
-                                           if self.config.ignored_layers else {})}
+                control: dict = {}
+                if self.config.accuracy_control and ctx.precision == "int8-mixed":
+                    model, control = _accuracy_control(model, feed, ctx, self.config, preset, len(items), extra)
+                else:
+                    model = nncf.quantize(model, feed, preset=preset, subset_size=len(items),
+                                          fast_bias_correction=self.config.fast_bias_correction, **extra)
+                quant = Quantization(
+                    method="static", weights="int8 per-channel", tool="nncf",
+                    activations="int8" if self.config.preset == "performance" else "mixed",
+                    calibration_samples=min(ctx.calib.count, self.config.subset_size),
+                    float_layers=tuple(control.pop("float_layers", ())) or tuple(self.config.ignored_layers),
+                    details={**control, "preset": self.config.preset,
+                             "fast_bias_correction": self.config.fast_bias_correction,
+                             **({"model_type": self.config.model_type} if self.config.model_type else {})})
             elif ctx.precision == "int8-dynamic":
                 model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
-                meta["quantization"] = {"method": "weight-compression", "tool": "nncf", "weights": "int8 asym",
-                                        "activations": "float"}
+                quant = Quantization(method="weight-compression", weights="int8 asym", activations="float",
+                                     tool="nncf")
             else:
                 raise ConversionError(f"nncf-quantize has nothing to do for precision {ctx.precision!r}")
         except (DataError, ConversionError):
@@ -79,4 +88,44 @@ class NncfQuantize(Step):
         except Exception as exc:
             raise ConversionError(f"NNCF quantization failed: {type(exc).__name__}: {exc}") from None
         ov.save_model(model, str(out_dir / "model.xml"), compress_to_fp16=False)
-        return Artifact("openvino-ir", [out_dir / "model.xml", out_dir / "model.bin"], meta)
+        return artifact.with_facts("openvino-ir", [out_dir / "model.xml", out_dir / "model.bin"], quantization=quant)
+
+
+def _accuracy_control(model, feed, ctx: BuildContext, cfg: NncfQuantizeConfig, preset, subset: int,
+                      extra: dict) -> tuple[object, dict]:
+    """NNCF ``quantize_with_accuracy_control``: the validation metric is top-1 accuracy on labelled ``--eval``
+    data, else top-1 agreement with the source IR on the calibration inputs. Returns the model and what to record
+    (the measure, the allowed drop and the compute layers NNCF left in float)."""
+    import nncf
+    import numpy as np
+    import openvino as ov
+
+    items: list[tuple[dict, np.ndarray]] = []
+    if ctx.eval is not None and ctx.eval.labels is not None:
+        measure, off = "labels", 0
+        for batch in ctx.eval.batches():
+            n = len(next(iter(batch.values())))
+            items.append((batch, np.asarray(ctx.eval.labels[off:off + n])))
+            off += n
+    else:
+        measure = "agreement"
+        ref = ov.Core().compile_model(model, "CPU")
+        items = [(b, np.argmax(ref(b)[0], axis=-1)) for b in ctx.calib.batches(max_samples=cfg.subset_size)]
+
+    def validate(compiled, data) -> tuple[float, list[float]]:
+        hits = [np.asarray(np.argmax(compiled(x)[0], axis=-1) == y, dtype=float).reshape(-1) for x, y in data]
+        flat = np.concatenate(hits)
+        return float(flat.mean()), [float(h.mean()) for h in hits]
+
+    ctx.progress(f"NNCF accuracy control: top-1 {measure} on {sum(len(y) for _, y in items)} samples, "
+                 f"max drop {cfg.max_drop_points} points")
+    val = nncf.Dataset(items, lambda item: item[0])
+    model = nncf.quantize_with_accuracy_control(
+        model, feed, val, validation_fn=validate, max_drop=cfg.max_drop_points / 100.0,
+        drop_type=nncf.DropType.ABSOLUTE, preset=preset, subset_size=subset,
+        fast_bias_correction=cfg.fast_bias_correction, **extra)
+    compute = {"Convolution", "GroupConvolution", "MatMul"}
+    floats = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in compute
+              and op.input_value(0).get_node().get_type_name() != "FakeQuantize"]
+    return model, {"accuracy_control": {"measure": measure, "max_drop_points": cfg.max_drop_points},
+                   "float_layers": floats}

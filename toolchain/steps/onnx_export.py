@@ -9,6 +9,7 @@ from edgeify.errors import ConversionError, InputSignatureError
 from pydantic import Field
 
 from .base import Artifact, BuildContext, Step, StepConfig, fault_point
+from .records import ExportFacts, FixedDim, Signature
 
 
 class OnnxExportConfig(StepConfig):
@@ -32,7 +33,7 @@ class OnnxExport(Step):
 
         src = ctx.source
         out = out_dir / "model.onnx"
-        meta: dict = {}
+        upgraded_from: int | None = None
         if src.kind == "onnx":
             model = src.load()
             _refuse_custom_ops(ctx, model)
@@ -47,11 +48,11 @@ class OnnxExport(Step):
                 except Exception as exc:
                     raise ConversionError(f"upgrading the ONNX opset {opset} -> {self.config.min_opset} failed: {exc}",
                                           hint="re-export the model at opset 13 or newer") from None
-                meta["opset_upgraded_from"] = opset
-            meta["exporter"] = "none (ONNX source)"
+                upgraded_from = opset
+            exporter = "none (ONNX source)"
             save_single_file(model, out)
         else:
-            meta["exporter"] = self._export_torch(ctx, out)
+            exporter = self._export_torch(ctx, out)
         model = onnx.load(str(out))
         if self.config.max_opset is not None and opset_of(model) > self.config.max_opset:
             model = self._limit_opset(ctx, model, out)
@@ -61,12 +62,9 @@ class OnnxExport(Step):
 
             model = fix_input_dims(model, fixes)
             save_single_file(model, out)
-            meta["fixed_dims"] = fixes
-        meta["opset"] = opset_of(model)
         inputs, outputs = signature(model, torch_source=src.is_torch)
-        meta["inputs"] = [t.to_dict() for t in inputs]
-        meta["outputs"] = [t.to_dict() for t in outputs]
-        return Artifact("onnx", [out], meta)
+        export = ExportFacts(exporter, opset_of(model), upgraded_from, tuple(FixedDim.from_dict(f) for f in fixes))
+        return Artifact("onnx", (out,), Signature(tuple(inputs), tuple(outputs)), export=export)
 
     def _export_torch(self, ctx: BuildContext, out: Path) -> str:
         import torch

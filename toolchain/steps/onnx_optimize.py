@@ -12,6 +12,7 @@ from typing import Literal
 from edgeify.errors import ConversionError
 
 from .base import Artifact, BuildContext, Step, StepConfig
+from .records import GraphFacts
 
 
 class OnnxOptimizeConfig(StepConfig):
@@ -33,7 +34,7 @@ class OnnxOptimize(Step):
         assert artifact is not None
         model = onnx.load(str(artifact.path))
         nodes_before = len(model.graph.node)
-        meta = dict(artifact.meta)
+        slim_error: str | None = None
         if self.config.slim:
             import onnxslim
 
@@ -41,7 +42,7 @@ class OnnxOptimize(Step):
                 model = onnxslim.slim(model)
             except Exception as exc:  # onnxslim is an optimization: a failure is reported, not fatal
                 ctx.progress(f"onnxslim skipped: {type(exc).__name__}: {exc}")
-                meta["onnxslim_error"] = str(exc)
+                slim_error = str(exc)
         slim_path = save_single_file(model, out_dir / "slim.onnx")
         out = out_dir / "model.onnx"
         if self.config.ort_level == "basic":
@@ -63,5 +64,5 @@ class OnnxOptimize(Step):
             slim_path.unlink()
         else:
             slim_path.rename(out)
-        meta["nodes"] = {"before": nodes_before, "after": len(onnx.load(str(out)).graph.node)}
-        return Artifact("onnx", [out], meta)
+        graph = GraphFacts(nodes_before, len(onnx.load(str(out)).graph.node), slim_error)
+        return artifact.with_facts("onnx", [out], graph=graph)

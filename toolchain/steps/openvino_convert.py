@@ -7,6 +7,7 @@ from pathlib import Path
 from edgeify.errors import ConversionError
 
 from .base import Artifact, BuildContext, Step, StepConfig
+from .records import Quantization
 
 
 class OpenVinoConvertConfig(StepConfig):
@@ -29,8 +30,8 @@ class OpenVinoConvert(Step):
             ov.save_model(model, str(out_dir / "model.xml"), compress_to_fp16=compress)
         except Exception as exc:
             raise ConversionError(f"OpenVINO conversion failed: {type(exc).__name__}: {exc}") from None
-        meta = dict(artifact.meta)
+        quant = artifact.quantization
         if compress:
-            meta["quantization"] = {"method": "fp16", "weights": "float16 (compressed IR)",
-                                    "io": "float32", "compute": "engine default"}
-        return Artifact("openvino-ir", [out_dir / "model.xml", out_dir / "model.bin"], meta)
+            quant = Quantization(method="fp16", weights="float16 (compressed IR)", io="float32",
+                                 details={"compute": "engine default"})
+        return artifact.with_facts("openvino-ir", [out_dir / "model.xml", out_dir / "model.bin"], quantization=quant)

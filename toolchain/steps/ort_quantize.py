@@ -1,7 +1,9 @@
 """``ort-quantize``: ONNX Runtime quantization: fp16 weights+compute, int8 dynamic, int8 static QDQ.
 
 ``int8-mixed``: static QDQ int8 with the nodes in ``nodes_to_exclude`` kept in float (``edgeify optimize``'s
-quantization ladder picks them by layer-wise sensitivity).
+quantization ladder picks them by layer-wise sensitivity). ``int16x8``: static QDQ with 16-bit activations and int8
+weights (ONNX Runtime's CPU provider runs it with float compute between the 16-bit Q/DQ pairs: an accuracy rung).
+``fp16`` with ``fp16_keep_fp32``: the named nodes stay fp32 (the ladder finds the ones whose values overflow fp16).
 
 Static int8 uses calibration data, QDQ format, per-channel weights. The activation type is a per-target choice:
 U8S8 (uint8 activations) is ONNX Runtime's fast path on AVX2 without VNNI; S8S8 on VNNI/ARM (see targets).
@@ -16,6 +18,7 @@ from edgeify.errors import ConversionError, DataError
 from pydantic import Field
 
 from .base import Artifact, BuildContext, Step, StepConfig
+from .records import Quantization
 
 
 class OrtQuantizeConfig(StepConfig):
@@ -31,6 +34,8 @@ class OrtQuantizeConfig(StepConfig):
     op_types: tuple[str, ...] | None = Field(default=None, description="None: every op ORT can quantize")
     nodes_to_exclude: tuple[str, ...] = Field(
         default=(), description="node names kept in float (int8-mixed); names of the pre-processed graph")
+    fp16_keep_fp32: tuple[str, ...] = Field(
+        default=(), description="fp16: node names kept in fp32 (ops whose values overflow fp16's 65504)")
 
 
 class OrtQuantize(Step):
@@ -43,14 +48,13 @@ class OrtQuantize(Step):
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         assert artifact is not None
         out = out_dir / "model.onnx"
-        meta = dict(artifact.meta)
         try:
             if ctx.precision == "fp16":
-                meta["quantization"] = self._fp16(artifact.path, out)
+                quant = self._fp16(artifact.path, out)
             elif ctx.precision == "int8-dynamic":
-                meta["quantization"] = self._dynamic(artifact.path, out)
-            elif ctx.precision in ("int8", "int8-mixed"):
-                meta["quantization"] = self._static(ctx, artifact.path, out_dir, out)
+                quant = self._dynamic(artifact.path, out)
+            elif ctx.precision in ("int8", "int8-mixed", "int16x8"):  # int16x8: 16-bit activations, int8 weights
+                quant = self._static(ctx, artifact.path, out_dir, out)
             else:
                 raise ConversionError(f"ort-quantize has nothing to do for precision {ctx.precision!r}")
         except (ConversionError, DataError):
@@ -58,31 +62,36 @@ class OrtQuantize(Step):
         except Exception as exc:
             raise ConversionError(f"ONNX Runtime quantization ({ctx.precision}) failed: "
                                   f"{type(exc).__name__}: {exc}") from None
-        return Artifact("onnx", [out], meta)
+        return artifact.with_facts("onnx", [out], quantization=quant)
 
     def _qtype(self, name: str):
         from onnxruntime.quantization import QuantType
 
-        return QuantType.QUInt8 if name == "uint8" else QuantType.QInt8
+        return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8, "uint16": QuantType.QUInt16,
+                "int16": QuantType.QInt16}[name]
 
-    def _fp16(self, src: Path, out: Path) -> dict:
+    def _fp16(self, src: Path, out: Path) -> Quantization:
         import onnx
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+        keep = list(self.config.fp16_keep_fp32) or None
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=keep)
+        if keep:  # the converter casts every blocked node's output to fp16 and back, even between two blocked
+            _fold_cast_round_trips(model)  # nodes: that round trip is the overflow the block list is for
         onnx.save_model(model, str(out))
-        return {"method": "fp16", "weights": "float16", "io": "float32 (cast at the boundary)"}
+        return Quantization(method="fp16", weights="float16", io="float32 (cast at the boundary)",
+                            float_layers=tuple(self.config.fp16_keep_fp32))
 
-    def _dynamic(self, src: Path, out: Path) -> dict:
+    def _dynamic(self, src: Path, out: Path) -> Quantization:
         from onnxruntime.quantization import quantize_dynamic
 
         quantize_dynamic(str(src), str(out), weight_type=self._qtype(self.config.weight_type),
                          per_channel=self.config.per_channel, reduce_range=self.config.reduce_range,
                          op_types_to_quantize=list(self.config.op_types) if self.config.op_types else None)
-        return {"method": "dynamic", "weights": self.config.weight_type, "activations": "dynamic uint8",
-                "per_channel": self.config.per_channel}
+        return Quantization(method="dynamic", weights=self.config.weight_type, activations="dynamic uint8",
+                            details={"per_channel": self.config.per_channel})
 
-    def _static(self, ctx: BuildContext, src: Path, work: Path, out: Path) -> dict:
+    def _static(self, ctx: BuildContext, src: Path, work: Path, out: Path) -> Quantization:
         from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -107,9 +116,12 @@ class OrtQuantize(Step):
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[self.config.calibration_method]
         ctx.progress(f"calibrating on {ctx.calib.count} samples ({self.config.calibration_method})")
+        act = self.config.activation_type
+        if ctx.precision == "int16x8":  # 16-bit Q/DQ (opset 21); uint16 unless the target asks signed activations
+            act = "int16" if act == "int8" else "uint16"
         quantize_static(
             str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
-            activation_type=self._qtype(self.config.activation_type),
+            activation_type=self._qtype(act),
             weight_type=self._qtype(self.config.weight_type), per_channel=self.config.per_channel,
             reduce_range=self.config.reduce_range, calibrate_method=method,
             op_types_to_quantize=list(self.config.op_types) if self.config.op_types else None,
@@ -119,12 +131,43 @@ class OrtQuantize(Step):
         )
         if pre != src:
             pre.unlink(missing_ok=True)
-        scheme = ("U8" if self.config.activation_type == "uint8" else "S8") + \
+        scheme = {"uint8": "U8", "int8": "S8", "uint16": "U16", "int16": "S16"}[act] + \
                  ("U8" if self.config.weight_type == "uint8" else "S8")
-        return {"method": "static", "format": "QDQ", "scheme": scheme, "activations": self.config.activation_type,
-                "weights": self.config.weight_type, "per_channel": self.config.per_channel,
-                "calibration_method": self.config.calibration_method,
-                "symmetric_activations": self.config.symmetric_activations, "bias": (
-                    "int32" if self.config.quantize_bias else "float32"),
-                "calibration_samples": min(ctx.calib.count, self.config.max_calibration_samples),
-                **({"float_layers": list(self.config.nodes_to_exclude)} if self.config.nodes_to_exclude else {})}
+        return Quantization(
+            method="static", weights=self.config.weight_type, activations=act,
+            calibration_samples=min(ctx.calib.count, self.config.max_calibration_samples),
+            float_layers=tuple(self.config.nodes_to_exclude),
+            details={"format": "QDQ", "scheme": scheme, "per_channel": self.config.per_channel,
+                     "calibration_method": self.config.calibration_method,
+                     "symmetric_activations": self.config.symmetric_activations,
+                     "bias": "int32" if self.config.quantize_bias else "float32"})
+
+
+def _fold_cast_round_trips(model) -> None:
+    """Remove ``Cast(fp32 -> fp16) -> Cast(fp16 -> fp32)`` pairs: consumers of the second get the fp32 source."""
+    from onnx import TensorProto
+
+    graph = model.graph
+    to = {n.output[0]: n for n in graph.node if n.op_type == "Cast"}
+
+    def cast_to(n) -> int:
+        return next((a.i for a in n.attribute if a.name == "to"), -1)
+
+    outputs = {o.name for o in graph.output}
+    rename: dict[str, str] = {}
+    drop = set()
+    for n in graph.node:
+        first = to.get(n.input[0]) if n.op_type == "Cast" and n.input else None
+        if (first is not None and cast_to(n) == TensorProto.FLOAT and cast_to(first) == TensorProto.FLOAT16
+                and n.output[0] not in outputs):
+            rename[n.output[0]] = first.input[0]
+            drop.add(id(n))
+    keep = [n for n in graph.node if id(n) not in drop]
+    for n in keep:
+        for i, name in enumerate(n.input):
+            if name in rename:
+                n.input[i] = rename[name]
+    used = {i for n in keep for i in n.input} | outputs
+    keep = [n for n in keep if not (n.op_type == "Cast" and n.output[0] in to and n.output[0] not in used)]
+    del graph.node[:]
+    graph.node.extend(keep)

@@ -19,7 +19,7 @@ One step kind serves both kinds of source; what differs between them is the conv
 
 The input artifact is ``onnx-export``'s: for both kinds it carries the signature (names, shapes, dtypes,
 layouts) that calibration data and the manifest are checked against. The output is a set of ``.tflite`` files
-with ``meta["variants"]`` (variant -> file name). The cache key holds the route, the variant a litert-torch
+with ``TfliteFacts.variants`` (variant -> file name). The cache key holds the route, the variant a litert-torch
 run makes (or ``all`` for onnx2tf), the calibration hash where a variant is calibrated, the step config and the
 tool versions -- never the target, so ``rpi4``, ``rpi5`` and ``android-arm64`` builds of a model share it.
 """
@@ -44,6 +44,7 @@ from ._onnx2tf_prep import VERSION as PREP_VERSION
 from ._onnx2tf_prep import fuse_gelu
 from ._tflite import quiet_converter, run_error
 from .base import Artifact, BuildContext, Step, StepConfig, tool_versions
+from .records import ARTIFACT_SCHEMA, TfliteFacts
 
 #: the file onnx2tf loads from its working directory instead of downloading it (20 RGB images, 128x128)
 ONNX2TF_SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
@@ -113,27 +114,25 @@ class TfliteConvert(Step):
             "input": input_digest, "source": ctx.source.sha256 if route == "litert-torch" else None,
             "tools": self.tool_versions(),
             "calibration": ctx.calib.sha256 if (calibrated and ctx.calib is not None) else None,
-            "onnx_rewrites": PREP_VERSION if route == "onnx2tf" else None,
+            "onnx_rewrites": PREP_VERSION if route == "onnx2tf" else None, "artifact_schema": ARTIFACT_SCHEMA,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     # -- run -----------------------------------------------------------------------------------------------
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
-        if artifact is None or "inputs" not in artifact.meta:
+        if artifact is None or artifact.format != "onnx" or not artifact.signature.inputs:
             raise ConversionError("tflite-convert needs the onnx-export step's output as its input")
-        meta = {k: artifact.meta[k] for k in ("inputs", "outputs", "opset", "exporter") if k in artifact.meta}
-        meta["batch"] = self.config.batch
-        inputs = list(artifact.meta["inputs"])
+        inputs = [t.to_dict() for t in artifact.signature.inputs]
         if self.route(ctx) == "litert-torch":
-            files, info = self._litert_torch(ctx, inputs, self.variant(ctx), out_dir)
+            files, facts = self._litert_torch(ctx, inputs, self.variant(ctx), out_dir)
         else:
-            files, info = self._onnx2tf(ctx, inputs, artifact.path, out_dir)
-        meta.update(info)
-        return Artifact("tflite-variants", files, meta)
+            files, facts = self._onnx2tf(ctx, inputs, artifact.path, out_dir)
+        # signature and export facts carried over; quantization and graph facts belong to the ONNX file
+        return Artifact("tflite-variants", tuple(files), artifact.signature, export=artifact.export, tflite=facts)
 
     # -- PyTorch: litert-torch -----------------------------------------------------------------------------
     def _litert_torch(self, ctx: BuildContext, inputs: list[dict[str, Any]], variant: str,
-                      out_dir: Path) -> tuple[list[Path], dict[str, Any]]:
+                      out_dir: Path) -> tuple[list[Path], TfliteFacts]:
         import numpy as np
         import torch
 
@@ -145,8 +144,7 @@ class TfliteConvert(Step):
         args = tuple(torch.from_numpy(np.zeros(s, dtype=np.dtype(t["dtype"])))
                      for t, s in zip(inputs, shapes, strict=True))
         out = out_dir / f"model_{variant}.tflite"
-        info: dict[str, Any] = {"converter": "litert-torch", "route": "litert-torch",
-                                "variants": {variant: out.name}, "calibration_samples": None}
+        samples: int | None = None
         with quiet_converter():
             import litert_torch
 
@@ -155,14 +153,14 @@ class TfliteConvert(Step):
                     edge = litert_torch.convert(module, args)
                 else:
                     prepared, quant_config, n = self._pt2e(ctx, module, args, names, dynamic=variant != "int8")
-                    info["calibration_samples"] = n
+                    samples = n
                     edge = litert_torch.convert(prepared, args, quant_config=quant_config)
                 edge.export(str(out))
             except (ConversionError, DataError):
                 raise
             except Exception as exc:
                 raise _torch_error(exc, module, args) from None
-        return [out], info
+        return [out], TfliteFacts("litert-torch", self.config.batch, {variant: out.name}, calibration_samples=samples)
 
     def _pt2e(self, ctx: BuildContext, module: Any, args: tuple[Any, ...], names: list[str],
               dynamic: bool) -> tuple[Any, Any, int | None]:
@@ -194,7 +192,7 @@ class TfliteConvert(Step):
 
     # -- ONNX: onnx2tf -------------------------------------------------------------------------------------
     def _onnx2tf(self, ctx: BuildContext, inputs: list[dict[str, Any]], onnx_path: Path,
-                 out_dir: Path) -> tuple[list[Path], dict[str, Any]]:
+                 out_dir: Path) -> tuple[list[Path], TfliteFacts]:
         import numpy as np
 
         opts = self.config.onnx2tf
@@ -285,11 +283,11 @@ class TfliteConvert(Step):
                          + (f" ({', '.join(sorted(flex))}: Select TF ops)" if flex else "")
                          + (f" ({', '.join(sorted(broken))}: do not run)" if broken else "")
                          + ": tflite-quantize makes the one a build needs from the fp32 model (ai-edge-quantizer)")
-        info = {"converter": "onnx2tf", "route": "onnx2tf", "variants": variants, "onnxsim": onnxsim_used,
-                "calibrated": calibrated, "calibration_samples": samples or None,
-                "quant_type": opts.quant_type, "pseudo_ops": list(opts.pseudo_ops), "gelu_rewritten": gelus,
-                "dropped_variants": {**{k: f"Select TF ops {', '.join(v)}" for k, v in flex.items()}, **broken}}
-        return kept, info
+        facts = TfliteFacts("onnx2tf", self.config.batch, variants, calibrated, samples or None, details={
+            "onnxsim": onnxsim_used, "quant_type": opts.quant_type, "pseudo_ops": list(opts.pseudo_ops),
+            "gelu_rewritten": gelus,
+            "dropped_variants": {**{k: f"Select TF ops {', '.join(v)}" for k, v in flex.items()}, **broken}})
+        return kept, facts
 
 
 # -- errors that name the op ------------------------------------------------------------------------------------

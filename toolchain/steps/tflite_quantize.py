@@ -21,20 +21,21 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from edgeify.errors import ConversionError, DataError
 from pydantic import Field
 
 from .base import Artifact, BuildContext, Step, StepConfig
+from .records import ARTIFACT_SCHEMA, Quantization, Signature
 
-METHODS: dict[str, dict[str, Any]] = {
-    "fp32": {"method": "none", "weights": "float32", "activations": "float32"},
-    "fp16": {"method": "fp16", "weights": "float16 (dequantized to float32 at load)", "activations": "float32"},
-    "int8-dynamic": {"method": "dynamic", "weights": "int8", "activations": "float32, int8 at run time"},
-    "int8": {"method": "static", "weights": "int8", "activations": "int8"},
-    "int16x8": {"method": "static", "weights": "int8", "activations": "int16"},
+METHODS: dict[str, Quantization] = {
+    "fp32": Quantization("none", "float32", "float32"),
+    "fp16": Quantization("fp16", "float16 (dequantized to float32 at load)", "float32"),
+    "int8-dynamic": Quantization("dynamic", "int8", "float32, int8 at run time"),
+    "int8": Quantization("static", "int8", "int8"),
+    "int16x8": Quantization("static", "int8", "int16"),
 }
 FP16_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_2D_TRANSPOSE", "EMBEDDING_LOOKUP")
 
@@ -55,64 +56,61 @@ class TfliteQuantize(Step):
     def cache_key(self, ctx: BuildContext, input_digest: str) -> str:
         payload = {"kind": self.kind, "config": self.config.model_dump(mode="json"), "precision": ctx.precision,
                    "io_dtype": ctx.io_dtype, "input": input_digest, "tools": self.tool_versions(),
-                   "calibration": ctx.calib.sha256 if (ctx.precision in ("int8", "int16x8") and ctx.calib) else None}
+                   "calibration": ctx.calib.sha256 if (ctx.precision in ("int8", "int16x8") and ctx.calib) else None,
+                   "artifact_schema": ARTIFACT_SCHEMA}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
-        from edgeify_runtime.manifest import TensorSpec
-
         from . import _tflite
 
-        if artifact is None or "variants" not in artifact.meta:
+        if artifact is None or artifact.tflite is None or not artifact.tflite.variants:
             raise ConversionError("tflite-quantize needs the tflite-convert step's output as its input")
-        variants: dict[str, str] = artifact.meta["variants"]
+        conv = artifact.tflite
+        variants = dict(conv.variants)
         files = {p.name: p for p in artifact.files}
         prec, io_dtype = ctx.precision, ctx.io_dtype
         if io_dtype != "float32" and prec != "int8":
             raise ConversionError(f"--io-dtype {io_dtype} applies to --precision int8 only")
-        converter = artifact.meta.get("converter", "?")
+        converter = conv.converter
         out = out_dir / "model.tflite"
-        quant = dict(METHODS[prec])
+        samples: int | None = None
         key = "int8-io-int8" if (prec == "int8" and io_dtype == "int8" and "int8-io-int8" in variants) else prec
         if key in variants:
-            if prec in ("int8", "int16x8") and artifact.meta.get("calibrated") is False:
+            if prec in ("int8", "int16x8") and conv.calibrated is False:
                 raise DataError(f"{prec} needs calibration data", hint="pass --calib")
             shutil.copyfile(files[variants[key]], out)
-            quant["tool"] = {"litert-torch": "litert-torch (PT2E)" if prec.startswith("int8") else "litert-torch",
-                             "onnx2tf": "onnx2tf (TensorFlow Lite converter)"}.get(converter, converter)
+            tool = {"litert-torch": "litert-torch (PT2E)" if prec.startswith("int8") else "litert-torch",
+                    "onnx2tf": "onnx2tf (TensorFlow Lite converter)"}.get(converter, converter)
+            if prec in ("int8", "int16x8"):  # calibrated by the converter
+                samples = conv.calibration_samples
         elif "fp32" in variants and prec == "fp16":
             with _tflite.quiet_converter():
                 self._fp16(files[variants["fp32"]], out)
-            quant["tool"] = "ai-edge-quantizer (float16 weights)"
+            tool = "ai-edge-quantizer (float16 weights)"
         elif "fp32" in variants and prec in ("int16x8", "int8"):
             with _tflite.quiet_converter():
-                quant["calibration_samples"] = self._static(ctx, files[variants["fp32"]], out)
+                samples = self._static(ctx, files[variants["fp32"]], out)
             act = "int16" if prec == "int16x8" else "int8"
-            quant["tool"] = f"ai-edge-quantizer (static, {act} activations, min/max calibration)"
+            tool = f"ai-edge-quantizer (static, {act} activations, min/max calibration)"
         elif "fp32" in variants and prec == "int8-dynamic":
             with _tflite.quiet_converter():
                 self._dynamic(files[variants["fp32"]], out)
-            quant["tool"] = "ai-edge-quantizer (dynamic: int8 weights, activations quantized at run time)"
+            tool = "ai-edge-quantizer (dynamic: int8 weights, activations quantized at run time)"
         else:
             raise ConversionError(f"{converter} produced no {prec} model (variants: {sorted(variants)})")
-        if key in variants and prec in ("int8", "int16x8"):  # calibrated by the converter
-            quant["calibration_samples"] = artifact.meta.get("calibration_samples")
-        src_in = [TensorSpec.from_dict(t) for t in artifact.meta["inputs"]]
-        src_out = [TensorSpec.from_dict(t) for t in artifact.meta["outputs"]]
-        ins, outs, io = _tflite.signature(out, src_in, src_out, batch=int(artifact.meta.get("batch", 1)),
+        src = artifact.signature
+        ins, outs, io = _tflite.signature(out, list(src.inputs), list(src.outputs), batch=conv.batch,
                                           io_dtype=io_dtype)
         if io_dtype == "int8":
             wrong = [t.name for t in (*ins, *outs) if t.dtype != "int8"]
             if wrong:
                 raise ConversionError(f"--io-dtype int8: the {converter} model has non-int8 I/O tensors {wrong}")
-        quant["converter"] = converter
-        quant["io_dtype"] = io_dtype
-        quant["io_quantization"] = io
         versions = _tflite.min_runtime_version(out, floor=ctx.engine.min_version)
-        meta = {k: v for k, v in artifact.meta.items() if k not in ("variants", "inputs", "outputs")}
-        meta.update(inputs=[t.to_dict() for t in ins], outputs=[t.to_dict() for t in outs], quantization=quant,
-                    engine_min_version=versions["min_version"], tflite_ops=versions, variant=key)
-        return Artifact("tflite", [out], meta)
+        quantization = replace(METHODS[prec], tool=tool, converter=converter, io_dtype=io_dtype,
+                               io_quantization=io, calibration_samples=samples)
+        return artifact.with_facts("tflite", [out], signature=Signature(tuple(ins), tuple(outs)),
+                                   quantization=quantization, engine_min_version=versions["min_version"],
+                                   tflite=replace(conv, variants={}, variant=key, ops=versions))
 
     def _fp16(self, src: Path, out: Path) -> None:
         from ai_edge_quantizer import qtyping, quantizer
