@@ -10,6 +10,11 @@
 2. The digits CNN (examples/digits/train.py) with --max-accuracy-drop 0.3: what it chose and why.
 3. The outlier model (examples/outlier/make_model.py): plain int8 fails its gate; optimize's int8-mixed bundle
    latency against plain int8 (built with the gate open, only to time it) and fp32, back to back.
+4. The ladder's lower rungs (a target without int8-mixed): int16x8 on the outlier model, fp16 with the overflowing
+   ops kept in fp32 on its 1e5x variant, OpenVINO's NNCF accuracy-control rung; each rung's accuracy and p50.
+
+The CPU (lscpu model name and the flags that matter here) and the load average are recorded with the numbers;
+results go to benchmarks/results/optimize-STAMP.json and a markdown table beside it (.md).
 
 Random weights and random calibration inputs for the two CNNs (speed, not accuracy). Each artifact runs in its own
 agent process. The machine is shared: compare ratios measured in one run. JSON goes to benchmarks/results/.
@@ -125,15 +130,58 @@ def digits(work: Path) -> dict:
             "pareto": [res.candidates[i].key() for i in res.pareto]}
 
 
+LOW_TARGET = """
+[[targets]]
+name = "x86-ladder-low"
+extends = "x86-cpu"
+status = "benchmark: the ladder's lower rungs (no int8-mixed)"
+precisions = ["fp32", "fp16", "int8", "int16x8"]
+default_engine = { fp32 = "onnxruntime", fp16 = "onnxruntime", int8 = "onnxruntime", int16x8 = "onnxruntime" }
+cpu = { features = ["avx2", "fma"] }
+"""
+
+
+def _rungs(res) -> list[dict]:
+    return [{"rung": r.rung, "precision": r.precision, "drop": r.accuracy_drop, "parity": r.parity_passed,
+             "p50_screen_ms": r.latency_p50_ms, "int8_ops": f"{r.quantized_ops}/{r.total_ops}",
+             "accepted": r.accepted, "skipped": r.skipped} for r in res.ladder]
+
+
+def ladder_rungs(work: Path) -> dict:
+    """int16x8 and fp16-with-fp32-islands through a target without int8-mixed; OpenVINO accuracy control."""
+    from edgeify.optimize import optimize
+
+    mk = _module(REPO / "examples/outlier/make_model.py", "edgeify_bench_outlier_rungs")
+    target = work / "low.toml"
+    target.write_text(LOW_TARGET)
+    out = {}
+    for name, scale, engine, tgt in (("int16x8 (outlier 1000x)", 1000.0, "onnxruntime", "x86-ladder-low"),
+                                     ("fp16 keep-fp32 (outlier 1e5x)", 1e5, "onnxruntime", "x86-ladder-low"),
+                                     ("openvino accuracy control (outlier 1000x)", 1000.0, "openvino", "auto")):
+        paths = mk.make(work / f"rungs-{scale:g}", outlier_scale=scale)
+        t0 = time.perf_counter()
+        res = optimize(paths["model"], target=tgt, target_files=[str(target)], calib=paths["calib"],
+                       eval=paths["eval"], max_accuracy_drop=1.0, engines=[engine], precisions=["int8"],
+                       out=work / f"rungs-best-{len(out)}", progress=lambda m: _say(f"rungs: {m}"))
+        ch = res.chosen
+        out[name] = {"wall_s": round(time.perf_counter() - t0, 1), "rungs": _rungs(res),
+                     "chosen": ch and {"precision": ch.precision, "recipe": ch.recipe.name,
+                                       "p50": ch.latency_ms.get("p50"), "accuracy_drop": ch.accuracy_drop}}
+    return out
+
+
 def outlier(work: Path) -> dict:
     from edgeify.build import build
     from edgeify.errors import EdgeifyError
     from edgeify.optimize import optimize
+    from edgeify.optimize.autotarget import choose_target
+    from edgeify.optimize.space import DeviceFacts
     from edgeify.targets import load_registry
     from edgeify.targets.spec import Tolerance
 
     paths = _module(REPO / "examples/outlier/make_model.py", "edgeify_bench_outlier").make(work / "outlier")
-    spec = load_registry().get("x86-avx512")
+    # this machine's board: x86-avx512's U8S8 without reduce_range saturates on a CPU without VNNI
+    spec = choose_target(load_registry(), DeviceFacts.local())[0]
     try:
         build(paths["model"], target=spec, engine="onnxruntime", precision="int8", calib=paths["calib"],
               eval=paths["eval"], max_accuracy_drop=1.0, out=work / "outlier-plain", measure_latency=False)
@@ -146,17 +194,17 @@ def outlier(work: Path) -> dict:
                   eval=paths["eval"], out=work / "outlier-int8-open", measure_latency=False)
     fp32 = build(paths["model"], target=spec, engine="onnxruntime", precision="fp32", out=work / "outlier-fp32",
                  measure_latency=False)
-    res = optimize(paths["model"], target="x86-avx512", calib=paths["calib"], eval=paths["eval"],
+    res = optimize(paths["model"], target=spec.name, calib=paths["calib"], eval=paths["eval"],
                    max_accuracy_drop=1.0, engines=["onnxruntime"], precisions=["int8"], out=work / "outlier-mixed",
                    progress=lambda m: _say(f"outlier: {m}"))
     ch = res.chosen
     lat = _back_to_back({"int8_mixed": (work / "outlier-mixed", 1), "int8_plain": (plain.out, 1),
                          "fp32": (fp32.out, 1)}, spec.bench)
     return {"plain_int8_gate": plain_gate,
-            "plain_int8_accuracy_drop": plain.validation.get("accuracy", {}).get("drop_points"),
+            "plain_int8_accuracy_drop": plain.validation.accuracy and plain.validation.accuracy.drop_points,
             "chosen": {"precision": ch.precision, "float_layers": list(ch.recipe.float_layers),
                        "int8_ops": f"{ch.quantized_ops}/{ch.total_ops}", "accuracy_drop": ch.accuracy_drop},
-            "ladder": [{"rung": r.rung, "drop": r.accuracy_drop, "accepted": r.accepted} for r in ch.ladder],
+            "target": spec.name, "ladder": _rungs(res),
             "p50_ms_threads1_back_to_back": lat}
 
 
@@ -189,6 +237,65 @@ def x86_kernels(work: Path) -> dict:
                                                or "amx" in f], "p50_ms": _back_to_back(arts, spec.bench)}
 
 
+#: CPU flags that change which engine / precision / kernel wins here
+FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+         "avx512_fp16", "f16c")
+
+
+def cpu_record() -> dict:
+    """lscpu's model name, cores and the flags that matter here (present and absent), the load average."""
+    import os
+    import subprocess
+
+    info: dict = {}
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines():
+            k, _, v = line.partition(":")
+            info[k.strip()] = v.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    flags = set(info.get("Flags", "").split())
+    return {"model": info.get("Model name"), "cpus": info.get("CPU(s)"),
+            "threads_per_core": info.get("Thread(s) per core"),
+            "flags_present": [f for f in FLAGS if f in flags], "flags_absent": [f for f in FLAGS if f not in flags],
+            "loadavg_1_5_15": list(os.getloadavg())}
+
+
+def markdown(out: dict) -> str:
+    cpu = out["cpu"]
+    lines = [f"# edgeify optimize benchmark {out['stamp']}", "",
+             f"CPU: {cpu['model']} ({cpu['cpus']} CPUs); flags: {', '.join(cpu['flags_present'])}; "
+             f"absent: {', '.join(cpu['flags_absent'])}. Load average at start {cpu['loadavg_1_5_15']}, "
+             f"at end {out.get('loadavg_end')}. {out['note']}.", ""]
+    if out.get("cnns"):
+        lines += ["| model | target | chosen | settings | hand fastest | chosen p50 ms | hand p50 ms | ratio | "
+                  "search s | candidates |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in out["cnns"]:
+            ch, b2b = r["chosen"], r.get("back_to_back_p50", {})
+            lines.append(f"| {r['model']} | {r['target']} | {ch['engine']} {ch['precision']} ({ch['recipe']}) | "
+                         f"{ch['settings']} | {r.get('hand_fastest', '-')} | {b2b.get('chosen', '-')} | "
+                         f"{b2b.get('hand_fastest', '-')} | {r.get('ratio', '-')} | {r['search_wall_s']} | "
+                         f"{r['candidates']} |")
+        lines.append("")
+    if out.get("digits"):
+        d = out["digits"]["chosen"]
+        lines += [f"Digits CNN (--max-accuracy-drop 0.3): {d['engine']} {d['precision']} ({d['recipe']}), p50 "
+                  f"{d['p50']} ms, drop {d['accuracy_drop']} pt, int8 ops {d['int8_ops']}; why: {d['why']}", ""]
+    sections = [("outlier", out.get("outlier", {}).get("ladder", []))]
+    sections += [(k, v["rungs"]) for k, v in (out.get("ladder_rungs") or {}).items()]
+    for title, rungs in sections:
+        if not rungs:
+            continue
+        lines += [f"Ladder, {title}:", "", "| rung | precision | drop pt | parity | p50 ms (screen) | int8 ops | "
+                  "accepted | skipped |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['rung']} | {r['precision']} | {r['drop']} | {r['parity']} | {r['p50_screen_ms']} | "
+                  f"{r['int8_ops']} | {r['accepted']} | {r['skipped']} |" for r in rungs]
+        lines.append("")
+    if out.get("outlier"):
+        lines += [f"Outlier p50 back to back, 1 thread (ms): {out['outlier']['p50_ms_threads1_back_to_back']}", ""]
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
@@ -197,10 +304,10 @@ def main() -> int:
     ap.add_argument("--x86-kernels", action="store_true", help="only the S8S8/U8S8 and bf16/f32 measurement")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args()
-    from edgeify_runtime.fingerprint import cpu_info
-
     work = Path(tempfile.mkdtemp(prefix="edgeify-bench-opt-"))
-    out: dict = {"cpu": cpu_info().get("model"), "note": "shared 2-core machine: compare ratios within this run"}
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out: dict = {"stamp": stamp, "cpu": cpu_record(),
+                 "note": "shared 2-core machine: compare ratios measured within this run"}
     t0 = time.perf_counter()
     if args.x86_kernels:
         out["x86_kernels"] = x86_kernels(work)
@@ -208,11 +315,15 @@ def main() -> int:
         out["cnns"] = [cnn(m, work, args.max_time, not args.skip_sweep) for m in args.models]
         out["digits"] = digits(work)
         out["outlier"] = outlier(work)
+        out["ladder_rungs"] = ladder_rungs(work)
     out["total_s"] = round(time.perf_counter() - t0, 1)
+    import os
+
+    out["loadavg_end"] = list(os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = args.out / f"optimize-{stamp}.json"
     path.write_text(json.dumps(out, indent=2, default=str))
+    path.with_suffix(".md").write_text(markdown(out) + "\n")
     print(json.dumps(out, indent=2, default=str))
     print(f"wrote {path}", file=sys.stderr)
     return 0

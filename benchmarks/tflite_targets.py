@@ -87,22 +87,21 @@ def main() -> int:
                 total = time.perf_counter() - t0
                 steps = {s["id"]: s for s in res.steps}
                 conv = steps["convert"]
-                real = next(o for o in res.validation["outputs"] if o["inputs"].startswith("real"))
+                real = next(o for o in res.validation.outputs if o.inputs.startswith("real"))
                 bench = subprocess.run([sys.executable, "-m", "edgeify", "bench", str(out), "--threads",
                                         str(args.threads), "--format", "json", "--no-store"],
                                        capture_output=True, text=True, check=True)
                 lat = json.loads(bench.stdout)
-                acc = res.validation.get("accuracy") or {}
+                acc = res.validation.accuracy
                 rows.append({
                     "model": model, "source": kind, "precision": prec, "target": args.target,
-                    "converter": res.manifest["quantization"].get("converter"),
-                    "tool": res.manifest["quantization"].get("tool"),
+                    "converter": res.quantization.converter, "tool": res.quantization.tool,
                     "convert_s": None if conv["cached"] else conv["seconds"],
                     "quantize_s": steps["quantize"]["seconds"], "build_s": round(total, 2),
-                    "size_bytes": res.manifest["files"]["model.tflite"]["size"],
-                    "cosine": real["cosine"], "max_abs": real["max_abs"], "ref_max_abs": real["ref_max_abs"],
-                    "accuracy": acc.get("built_accuracy"), "source_accuracy": acc.get("source_accuracy"),
-                    "drop_points": acc.get("drop_points"), "min_version": res.manifest["engine"]["min_version"],
+                    "size_bytes": res.manifest.files["model.tflite"]["size"],
+                    "cosine": real.cosine, "max_abs": real.max_abs, "ref_max_abs": real.ref_max_abs,
+                    "accuracy": acc and acc.built_accuracy, "source_accuracy": acc and acc.source_accuracy,
+                    "drop_points": acc and acc.drop_points, "min_version": res.manifest.engine.min_version,
                     "latency_p50_ms": lat["latency_ms"]["p50"], "latency_p95_ms": lat["latency_ms"]["p95"],
                     "engine_module": lat["engine"]["module"], "threads": lat["protocol"]["threads"],
                 })

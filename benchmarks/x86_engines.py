@@ -98,14 +98,14 @@ def main() -> int:
                                      min_duration_s=args.min_duration)
             r = bench(res.out, "local", settings=settings, store=False)[0].unwrap().to_dict()
             lat = r["latency_ms"]
-            weights = sum(f["size"] for n, f in res.manifest["files"].items())
-            gated = [o for o in res.validation["outputs"] if o.get("gated")]
+            weights = sum(f["size"] for f in res.manifest.files.values())
+            gated = [o for o in res.validation.outputs if o.gated]
             rows.append({"model": model, "engine": engine, "precision": precision, "size_mb": weights / 1e6,
                          "latency": {"p50": lat["p50"], "p95": lat["p95"], "mean": lat["mean"],
                                      "n": r["protocol"]["runs_done"]},
                          "ratio_vs_eager": eager["p50"] / lat["p50"], "build_s": build_s,
-                         "quantization": res.manifest.get("quantization"),
-                         "parity": [{k: o.get(k) for k in ("inputs", "max_abs", "cosine", "top1_agreement")}
+                         "quantization": res.quantization.to_dict(),
+                         "parity": [{k: getattr(o, k) for k in ("inputs", "max_abs", "cosine", "top1_agreement")}
                                     for o in gated]})
     fp32_size = {r["model"]: r["size_mb"] for r in rows if r["engine"] == "onnxruntime" and r["precision"] == "fp32"}
     print()

@@ -45,7 +45,7 @@ def _build_rpi5_and_android(source: Path, precision: str, out: Path, **kw: Any) 
     conv_rpi, conv_android = _step(rpi, "convert"), _step(android, "convert")
     assert conv_android["cached"] and conv_android["cache_key"] == conv_rpi["cache_key"]
     assert _step(android, "quantize")["cache_key"] == _step(rpi, "quantize")["cache_key"]
-    assert rpi.manifest["files"]["model.tflite"] == android.manifest["files"]["model.tflite"]
+    assert rpi.manifest.files["model.tflite"] == android.manifest.files["model.tflite"]
     return rpi, android
 
 
@@ -115,32 +115,32 @@ def test_digits_every_precision_rpi5_and_android(digits, digits_onnx, digits_eva
                                                  precision: str) -> None:
     source = digits["model"] if source_kind == "pt2" else digits_onnx
     rpi, android = _build_rpi5_and_android(source, precision, tmp_path, calib=digits["calib"], eval=digits["eval"])
-    raw = rpi.manifest
-    assert raw["target"]["name"] == "rpi5" and android.manifest["target"]["os"] == "android"
-    assert "never run on a Raspberry Pi 5" in raw["target"]["status"]
+    m, q = rpi.manifest, rpi.quantization
+    assert m.target == "rpi5" and android.manifest.raw["target"]["os"] == "android"
+    assert "never run on a Raspberry Pi 5" in m.raw["target"]["status"]
     assert [s["id"] for s in rpi.steps] == ["export", "convert", "quantize", "check"]
-    assert raw["quantization"]["io_dtype"] == "float32"
+    assert q.io_dtype == "float32"
     assert _step(rpi, "convert")["tools"]["ai-edge-litert"] != "not installed"
-    assert raw["quantization"]["converter"] == ("litert-torch" if source_kind == "pt2" else "onnx2tf")
+    assert q.converter == ("litert-torch" if source_kind == "pt2" else "onnx2tf")
     if source_kind == "pt2" and precision in ("fp16", "int16x8"):  # litert-torch has no such option
-        assert raw["quantization"]["tool"].startswith("ai-edge-quantizer")
+        assert q.tool and q.tool.startswith("ai-edge-quantizer")
     # the minimum runtime comes from the op versions (dynamic-range FULLY_CONNECTED is version 12: TF Lite 2.17)
-    assert raw["engine"]["min_version"] == ("2.17.0" if precision == "int8-dynamic" else "2.0.0"), raw["engine"]
+    assert m.engine.min_version == ("2.17.0" if precision == "int8-dynamic" else "2.0.0"), m.engine
     val = rpi.validation
-    assert val["passed"] and {r["inputs"].split()[0] for r in val["outputs"]} == {"random", "real"}
-    acc = val["accuracy"]
-    assert acc["source_accuracy"] >= 0.97 and acc["samples"] == 540
-    assert acc["drop_points"] <= (1.0 if precision in ("int8", "int8-dynamic", "int16x8") else 0.2), acc
-    assert android.validation["accuracy"]["built_accuracy"] == acc["built_accuracy"]
+    assert val.passed and {r.inputs.split()[0] for r in val.outputs} == {"random", "real"}
+    acc = val.accuracy
+    assert acc is not None and acc.source_accuracy >= 0.97 and acc.samples == 540
+    assert acc.drop_points <= (1.0 if precision in ("int8", "int8-dynamic", "int16x8") else 0.2), acc
+    assert android.validation.accuracy and android.validation.accuracy.built_accuracy == acc.built_accuracy
     x, _, ref = digits_eval
-    output = raw["outputs"][0]["name"]
+    output = m.outputs[0].name
     assert output == ("output" if source_kind == "pt2" else "logits")
     _check_bundle(tmp_path / "android", precision, source_kind, x[:64], ref, output)
     if precision in ("int8", "int16x8"):
-        assert raw["calibration"]["count"] == 200
-        assert raw["quantization"]["calibration_samples"] == 200
+        assert m.raw["calibration"]["count"] == 200
+        assert q.calibration_samples == 200
     # fp32 ~158 kB; float16 weights ~82 kB; 8-bit weights ~46 kB
-    assert raw["files"]["model.tflite"]["size"] <= {"fp32": 170_000, "fp16": 90_000}.get(precision, 50_000)
+    assert m.files["model.tflite"]["size"] <= {"fp32": 170_000, "fp16": 90_000}.get(precision, 50_000)
 
 
 @pytest.mark.parametrize("source_kind", ["pt2", "onnx"])
@@ -152,20 +152,20 @@ def test_digits_int8_io_and_rpi4_shares_the_conversion(digits, digits_onnx, digi
     res = build(source, target="rpi4", precision="int8", io_dtype="int8", calib=digits["calib"],
                 eval=digits["eval"], out=tmp_path / "b", measure_latency=False)
     assert _step(res, "convert")["cached"]
-    m = res.manifest
-    assert m["quantization"]["io_dtype"] == "int8"
-    assert m["inputs"][0]["dtype"] == "int8" and m["outputs"][0]["dtype"] == "int8"
-    qi = m["quantization"]["io_quantization"]["inputs"]["x"]
-    qo = m["quantization"]["io_quantization"]["outputs"][m["outputs"][0]["name"]]
-    assert res.validation["passed"] and res.validation["accuracy"]["drop_points"] <= 1.0
+    m, q = res.manifest, res.quantization
+    out_name = m.outputs[0].name
+    assert q.io_dtype == "int8" and q.io_quantization is not None
+    assert m.inputs[0].dtype == "int8" and m.outputs[0].dtype == "int8"
+    qi, qo = q.io_quantization.inputs["x"], q.io_quantization.outputs[out_name]
+    assert res.validation.passed and res.validation.accuracy and res.validation.accuracy.drop_points <= 1.0
     x, _, ref = digits_eval
     with edgeify_runtime.load(tmp_path / "b") as model:
-        xq = np.clip(np.rint(x[:64] / qi["scale"]) + qi["zero_point"], -128, 127).astype(np.int8)
-        got = np.concatenate([model.run({"x": xq[i:i + 1]})[m["outputs"][0]["name"]] for i in range(64)])
+        xq = np.clip(np.rint(x[:64] / qi.scale) + qi.zero_point, -128, 127).astype(np.int8)
+        got = np.concatenate([model.run({"x": xq[i:i + 1]})[out_name] for i in range(64)])
         assert got.dtype == np.int8
         with pytest.raises(edgeify_runtime.InputSignatureError, match="int8"):
             model.run({"x": x[:1]})  # float input to an int8-I/O model is refused, not silently cast
-    deq = (got.astype(np.float32) - qo["zero_point"]) * qo["scale"]
+    deq = (got.astype(np.float32) - qo.zero_point) * qo.scale
     assert (deq.argmax(1) == ref.argmax(1)).mean() >= 0.98
 
 
@@ -184,9 +184,9 @@ def test_rpi5_onnxruntime_engine_int8_is_s8s8(digits, tmp_path: Path) -> None:
     res = build(digits["model"], target="rpi", precision="int8", engine="onnxruntime", calib=digits["calib"],
                 eval=digits["eval"], out=tmp_path / "ort", measure_latency=False)
     assert res.family_alias == "rpi" and res.target == "rpi5" and res.engine == "onnxruntime"
-    assert res.manifest["quantization"]["scheme"] == "S8S8"
-    assert res.validation["accuracy"]["drop_points"] <= 1.0
-    assert sorted(res.manifest["files"]) == ["model.onnx"]
+    assert res.quantization.details["scheme"] == "S8S8"
+    assert res.validation.accuracy and res.validation.accuracy.drop_points <= 1.0
+    assert sorted(res.manifest.files) == ["model.onnx"]
     with pytest.raises(TargetError, match="fp16"):
         build(digits["model"], target="rpi5", precision="fp16", engine="onnxruntime", out=tmp_path / "no")
 
@@ -275,12 +275,12 @@ def mnv2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_mobilenet_v2_every_precision_rpi5_and_android(mnv2, tmp_path: Path, source_kind: str,
                                                        precision: str) -> None:
     rpi, android = _build_rpi5_and_android(mnv2[source_kind], precision, tmp_path, calib=mnv2["calib"])
-    assert rpi.validation["passed"] and android.validation["passed"]
+    assert rpi.validation.passed and android.validation.passed
     m = rpi.manifest
-    assert m["inputs"][0]["shape"] == [1, 3, 224, 224] and m["outputs"][0]["shape"] == [1, 1000]
-    size = m["files"]["model.tflite"]["size"]
+    assert m.inputs[0].shape == (1, 3, 224, 224) and m.outputs[0].shape == (1, 1000)
+    size = m.files["model.tflite"]["size"]
     limit = {"fp32": 15e6, "fp16": 7.5e6}.get(precision, 4.5e6)  # fp32 ~14 MB, fp16 ~7 MB, 8-bit weights ~4 MB
     assert size <= limit, (precision, size)
     _check_bundle(tmp_path / "rpi5", precision, source_kind, mnv2["x"][:4], mnv2["ref"][:4],
-                  m["outputs"][0]["name"])
+                  m.outputs[0].name)
 

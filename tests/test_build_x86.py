@@ -47,16 +47,16 @@ def test_digits_every_engine_and_precision(digits, digits_eval, tmp_path: Path, 
     assert raw["steps"][0]["id"] == "export" and raw["steps"][-1]["id"] == "check"
     assert raw["tools"]["onnxruntime"] and raw["tools"]["edgeify"]
     val = res.validation
-    assert val["passed"] and {r["inputs"].split()[0] for r in val["outputs"]} == {"random", "real"}
-    acc = val["accuracy"]
-    assert acc["source_accuracy"] >= 0.97 and acc["samples"] == 540
-    assert len(acc["per_class"]) == 10 and "worst_class" in acc
+    assert val.passed and {r.inputs.split()[0] for r in val.outputs} == {"random", "real"}
+    acc = val.accuracy
+    assert acc is not None and acc.source_accuracy >= 0.97 and acc.samples == 540
+    assert len(acc.per_class) == 10 and acc.worst_class in acc.per_class
     if precision == "int8":
         assert raw["calibration"]["count"] == 200 and len(raw["calibration"]["sha256"]) == 64
-        assert acc["drop_points"] <= 0.5, acc
-        assert raw["quantization"]["method"] == "static"
+        assert acc.drop_points <= 0.5, acc
+        assert raw["quantization"]["method"] == "static" and res.quantization.method == "static"
     if precision in ("fp32", "fp16"):
-        assert acc["drop_points"] <= 0.2
+        assert acc.drop_points <= 0.2
     # the bundle, loaded by the device-side facade, matches torch eager on fresh inputs
     x, _ = digits_eval
     with edgeify_runtime.load(out) as model:
@@ -74,7 +74,7 @@ def test_int8_is_smaller_and_report_is_written(digits, tmp_path: Path) -> None:
     fp32 = build(digits["model"], target="x86", precision="fp32", out=tmp_path / "fp32", measure_latency=False)
     int8 = build(digits["model"], target="x86", precision="int8", calib=digits["calib"], out=tmp_path / "int8")
     assert int8.family_alias == "x86" and int8.target == "x86-avx2"
-    size = lambda r: sum(f["size"] for f in r.manifest["files"].values())  # noqa: E731
+    size = lambda r: sum(f["size"] for f in r.manifest.files.values())  # noqa: E731
     assert size(int8) < 0.5 * size(fp32)
     report = (tmp_path / "int8" / "report.md").read_text()
     assert "## Parity" in report and "Local latency" in report
@@ -86,7 +86,7 @@ def test_int8_is_smaller_and_report_is_written(digits, tmp_path: Path) -> None:
 def test_onnx_source_through_openvino_int8(digits_onnx: Path, digits, tmp_path: Path) -> None:
     res = build(digits_onnx, target="x86-avx2", precision="int8", engine="openvino", calib=digits["calib"],
                 eval=digits["eval"], out=tmp_path / "ov", measure_latency=False)
-    assert res.manifest["outputs"][0]["name"] == "logits"
-    assert res.manifest["source"]["kind"] == "onnx"
-    assert res.validation["accuracy"]["drop_points"] <= 0.5
-    assert sorted(res.manifest["files"]) == ["model.bin", "model.xml"]
+    assert res.manifest.outputs[0].name == "logits"
+    assert res.manifest.source["kind"] == "onnx"
+    assert res.validation.accuracy and res.validation.accuracy.drop_points <= 0.5
+    assert sorted(res.manifest.files) == ["model.bin", "model.xml"]

@@ -65,14 +65,14 @@ def test_fp16_near_miss_is_decided_by_accuracy(digits, tmp_path: Path) -> None:
 
     base = build(digits["model"], target="x86", precision="fp16", eval=digits["eval"], out=tmp_path / "base",
                  measure_latency=False)
-    rows = base.manifest["validation"]["outputs"]
-    rtol = 0.8 * max(r["max_abs"] / r["ref_max_abs"] for r in rows)  # every row misses by at most 1.25x
+    rows = base.validation.outputs
+    rtol = 0.8 * max(r.max_abs / r.ref_max_abs for r in rows)  # every row misses by at most 1.25x
     near = _tight_fp16_target(tmp_path, rtol, "x86-near")
     res = build(digits["model"], target="x86-near", target_files=[str(near)], precision="fp16",
                 eval=digits["eval"], out=tmp_path / "near", measure_latency=False)
-    v = res.manifest["validation"]
-    assert v["passed"] and v["near_miss"]["decided_by"] == "accuracy" and 1.0 < v["near_miss"]["ratio"] <= 1.3
-    assert v["accuracy"]["drop_points"] <= v["near_miss"]["max_accuracy_drop"] == 0.5
+    v = res.validation
+    assert v.passed and v.near_miss and v.near_miss.decided_by == "accuracy" and 1.0 < v.near_miss.ratio <= 1.3
+    assert v.accuracy and v.accuracy.drop_points <= v.near_miss.max_accuracy_drop == 0.5
     assert "accepted because accuracy" in (tmp_path / "near" / "report.md").read_text()
     with pytest.raises(ParityError) as exc:  # without labelled data: refused, and told how to decide
         build(digits["model"], target="x86-near", target_files=[str(near)], precision="fp16",

@@ -44,7 +44,7 @@ def test_exit_codes_are_documented_in_the_readme() -> None:
 
 @pytest.mark.parametrize(("args", "code", "needle"), [
     (["--target", "x86-avx3"], 3, "did you mean"),
-    (["--target", "x86", "--precision", "int16x8"], 3, "does not support precision"),
+    (["--target", "x86", "--precision", "bf16"], 3, "does not support precision"),
     (["--target", "x86", "--engine", "tensorrt"], 3, "no engine 'tensorrt'"),
     (["--target", "x86", "--precision", "int8"], 7, "needs calibration data"),
     (["--target", "x86", "--precision", "int8", "--calib", "/nonexistent.npz"], 7, "not found"),

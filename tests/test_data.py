@@ -66,10 +66,10 @@ def test_image_folder_with_preprocessing(tmp_path: Path, digits) -> None:
     # the PNGs decode to the same inputs as eval.npz (8-bit rounding), so the trained model classifies them
     res = build(digits["model"], target="x86", precision="int8", calib=folder, eval=folder, out=tmp_path / "b",
                 measure_latency=False)
-    acc = res.validation["accuracy"]
-    assert acc["samples"] == 12 and acc["source_accuracy"] >= 11 / 12
-    assert res.manifest["preprocessing"]["size"] == [8, 8]
-    assert res.manifest["labels"] == [str(i) for i in range(10)]
+    acc = res.validation.accuracy
+    assert acc is not None and acc.samples == 12 and acc.source_accuracy >= 11 / 12
+    assert res.manifest.preprocessing and res.manifest.preprocessing["size"] == [8, 8]
+    assert res.manifest.labels == [str(i) for i in range(10)]
 
 
 def test_image_folder_without_preprocessing_is_refused(tmp_path: Path) -> None:

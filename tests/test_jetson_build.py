@@ -77,31 +77,30 @@ def _check_int8_bundle(res, bundle: Path) -> None:
     assert zps and all(z.dtype == np.int8 and not z.any() for z in zps), "every zero point must be int8 0"
     assert wscales and all(s.ndim == 1 and s.size > 1 for s in wscales), "weights must be per-channel"
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    q = res.manifest["quantization"]
+    q = res.quantization.details
     assert (q["scheme"], q["per_channel"], q["symmetric_activations"], q["bias"]) == ("S8S8", True, True, "float32")
 
 
 def _check_jetson_bundle(res, bundle: Path, precision: str) -> dict:
-    m = res.manifest
+    m, raw = res.manifest, res.manifest.raw
     assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "model.onnx", "report.md"]
-    assert (m["target"]["name"], m["engine"]["name"], m["engine"]["build_on"]) == (
-        "jetson-orin-nano", "tensorrt", "device")
-    assert [s["id"] for s in m["steps"]] == ["export", "optimize", "quantize", "check"]  # nothing device-side ran
-    assert [(s["uses"], s["where"]) for s in m["device_steps"]] == [("tensorrt-engine", "device")]
+    assert (m.target, m.engine.name, raw["engine"]["build_on"]) == ("jetson-orin-nano", "tensorrt", "device")
+    assert [s["id"] for s in raw["steps"]] == ["export", "optimize", "quantize", "check"]  # nothing device-side ran
+    assert [(s["uses"], s["where"]) for s in raw["device_steps"]] == [("tensorrt-engine", "device")]
     assert onnx.load(str(bundle / "model.onnx")).opset_import[0].version <= 17  # TensorRT 8.5/8.6 parse <= 17
-    v = m["validation"]
-    assert "onnxruntime on the build host" in v["checked_with"]
-    gated = [o for o in v["outputs"] if o["gated"]]
-    assert gated and all(o["pass"] for o in gated) and v["passed"]
+    v = res.validation
+    assert v.checked_with and "onnxruntime on the build host" in v.checked_with
+    gated = [o for o in v.outputs if o.gated]
+    assert gated and all(o.passed for o in gated) and v.passed
     if precision == "fp16":
         model = onnx.load(str(bundle / "model.onnx"))
         assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
-        assert m["inputs"][0]["dtype"] == "float32" and m["outputs"][0]["dtype"] == "float32"
+        assert m.inputs[0].dtype == "float32" and m.outputs[0].dtype == "float32"
     else:
         _check_int8_bundle(res, bundle)
-    sizes = {k: v["size"] for k, v in m["files"].items()}
-    real = next(o for o in v["outputs"] if o["inputs"].startswith("real"))
-    return {"files": sizes, "max_abs_real": real["max_abs"], "cosine_real": real["cosine"]}
+    sizes = {k: f["size"] for k, f in m.files.items()}
+    real = next(o for o in v.outputs if o.inputs.startswith("real"))
+    return {"files": sizes, "max_abs_real": real.max_abs, "cosine_real": real.cosine}
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
@@ -110,9 +109,9 @@ def test_digits_for_jetson_orin_nano(digits, tmp_path: Path, precision: str) -> 
     res = build(digits["model"], target="jetson-orin-nano", precision=precision, calib=digits["calib"],
                 eval=digits["eval"], out=bundle, measure_latency=False)
     info = _check_jetson_bundle(res, bundle, precision)
-    acc = res.validation["accuracy"]
-    assert acc["drop_points"] <= 1.0
-    print(json.dumps({"digits": precision, **info, "accuracy": [acc["source_accuracy"], acc["built_accuracy"]]}))
+    acc = res.validation.accuracy
+    assert acc is not None and acc.drop_points <= 1.0
+    print(json.dumps({"digits": precision, **info, "accuracy": [acc.source_accuracy, acc.built_accuracy]}))
 
 
 def test_cli_target_jetson_says_which_board(digits, tmp_path: Path) -> None:

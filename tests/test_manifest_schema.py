@@ -51,7 +51,7 @@ def test_a_built_bundle_reads_back_through_the_same_class(tmp_path: Path) -> Non
     out = tmp_path / "b"
     res = build(make_gemm_onnx(tmp_path / "m.onnx"), target="x86", out=out, measure_latency=False)
     read = Manifest.read(out)
-    assert read.raw == res.manifest
+    assert read == res.manifest and read.raw == res.manifest.to_dict()
     assert [t.name for t in read.inputs] == ["input"] and read.raw["validation"]["passed"]
 
 
@@ -121,3 +121,27 @@ def test_a_manifest_written_before_the_typed_records_still_reads() -> None:
     assert [r.passed for r in v.outputs] == [True, False] and v.max_abs() == {"y": 1e-7}
     assert v.to_dict()["outputs"][0] == _OLD_VALIDATION["outputs"][0]
     assert Quantization.from_dict(read.raw["quantization"]).details == {"format": "QDQ"}
+
+
+def test_host_facts_read_typed_and_an_update_goes_through_the_class() -> None:
+    """The host reads a manifest's validation/quantization only as typed records (one helper each); publishing a
+    ladder rewrites the manifest through ``Manifest.updated``, and the ladder round-trips as its own field."""
+    from dataclasses import replace
+
+    from edgeify.steps.records import quantization_of, validation_of
+
+    m = _create(validation=_OLD_VALIDATION)
+    v = validation_of(m)
+    assert v is not None and v.accuracy is not None and v.accuracy.drop_points == 25.0
+    assert validation_of(_create()) is None
+    rung = {"rung": "int8", "precision": "int8", "accuracy_drop": 2.5, "accepted": False}
+    q = replace(quantization_of(m), ladder=(rung,))
+    m2 = m.updated(quantization=q.to_dict(), optimize={"run_id": "r1"})
+    assert m2.quantization["ladder"] == [rung] and m2.raw["optimize"] == {"run_id": "r1"}
+    assert quantization_of(m2).ladder == (rung,) and not quantization_of(m2).details
+    assert Manifest.from_dict(json.loads(json.dumps(m2.to_dict()))) == m2 and m.quantization.get("ladder") is None
+    assert quantization_of(m.updated(quantization={"method": "static", "weights": "int8", "ladder": []})).ladder == ()
+    with pytest.raises(BundleError, match="digest"):  # a payload edit is refused
+        m.updated(files={"model.onnx": {"sha256": "cd", "size": 1}})
+    with pytest.raises(BundleError, match="malformed validation"):
+        validation_of(m.updated(validation={"outputs": []}))

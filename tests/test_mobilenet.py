@@ -20,10 +20,10 @@ def test_mobilenet_v2_int8_weights_at_most_30_percent_of_fp32(tmp_path: Path) ->
                  measure_latency=False)
     int8 = build(MNV2, target="x86", precision="int8", engine="onnxruntime", input_shapes=["1,3,224,224"],
                  calib=calib, out=tmp_path / "int8", measure_latency=False)
-    size = lambda r: sum(f["size"] for f in r.manifest["files"].values())  # noqa: E731
+    size = lambda r: sum(f["size"] for f in r.manifest.files.values())  # noqa: E731
     assert size(int8) <= 0.30 * size(fp32), (size(int8), size(fp32))
-    assert int8.engine == "onnxruntime" and int8.manifest["quantization"]["scheme"] == "U8S8"
-    real = [o for o in int8.validation["outputs"] if o["inputs"].startswith("real")]
-    assert real and real[0]["cosine"] >= 0.98 and real[0]["gated"]
-    assert max(o["max_abs"] for o in fp32.validation["outputs"]) <= 1e-4 * max(
-        o["ref_max_abs"] for o in fp32.validation["outputs"]) + 1e-5
+    assert int8.engine == "onnxruntime" and int8.quantization.details["scheme"] == "U8S8"
+    real = [o for o in int8.validation.outputs if o.inputs.startswith("real")]
+    assert real and real[0].cosine is not None and real[0].cosine >= 0.98 and real[0].gated
+    assert max(fp32.validation.max_abs().values()) <= 1e-4 * max(
+        o.ref_max_abs or 0.0 for o in fp32.validation.outputs) + 1e-5

@@ -12,16 +12,17 @@ from _kit import REPO, make_gemm_onnx
 from edgeify.build import build
 from edgeify.errors import InputSignatureError, ModelLoadError
 from edgeify.sources import open_source, parse_input_shapes
+from edgeify_runtime.manifest import TensorSpec
 
 
 def test_onnx_opset9_source_is_upgraded(tmp_path: Path) -> None:
     src = make_gemm_onnx(tmp_path / "old.onnx", opset=9)
     res = build(src, target="x86", precision="int8-dynamic", out=tmp_path / "b", measure_latency=False)
     export = res.steps[0]
-    assert res.manifest["opset"] >= 13
-    assert res.validation["passed"]
+    assert res.manifest.raw["opset"] >= 13
+    assert res.validation.passed
     assert export["uses"] == "onnx-export"
-    assert res.manifest["inputs"][0]["shape"] == ["batch", 16]
+    assert res.manifest.inputs[0].shape == ("batch", 16)
 
 
 def test_torchscript_source(tmp_path: Path) -> None:
@@ -33,19 +34,18 @@ def test_torchscript_source(tmp_path: Path) -> None:
     torch.jit.save(torch.jit.script(digits_cnn()), str(ts))
     res = build(ts, target="x86", precision="fp32", input_shapes=["1,1,8,8"], out=tmp_path / "b",
                 measure_latency=False)
-    assert res.manifest["source"]["kind"] == "torchscript"
-    assert res.manifest["inputs"][0] == {"name": "x", "shape": ["batch", 1, 8, 8], "dtype": "float32",
-                                         "layout": "NCHW"}
-    worst = max(r["max_abs"] for r in res.validation["outputs"])
+    assert res.manifest.source["kind"] == "torchscript"
+    assert res.manifest.inputs[0] == TensorSpec("x", ("batch", 1, 8, 8), "float32", "NCHW")
+    worst = max(res.validation.max_abs().values())
     assert worst < 1e-4
 
 
 def test_module_factory_source_with_input_shape(tmp_path: Path) -> None:
     res = build(f"{REPO}/examples/digits/model.py:digits_cnn", target="x86-avx2", precision="fp16",
                 input_shapes=["x:1,1,8,8"], out=tmp_path / "b", measure_latency=False)
-    assert res.manifest["source"]["kind"] == "module-factory"
-    assert res.manifest["source"]["factory"] == "digits_cnn"
-    assert res.manifest["inputs"][0]["shape"][0] == "batch"  # dynamic batch recorded
+    assert res.manifest.source["kind"] == "module-factory"
+    assert res.manifest.source["factory"] == "digits_cnn"
+    assert res.manifest.inputs[0].shape[0] == "batch"  # dynamic batch recorded
 
 
 def test_factory_without_input_shape_is_refused(tmp_path: Path) -> None:
@@ -103,8 +103,8 @@ def test_fixed_batch_onnx_is_fed_in_its_batch_size(tmp_path: Path) -> None:
     calib = tmp_path / "calib.npy"
     np.save(calib, np.random.default_rng(1).standard_normal((40, 16)).astype(np.float32))
     res = build(src, target="x86", precision="int8", calib=calib, out=tmp_path / "b", measure_latency=False)
-    assert res.manifest["inputs"][0]["shape"] == [1, 16]
-    assert res.manifest["calibration"]["count"] == 40
+    assert res.manifest.inputs[0].shape == (1, 16)
+    assert res.manifest.raw["calibration"]["count"] == 40
 
 
 def _pt2_with_code_in_it(tmp_path: Path) -> tuple[Path, Path]:

@@ -77,7 +77,7 @@ def test_bundles_run_on_tflite_runtime_2_14_with_numpy_1(tflite214_python: Path,
     bundle = tmp_path / "bundle"
     res = build(source, target="rpi4", precision=precision, calib=digits["calib"], out=bundle,
                 measure_latency=False)
-    assert res.manifest["engine"]["min_version"] == "2.0.0"  # every op version here is in TF Lite 2.14
+    assert res.manifest.engine.min_version == "2.0.0"  # every op version here is in TF Lite 2.14
     with np.load(digits["eval"]) as z:
         x = z["x"][:1]
     np.savez(tmp_path / "in.npz", x=x)
@@ -87,7 +87,7 @@ def test_bundles_run_on_tflite_runtime_2_14_with_numpy_1(tflite214_python: Path,
     assert code == 0, result
     engine = result["engine"]
     assert (engine["name"], engine["version"], engine["module"]) == ("litert", "2.14.0", "tflite_runtime")
-    name = res.manifest["outputs"][0]["name"]
+    name = res.manifest.outputs[0].name
     with np.load(tmp_path / "out.npz", allow_pickle=False) as z:
         got = z[name]
     with edgeify_runtime.load(bundle) as model:  # the same bundle on this host's ai-edge-litert
@@ -102,7 +102,7 @@ def test_bundles_run_on_tflite_runtime_2_14_with_numpy_1(tflite214_python: Path,
 def test_a_bundle_needing_a_newer_runtime_names_the_version(tflite214_python: Path, digits, tmp_path: Path) -> None:
     bundle = tmp_path / "dyn"
     res = build(digits["model"], target="rpi4", precision="int8-dynamic", out=bundle, measure_latency=False)
-    assert res.manifest["engine"]["min_version"] == "2.17.0"  # dynamic-range FULLY_CONNECTED is version 12
+    assert res.manifest.engine.min_version == "2.17.0"  # dynamic-range FULLY_CONNECTED is version 12
     code, result = _agent(tflite214_python, {"bundle": str(bundle), "runs": 1, "warmup": 0}, tmp_path)
     assert code == 11 and result["ok"] is False
     err = result["error"]

@@ -91,7 +91,7 @@ def test_vit_onnx_rpi5_and_android_fp32_fp16_int8(vit: dict[str, Any], vit_cli_r
             res = build(vit["onnx"], target=target, precision=precision, calib=vit["calib"], out=out,
                         measure_latency=False)
             assert _step(res, "convert")["cached"], (target, precision)  # the CLI build's conversion
-            assert res.validation["passed"] and res.manifest["engine"]["name"] == "litert"
+            assert res.validation.passed and res.manifest.engine.name == "litert"
             _no_flex(out)
             got = _run_bundle(out, vit["x"][:4])
             if precision in ("fp32", "fp16"):
@@ -111,12 +111,12 @@ def test_vit_x86_and_jetson(vit: dict[str, Any], tmp_path: Path) -> None:
         model = f"{VIT}:vit_tiny" if source == "factory" else vit[source]
         res = build(model, target=target, precision=precision, engine=engine, calib=vit["calib"], out=out,
                     input_shapes=["1,1,8,8"] if source == "factory" else None, measure_latency=False)
-        assert res.validation["passed"], (target, precision)
+        assert res.validation.passed, (target, precision)
         if target == "x86":
             got = _run_bundle(out, vit["x"][:4])
             assert got.shape == (4, 10)
     res = build(vit["pt2"], target="rpi5", precision="fp32", out=tmp_path / "pt2-rpi5", measure_latency=False)
-    assert res.manifest["quantization"]["converter"] == "litert-torch" and res.validation["passed"]
+    assert res.quantization.converter == "litert-torch" and res.validation.passed
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -13,8 +14,12 @@ from edgeify_runtime.envelope import sigterm_as_interrupt
 
 from . import labels as labels_mod
 from .errors import DataError, InterruptedBuild, TargetError
+from .telemetry import vendor_telemetry_off
 
 if TYPE_CHECKING:
+    from edgeify_runtime.manifest import Manifest
+
+    from .steps.records import Quantization, ValidationReport
     from .targets.spec import TargetSpec
 
 
@@ -32,19 +37,36 @@ class _Silent:
 
 @dataclass
 class BuildResult:
+    """A finished build: the bundle at ``out`` and its manifest (the same ``Manifest`` a device reads);
+    ``validation`` and ``quantization`` are the manifest's facts as the host's typed records."""
+
     out: Path
     target: str
     family_alias: str | None
     engine: str
     precision: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     latency: dict[str, Any] | None
     seconds: float
     steps: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def validation(self) -> dict[str, Any]:
-        return self.manifest.get("validation") or {}
+    @cached_property
+    def validation(self) -> ValidationReport:
+        """The check step's report (every bundle has one: a pipeline's last host step is a ``check``)."""
+        from edgeify_runtime.errors import BundleError
+
+        from .steps.records import validation_of
+
+        report = validation_of(self.manifest)
+        if report is None:
+            raise BundleError(f"{self.out}: the manifest has no validation report")
+        return report
+
+    @cached_property
+    def quantization(self) -> Quantization:
+        from .steps.records import quantization_of
+
+        return quantization_of(self.manifest)
 
 
 def default_out(model: str | Path, *, target: str, precision: str = "fp32",
@@ -117,7 +139,7 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
     tools: dict[str, str] = {}
     outputs: dict[str | None, Any] = {}
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), vendor_telemetry_off():
             ctx.work_dir.mkdir(parents=True)
             for step in pipeline.steps:
                 if step.where == "device":  # e.g. the TensorRT engine: deploy/bench runs it on the device
@@ -210,4 +232,4 @@ def quick_latency(bundle_dir: Path) -> dict[str, Any] | None:
 
 
 def manifest_json(result: BuildResult) -> str:
-    return json.dumps(result.manifest, indent=2)
+    return json.dumps(result.manifest.raw, indent=2)

@@ -30,8 +30,8 @@ STAGING_PREFIX = ".edgeify-staging-"
 def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[dict[str, Any]],
              tools: dict[str, str], device_steps: list[dict[str, Any]] | None = None,
              fixed_dims: list[dict[str, Any]] | None = None,
-             labels: list[str] | None = None) -> dict[str, Any]:
-    """Copy the artifact into ``dest`` under the engine's file names and write ``manifest.json``.
+             labels: list[str] | None = None) -> Manifest:
+    """Copy the artifact into ``dest`` under the engine's file names and write ``manifest.json`` (returned).
 
     The artifact's records go in as their ``to_dict`` forms (the step cache stores the same): its signature as
     ``inputs``/``outputs``, ``quantization``, ``opset`` and the check step's ``validation`` report.
@@ -80,10 +80,10 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
         precision=ctx.precision, quantization=artifact.quantization.to_dict(), inputs=sig.inputs,
         outputs=sig.outputs, files=files, **extra)
     manifest.write(dest)
-    return manifest.to_dict()
+    return manifest
 
 
-def write_report(dest: Path, manifest: dict[str, Any], latency: dict[str, Any] | None) -> str:
+def write_report(dest: Path, manifest: Manifest, latency: dict[str, Any] | None) -> str:
     from .report import render_markdown
 
     text = render_markdown(manifest, latency)

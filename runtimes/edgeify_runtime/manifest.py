@@ -36,8 +36,10 @@ Dynamic dimensions are strings (their symbolic name); fixed dimensions are ints.
 
 One class for both sides: the host's bundle writer builds the manifest with ``Manifest.create`` (which fills in
 the schema version, format marker and digest and validates the result as a reader would) and writes it with
-``Manifest.write``; devices read it with ``Manifest.read``. A newer or unknown ``schema_version`` is a
-``BundleError`` that says what to upgrade or rebuild. Symbolic links inside a bundle are refused on read.
+``Manifest.write``; devices read it with ``Manifest.read``; a host step that adds facts to a finished bundle (the
+optimize record, ``quantization.ladder``) goes through ``Manifest.updated``, which validates again. A newer or
+unknown ``schema_version`` is a ``BundleError`` that says what to upgrade or rebuild. Symbolic links inside a
+bundle are refused on read.
 """
 
 from __future__ import annotations
@@ -123,6 +125,27 @@ class Manifest:
     @property
     def preprocessing(self) -> dict[str, Any] | None:
         return self.raw.get("preprocessing")
+
+    # host-only facts, kept as their JSON mappings (the device reads none of them; the host's typed records are
+    # ``edgeify.steps.records.validation_of`` / ``quantization_of``)
+    @property
+    def quantization(self) -> dict[str, Any]:
+        return self.raw.get("quantization") or {}
+
+    @property
+    def validation(self) -> dict[str, Any] | None:
+        return self.raw.get("validation")
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return self.raw.get("source") or {}
+
+    def updated(self, **keys: Any) -> Manifest:
+        """A copy with top-level ``keys`` replaced (e.g. ``quantization``, ``optimize``, ``engine``), validated
+        again as a reader validates it; the digest must still match the files (payload edits are refused)."""
+        raw = self.to_dict()
+        raw.update(json.loads(json.dumps(keys)))
+        return Manifest.from_dict(raw)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Manifest:

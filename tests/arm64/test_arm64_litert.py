@@ -50,7 +50,7 @@ def test_digits_litert_bundle_matches_host_on_arm64(pi5_device, digits, digits_o
         result = record.to_dict()
     assert result["fingerprint"]["arch"] == "aarch64"
     assert result["engine"]["name"] == "litert" and result["engine"]["module"] == "ai_edge_litert"
-    name = res.manifest["outputs"][0]["name"]
+    name = res.manifest.outputs[0].name
     with np.load(out_path, allow_pickle=False) as z:
         got = z[name]
     with edgeify_runtime.load(bundle) as model:

@@ -45,7 +45,7 @@ def test_onnxruntime_fallback_bundle_matches_host_on_arm64(jetson_device, digits
     bundle = tmp_path / f"jetson-ort-{precision}"
     res = build(digits["model"], target="jetson-orin-nano", engine="onnxruntime", precision=precision,
                 calib=digits["calib"], out=bundle, measure_latency=False)
-    assert res.manifest["engine"]["options"]["providers"][0] == "TensorrtExecutionProvider"
+    assert res.manifest.engine.options["providers"][0] == "TensorrtExecutionProvider"
     with np.load(digits["eval"]) as z:
         x = z["x"][:64]
     inputs = tmp_path / "inputs.npz"

@@ -8,11 +8,14 @@ out is counted in :attr:`ReportData.notes`.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeify_runtime.manifest import Manifest
+
+    from ..steps.records import AccuracyReport
 
 DEFAULT_DETAIL = 12
 DEFAULT_MAX_ROWS = 5000
@@ -40,7 +43,7 @@ class Run:
 class ClassDeltas:
     bundle: str
     digest: str
-    accuracy: dict[str, Any]
+    accuracy: AccuracyReport
     labels: tuple[str, ...] = ()
 
 
@@ -57,33 +60,49 @@ class ReportData:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _manifest(bundle: str | None, digest: str) -> dict[str, Any] | None:
+def _manifest(bundle: str | None, digest: str) -> Manifest | None:
+    """The bundle's manifest when it is still the one measured (same digest); None when gone or unreadable."""
+    from edgeify_runtime.errors import BundleError
+    from edgeify_runtime.manifest import Manifest
+
     if not bundle:
         return None
-    path = Path(bundle) / "manifest.json"
     try:
-        m = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        m = Manifest.read(bundle)
+    except (BundleError, OSError):
         return None
-    return m if isinstance(m, dict) and m.get("bundle_digest") == digest else None
+    return m if m.bundle_digest == digest else None
 
 
-def _accuracy_drop(result: Any, manifest: dict[str, Any] | None) -> float | None:
+def _accuracy(manifest: Manifest | None) -> AccuracyReport | None:
+    from edgeify_runtime.errors import BundleError
+
+    from ..steps.records import validation_of
+
+    try:
+        v = None if manifest is None else validation_of(manifest)
+    except BundleError:  # a report reads whatever bundles are on disk: a malformed one just has no accuracy
+        return None
+    return None if v is None else v.accuracy
+
+
+def _accuracy_drop(result: Any, manifest: Manifest | None) -> float | None:
     for key in ("accuracy_drop", "accuracy_drop_points"):
         if isinstance(result.extra.get(key), (int, float)):
             return float(result.extra[key])
     cand = result.extra.get("candidate") or result.extra.get("optimize") or {}
     if isinstance(cand, dict) and isinstance(cand.get("accuracy_drop"), (int, float)):
         return float(cand["accuracy_drop"])
-    acc = ((manifest or {}).get("validation") or {}).get("accuracy") or {}
-    return float(acc["drop_points"]) if isinstance(acc.get("drop_points"), (int, float)) else None
+    acc = _accuracy(manifest)
+    return None if acc is None else acc.drop_points
 
 
-def _chosen(result: Any, manifest: dict[str, Any] | None) -> bool:
+def _chosen(result: Any, manifest: Manifest | None) -> bool:
     cand = result.extra.get("candidate") or {}
     if result.extra.get("chosen") is True or (isinstance(cand, dict) and cand.get("chosen") is True):
         return True
-    return ((manifest or {}).get("optimize") or {}).get("run_id") == result.run_id and result.run_id is not None
+    optimize = {} if manifest is None else manifest.raw.get("optimize") or {}
+    return optimize.get("run_id") == result.run_id and result.run_id is not None
 
 
 def pareto_front(points: list[tuple[int, float, float]]) -> tuple[int, ...]:
@@ -137,9 +156,9 @@ def gather(store: Any, filters: Any, *, detail: int = DEFAULT_DETAIL, max_rows: 
             continue
         seen.add(r.bundle_digest)
         m = _manifest(r.bundle, r.bundle_digest)
-        acc = ((m or {}).get("validation") or {}).get("accuracy")
-        if acc and acc.get("per_class"):
-            raw_labels = (m or {}).get("labels")
+        acc = _accuracy(m)
+        if m is not None and acc is not None and acc.per_class:
+            raw_labels = m.labels
             labels = tuple(str(x) for x in raw_labels) if isinstance(raw_labels, list) else ()
             deltas.append(ClassDeltas(bundle=str(r.bundle), digest=r.bundle_digest, accuracy=acc, labels=labels))
     return ReportData(title=title, store=store.location, filters=filters.describe() or "none", total=total,

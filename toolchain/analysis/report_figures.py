@@ -107,15 +107,15 @@ def run_front(run: Run) -> str:
 def class_deltas(d: ClassDeltas) -> str:
     import plotly.graph_objects as go
 
-    rows = d.accuracy.get("per_class") or []
-    names = [d.labels[r["class"]] if d.labels and r["class"] < len(d.labels) else str(r["class"]) for r in rows]
-    deltas = [r.get("delta_points", 0.0) for r in rows]
+    rows = d.accuracy.per_class
+    names = [d.labels[r.label] if d.labels and r.label < len(d.labels) else str(r.label) for r in rows]
+    deltas = [r.delta_points for r in rows]
     fig = go.Figure(go.Bar(x=names, y=deltas, marker_color=["#e76f51" if v < 0 else "#2a9d8f" for v in deltas],
-                           customdata=[[r.get("count"), r.get("source"), r.get("built")] for r in rows],
+                           customdata=[[r.count, r.source, r.built] for r in rows],
                            hovertemplate="class %{x}: %{y:+.2f} pt (n=%{customdata[0]}, source %{customdata[1]:.3f},"
                                          " built %{customdata[2]:.3f})<extra></extra>"))
     fig.update_layout(**_LAYOUT, title=f"per-class accuracy delta: {d.bundle} (drop "
-                                       f"{d.accuracy.get('drop_points', 0):.2f} pt overall)",
+                                       f"{d.accuracy.drop_points:.2f} pt overall)",
                       xaxis_title="class", yaxis_title="built − source (points)")
     return _div(fig, "cls")
 

@@ -116,12 +116,12 @@ def build(
 
 
 def build_summary(result: Any) -> dict[str, Any]:
-    m = result.manifest
-    v = m.get("validation") or {}
+    m, v = result.manifest, result.validation
     return {"bundle": str(result.out), "target": result.target, "family_alias": result.family_alias,
-            "engine": result.engine, "precision": result.precision, "bundle_digest": m["bundle_digest"],
-            "size_bytes": sum(f["size"] for f in m["files"].values()), "files": m["files"],
-            "quantization": m.get("quantization"), "parity": v.get("outputs"), "accuracy": v.get("accuracy"),
+            "engine": result.engine, "precision": result.precision, "bundle_digest": m.bundle_digest,
+            "size_bytes": sum(f["size"] for f in m.files.values()), "files": m.files,
+            "quantization": result.quantization.to_dict(), "parity": [r.to_dict() for r in v.outputs],
+            "accuracy": None if v.accuracy is None else v.accuracy.to_dict(),
             "latency": result.latency, "seconds": round(result.seconds, 2),
             "steps": [{k: s[k] for k in ("id", "uses", "seconds", "cached")} for s in result.steps]}
 

@@ -149,23 +149,12 @@ def pack(bundle: Path) -> bytes:
     return buf.getvalue()
 
 
-def _manifest_dict(m: Any) -> dict[str, Any]:
-    """The build's manifest as its JSON shape (a dict, or a typed manifest record)."""
-    if isinstance(m, dict):
-        return m
-    for attr in ("raw", "to_dict", "model_dump"):
-        v = getattr(m, attr, None)
-        if v is not None:
-            return v if isinstance(v, dict) else v()
-    raise TypeError(f"unexpected manifest type {type(m).__name__}")
-
-
 def _summary(result: Any) -> dict[str, Any]:
-    m = _manifest_dict(result.manifest)
-    v = m.get("validation") or {}
-    return {"engine": result.engine, "bundle_digest": m.get("bundle_digest"),
-            "size_bytes": sum(f["size"] for f in m["files"].values()), "parity": v.get("outputs"),
-            "accuracy": v.get("accuracy"), "latency": result.latency, "build_seconds": round(result.seconds, 3)}
+    m, v = result.manifest, result.validation
+    return {"engine": result.engine, "bundle_digest": m.bundle_digest,
+            "size_bytes": sum(f["size"] for f in m.files.values()), "parity": [r.to_dict() for r in v.outputs],
+            "accuracy": None if v.accuracy is None else v.accuracy.to_dict(), "latency": result.latency,
+            "build_seconds": round(result.seconds, 3)}
 
 
 def run_cell(job: CellJob, shipped: dict[str, dict[str, bytes]] | None = None) -> CellOutcome:

@@ -13,7 +13,9 @@ from .records import Accuracy, AccuracyMeasure, Recipe
 from .space import ArtifactPlan, variant_spec
 
 if TYPE_CHECKING:
+    from edgeify.steps.records import ValidationReport
     from edgeify.targets.spec import TargetSpec
+    from edgeify_runtime.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Built:
     total_ops: int | None = None
     error: str = ""
     status: str = "built"  # built | parity-failed | build-failed | duplicate
-    manifest: dict[str, Any] | None = None
+    manifest: Manifest | None = None
     #: ``duplicate``: the key of the earlier plan whose build gave this very artifact (same sha256)
     duplicate_of: str = ""
     #: the Ray node that built it (``--executor ray``: id, ip, host, pid); None: built in this process
@@ -60,8 +62,7 @@ class Built:
         """sha256 of the engine artifact (the model file the engine loads), from the bundle manifest."""
         if self.manifest is None:
             return self.report_sha256 or None
-        name = (self.manifest.get("engine") or {}).get("artifact")
-        return ((self.manifest.get("files") or {}).get(name) or {}).get("sha256")
+        return (self.manifest.files.get(self.manifest.engine.artifact) or {}).get("sha256")
 
 
 def _as_dict(report: Any) -> dict[str, Any] | None:
@@ -69,17 +70,16 @@ def _as_dict(report: Any) -> dict[str, Any] | None:
     return report.to_dict() if hasattr(report, "to_dict") else report
 
 
-def accuracy_from(validation: Any, measure: AccuracyMeasure, passed: bool) -> Accuracy:
+def accuracy_from(validation: ValidationReport | None, measure: AccuracyMeasure, passed: bool) -> Accuracy:
     """Accuracy drop in points: labelled top-1 (``labels``) or top-1 disagreement with the source (``agreement``)."""
-    validation = _as_dict(validation) or {}
-    rows = validation.get("outputs") or []
-    real = [r for r in rows if str(r.get("inputs", "")).startswith("real")] or rows
-    cos = [r["cosine"] for r in real if r.get("cosine") is not None]
-    agree = [r["top1_agreement"] for r in real if r.get("top1_agreement") is not None]
-    acc = validation.get("accuracy")
+    rows = list(validation.outputs) if validation is not None else []
+    real = [r for r in rows if r.inputs.startswith("real")] or rows
+    cos = [r.cosine for r in real if r.cosine is not None]
+    agree = [r.top1_agreement for r in real if r.top1_agreement is not None]
+    acc = validation.accuracy if validation is not None else None
     if measure == "labels" and acc:
-        return Accuracy(measure="labels", drop=float(acc["drop_points"]), source_accuracy=acc["source_accuracy"],
-                        built_accuracy=acc["built_accuracy"], top1_agreement=acc.get("top1_agreement"),
+        return Accuracy(measure="labels", drop=acc.drop_points, source_accuracy=acc.source_accuracy,
+                        built_accuracy=acc.built_accuracy, top1_agreement=acc.top1_agreement,
                         cosine=min(cos) if cos else None, parity_passed=passed)
     drop = round((1.0 - min(agree)) * 100, 3) if agree else None
     return Accuracy(measure="agreement", drop=drop, top1_agreement=min(agree) if agree else None,
@@ -118,7 +118,7 @@ def build_candidate(inp: Inputs, plan: ArtifactPlan, index: int, observer: Any =
                      status="build-failed")
     acc = accuracy_from(res.validation, inp.accuracy_measure, True)
     q, total = count_ops(res.out)
-    size = sum(int(f.get("size") or 0) for f in res.manifest.get("files", {}).values())
+    size = sum(int(f.get("size") or 0) for f in res.manifest.files.values())
     return Built(plan, res.out, runtime, acc, size, q, total, manifest=res.manifest)
 
 

@@ -134,4 +134,4 @@ def _mixed(runner: Runner, base: Built, step_id: str, rungs: list[Rung]) -> Buil
 def qdq_model_path(built: Built) -> Path | None:
     if built.bundle is None or built.manifest is None:
         return None
-    return built.bundle / built.manifest["engine"]["artifact"]
+    return built.bundle / built.manifest.engine.artifact

@@ -66,10 +66,10 @@ def build_with_ladder(model: str | Path, *, target: str, out: str | Path, engine
             raise cls(f"no rung of the quantization ladder for {eng_name} holds --max-accuracy-drop "
                       f"{max_accuracy_drop} (tried: {', '.join(r.rung for r in rungs)}; last drop {drop} pt)",
                       hint="allow a larger --max-accuracy-drop or give more representative --calib data")
-        manifest = write_ladder_bundle(got.bundle, out, tuple(rungs), measure_latency=measure_latency)
+        manifest, latency = write_ladder_bundle(got.bundle, out, tuple(rungs), measure_latency=measure_latency)
         return BuildResult(out=out, target=spec.name, family_alias=family, engine=eng_name,
-                           precision=got.plan.precision, manifest=manifest, latency=manifest.pop("_latency", None),
-                           seconds=0.0, steps=list(manifest.get("steps") or []))
+                           precision=got.plan.precision, manifest=manifest, latency=latency,
+                           seconds=0.0, steps=list(manifest.raw.get("steps") or []))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

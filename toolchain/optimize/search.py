@@ -18,6 +18,7 @@ from .space import ArtifactPlan, DeviceFacts, SearchSpace, build_space
 
 if TYPE_CHECKING:
     from edgeify.targets.spec import TargetSpec
+    from edgeify_runtime.manifest import Manifest
 
 #: artifacts (best screened first) whose run-time settings are explored
 SETTINGS_TOP = 2
@@ -87,7 +88,7 @@ class Search:
             return ()
         built, _ = self.try_plan(ArtifactPlan(engine=engine, precision="fp32"))
         path = qdq_model_path(built)
-        if not built.ok or path is None or built.manifest is None or built.manifest["engine"].get("format") != "onnx":
+        if not built.ok or path is None or built.manifest is None or built.manifest.engine.format != "onnx":
             return ()
         hot = overflow_tensors(path, self._calib_feeds(built.manifest), self.inp.work / "overflow")
         if not hot:
@@ -177,11 +178,10 @@ class Search:
         self.say(f"ranking layers of {built.plan.engine} int8 by sensitivity (per-channel quantization error)")
         return rank_layers(path, self._calib_feeds(built.manifest), self.inp.work / "sensitivity")
 
-    def _calib_feeds(self, manifest: dict) -> list[dict]:
+    def _calib_feeds(self, manifest: Manifest) -> list[dict]:
         from edgeify.data import load_dataset
-        from edgeify_runtime.manifest import TensorSpec
 
-        sig = [TensorSpec.from_dict(t) for t in manifest["inputs"]]
+        sig = list(manifest.inputs)
         ds = load_dataset(self.inp.calib, sig, purpose="calibration", preprocess=self.inp.preprocess)
         return list(ds.batches(max_samples=64))
 

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from edgeify_runtime.manifest import TensorSpec
+from edgeify_runtime.errors import BundleError
+from edgeify_runtime.manifest import Manifest, TensorSpec
 
 #: the version of ``Artifact.to_dict``'s layout; part of every step's cache key, so an entry written in an older
 #: layout is never read (a miss, rebuilt once)
@@ -81,7 +82,9 @@ class IoQuantization:
 class Quantization:
     """How an artifact is quantized. ``method`` and ``weights`` always; ``io`` says in words how the I/O is
     typed when it stays float (e.g. ``float32 (cast at the boundary)``), ``io_quantization`` holds the scale and
-    zero point when it is integer; ``details`` the tool's own settings (scheme, preset, per_channel, ...)."""
+    zero point when it is integer; ``ladder`` the quantization ladder's rungs when one decided the precision
+    (``edgeify optimize`` / ``build --ladder``: each rung's JSON record); ``details`` the tool's own settings
+    (scheme, preset, per_channel, ...)."""
 
     method: str = "none"
     weights: str = "float32"
@@ -93,10 +96,11 @@ class Quantization:
     io_quantization: IoQuantization | None = None
     calibration_samples: int | None = None
     float_layers: tuple[str, ...] = ()
+    ladder: tuple[Mapping[str, Any], ...] | None = None  # () : a ladder was asked for and not needed
     details: Mapping[str, Any] = field(default_factory=dict)
 
     _NAMED = ("method", "weights", "activations", "tool", "converter", "io", "io_dtype", "io_quantization",
-              "calibration_samples", "float_layers")
+              "calibration_samples", "float_layers", "ladder")
 
     def to_dict(self) -> dict[str, Any]:
         out = _drop_none({"method": self.method, "weights": self.weights, "activations": self.activations,
@@ -107,6 +111,8 @@ class Quantization:
         out.update(self.details)
         if self.io_quantization is not None:
             out["io_quantization"] = self.io_quantization.to_dict()
+        if self.ladder is not None:
+            out["ladder"] = [dict(r) for r in self.ladder]
         return out
 
     @classmethod
@@ -121,6 +127,7 @@ class Quantization:
                    io_quantization=IoQuantization.from_dict(io) if io is not None else None,
                    calibration_samples=None if samples is None else int(samples),
                    float_layers=tuple(d.get("float_layers") or ()),
+                   ladder=None if d.get("ladder") is None else tuple(dict(r) for r in d["ladder"]),
                    details={k: v for k, v in d.items() if k not in cls._NAMED})
 
 
@@ -284,6 +291,26 @@ class ValidationReport:
                    d.get("checked_with"), d.get("per_op"))
 
 
+def validation_of(manifest: Manifest) -> ValidationReport | None:
+    """A bundle manifest's ``validation`` as the typed report (None: the bundle was not checked). The host reads a
+    manifest's validation only through this; a malformed report is a ``BundleError``."""
+    raw = manifest.validation
+    if not raw:
+        return None
+    try:
+        return ValidationReport.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise BundleError(f"manifest: malformed validation report: {exc}") from exc
+
+
+def quantization_of(manifest: Manifest) -> Quantization:
+    """A bundle manifest's ``quantization`` as the typed record (the host reads it only through this)."""
+    try:
+        return Quantization.from_dict(manifest.quantization)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"manifest: malformed quantization record: {exc}") from exc
+
+
 # -- what the conversion steps record -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -372,4 +399,4 @@ class TfliteFacts:
 
 __all__ = ["ARTIFACT_SCHEMA", "AccuracyReport", "ClassDelta", "ExportFacts", "FixedDim", "GraphFacts",
            "IoQuantization", "NearMiss", "OutputCheck", "QParams", "Quantization", "Signature", "TfliteFacts",
-           "ValidationReport"]
+           "ValidationReport", "quantization_of", "validation_of"]
