@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -148,9 +149,20 @@ class Step:
             "input": input_digest,
             "tools": self.tool_versions(),
             "calibration": ctx.calib.sha256 if (self.uses_calibration and ctx.calib is not None) else None,
-            "artifact_schema": ARTIFACT_SCHEMA,
+            "artifact_schema": ARTIFACT_SCHEMA, "code": steps_code_digest(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@functools.cache
+def steps_code_digest() -> str:
+    """sha256 of the steps' own source (every module of this package): part of every cache key, so a fix in a
+    step's code is never hidden by an artifact the old code cached (tool versions alone do not change then)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
 
 
 FAULT_POINT_ENV = "EDGEIFY_TEST_PAUSE_AT"

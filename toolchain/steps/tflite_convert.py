@@ -43,7 +43,7 @@ from pydantic import Field
 from ._onnx2tf_prep import VERSION as PREP_VERSION
 from ._onnx2tf_prep import fuse_gelu
 from ._tflite import quiet_converter, run_error
-from .base import Artifact, BuildContext, Step, StepConfig, tool_versions
+from .base import Artifact, BuildContext, Step, StepConfig, steps_code_digest, tool_versions
 from .records import ARTIFACT_SCHEMA, TfliteFacts
 
 #: the file onnx2tf loads from its working directory instead of downloading it (20 RGB images, 128x128)
@@ -115,6 +115,7 @@ class TfliteConvert(Step):
             "tools": self.tool_versions(),
             "calibration": ctx.calib.sha256 if (calibrated and ctx.calib is not None) else None,
             "onnx_rewrites": PREP_VERSION if route == "onnx2tf" else None, "artifact_schema": ARTIFACT_SCHEMA,
+            "code": steps_code_digest(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

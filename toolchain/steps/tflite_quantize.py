@@ -27,7 +27,7 @@ from pathlib import Path
 from edgeify.errors import ConversionError, DataError
 from pydantic import Field
 
-from .base import Artifact, BuildContext, Step, StepConfig
+from .base import Artifact, BuildContext, Step, StepConfig, steps_code_digest
 from .records import ARTIFACT_SCHEMA, Quantization, Signature
 
 METHODS: dict[str, Quantization] = {
@@ -57,7 +57,7 @@ class TfliteQuantize(Step):
         payload = {"kind": self.kind, "config": self.config.model_dump(mode="json"), "precision": ctx.precision,
                    "io_dtype": ctx.io_dtype, "input": input_digest, "tools": self.tool_versions(),
                    "calibration": ctx.calib.sha256 if (ctx.precision in ("int8", "int16x8") and ctx.calib) else None,
-                   "artifact_schema": ARTIFACT_SCHEMA}
+                   "artifact_schema": ARTIFACT_SCHEMA, "code": steps_code_digest()}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
