@@ -46,7 +46,7 @@ class Measurement:
 
 def settings_bundle(bundle: Path, runtime: str, settings: Settings) -> tuple[Path, int | None]:
     """``bundle`` itself when ``settings`` need no engine options, else a sibling copy carrying them."""
-    from edgeify_runtime.manifest import MANIFEST_NAME, dumps
+    from edgeify_runtime.manifest import MANIFEST_NAME, Manifest
 
     options, threads = to_engine_options(runtime, settings)
     if not options:
@@ -62,10 +62,11 @@ def settings_bundle(bundle: Path, runtime: str, settings: Settings) -> tuple[Pat
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(bundle, tmp)
         path = tmp / MANIFEST_NAME
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        manifest["engine"]["options"] = {**(manifest["engine"].get("options") or {}), **options}
+        manifest = Manifest.read(tmp)
+        engine = {**manifest.raw["engine"], "options": {**manifest.engine.options, **options}}
+        manifest = manifest.updated(engine=engine)
         path.unlink()  # a hard link: never write through it into the original bundle
-        path.write_text(dumps(manifest), encoding="utf-8")
+        manifest.write(tmp)
         os.rename(tmp, dest)
     return dest, threads
 

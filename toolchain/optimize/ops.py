@@ -20,12 +20,11 @@ OPENVINO_COMPUTE = frozenset({"Convolution", "GroupConvolution", "MatMul", "Conv
 
 def count_ops(bundle: str | Path) -> tuple[int | None, int | None]:
     """(quantized compute ops, all compute ops) of the bundle's artifact; (None, None) for other formats."""
-    import json
+    from edgeify_runtime.manifest import Manifest
 
     bundle = Path(bundle)
-    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-    artifact = bundle / manifest["engine"]["artifact"]
-    fmt = manifest["engine"].get("format")
+    engine = Manifest.read(bundle).engine
+    artifact, fmt = bundle / engine.artifact, engine.format
     try:
         if fmt == "onnx":
             return _onnx(artifact)
