@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,24 +107,31 @@ def build_root(root: Path) -> None:
     _log(f"root built in {time.monotonic() - t0:.0f} s")
 
 
-def ensure_root(workdir: Path) -> tuple[Path, dict]:
-    """Extract the cached root into ``workdir/root`` (building and caching it first if needed)."""
-    ensure_binfmt()
+def cached_root(workdir: Path, cache: Path, build: Callable[[Path], None]) -> tuple[Path, dict]:
+    """Extract the root cached as the tarball ``cache`` into ``workdir/root``; when there is none yet, ``build``
+    it in ``workdir/build-root`` and cache it first (written aside and renamed: never a torn tarball). Shared by
+    the arm64 and the systemd device roots."""
     root = workdir / "root"
-    info = {"cached": tarball().exists(), "tarball": str(tarball())}
+    info = {"cached": cache.exists(), "tarball": str(cache)}
     t0 = time.monotonic()
     if not info["cached"]:
-        build = workdir / "build-root"
-        build_root(build)
-        tarball().parent.mkdir(parents=True, exist_ok=True)
-        tmp = tarball().with_suffix(".tmp")
-        subprocess.run(["tar", "-C", str(build), "-czf", str(tmp), "."], check=True)
-        os.replace(tmp, tarball())
-        shutil.rmtree(build, ignore_errors=True)
+        staging = workdir / "build-root"
+        build(staging)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        subprocess.run(["tar", "-C", str(staging), "-czf", str(tmp), "."], check=True)
+        os.replace(tmp, cache)
+        shutil.rmtree(staging, ignore_errors=True)
     root.mkdir(parents=True)
-    subprocess.run(["tar", "-C", str(root), "-xzf", str(tarball())], check=True)
+    subprocess.run(["tar", "-C", str(root), "-xzf", str(cache)], check=True)
     info["seconds"] = round(time.monotonic() - t0, 1)
     return root, info
+
+
+def ensure_root(workdir: Path) -> tuple[Path, dict]:
+    """Extract the cached arm64 root into ``workdir/root`` (building and caching it first if needed)."""
+    ensure_binfmt()
+    return cached_root(workdir, tarball(), build_root)
 
 
 @dataclass

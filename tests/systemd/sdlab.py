@@ -125,22 +125,8 @@ def build_root(root: Path) -> None:
 
 
 def ensure_root(workdir: Path) -> tuple[Path, dict]:
-    """Extract the cached root into ``workdir/root`` (building and caching it first if needed)."""
-    root = workdir / "root"
-    info = {"cached": tarball().exists(), "tarball": str(tarball())}
-    t0 = time.monotonic()
-    if not info["cached"]:
-        build = workdir / "build-root"
-        build_root(build)
-        tarball().parent.mkdir(parents=True, exist_ok=True)
-        tmp = tarball().with_suffix(".tmp")
-        subprocess.run(["tar", "-C", str(build), "-czf", str(tmp), "."], check=True)
-        os.replace(tmp, tarball())
-        shutil.rmtree(build, ignore_errors=True)
-    root.mkdir(parents=True)
-    subprocess.run(["tar", "-C", str(root), "-xzf", str(tarball())], check=True)
-    info["seconds"] = round(time.monotonic() - t0, 1)
-    return root, info
+    """Extract the cached systemd root into ``workdir/root`` (building and caching it first if needed)."""
+    return armlab.cached_root(workdir, tarball(), build_root)
 
 
 @dataclass
