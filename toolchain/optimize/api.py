@@ -39,6 +39,26 @@ def accuracy_measure_for(eval: str | Path | None) -> AccuracyMeasure:
     return "agreement"
 
 
+def _check_declared_target(reg, device: str, spec, reason: str) -> None:
+    """``--target auto --device D`` picks the board from D's own fingerprint; every candidate is then deployed to D,
+    whose devices-file entry names a target, and the deployer refuses a bundle built for another one. Say so before
+    building anything (instead of every candidate failing its benchmark)."""
+    from edgeify.deploy.inventory import Inventory
+    from edgeify.errors import EdgeifyError, TargetError
+
+    declared = Inventory().get(device).target
+    try:
+        declared_name = reg.resolve(declared)[0].name
+    except EdgeifyError:
+        declared_name = declared
+    if declared_name != spec.name:
+        raise TargetError(
+            f"--target auto: device {device}'s CPU fits {spec.name} ({reason}), but the devices file declares it "
+            f"{declared_name!r}, so the deployer would refuse every candidate",
+            hint=f"fix the device's entry (edgeify devices add {device} ... --target {spec.name}), or pass "
+                 f"--target {declared_name} if the entry is right")
+
+
 def resolve_target(target: str, device: str, target_files: tuple[str, ...]) -> tuple[object, DeviceFacts, str]:
     from edgeify.targets import load_registry
 
@@ -48,6 +68,8 @@ def resolve_target(target: str, device: str, target_files: tuple[str, ...]) -> t
     if target == "auto":
         facts = DeviceFacts.local() if device == "local" else device_facts(device)
         spec, reason = choose_target(reg, facts)
+        if device != "local":
+            _check_declared_target(reg, device, spec, reason)
         return spec, facts, f"{reason} (--target auto, {'this machine' if device == 'local' else device})"
     spec, family = reg.resolve(target)
     if device == "local":
