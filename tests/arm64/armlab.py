@@ -134,6 +134,23 @@ def ensure_root(workdir: Path) -> tuple[Path, dict]:
     return cached_root(workdir, tarball(), build_root)
 
 
+def write_device_sshd(root: Path, host_dir: Path, address: str, port: int, name: str) -> tuple[Path, int]:
+    """The device root's own sshd: a client key on the host (``host_dir/id_ed25519``), a host key and a config
+    listening on ``address:port`` (a free port when 0) inside ``root``. Shared by the arm64 and systemd devices."""
+    (root / "opt/edgeify").mkdir(parents=True, exist_ok=True)
+    key = host_dir / "id_ed25519"
+    pub = sshlab.write_ed25519_key(key)
+    (root / "etc/ssh/edgeify_authorized_keys").write_text(pub + "\n")
+    sshlab.write_ed25519_key(root / "etc/ssh/edgeify_host_ed25519", comment=name)
+    port = port or sshlab.free_port(address)
+    (root / "etc/ssh/edgeify_sshd_config").write_text(
+        f"ListenAddress {address}:{port}\nHostKey /etc/ssh/edgeify_host_ed25519\n"
+        "PidFile /run/edgeify-sshd.pid\nAuthorizedKeysFile /etc/ssh/edgeify_authorized_keys\n"
+        "PermitRootLogin prohibit-password\nUsePAM no\nPasswordAuthentication no\nStrictModes no\n"
+        "Subsystem sftp internal-sftp\nClientAliveInterval 5\nLogLevel ERROR\n")
+    return key, port
+
+
 @dataclass
 class Arm64Device:
     """sshd inside the arm64 root on a loopback address; the device's user is root, its workdir /opt/edgeify."""
@@ -165,17 +182,7 @@ class Arm64Device:
         self._mount("-t", "sysfs", "sys", target=r / "sys")
         self._mount("-t", "tmpfs", "tmpfs", target=r / "run")
         (r / "run/sshd").mkdir(mode=0o755)
-        (r / "opt/edgeify").mkdir(parents=True, exist_ok=True)
-        self.key = host_dir / "id_ed25519"
-        pub = sshlab.write_ed25519_key(self.key)
-        (r / "etc/ssh/edgeify_authorized_keys").write_text(pub + "\n")
-        sshlab.write_ed25519_key(r / "etc/ssh/edgeify_host_ed25519", comment="arm64-device")
-        self.port = self.port or sshlab.free_port(self.address)
-        (r / "etc/ssh/edgeify_sshd_config").write_text(
-            f"ListenAddress {self.address}:{self.port}\nHostKey /etc/ssh/edgeify_host_ed25519\n"
-            "PidFile /run/edgeify-sshd.pid\nAuthorizedKeysFile /etc/ssh/edgeify_authorized_keys\n"
-            "PermitRootLogin prohibit-password\nUsePAM no\nPasswordAuthentication no\nStrictModes no\n"
-            "Subsystem sftp internal-sftp\nClientAliveInterval 5\nLogLevel ERROR\n")
+        self.key, self.port = write_device_sshd(r, host_dir, self.address, self.port, "arm64-device")
         with open(host_dir / "sshd.log", "wb") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(["chroot", str(r), "/usr/sbin/sshd", "-D", "-e", "-f",
                                           "/etc/ssh/edgeify_sshd_config"], stdout=subprocess.DEVNULL, stderr=log)

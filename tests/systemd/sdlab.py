@@ -166,17 +166,7 @@ class SystemdDevice:
 
     def prepare(self, host_dir: Path) -> SystemdDevice:
         r = self.root
-        (r / "opt/edgeify").mkdir(parents=True, exist_ok=True)
-        self.key = host_dir / "id_ed25519"
-        pub = sshlab.write_ed25519_key(self.key)
-        (r / "etc/ssh/edgeify_authorized_keys").write_text(pub + "\n")
-        sshlab.write_ed25519_key(r / "etc/ssh/edgeify_host_ed25519", comment="systemd-device")
-        self.port = self.port or sshlab.free_port(self.address)
-        (r / "etc/ssh/edgeify_sshd_config").write_text(
-            f"ListenAddress {self.address}:{self.port}\nHostKey /etc/ssh/edgeify_host_ed25519\n"
-            "PidFile /run/edgeify-sshd.pid\nAuthorizedKeysFile /etc/ssh/edgeify_authorized_keys\n"
-            "PermitRootLogin prohibit-password\nUsePAM no\nPasswordAuthentication no\nStrictModes no\n"
-            "Subsystem sftp internal-sftp\nClientAliveInterval 5\nLogLevel ERROR\n")
+        self.key, self.port = armlab.write_device_sshd(r, host_dir, self.address, self.port, "systemd-device")
         return self
 
     def boot(self, log: Path, timeout: float = 60.0) -> SystemdDevice:
