@@ -38,10 +38,14 @@ def bad(message: str) -> HTTPError:
     return HTTPError(400, "bad_request", message)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (non-finite numbers cannot travel as JSON numbers)")
+
+
 def loads(body: bytes) -> Any:
-    """JSON, or a 400 (not JSON, not UTF-8, nested too deeply)."""
+    """Strict JSON (``NaN``, ``Infinity`` refused), or a 400 (not JSON, not UTF-8, nested too deeply)."""
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constant)
     except RecursionError:
         raise bad("the body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -52,6 +56,24 @@ def _numeric(arr: np.ndarray, where: str) -> np.ndarray:
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise bad(f"{where}: expected numbers, got {arr.dtype.name} values")
     return arr
+
+
+def dumps(doc: Any) -> bytes:
+    """A JSON document, never with the non-JSON ``NaN``/``Infinity`` (ValueError, which callers turn into a
+    clear error before this point)."""
+    return json.dumps(doc, allow_nan=False).encode()
+
+
+def non_finite(arr: np.ndarray) -> bool:
+    """Does a float array hold NaN or an infinity?"""
+    return arr.dtype.kind in "fc" and arr.size > 0 and not bool(np.isfinite(arr).all())
+
+
+def non_finite_error(names: list[str], how: str) -> HTTPError:
+    """The answer when outputs that must be rendered as JSON numbers hold NaN or infinities (JSON has no such
+    numbers): a 500 that names them and ``how`` to receive them as raw bytes instead."""
+    return HTTPError(500, "non_finite_output", f"the model's output(s) {', '.join(repr(n) for n in names)} hold "
+                                               f"NaN or infinite values, which JSON cannot carry; {how}")
 
 
 def _depth(value: Any, limit: int) -> int:
@@ -104,7 +126,10 @@ def decode_array(value: Any, where: str) -> np.ndarray:
         arr = np.asarray(value)
     except (ValueError, TypeError, RecursionError) as exc:
         raise bad(f"{where}: not a rectangular array (ragged nested lists?): {exc}") from None
-    return _numeric(arr, where)
+    arr = _numeric(arr, where)
+    if non_finite(arr):  # a literal like 1e400: json reads it as inf
+        raise bad(f"{where}: a number is out of range (over 1.8e308, read as infinity)")
+    return arr
 
 
 def decode_request(body: bytes, names: list[str]) -> tuple[dict[str, np.ndarray], str]:
@@ -147,6 +172,9 @@ def render(outputs: dict[str, np.ndarray], meta: dict[str, Any], b64: bool,
         if out.ndim == 2 and out.shape[1] == len(labels):
             preds = []
             for row in out:
+                if non_finite(row):  # no class to name (the raw row travels b64; JSON outputs were refused)
+                    preds.append(None)
+                    continue
                 s = scores_of(row)
                 i = int(np.argmax(s))
                 preds.append({"index": i, "label": labels[i], "score": round(float(s[i]), 6)})
@@ -157,8 +185,12 @@ def render(outputs: dict[str, np.ndarray], meta: dict[str, Any], b64: bool,
 
 def render_bytes(outputs: dict[str, np.ndarray], meta: dict[str, Any], b64: bool,
                  labels: list[str] | None) -> bytes:
-    """:func:`render` as the JSON body (what a decode worker sends back for a large response)."""
-    return json.dumps(render(outputs, meta, b64, labels)).encode()
+    """:func:`render` as the JSON body (what a decode worker sends back for a large response). Outputs that hold
+    NaN or infinities are a :func:`non_finite_error` unless ``b64`` (raw bytes carry them)."""
+    bad_outputs = [k for k, v in outputs.items() if non_finite(v)]
+    if bad_outputs and not b64:
+        raise non_finite_error(bad_outputs, 'send the request with "encoding": "b64" to receive the raw values')
+    return dumps(render(outputs, meta, b64, labels))
 
 
 def scores_of(row: np.ndarray) -> np.ndarray:
@@ -170,5 +202,5 @@ def scores_of(row: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-__all__ = ["MAX_DEPTH", "HTTPError", "bad", "decode_array", "decode_b64", "decode_request", "encode_array", "loads",
-           "render", "render_bytes", "scores_of", "shape_of"]
+__all__ = ["MAX_DEPTH", "HTTPError", "bad", "decode_array", "decode_b64", "decode_request", "dumps", "encode_array",
+           "loads", "non_finite", "non_finite_error", "render", "render_bytes", "scores_of", "shape_of"]

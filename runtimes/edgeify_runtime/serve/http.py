@@ -14,23 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import time
 from typing import Any, Awaitable, Callable
 
 from .codec import HTTPError, decode_request, render_bytes
+from .responses import json_response
 from .service import Service
 
 log = logging.getLogger("edgeify.serve")
 
 Handler = Callable[[Any], Awaitable[Any]]
-
-
-def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
-    from starlette.responses import Response
-
-    return Response(json.dumps(doc), status_code=status, media_type="application/json", headers=headers)
 
 
 class Bodies:

@@ -18,14 +18,13 @@ bearer token (when one is set), 503 while stopping or when the queue is full.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Callable
 
 import numpy as np
 
 from .. import __version__
-from .codec import HTTPError, bad, loads, shape_of
+from .codec import HTTPError, bad, dumps, loads, non_finite, non_finite_error, shape_of
 
 #: Open Inference Protocol datatype <-> numpy dtype
 DATATYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
@@ -68,6 +67,8 @@ def _tensor(item: Any, where: str, blob: bytes | None) -> np.ndarray:
         raise bad(f"{where}: data is not a list of {datatype} values: {exc}") from None
     if arr.size != count:
         raise bad(f"{where}: data holds {arr.size} values; shape {shape} needs {count}")
+    if non_finite(arr):  # JSON numbers are finite (NaN/Infinity refused by loads): these overflowed the datatype
+        raise bad(f"{where}: a value is out of the range of {datatype} (it would be infinite)")
     return arr.reshape(shape)
 
 
@@ -121,7 +122,12 @@ def selected_outputs(outputs: dict[str, Any], meta: dict[str, Any]) -> list[tupl
 def encode_infer(outputs: dict[str, np.ndarray], meta: dict[str, Any], model: str) -> tuple[bytes, int | None]:
     """The infer response: (body, JSON header length when binary tensors follow it, else None)."""
     tensors, blobs = [], []
-    for name, binary in selected_outputs(outputs, meta):
+    selected = selected_outputs(outputs, meta)
+    bad_outputs = [name for name, binary in selected if not binary and non_finite(outputs[name])]
+    if bad_outputs:
+        raise non_finite_error(bad_outputs, 'ask for them as binary data ("outputs": [{"name": ..., "parameters": '
+                                            '{"binary_data": true}}]) to receive the raw values')
+    for name, binary in selected:
         arr = np.ascontiguousarray(outputs[name])
         entry: dict[str, Any] = {"name": name, "datatype": oip_datatype(arr.dtype.name), "shape": list(arr.shape)}
         if binary:
@@ -134,7 +140,7 @@ def encode_infer(outputs: dict[str, np.ndarray], meta: dict[str, Any], model: st
     doc: dict[str, Any] = {"model_name": model, "model_version": VERSION, "outputs": tensors}
     if meta.get("id") is not None:
         doc["id"] = meta["id"]
-    head = json.dumps(doc).encode()
+    head = dumps(doc)
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
@@ -145,7 +151,7 @@ def oip_routes(service: Any, bodies: Any, wrap: Callable[[str, Any], Any]) -> li
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from .http import json_response
+    from .responses import json_response
 
     def check_model(request: Any) -> None:
         name = request.path_params.get("name")

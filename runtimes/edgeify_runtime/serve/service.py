@@ -11,7 +11,7 @@ import numpy as np
 from ..manifest import TensorSpec
 from ..session import Model
 from .batcher import Batcher
-from .codec import HTTPError, decode_request, render
+from .codec import HTTPError, decode_request, non_finite, render
 
 #: request latency buckets (seconds): sub-millisecond (tiny models) up to 10 s (large models on small boards)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -178,7 +178,11 @@ class Service:
             if not np.can_cast(arr.dtype, want, casting="same_kind"):
                 raise HTTPError(422, "signature_mismatch", f"input {name!r}: expected {want.name}, got "
                                                            f"{arr.dtype.name} values that cannot be cast safely")
-            arr = arr.astype(want)
+            cast = arr.astype(want)
+            if want.kind == "f" and non_finite(cast) and not non_finite(arr):
+                raise HTTPError(422, "signature_mismatch", f"input {name!r}: values out of the range of "
+                                                           f"{want.name} (they would become infinite)")
+            arr = cast
         return np.ascontiguousarray(arr)
 
     def describe_inputs(self) -> str:
@@ -190,7 +194,7 @@ class Service:
     def describe(self) -> dict[str, Any]:
         m = self.model
         return {
-            "bundle": str(m.bundle_dir), "bundle_digest": m.manifest.bundle_digest, "target": m.manifest.target,
+            "bundle": self.name, "bundle_digest": m.manifest.bundle_digest, "target": m.manifest.target,
             "engine": m.engine_name, "engine_version": m.engine_version, "accelerator": m.accelerator,
             "fallback": m.fallback, "precision": m.precision, "threads": m.threads,
             "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
