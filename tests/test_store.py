@@ -162,7 +162,7 @@ def test_a_schema_1_store_migrates_in_place(tmp_path: Path) -> None:
     con.close()
 
     with open_store(db) as store:
-        assert store.migrated_from == 1 and store.schema_version() == 2
+        assert store.migrated_from == 1 and store.schema_version() == schema.SCHEMA_VERSION
         old = store.get(1)
         assert old.device == "emu-arm64" and old.bundle == "/host/tiny" and old.target == "rpi5"
         assert old.samples_ms == tuple(samples) and old.fingerprint == {"arch": "aarch64"}

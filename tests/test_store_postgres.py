@@ -18,6 +18,8 @@ from edgeify.results import open_store
 from edgeify.store import schema
 from test_store import V1_STATS, WRITER, make_result
 
+pytestmark = pytest.mark.postgres
+
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgServer]:
@@ -68,7 +70,7 @@ def test_a_schema_1_table_on_postgres_migrates_in_place(pg: PgServer) -> None:
                      json.dumps(V1_STATS["protocol"]), json.dumps({"arch": "aarch64"}), json.dumps(V1_STATS),
                      json.dumps([0.5, 0.6])))
     with open_store(url) as store:
-        assert store.migrated_from == 1 and store.schema_version() == 2
+        assert store.migrated_from == 1 and store.schema_version() == schema.SCHEMA_VERSION
         old = store.get(1)
         assert old.device == "emu-arm64" and old.samples_ms == (0.5, 0.6) and old.latency_ms.p95 == 0.8963
         assert store.add(make_result(1)) == 2

@@ -27,8 +27,10 @@ from . import __version__
 from .bench_inputs import dynamic_axes, input_shapes, load_npz, random_feeds, resolve_batch, run_batch, save_npz
 from .bench_request import BenchRequest, RequestError
 from .bench_request import __doc__ as _request_doc_text
+from .device_state import StateProbe
 from .envelope import error_payload, respond
 from .fingerprint import fingerprint, temperatures_c
+from .identity import manifest_identity
 from .manifest import Manifest
 from .result import BenchResult, EngineInfo, Fallback, Latency, Protocol
 from .session import Model, load
@@ -147,12 +149,14 @@ def run_benchmark(req: BenchRequest) -> dict[str, Any]:
         gc.collect()
         gc_was_enabled = gc.isenabled()
         gc.disable()
+        probe = StateProbe()
         try:
             runs_done, stopped_by, elapsed_ns = _timed_loop(model, feeds, req.runs, req.min_duration_s,
                                                             req.max_duration_s, samples_ns)
         finally:
             if gc_was_enabled:
                 gc.enable()
+        state = probe.finish(runs_done, model.threads)
         if stopped_by == "max_duration":
             _log(f"stopped by max_duration_s={req.max_duration_s} after {runs_done} of {req.runs} runs")
 
@@ -184,7 +188,8 @@ def run_benchmark(req: BenchRequest) -> dict[str, Any]:
         dynamic = {t.name: shapes[t.name] for t in manifest.inputs if any(not isinstance(d, int) for d in t.shape)}
         extra["trtexec"] = trtexec_breakdown(engine_record, req, dynamic)
     result = BenchResult(
-        bundle_digest=manifest.bundle_digest, agent_version=AGENT_VERSION, bundle=req.bundle,
+        bundle_digest=manifest.bundle_digest, bundle_id=manifest_identity(manifest, req.options),
+        agent_version=AGENT_VERSION, bundle=req.bundle, device_state=state, series=req.series,
         started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         target=manifest.target, precision=manifest.precision, engine=engine,
         protocol=Protocol(

@@ -18,7 +18,9 @@ Request (every field but ``bundle`` is optional; unknown fields are refused)::
      "outputs_npz": null,            runs and write the outputs here (host-vs-device parity)
      "profile": null,                true or a run count: the engine's per-op profile, in its own session
                                      after the timed runs (edgeify_runtime.profile)
-     "samples": true}                include the raw samples (``samples_ms``) in the result
+     "samples": true,                include the raw samples (``samples_ms``) in the result
+     "series": null}                 {"id", "index", "count"}: this run is one of several interleaved runs
+                                     (``bench --repeat``); copied into the result
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class BenchRequest:
     outputs_npz: str | None = None
     profile: Any = None
     samples: bool = True
+    series: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, raw: Any) -> BenchRequest:
@@ -85,6 +88,7 @@ class BenchRequest:
         _want(self, "inputs_npz", (str,), nullable=True)
         _want(self, "outputs_npz", (str,), nullable=True)
         _want(self, "samples", (bool,))
+        _want(self, "series", (dict,), nullable=True)
         if not isinstance(self.profile, bool):  # true, false, null or a run count
             _want_int(self, "profile", 1, nullable=True)
         if self.inputs_npz and not self.outputs_npz:

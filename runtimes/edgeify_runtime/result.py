@@ -116,6 +116,9 @@ class Fallback:
 @dataclass(frozen=True)
 class BenchResult:
     bundle_digest: str
+    #: the bundle's identity: files digest + engine + precision + engine options (``edgeify_runtime.identity``);
+    #: None on results written before it existed (their identity is unknown: ``identity`` falls back to the digest)
+    bundle_id: str | None = None
     ok: bool = True
     schema: str = RESULT_SCHEMA
     schema_version: int = RESULT_SCHEMA_VERSION
@@ -148,8 +151,22 @@ class BenchResult:
     deploy: dict[str, Any] | None = None
     #: the optimize run this result belongs to, if any
     run_id: str | None = None
+    #: one of several interleaved runs (``bench --repeat N``, ``compare --runs N``): {"id", "index", "count"}
+    series: dict[str, Any] | None = None
+    #: the device's state during the run (``edgeify_runtime.device_state``): clocks, governor, throttling,
+    #: temperatures, load, steal, pressure, energy; null fields where not readable; ``disturbed`` and why
+    device_state: dict[str, Any] | None = None
     #: engine-specific extras: ``parity`` (host-vs-device outputs), ``engine_build``, ``trtexec``
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def identity(self) -> str:
+        """What compare, gate and ``--bundle`` match on: ``bundle_id``, else (older results) ``bundle_digest``."""
+        return self.bundle_id or self.bundle_digest
+
+    @property
+    def disturbed(self) -> bool:
+        return bool((self.device_state or {}).get("disturbed"))
 
     # -- reading ----------------------------------------------------------------------------------------------
     @classmethod

@@ -1,5 +1,12 @@
 """``edgeify compare A B``: how B's latency relates to A's, with its uncertainty.
 
+When both sides hold several runs (a tag on a set, ``--runs N``, ``bench --repeat``), inference is at the run
+level (:mod:`edgeify.analysis.runstats`: a hierarchical bootstrap, verdict faster / slower / same / inconclusive
+at ``threshold``). With one run per side it falls back to the sample-level method below, and says that its
+interval cannot see run-to-run drift.
+
+Sample level:
+
 ``ratio_p50`` = p50(B) / p50(A) with a percentile-bootstrap confidence interval (``scipy.stats.bootstrap``, both
 sides resampled independently; the same resamples give the p90/p95/p99 ratios), a two-sided Mann-Whitney U test
 on the raw samples (``scipy.stats.mannwhitneyu``), and a verdict: ``slower`` (B slower than A) or ``faster`` when
@@ -43,6 +50,10 @@ class Side:
     p50_ms: float
     bundle_digest: str
     device: str
+    #: the bundle's identity (files, engine, precision, engine options); None for results older than it
+    bundle_id: str | None = None
+    #: result ids of runs the device-state rule flagged as disturbed
+    disturbed: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,16 +64,29 @@ class Comparison:
     b: Side
     ratio_p50: float
     ci: tuple[float, float]
-    p_value: float
+    p_value: float | None
     verdict: str
     alpha: float
     confidence: float
     percentiles: tuple[PercentileRatio, ...]
     warnings: tuple[str, ...] = ()
-    method: dict[str, Any] = field(default_factory=dict)
+    method_detail: dict[str, Any] = field(default_factory=dict)
+    #: "run-level hierarchical bootstrap" or "sample-level bootstrap (one run per side)"
+    method: str = ""
+    threshold: float = 0.05
+    runs_a: int = 1
+    runs_b: int = 1
+    #: runs per side that would settle an ``inconclusive`` verdict (an estimate)
+    runs_needed: int | None = None
+    run_level: dict[str, Any] | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.ratio_p50
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["ratio"] = self.ratio_p50
         d["ci"] = list(self.ci)
         d["percentiles"] = {p.percentile: {"a_ms": p.a_ms, "b_ms": p.b_ms, "ratio": p.ratio, "ci": list(p.ci)}
                             for p in self.percentiles}
@@ -144,7 +168,7 @@ def _side_warnings(ra: Sequence[Any], rb: Sequence[Any]) -> list[str]:
     warnings: list[str] = []
     first_a, first_b = ra[0], rb[0]
     for label, group in (("A", ra), ("B", rb)):
-        if len({(r.device, r.bundle_digest, r.protocol.threads) for r in group}) > 1:
+        if len({(r.device, r.identity, r.protocol.threads) for r in group}) > 1:
             warnings.append(f"{label} pools results of different devices, bundles or thread counts")
     if first_a.device != first_b.device:
         warnings.append(f"different devices: A ran on {first_a.device}, B on {first_b.device}")
@@ -164,22 +188,62 @@ def _side_warnings(ra: Sequence[Any], rb: Sequence[Any]) -> list[str]:
     return warnings
 
 
-def compare(sel_a: Any, sel_b: Any, *, alpha: float = DEFAULT_ALPHA, resamples: int = DEFAULT_RESAMPLES,
-            seed: int = 0) -> Comparison:
-    """Compare two :class:`~edgeify.store.select.Selection` (results with their raw samples)."""
+def _disturbed_warnings(label: str, results: Sequence[Any]) -> list[str]:
+    bad = [r for r in results if r.disturbed]
+    if not bad:
+        return []
+    why = "; ".join(sorted({w for r in bad for w in (r.device_state or {}).get("disturbed_because") or ()}))
+    return [f"{label}: {len(bad)} of {len(results)} run(s) disturbed (#{', #'.join(str(r.result_id) for r in bad)}"
+            f": {why})"]
+
+
+def compare(sel_a: Any, sel_b: Any, *, alpha: float | None = None, resamples: int = DEFAULT_RESAMPLES,
+            seed: int = 0, threshold: float = 0.05, run_level: bool | None = None) -> Comparison:
+    """Compare two :class:`~edgeify.store.select.Selection` (results with their raw samples). With two or more
+    results (runs) per side, or ``run_level=True``, at the run level (``alpha`` default 0.05); else sample level
+    (``alpha`` default 0.01)."""
+    from .runstats import hierarchical, pair_by_series
+
     ra, rb = list(sel_a.results), list(sel_b.results)
+    use_runs = len(ra) >= 2 and len(rb) >= 2 if run_level is None else run_level
+    if use_runs and (len(ra) < 2 or len(rb) < 2):
+        from edgeify.errors import UsageError
+
+        raise UsageError(f"run-level statistics need at least 2 runs per side (A has {len(ra)}, B {len(rb)})",
+                         hint="benchmark each bundle several times (`edgeify bench A B --repeat 5`), or give "
+                              "`compare DIR_A DIR_B --runs 5` to run them now")
+    if alpha is None:
+        alpha = 0.05 if use_runs else DEFAULT_ALPHA
     sa = [s for r in ra for s in r.samples_ms]
     sb = [s for r in rb for s in r.samples_ms]
     numbers = sample_stats(sa, sb, alpha=alpha, resamples=resamples, seed=seed)
     pct = numbers.pop("percentiles")
+    numbers["method_detail"] = numbers.pop("method")
+    warnings = _side_warnings(ra, rb) + _disturbed_warnings("A", ra) + _disturbed_warnings("B", rb)
+    extra: dict[str, Any] = {"threshold": threshold, "runs_a": len(ra), "runs_b": len(rb)}
+    if use_runs:
+        pairs = pair_by_series(ra, rb)
+        oa, ob = pairs if pairs else (ra, rb)
+        rl = hierarchical([r.samples_ms for r in oa], [r.samples_ms for r in ob], threshold=threshold,
+                          confidence=1 - alpha, seed=seed, paired=pairs is not None)
+        numbers.update(ratio_p50=rl.ratio, ci=rl.ci, verdict=rl.verdict, p_value=None, confidence=1 - alpha)
+        extra.update(method="run-level hierarchical bootstrap", runs_needed=rl.runs_needed, run_level=rl.to_dict())
+        if rl.verdict == "inconclusive" and rl.runs_needed:
+            warnings.append(f"inconclusive at ±{threshold:.0%}: about {rl.runs_needed} runs per side would settle "
+                            "it (the interval narrows as 1/sqrt(runs))")
+    else:
+        extra["method"] = "sample-level bootstrap + Mann-Whitney (one run per side)"
+        warnings.append("one run per side: the interval sees only within-run noise, not run-to-run drift; "
+                        "use --runs N (or `bench --repeat N`) for a verdict a release can rest on")
 
     def side(sel: Any, results: list[Any], samples: list[float], p50: float) -> Side:
         return Side(ref=str(sel.ref), kind=sel.kind, result_ids=tuple(int(r.result_id) for r in results),
                     samples=len(samples), p50_ms=p50, bundle_digest=results[0].bundle_digest,
-                    device=results[0].device)
+                    device=results[0].device, bundle_id=results[0].bundle_id,
+                    disturbed=tuple(int(r.result_id) for r in results if r.disturbed))
 
     return Comparison(a=side(sel_a, ra, sa, pct[0].a_ms), b=side(sel_b, rb, sb, pct[0].b_ms), percentiles=pct,
-                      warnings=tuple(_side_warnings(ra, rb)), **numbers)
+                      warnings=tuple(warnings), **numbers, **extra)
 
 
 __all__ = ["DEFAULT_ALPHA", "Comparison", "PercentileRatio", "Side", "compare", "differences", "sample_stats"]

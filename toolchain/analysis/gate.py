@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
-from .compare import DEFAULT_ALPHA, Comparison, compare
+from .compare import Comparison, compare
 
 _PCT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
 
@@ -44,20 +44,30 @@ class GateVerdict:
                 "exit_code": 14 if self.regressed else 0, **self.comparison.to_dict()}
 
 
-def gate(baseline: Any, candidate: Any, *, max_regression: float, alpha: float = DEFAULT_ALPHA) -> GateVerdict:
-    c = compare(baseline, candidate, alpha=alpha)
+def gate(baseline: Any, candidate: Any, *, max_regression: float, alpha: float | None = None,
+         run_level: bool | None = None) -> GateVerdict:
+    """Regressed when compare's verdict is ``slower`` (the interval above 1, and not within the allowance)
+    AND the ratio is over ``1 + max_regression``. Several runs per side: run-level inference."""
+    c = compare(baseline, candidate, alpha=alpha, threshold=max_regression, run_level=run_level)
     limit = 1 + max_regression
     over = c.ratio_p50 > limit
     regressed = c.verdict == "slower" and over
     pct = (c.ratio_p50 - 1) * 100
+    ci = f"CI {(c.ci[0] - 1) * 100:+.1f}%..{(c.ci[1] - 1) * 100:+.1f}%"
+    evidence = (f"p={c.p_value:.2g} < {c.alpha:g}" if c.p_value is not None
+                else f"{c.confidence:.0%} interval over {c.runs_a} vs {c.runs_b} runs above 1")
     if regressed:
-        reason = (f"p50 {pct:+.1f}% (CI {(c.ci[0] - 1) * 100:+.1f}%..{(c.ci[1] - 1) * 100:+.1f}%), over the allowed "
-                  f"+{max_regression * 100:g}% and significant (p={c.p_value:.2g} < {alpha:g})")
+        reason = (f"p50 {pct:+.1f}% ({ci}), over the allowed +{max_regression * 100:g}% and significant "
+                  f"({evidence})")
     elif over:
-        reason = (f"p50 {pct:+.1f}% is over +{max_regression * 100:g}% but not significant (p={c.p_value:.2g}, "
-                  f"CI {(c.ci[0] - 1) * 100:+.1f}%..{(c.ci[1] - 1) * 100:+.1f}%): not a regression")
+        reason = (f"p50 {pct:+.1f}% is over +{max_regression * 100:g}% but not significant ({ci}, verdict "
+                  f"{c.verdict}): not a regression")
     else:
-        reason = f"p50 {pct:+.1f}% is within the allowed +{max_regression * 100:g}% ({c.verdict})"
+        reason = f"p50 {pct:+.1f}% is within the allowed +{max_regression * 100:g}% ({c.verdict}, {ci})"
+    if c.verdict == "inconclusive" and c.runs_needed:
+        reason += f"; about {c.runs_needed} runs per side would settle it"
+    if c.a.disturbed or c.b.disturbed:
+        reason += f"; disturbed runs: #{', #'.join(map(str, c.a.disturbed + c.b.disturbed))} (see warnings)"
     return GateVerdict(comparison=c, max_regression=max_regression, regressed=regressed, reason=reason)
 
 

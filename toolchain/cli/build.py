@@ -50,6 +50,10 @@ def build(
                                                                     "int8-dynamic | int16x8 (TFLite, needs --calib)"),
     out: Path = typer.Option(None, "--out", "-o", help="bundle directory [default: build/<model>-<target>-<prec>]"),
     engine: str = typer.Option(None, "--engine", help="engine other than the target's default for the precision"),
+    engine_option: list[str] = typer.Option([], "--engine-option", metavar="KEY=VALUE",
+                                            help="an engine option written to the manifest (the engine's allow-list "
+                                                 "applies; VALUE is JSON or text), e.g. graph_optimization_level="
+                                                 "basic (repeatable); part of the bundle's identity"),
     calib: Path = typer.Option(None, "--calib", help="calibration inputs: .npz | .npy | image folder"),
     eval_data: Path = typer.Option(None, "--eval", help="labelled inputs (.npz with `labels`) for accuracy"),
     preprocess: Path = typer.Option(None, "--preprocess", help="preprocessing TOML for image folders"),
@@ -77,6 +81,8 @@ def build(
 
     if out is None:
         out = default_out(model, target=target, precision=precision, target_files=target_file)
+    if engine_option:
+        target = with_engine_options(target, engine, precision, engine_option, target_file)  # type: ignore[assignment]
     observer = _RichObserver()
     # with --format json, stdout carries one JSON object: whatever converters print there (NNCF's progress
     # bars, TensorFlow's logs) goes to stderr, at the file-descriptor level, while the build runs
@@ -115,15 +121,54 @@ def build(
     print_build_summary(summary)
 
 
+def with_engine_options(target: str, engine: str | None, precision: str, pairs: list[str],
+                        target_files: list[str]) -> Any:
+    """The target's spec with ``--engine-option KEY=VALUE`` merged into the chosen engine's options, checked
+    against that engine's allow-list (the device-side adapter's own check)."""
+    import json
+
+    from edgeify.errors import UsageError
+    from edgeify.pipeline import resolve
+    from edgeify.targets import load_registry
+    from edgeify_runtime.engines.base import check_bundle_options
+    from edgeify_runtime.errors import BundleError
+
+    spec, _ = load_registry(target_files).resolve(target)
+    name = resolve(spec, engine, precision).engine
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--engine-option {pair}: give KEY=VALUE", hint="e.g. --engine-option threads=1")
+        try:
+            options[key.strip()] = json.loads(text)
+        except ValueError:
+            options[key.strip()] = text
+    eng = spec.engines[name]
+    try:
+        check_bundle_options(eng.runtime, options)
+    except BundleError as exc:
+        raise UsageError(f"--engine-option: {exc.message}", hint=exc.hint) from exc
+    engines = {**spec.engines, name: eng.model_copy(update={"options": {**eng.options, **options}})}
+    return spec.model_copy(update={"engines": engines})
+
+
 def build_summary(result: Any) -> dict[str, Any]:
     m, v = result.manifest, result.validation
     return {"bundle": str(result.out), "target": result.target, "family_alias": result.family_alias,
             "engine": result.engine, "precision": result.precision, "bundle_digest": m.bundle_digest,
+            "bundle_id": _identity(m),
             "size_bytes": sum(f["size"] for f in m.files.values()), "files": m.files,
             "quantization": result.quantization.to_dict(), "parity": [r.to_dict() for r in v.outputs],
             "accuracy": None if v.accuracy is None else v.accuracy.to_dict(),
             "latency": result.latency, "seconds": round(result.seconds, 2),
             "steps": [{k: s[k] for k in ("id", "uses", "seconds", "cached")} for s in result.steps]}
+
+
+def _identity(m: Any) -> str:
+    from edgeify_runtime.identity import manifest_identity
+
+    return manifest_identity(m)
 
 
 def register(app: typer.Typer) -> None:

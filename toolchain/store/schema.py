@@ -30,8 +30,9 @@ from sqlalchemy import (
     text,
 )
 
-#: 1: the pre-versioned SQLite store; 2: full typed records, tags, schema_version.
-SCHEMA_VERSION = 2
+#: 1: the pre-versioned SQLite store; 2: full typed records, tags, schema_version; 3: ``bundle_id`` (the bundle's
+#: identity: files, engine, precision and engine options) and ``series`` (interleaved repeated runs).
+SCHEMA_VERSION = 3
 #: arbitrary constant for PostgreSQL's advisory lock around migrations
 _PG_LOCK_KEY = 0x0ED6E1F7
 
@@ -64,6 +65,9 @@ benchmarks = Table(
     Column("model", Text),
     Column("ok", Boolean),
     Column("budget_met", Boolean),
+    # -- v3 --
+    Column("bundle_id", String(128)),
+    Column("series", String(200)),
     sqlite_autoincrement=True,
 )
 Index("benchmarks_device", benchmarks.c.device, benchmarks.c.created_at)
@@ -71,6 +75,8 @@ Index("benchmarks_digest", benchmarks.c.bundle_digest)
 Index("benchmarks_target", benchmarks.c.target)
 Index("benchmarks_run", benchmarks.c.run_id)
 Index("benchmarks_created", benchmarks.c.created_at)
+Index("benchmarks_bundle_id", benchmarks.c.bundle_id)
+Index("benchmarks_series", benchmarks.c.series)
 
 tags = Table(
     "tags", metadata,
@@ -88,6 +94,8 @@ schema_version = Table(
 #: columns added by version 2 to a version-1 ``benchmarks`` table
 _V2_COLUMNS = ("run_id", "model", "ok", "budget_met")
 _V2_INDEXES = ("benchmarks_target", "benchmarks_run", "benchmarks_created")
+_V3_COLUMNS = ("bundle_id", "series")
+_V3_INDEXES = ("benchmarks_bundle_id", "benchmarks_series")
 
 
 def _lock(con: Connection) -> None:
@@ -118,24 +126,49 @@ def migrate(con: Connection, *, now: str) -> tuple[int, int]:
     if found == 0:
         metadata.create_all(con)
     else:
-        _v1_to_v2(con)
-        tags.create(con, checkfirst=True)
-        schema_version.create(con, checkfirst=True)
+        if found < 2:
+            _v1_to_v2(con)
+            tags.create(con, checkfirst=True)
+            schema_version.create(con, checkfirst=True)
+        _v2_to_v3(con)
     con.execute(schema_version.insert().values(version=SCHEMA_VERSION, migrated_at=now))
     return found, SCHEMA_VERSION
 
 
-def _v1_to_v2(con: Connection) -> None:
+def _add_columns(con: Connection, names: tuple[str, ...], index_names: tuple[str, ...]) -> None:
     have = {c["name"] for c in inspect(con).get_columns("benchmarks")}
-    for name in _V2_COLUMNS:
+    for name in names:
         if name not in have:
             col = benchmarks.c[name]
             ddl = col.type.compile(dialect=con.dialect)
-            con.execute(text(f'ALTER TABLE benchmarks ADD COLUMN "{name}" {ddl}'))  # name from _V2_COLUMNS
+            con.execute(text(f'ALTER TABLE benchmarks ADD COLUMN "{name}" {ddl}'))  # name from _V*_COLUMNS
     indexes = {i["name"] for i in inspect(con).get_indexes("benchmarks")}
     for idx in benchmarks.indexes:
-        if idx.name in _V2_INDEXES and idx.name not in indexes:
+        if idx.name in index_names and idx.name not in indexes:
             idx.create(con)
+
+
+def _v2_to_v3(con: Connection) -> None:
+    """Add ``bundle_id`` and ``series``; fill ``bundle_id`` where the result's bundle directory is still here and
+    still holds the same files (its manifest gives the options); elsewhere it stays null (identity unknown)."""
+    from pathlib import Path
+
+    from edgeify_runtime.identity import manifest_identity
+
+    _add_columns(con, _V3_COLUMNS, _V3_INDEXES)
+    rows = con.execute(select(benchmarks.c.id, benchmarks.c.bundle, benchmarks.c.bundle_digest)).all()
+    for row in rows:
+        try:
+            raw = json.loads((Path(row.bundle) / "manifest.json").read_text(encoding="utf-8")) if row.bundle else None
+        except (OSError, ValueError):
+            raw = None
+        if isinstance(raw, dict) and raw.get("bundle_digest") == row.bundle_digest:
+            con.execute(benchmarks.update().where(benchmarks.c.id == row.id).values(
+                bundle_id=manifest_identity(raw)))
+
+
+def _v1_to_v2(con: Connection) -> None:
+    _add_columns(con, _V2_COLUMNS, _V2_INDEXES)
     rows = con.execute(select(benchmarks.c.id, benchmarks.c.stats, benchmarks.c.protocol, benchmarks.c.fingerprint,
                               benchmarks.c.device, benchmarks.c.bundle)).all()
     for row in rows:

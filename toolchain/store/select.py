@@ -62,18 +62,22 @@ def target_names(name: str, target_files: Iterable[str] = ()) -> tuple[str, ...]
 
 
 def bundle_digest(value: str) -> str:
-    """A bundle directory (its manifest's digest) or a digest prefix (hex, at least 4 characters)."""
+    """A bundle directory (its identity: files, engine, precision and engine options, see
+    ``edgeify_runtime.identity``) or an identity / digest prefix (hex, at least 4 characters)."""
+    from edgeify_runtime.identity import manifest_identity
+
     path = Path(value).expanduser()
     if path.is_dir():
         manifest = path / "manifest.json"
         try:
-            digest = json.loads(manifest.read_text(encoding="utf-8")).get("bundle_digest")
+            raw = json.loads(manifest.read_text(encoding="utf-8"))
+            digest = raw.get("bundle_digest")
         except (OSError, ValueError, AttributeError) as exc:
             raise UsageError(f"--bundle {value}: a directory without a readable manifest.json ({exc})",
                              hint="give a bundle directory that `edgeify build` wrote, or a bundle digest") from exc
         if not digest:
             raise UsageError(f"--bundle {value}: its manifest has no bundle_digest", hint="rebuild the bundle")
-        return str(digest).lower()
+        return manifest_identity(raw)
     if _HEX.match(value):
         return value.lower()
     raise UsageError(f"--bundle {value}: no such bundle directory, and not a bundle digest",
@@ -115,7 +119,7 @@ def nothing_matched(store: Any, filters: Filters) -> str:
     if filters.target is not None:
         parts.append("targets: " + _few(store.distinct("target")))
     if filters.bundle is not None:
-        parts.append("bundles: " + _few([d[:12] for d in store.distinct("bundle_digest")]))
+        parts.append("bundles: " + _few([d[:12] for d in store.distinct("bundle_id")]))
     if filters.run_id is not None:
         parts.append("runs: " + _few(store.distinct("run_id")))
     resolved = ""
@@ -146,9 +150,10 @@ class Selection:
         return [int(r.result_id) for r in self.results]
 
 
-def select(store: Any, ref: str) -> Selection:
-    """A result id (``41``, ``#41``), a tag (``baseline-main``), a bundle digest prefix or a bundle directory
-    (its latest result)."""
+def select(store: Any, ref: str, *, runs: int | None = None) -> Selection:
+    """A result id (``41``, ``#41``), a tag (``baseline-main``), a bundle identity / digest prefix or a bundle
+    directory: its latest result, or with ``runs`` its ``runs`` newest results (one per run, for run-level
+    statistics)."""
     text = str(ref).strip().lstrip("#")
     if text.isdigit() and len(text) <= _ID_DIGITS:
         return Selection(ref, "id", (store.get(int(text)),))
@@ -157,7 +162,7 @@ def select(store: Any, ref: str) -> Selection:
         return Selection(ref, "tag", tuple(store.query(ids=tagged, limit=None)))
     if Path(text).expanduser().is_dir() or _HEX.match(text):
         digest = bundle_digest(text)
-        latest = store.query(bundle=digest, limit=1)
+        latest = store.query(bundle=digest, limit=runs or 1)
         if not latest:
             raise ResultNotFoundError(f"no result of bundle {digest[:12]} in {store.location}",
                                       hint=f"benchmark it first: `edgeify bench {text}`")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeify_runtime.result import BenchResult
-from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, and_, create_engine, event, func, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -142,6 +142,7 @@ class ResultStore:
             "stats": json.dumps(record, default=str), "samples": json.dumps(list(result.samples_ms)),
             "run_id": result.run_id, "model": model_name(result), "ok": bool(result.ok),
             "budget_met": None if result.budget is None else bool(result.budget.met),
+            "bundle_id": result.bundle_id, "series": (result.series or {}).get("id"),
         }
         with self._tx(write=True) as con:
             new_id = con.execute(S.benchmarks.insert().values(**row).returning(S.benchmarks.c.id)).scalar_one()
@@ -188,15 +189,20 @@ class ResultStore:
 
     def _where(self, *, device: str | None = None, target: str | Sequence[str] | None = None,
                bundle: str | None = None, run_id: str | None = None, since: _dt.datetime | str | None = None,
-               ids: Sequence[int] | None = None, model: str | None = None) -> list[Any]:
+               ids: Sequence[int] | None = None, model: str | None = None,
+               series: str | None = None) -> list[Any]:
         c = S.benchmarks.c
         where: list[Any] = []
         if device is not None:
             where.append(c.device == device)
         if target is not None:
             where.append(c.target == target if isinstance(target, str) else c.target.in_(list(target)))
-        if bundle:
-            where.append(c.bundle_digest.startswith(bundle.lower(), autoescape=True))
+        if bundle:  # the identity (bundle_id); results older than it: their files digest
+            key = bundle.lower()
+            where.append(or_(c.bundle_id.startswith(key, autoescape=True),
+                             and_(c.bundle_id.is_(None), c.bundle_digest.startswith(key, autoescape=True))))
+        if series is not None:
+            where.append(c.series == series)
         if run_id is not None:
             where.append(c.run_id == run_id)
         if since is not None:
@@ -210,11 +216,12 @@ class ResultStore:
     def query(self, device: str | None = None, target: str | Sequence[str] | None = None,
               bundle: str | None = None, run_id: str | None = None, since: _dt.datetime | str | None = None,
               limit: int | None = 50, *, offset: int = 0, ids: Sequence[int] | None = None,
-              model: str | None = None, samples: bool = True, oldest_first: bool = False) -> list[BenchResult]:
+              model: str | None = None, samples: bool = True, oldest_first: bool = False,
+              series: str | None = None) -> list[BenchResult]:
         """Results, newest first. ``bundle`` is a digest prefix; ``target`` a name or a list of names (a family's
         members); ``since`` a datetime or ISO time; ``samples=False`` skips the raw samples (fast lists)."""
         where = self._where(device=device, target=target, bundle=bundle, run_id=run_id, since=since, ids=ids,
-                            model=model)
+                            model=model, series=series)
         order = S.benchmarks.c.id.asc() if oldest_first else S.benchmarks.c.id.desc()
         stmt = select(*self._columns(samples)).where(*where).order_by(order).offset(offset)
         if limit is not None:
@@ -231,8 +238,8 @@ class ResultStore:
     def series(self, **filters: Any) -> list[dict[str, Any]]:
         """Summary columns only (no JSON decoding), oldest first: what trend plots of thousands of results need."""
         c = S.benchmarks.c
-        cols = (c.id, c.created_at, c.device, c.target, c.bundle_digest, c.model, c.precision, c.engine, c.threads,
-                c.p50_ms, c.p95_ms, c.p99_ms, c.run_id)
+        cols = (c.id, c.created_at, c.device, c.target, c.bundle_digest, c.bundle_id, c.model, c.precision, c.engine,
+                c.threads, c.p50_ms, c.p95_ms, c.p99_ms, c.run_id)
         with self._tx() as con:
             rows = con.execute(select(*cols).where(*self._where(**filters)).order_by(c.id.asc())).all()
         return [dict(r._mapping) for r in rows]
