@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from _tiers import starting  # a test that starts PostgreSQL must carry the `postgres` marker
+
 
 def pg_bindir() -> str | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
@@ -45,6 +47,7 @@ class PgServer:
 
 @contextmanager
 def postgres_server(database: str = "edgeify", user: str = "edgeify") -> Iterator[PgServer]:
+    starting("postgres")
     bindir = pg_bindir()
     if bindir is None:
         raise FileNotFoundError("PostgreSQL server binaries (initdb) not found: apt-get install postgresql "

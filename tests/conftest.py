@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated EDGEIFY_HOME, the trained digits example, tiny ONNX models, a CLI runner."""
+"""Shared fixtures: an isolated EDGEIFY_HOME, the trained digits example, tiny ONNX models, a CLI runner; the test
+tiers (``quick`` for every test that starts no system service and is not slow, see tests/_tiers.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from _ci_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: F401  (CI: a skip fails)
 from _kit import REPO, make_gemm_onnx
+from _tiers import pytest_collection_modifyitems, pytest_runtest_protocol  # noqa: F401  (the test tiers)
 
 
 @pytest.fixture(scope="session", autouse=True)

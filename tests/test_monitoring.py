@@ -22,7 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _tiers import starting
 
+pytestmark = pytest.mark.prometheus
 REPO = Path(__file__).resolve().parents[1]
 MON = REPO / "examples" / "apps" / "monitoring"
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -30,6 +32,7 @@ import serve_load  # noqa: E402  (start/stop a real service; the tiny real bundl
 
 
 def _tool(name: str) -> str:
+    starting("prometheus")
     path = shutil.which(name)
     if path is None:
         pytest.fail(f"{name} is not installed (apt-get install prometheus; install.sh --dev does)")

@@ -14,13 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _kit import run_cli
+from _tiers import starting
 from edgeify.results import open_store
 from edgeify_runtime.result import BenchResult, EngineInfo, Latency, Protocol
 
 _CONSOLE = re.compile(r":CONSOLE[:(]")
+pytestmark = pytest.mark.browser
 
 
 def chromium() -> str:
+    starting("browser")
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("chromium is not installed (apt-get install chromium; ./install.sh --dev)")

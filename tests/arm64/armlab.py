@@ -32,6 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "ssh"))
 import sshlab  # noqa: E402
+from _tiers import starting  # noqa: E402  (a test that starts the emulated device must carry `arm64`)
 
 SUITE = "bookworm"
 DEB_PACKAGES = ("python3", "python3-venv", "openssh-server")
@@ -175,6 +176,7 @@ class Arm64Device:
         self.mounts.append(target)
 
     def start(self, host_dir: Path) -> Arm64Device:
+        starting("arm64")
         r = self.root
         self._mount("-t", "proc", "proc", target=r / "proc")
         (host_dir / "cpuinfo").write_text(ARM_CPUINFO)

@@ -1,8 +1,9 @@
 """The emulated arm64 device for the tests: a cached arm64 Debian root under qemu-user, sshd on 127.0.0.5.
 
-Every test here is marked ``arm64`` (`pytest -m arm64` runs them alone). Setting the device up needs root and
-qemu-user-static, binfmt-support and debootstrap (`./install.sh --dev` installs them); without them the tests
-skip with the reason, except in CI (CI=true), where that is a failure.
+Every test here carries the ``arm64`` marker (`pytest -m arm64` runs them alone; ``armlab.Arm64Device.start``
+refuses a test without it). Setting the device up needs root and qemu-user-static, binfmt-support and debootstrap
+(`./install.sh --dev` installs them); without them the tests skip with the reason, except in CI (CI=true), where
+that is a failure.
 """
 
 from __future__ import annotations
@@ -22,12 +23,6 @@ sys.path.insert(0, str(HERE.parent / "ssh"))
 
 import armlab  # noqa: E402
 import sshlab  # noqa: E402
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if Path(str(item.fspath)).resolve().parent == HERE:
-            item.add_marker(pytest.mark.arm64)
 
 
 @dataclass

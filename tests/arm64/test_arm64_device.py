@@ -14,6 +14,8 @@ from edgeify.build import build
 from edgeify.deploy.connect import open_site
 from edgeify.deploy.deployer import deploy
 
+pytestmark = pytest.mark.arm64  # every test here starts the emulated arm64 device
+
 
 def test_device_is_aarch64_and_has_no_runtime_before_deploy(arm64_device) -> None:
     with open_site(arm64_device) as site:

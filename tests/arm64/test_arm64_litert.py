@@ -21,6 +21,8 @@ from edgeify.build import build
 from edgeify.deploy.connect import open_site
 from edgeify.deploy.deployer import deploy
 
+pytestmark = pytest.mark.arm64  # every test here starts the emulated arm64 device
+
 
 @pytest.fixture()
 def pi5_device(arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

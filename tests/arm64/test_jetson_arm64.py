@@ -26,6 +26,8 @@ from edgeify.deploy.connect import open_site
 from edgeify.deploy.deployer import deploy
 from edgeify.errors import EngineMissingError
 
+pytestmark = pytest.mark.arm64  # every test here starts the emulated arm64 device
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 

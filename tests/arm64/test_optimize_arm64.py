@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.arm64  # every test here starts the emulated arm64 device
+
 
 def test_optimize_on_emulated_arm64(arm64_device, digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import edgeify

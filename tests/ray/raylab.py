@@ -25,6 +25,10 @@ from pathlib import Path
 
 import psutil
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/: _tiers (benchmarks import this file alone)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+from _tiers import starting  # a test that starts Ray must carry the `ray` marker
+
 RAY = str(Path(sys.executable).with_name("ray"))
 PORT = 6379  # the namespace is private: the default port is free there
 # the head notices a dead node within a few seconds (defaults: tens of seconds)
@@ -66,12 +70,14 @@ class RayLab:
         return ["ip", "netns", "exec", self.netns, *cmd]
 
     def start(self) -> RayLab:
+        starting("ray")
         subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
         subprocess.run(self.ns("ip", "link", "set", "lo", "up"), check=True, capture_output=True)
         self._ray_start("head", "127.0.0.1", ["--head", "--port", str(PORT), "--include-dashboard=false"])
         return self
 
     def add_node(self, name: str, env: dict[str, str] | None = None) -> Node:
+        starting("ray")
         ip = f"127.0.0.{len(self.nodes) + 1}"
         return self._ray_start(name, ip, ["--address", self.address], env)
 

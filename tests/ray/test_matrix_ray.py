@@ -19,6 +19,8 @@ from _kit import make_gemm_onnx
 from edgeify_runtime.manifest import Manifest
 from raylab import RayLab
 
+pytestmark = pytest.mark.ray
+
 
 def _wait(proc, timeout: float = 300) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)

@@ -8,9 +8,12 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 from _kit import run_cli
 from edgeify_runtime.manifest import Manifest
 from raylab import RayLab
+
+pytestmark = pytest.mark.ray
 
 
 def test_optimize_builds_candidates_on_both_nodes_and_measures_here(lab: RayLab, digits, tmp_path: Path,

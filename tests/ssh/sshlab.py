@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/: _tiers (benchmarks import this file alone)
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+from _tiers import starting  # a test that starts sshd must carry the `ssh` marker
+
 SSHD = "/usr/sbin/sshd"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 #: the test network for namespaced devices; never any other address (see shared/FACTS.md)
@@ -120,6 +124,7 @@ class Sshd:
         ])
 
     def start(self) -> Sshd:
+        starting("ssh")
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         cfg = self.root / "sshd_config"
         cfg.write_text(self.config_text())

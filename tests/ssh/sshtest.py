@@ -26,13 +26,6 @@ def require(*tools: str, root: bool = False) -> None:
         pytest.skip(reason)  # outside CI only: in CI (CI=true) the line above fails instead
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = Path(__file__).resolve().parent
-    for item in items:
-        if Path(str(item.fspath)).resolve().parent == here:
-            item.add_marker(pytest.mark.ssh)
-
-
 def device_for(sshd: sshlab.Sshd, *, name: str | None = None, workdir: Path | None = None,
                python: str | None = None, target: str = "x86-avx2", tags: tuple[str, ...] = (),
                **extra: Any) -> Any:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(HERE.parent / "ssh"))
 sys.path.insert(0, str(HERE.parent / "arm64"))
 import armlab  # noqa: E402  (the Debian mirror this machine uses)
 import sshlab  # noqa: E402
+from _tiers import starting  # noqa: E402  (a test that boots this device must carry the `systemd` marker)
 
 SUITE = "bookworm"
 DEB_PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "openssh-server", "procps")
@@ -171,6 +172,7 @@ class SystemdDevice:
 
     def boot(self, log: Path, timeout: float = 60.0) -> SystemdDevice:
         """Boot systemd in the root and wait until its sshd unit answers."""
+        starting("systemd")
         host = cgroup2_mount()
         if host is None:
             raise RuntimeError("no cgroup2 hierarchy is mounted on this host (systemd needs one)")

@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 import sdlab  # noqa: E402
 from sdlab import sshlab  # noqa: E402
 
-pytestmark = pytest.mark.ssh
+pytestmark = pytest.mark.systemd  # the device's sshd is one of its units: part of this tier
 UNIT = "edgeify-model.service"
 
 
