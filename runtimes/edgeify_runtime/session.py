@@ -28,8 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .engines import EngineAdapter, create_adapter
-from .engines.base import check_bundle_options
+from .engines import EngineAdapter, adapter_class, create_adapter
 from .errors import BundleError, EngineMissingError, InputSignatureError
 from .fingerprint import default_threads
 from .manifest import Manifest, TensorSpec
@@ -39,14 +38,6 @@ __all__ = ["CPUFallbackWarning", "Model", "load"]
 
 class CPUFallbackWarning(RuntimeWarning):
     """``load(..., cpu_fallback=True)`` could not use the requested accelerator and loaded on the CPU."""
-
-
-#: per engine: the load options that place the model on an accelerator, and their CPU values (None: drop the
-#: key). ``cpu_fallback`` rewrites exactly these keys; engines not listed run on the CPU only.
-_CPU_PLACEMENT: dict[str, dict[str, Any]] = {
-    "onnxruntime": {"providers": ["CPUExecutionProvider"], "provider_options": None},
-    "openvino": {"device": "CPU"},
-}
 
 
 #: dynamic-dimension names that say nothing about which dimensions are equal
@@ -113,7 +104,7 @@ class Model:
         self.threads = threads
         #: why ``load(..., cpu_fallback=True)`` fell back to the CPU; None when it did not
         self.fallback = fallback
-        self._accelerator = _placement(adapter)
+        self._accelerator = adapter.placement()
         self._adapter: EngineAdapter | None = adapter
         self._engine_name = adapter.name
         self._engine_version = adapter.version
@@ -295,33 +286,6 @@ class Model:
                 f"{self.manifest.precision} inputs=[{self._describe_inputs()}] {state}>")
 
 
-def _placement(adapter: EngineAdapter) -> str:
-    providers = getattr(adapter, "providers", None)  # onnxruntime: the session's providers, best first
-    if providers:
-        return str(providers[0])
-    return str(getattr(adapter, "device", None) or "CPU")
-
-
-def _unhonoured(engine: str, adapter: EngineAdapter, options: Mapping[str, Any]) -> str | None:
-    """Why the loaded engine does not run where ``options`` asked (an engine may drop a provider silently)."""
-    if engine == "onnxruntime" and options.get("providers") and not options.get("provider_fallback"):
-        got = list(getattr(adapter, "providers", None) or [])
-        lost = [str(p) for p in options["providers"] if p not in got]
-        if lost:
-            return f"onnxruntime could not start the execution provider(s) {lost}; the session runs on {got}"
-    return None
-
-
-def _cpu_options(engine: str, options: Mapping[str, Any]) -> dict[str, Any] | None:
-    """``options`` with the accelerator keys set to the CPU; None when they already ask for the CPU."""
-    cpu = _CPU_PLACEMENT.get(engine)
-    if not cpu or not any(k in options and options[k] != v for k, v in cpu.items()):
-        return None
-    out = {k: v for k, v in options.items() if k not in cpu}
-    out.update({k: v for k, v in cpu.items() if v is not None})
-    return out
-
-
 def load(bundle: str | os.PathLike[str], *, engine: str | None = None, threads: int | None = None,
          verify: bool = True, options: Mapping[str, Any] | None = None, cpu_fallback: bool = False) -> Model:
     """Load an edgeify bundle directory and return a ready Model.
@@ -331,9 +295,9 @@ def load(bundle: str | os.PathLike[str], *, engine: str | None = None, threads: 
     ``verify``: check every file's sha256 first (BundleError naming the bad files when one differs).
     ``options``: engine load options, merged over the manifest's ``engine.options``; they choose the
     accelerator (ONNX Runtime ``providers``, OpenVINO ``device``; see ``edgeify_runtime.engines``). The
-    manifest's own options must be on ``engines.base.BUNDLE_OPTIONS`` (thread counts, ONNX Runtime graph
-    optimization level and execution mode, OpenVINO inference precision and performance hint, provider names;
-    never a path): anything else is a BundleError.
+    manifest's own options must pass the adapter's ``option_specs`` (``edgeify engines`` lists each engine's;
+    thread counts, optimization levels, precision hints, provider names; never a path): anything else is a
+    BundleError.
     ``cpu_fallback``: when the accelerator the options ask for is missing or does not start, load on the CPU
     instead, warn (``CPUFallbackWarning``) and record why in ``Model.fallback``. Without it (the default)
     that is an EngineMissingError: edgeify never moves a model to another device silently.
@@ -345,7 +309,8 @@ def load(bundle: str | os.PathLike[str], *, engine: str | None = None, threads: 
     bundle_dir = Path(bundle)
     manifest = Manifest.read(bundle_dir)
     want = manifest.engine.name
-    check_bundle_options(want, manifest.engine.options)  # a manifest is data: only allow-listed options
+    cls = adapter_class(want)
+    cls.check_bundle_options(manifest.engine.options)  # a manifest is data: only allow-listed options
     if engine is not None and engine != want:
         raise BundleError(
             f"bundle {bundle_dir} was built for engine {want!r}; it has no artifact for engine {engine!r}",
@@ -362,17 +327,17 @@ def load(bundle: str | os.PathLike[str], *, engine: str | None = None, threads: 
     adapter = create_adapter(want, manifest.engine.min_version)
     try:
         adapter.load(bundle_dir, manifest, threads, merged)
-        reason = _unhonoured(want, adapter, merged)
+        reason = adapter.unhonoured(merged)
     except EngineMissingError as exc:
         adapter.close()
-        if not cpu_fallback or _cpu_options(want, merged) is None:
+        if not cpu_fallback or cls.cpu_options(merged) is None:
             raise
         reason = str(exc)
-    skipped = list(getattr(adapter, "skipped_providers", None) or [])  # onnxruntime's provider_fallback
+    skipped = adapter.skipped_placements()  # e.g. a provider fallback order the options asked for
     fallback = f"{want} skipped the execution provider(s) {skipped} (provider_fallback)" if skipped else None
     if reason is not None:
         adapter.close()
-        cpu = _cpu_options(want, merged)
+        cpu = cls.cpu_options(merged)
         if not cpu_fallback or cpu is None:
             raise EngineMissingError(reason, hint="install the engine build and drivers for that accelerator, "
                                                   "or pass cpu_fallback=True to accept the CPU")

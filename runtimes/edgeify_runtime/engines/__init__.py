@@ -1,77 +1,156 @@
-"""Engine adapters and their registry.
+"""Engine adapters and their registry, found by entry points.
 
-The registry maps an adapter name (what a manifest's ``engine.name`` says) to where its adapter class
-lives and how to find the engine without importing it. Adding an engine is one ``EngineInfo(...)`` line in
-``_ENGINES`` plus its adapter module. Nothing here imports an engine: ``available_engines()`` uses
-``importlib.util.find_spec`` and package metadata only; ``create_adapter`` imports the adapter module, and
-the adapter imports its engine inside ``load``.
+Every adapter, the built-in ones included, is registered by the distribution that ships it, in the entry-point
+group ``edgeify_runtime.engines``: ``name = "module.path:AdapterClass"`` (see ``runtimes/pyproject.toml``). The
+adapter class carries everything about its engine (``engines.base.EngineAdapter``): how to find the engine
+without importing it, its typed options, tuning axes, CPU placement, profile and intermediate-dump hooks and
+version check. Two distributions registering one name is an EngineConflictError naming both.
+
+Nothing here imports an engine: ``available_engines()`` uses ``importlib.util.find_spec`` and package metadata
+only; ``create_adapter`` returns an unloaded adapter, which imports its engine inside ``load``. The registry is
+read once (``registry()``, cached) and is read-only.
+
+The runtime zip the deployer installs on a device carries the ``edgeify_runtime`` dist-info (its
+``entry_points.txt``), so the built-ins are found there the same way.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.util
+import functools
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any, Iterable
 
 from ..errors import EngineMissingError
-from .base import EngineAdapter, EngineInfo, check_min_version, version_at_least, version_tuple
-
-try:  # Python 3.8+: importlib.metadata is in the standard library
-    from importlib import metadata as _metadata
-except ImportError:  # pragma: no cover - Python < 3.8 is not supported, keep the failure readable
-    _metadata = None  # type: ignore[assignment]
+from .base import EngineAdapter, EngineInfo, Option, ProfileRun, TuningAxis, version_at_least, version_tuple
 
 __all__ = [
-    "ENGINES", "EngineAdapter", "EngineInfo", "available_engines", "create_adapter", "engine_info",
-    "installed_version", "is_installed", "version_at_least", "version_tuple",
+    "ENGINES", "GROUP", "EngineAdapter", "EngineConflictError", "EngineInfo", "Option", "ProfileRun", "TuningAxis",
+    "adapter_class", "adapter_classes", "available_engines", "create_adapter", "engine_info", "engine_status",
+    "installed_version", "is_installed", "registry", "version_at_least", "version_tuple",
 ]
 
-_ENGINES = (
-    EngineInfo("onnxruntime", "edgeify_runtime.engines.onnxruntime:OnnxRuntimeAdapter", ("onnxruntime",),
-               ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
-                "onnxruntime-qnn", "onnxruntime-silicon"), "onnxruntime"),
-    EngineInfo("openvino", "edgeify_runtime.engines.openvino:OpenVINOAdapter", ("openvino",),
-               ("openvino",), "openvino"),
-    EngineInfo("tensorrt", "edgeify_runtime.engines.tensorrt:TensorRTAdapter", ("tensorrt",),
-               ("tensorrt", "tensorrt-cu12", "tensorrt_cu12", "tensorrt-libs"), "tensorrt",
-               "on a Jetson: sudo apt-get install nvidia-jetpack (or python3-libnvinfer), "
-               "plus pip install cuda-python"),
-    # no distributions: ai-edge-litert and tensorflow/tflite-runtime number releases differently; the adapter
-    # reports the version of the module it imported and checks min_version itself (see engines/litert.py)
-    EngineInfo("litert", "edgeify_runtime.engines.litert:LiteRTAdapter",
-               ("ai_edge_litert", "tflite_runtime", "tensorflow"), (), "ai-edge-litert"),
-)
+#: the entry-point group device-side adapters register in
+GROUP = "edgeify_runtime.engines"
 
 
-def _build_registry(infos: tuple[EngineInfo, ...]) -> Mapping[str, EngineInfo]:
-    table: dict[str, EngineInfo] = {}
-    for info in infos:
-        if info.name in table:
-            raise ValueError(f"engine {info.name!r} is registered twice")
-        table[info.name] = info
-    return MappingProxyType(table)
+class EngineConflictError(EngineMissingError, ValueError):
+    """Two installed distributions register an engine adapter under one name."""
 
 
-#: name -> EngineInfo, read-only.
-ENGINES: Mapping[str, EngineInfo] = _build_registry(_ENGINES)
+def _entry_points(group: str) -> list[tuple[str, str, str]]:
+    """(name, value, distribution) of every entry point in ``group``; one distribution counted once (the first
+    on ``sys.path`` wins, as for imports). Works on Python 3.8 (no ``entry_points(group=)``, no ``ep.dist``)."""
+    from importlib import metadata
+
+    out: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    for dist in metadata.distributions():
+        try:
+            dist_name = str(dist.metadata["Name"] or "")
+            eps = [ep for ep in dist.entry_points if ep.group == group]
+        except Exception:  # corrupt metadata: skip that distribution, discovery must not fail
+            continue
+        key = dist_name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        out += [(ep.name, ep.value, dist_name) for ep in eps]
+    return out
+
+
+def _check_unique(found: Iterable[tuple[str, str, str]], what: str) -> dict[str, tuple[str, str]]:
+    """name -> (value, distribution); a name registered by two distributions is an EngineConflictError."""
+    table: dict[str, tuple[str, str]] = {}
+    for name, value, dist in found:
+        if name in table:
+            other_value, other = table[name]
+            raise EngineConflictError(
+                f"{what} {name!r} is registered twice: by {other} ({other_value}) and by {dist} ({value})",
+                hint=f"pip uninstall one of {other}, {dist}")
+        table[name] = (value, dist)
+    return table
+
+
+def _load_class(name: str, value: str, dist: str) -> type[EngineAdapter]:
+    import importlib
+
+    mod_name, _, attr = value.partition(":")
+    try:
+        obj: Any = importlib.import_module(mod_name.strip())
+        for part in attr.strip().split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:
+        raise EngineMissingError(f"engine adapter {name!r} from {dist} ({value}) cannot be imported: {exc}",
+                                 hint=f"pip install --force-reinstall {dist}") from exc
+    if not (isinstance(obj, type) and issubclass(obj, EngineAdapter)) or obj.name != name:
+        raise EngineMissingError(f"entry point {name!r} of {dist} ({value}) is not an EngineAdapter named {name!r}",
+                                 hint=f"report it to the maintainers of {dist}")
+    return obj
+
+
+@functools.lru_cache(maxsize=1)
+def _classes() -> Mapping[str, tuple[type[EngineAdapter], str]]:
+    table = _check_unique(_entry_points(GROUP), "engine")
+    return MappingProxyType({name: (_load_class(name, value, dist), dist)
+                             for name, (value, dist) in sorted(table.items())})
+
+
+@functools.lru_cache(maxsize=1)
+def registry() -> Mapping[str, EngineInfo]:
+    """name -> EngineInfo of every registered adapter, read-only (read once per process)."""
+    return MappingProxyType({name: cls.engine_info(dist) for name, (cls, dist) in _classes().items()})
+
+
+def _build_registry(infos: Iterable[EngineInfo]) -> Mapping[str, EngineInfo]:
+    """A read-only name -> EngineInfo table; a duplicate name is an EngineConflictError (a ValueError)."""
+    _check_unique(((i.name, i.adapter, i.distribution or "?") for i in infos), "engine")
+    return MappingProxyType({i.name: i for i in infos})
+
+
+def __getattr__(name: str) -> Any:  # ``ENGINES``: the registry, read on first use
+    if name == "ENGINES":
+        return registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _table() -> Mapping[str, EngineInfo]:
+    return globals().get("ENGINES") or registry()
 
 
 def engine_info(name: str) -> EngineInfo:
     """The registry entry for ``name``; EngineMissingError (with a "did you mean") for an unknown name."""
+    table = _table()
     try:
-        return ENGINES[name]
+        return table[name]
     except KeyError:
-        close = difflib.get_close_matches(str(name), list(ENGINES), n=1)
+        close = difflib.get_close_matches(str(name), list(table), n=1)
         suggestion = f" Did you mean {close[0]!r}?" if close else ""
         raise EngineMissingError(
             f"this edgeify-runtime has no adapter for engine {name!r} "
-            f"(it knows {', '.join(ENGINES)}).{suggestion}",
-            hint="pip install --upgrade edgeify-runtime (the bundle may come from a newer edgeify)") from None
+            f"(it knows {', '.join(table) or 'none: no distribution registers one in ' + GROUP}).{suggestion}",
+            hint="pip install --upgrade edgeify-runtime (the bundle may come from a newer edgeify), or install "
+                 "the engine's plugin") from None
+
+
+def adapter_class(name: str) -> type[EngineAdapter]:
+    """The adapter class registered as ``name`` (EngineMissingError for an unknown name); nothing is loaded."""
+    info = engine_info(name)
+    entry = _classes().get(name)
+    if entry is not None and entry[0].engine_info().adapter == info.adapter:
+        return entry[0]
+    return _load_class(name, info.adapter, info.distribution or "?")
+
+
+def adapter_classes() -> dict[str, type[EngineAdapter]]:
+    """Every registered adapter class, by name."""
+    return {name: adapter_class(name) for name in _table()}
 
 
 def _find_module(info: EngineInfo) -> str | None:
+    import importlib.util
+
     for mod in info.modules:
         try:
             if importlib.util.find_spec(mod) is not None:
@@ -83,11 +162,11 @@ def _find_module(info: EngineInfo) -> str | None:
 
 def installed_version(info: EngineInfo) -> str | None:
     """The engine's version from its distribution metadata (no import), or None when no metadata is found."""
-    if _metadata is None:  # pragma: no cover
-        return None
+    from importlib import metadata
+
     for dist in info.distributions:
         try:
-            return str(_metadata.version(dist))
+            return str(metadata.version(dist))
         except Exception:  # PackageNotFoundError, or corrupt metadata: discovery must not fail
             continue
     return None
@@ -103,10 +182,27 @@ def available_engines() -> dict[str, str]:
     An engine whose module is importable but has no package metadata is reported with version ``"unknown"``.
     """
     found: dict[str, str] = {}
-    for name, info in ENGINES.items():
+    for name, info in _table().items():
         if _find_module(info) is not None:
-            found[name] = installed_version(info) or "unknown"
+            try:
+                version = adapter_class(name).installed_version()
+            except Exception:  # a broken plugin: its distributions still say
+                version = installed_version(info)
+            found[name] = version or "unknown"
     return found
+
+
+def engine_status() -> list[dict[str, Any]]:
+    """One row per registered adapter: ``{name, distribution, available, reason}`` (the adapter's ``available()``,
+    which imports no engine)."""
+    rows = []
+    for name, info in _table().items():
+        try:
+            ok, reason = adapter_class(name).available()
+        except Exception as exc:  # a broken plugin is reported, not fatal to the listing
+            ok, reason = False, f"{type(exc).__name__}: {exc}"
+        rows.append({"name": name, "distribution": info.distribution, "available": bool(ok), "reason": reason})
+    return rows
 
 
 def create_adapter(name: str, min_version: str | None = None) -> EngineAdapter:
@@ -116,16 +212,13 @@ def create_adapter(name: str, min_version: str | None = None) -> EngineAdapter:
     needed when the installed one is older than ``min_version``.
     """
     info = engine_info(name)
-    module = _find_module(info)
-    if module is None:
+    if _find_module(info) is None:
         raise EngineMissingError(
             f"engine {name!r} is not installed on this device: {info.install_command}",
             hint=info.install_command)
-    check_min_version(info, installed_version(info), min_version)
-    mod_name, _, cls_name = info.adapter.partition(":")
-    cls = getattr(importlib.import_module(mod_name), cls_name)
+    cls = adapter_class(name)
+    cls.check_min_version(installed_version(info), min_version)
     adapter = cls()
-    if not isinstance(adapter, EngineAdapter):  # pragma: no cover - a registration mistake
-        raise TypeError(f"{info.adapter} is not an EngineAdapter")
     adapter.min_version = min_version
     return adapter
+

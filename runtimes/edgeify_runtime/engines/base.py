@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..errors import BundleError, EngineMissingError
 
@@ -31,7 +31,8 @@ class EngineInfo:
     ``adapter`` is ``"module.path:ClassName"``; ``modules`` are the engine's importable top-level module names
     (the first one found is used); ``distributions`` are the pip distribution names whose metadata gives the
     version (several builds of one engine exist, e.g. ``onnxruntime-gpu``); ``pip`` is the install command's
-    argument that fixes a missing engine.
+    argument that fixes a missing engine; ``distribution`` is the Python distribution that registered the adapter
+    (entry-point group ``edgeify_runtime.engines``).
     """
 
     name: str
@@ -41,23 +42,93 @@ class EngineInfo:
     pip: str
     #: how to install the engine when pip is not the way (e.g. TensorRT on a Jetson comes with JetPack)
     hint: str = ""
+    distribution: str = ""
 
     @property
     def install_command(self) -> str:
         return self.hint or f"pip install {self.pip}"
 
 
+@dataclass(frozen=True)
+class Option:
+    """One engine option. ``check(value) -> bool`` says which values a bundle's manifest may carry; ``check=None``
+    means only a caller of ``load(options=...)`` may pass it (it can name files or libraries to load)."""
+
+    check: Callable[[Any], bool] | None
+    doc: str = ""
+
+    @property
+    def bundle(self) -> bool:
+        return self.check is not None
+
+
+@dataclass(frozen=True)
+class TuningAxis:
+    """A run-time option ``edgeify optimize`` varies (besides threads), and the values it tries.
+
+    ``via``: for an adapter that knows ``option`` only inside a dict option, ``(dict option, key)`` (e.g. an older
+    OpenVINO adapter: ``("config", "PERFORMANCE_HINT")``).
+    """
+
+    option: str
+    values: tuple[Any, ...]
+    via: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ProfileRun:
+    """What ``edgeify_runtime.profile`` hands an adapter's ``profile_collect`` after the profiled runs."""
+
+    manifest: Manifest
+    feeds: Mapping[str, Any]
+    options: Mapping[str, Any]
+    runs: int
+    workdir: str
+    timeout_s: float
+    overhead: Mapping[str, Any]
+
+
 class EngineAdapter:
-    """Base class of engine adapters.
+    """Base class of engine adapters: the whole contract of one engine on the device.
 
     Lifetime: construct with no arguments (cheap, no engine import), ``load`` once, ``run`` many times,
-    ``close`` once. Subclasses set the class attributes and implement ``_load`` and ``run``.
+    ``close`` once. Subclasses set the class attributes and implement ``_load`` and ``run``; the hooks below
+    (placement, profile, intermediate dump, version check) have defaults an engine overrides when it can do more.
+
+    Registration: an entry point in the group ``edgeify_runtime.engines`` (``name = "module:Class"``) of the
+    distribution that ships the adapter; the built-ins register the same way (``runtimes/pyproject.toml``).
     """
 
     #: adapter name, as written in a manifest's ``engine.name``
     name: ClassVar[str] = ""
-    #: option keys this adapter understands (from the manifest's ``engine.options`` or ``load(options=...)``)
+    #: the engine's importable top-level modules (first found is used), found with ``importlib.util.find_spec``
+    modules: ClassVar[tuple[str, ...]] = ()
+    #: pip distributions whose metadata gives the engine's version (no import)
+    distributions: ClassVar[tuple[str, ...]] = ()
+    #: ``pip install <pip>`` fixes a missing engine; ``install_hint`` replaces that command when pip is not the way
+    pip: ClassVar[str] = ""
+    install_hint: ClassVar[str] = ""
+    #: the typed options: ``load(options=...)`` takes these keys, a bundle's manifest only values ``check`` allows
+    option_specs: ClassVar[Mapping[str, Option]] = {}
+    #: the option keys (derived from ``option_specs``)
     option_keys: ClassVar[frozenset[str]] = frozenset()
+    #: what ``edgeify optimize`` varies besides threads
+    tuning_axes: ClassVar[tuple[TuningAxis, ...]] = ()
+    #: the load options that place the model on an accelerator and their CPU values (None: drop the key);
+    #: ``load(..., cpu_fallback=True)`` rewrites exactly these keys. Empty: the engine runs where it runs.
+    cpu_placement: ClassVar[Mapping[str, Any]] = {}
+    #: where the per-operator profile comes from (None: this engine has no profiler)
+    profile_source: ClassVar[str | None] = None
+    #: the profiler runs the model itself (e.g. trtexec): ``profile_bundle`` makes no timed runs of its own
+    profile_runs_itself: ClassVar[bool] = False
+    #: ``dump_intermediates`` is implemented (per-op parity against the source model)
+    can_dump: ClassVar[bool] = False
+    #: target families this engine serves beyond those whose target files name it (``edgeify targets``)
+    target_families: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.option_keys = frozenset(cls.option_specs)
 
     def __init__(self) -> None:
         self.version: str = ""
@@ -69,13 +140,79 @@ class EngineAdapter:
         self.min_version: str | None = None
         self._loaded = False
 
+    # -- discovery (class level: no engine import) ------------------------------------------------------------
+    @classmethod
+    def engine_info(cls, distribution: str = "") -> EngineInfo:
+        return EngineInfo(cls.name, f"{cls.__module__}:{cls.__qualname__}", tuple(cls.modules),
+                          tuple(cls.distributions), cls.pip, cls.install_hint, distribution)
+
+    @classmethod
+    def find_module(cls) -> str | None:
+        """The first of ``modules`` that is importable here (``find_spec``: nothing is imported)."""
+        for mod in cls.modules:
+            try:
+                if importlib.util.find_spec(mod) is not None:
+                    return mod
+            except (ImportError, ValueError):  # a broken parent package or a module with __spec__ = None
+                continue
+        return None
+
+    @classmethod
+    def installed_version(cls) -> str | None:
+        """The engine's version from its distribution metadata (no import), or None when none is found."""
+        from importlib import metadata
+
+        for dist in cls.distributions:
+            try:
+                return str(metadata.version(dist))
+            except Exception:  # PackageNotFoundError, or corrupt metadata: discovery must not fail
+                continue
+        return None
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """(can this engine run here, why / which version), without importing the engine."""
+        mod = cls.find_module()
+        if mod is None:
+            return False, f"not installed: {cls.engine_info().install_command}"
+        return True, f"{mod} {cls.installed_version() or 'unknown'}"
+
+    @classmethod
+    def check_min_version(cls, installed: str | None, minimum: str | None) -> None:
+        """Raise EngineMissingError when ``installed`` is older than ``minimum`` (unknown versions pass)."""
+        check_min_version(cls.engine_info(), installed, minimum)
+
+    @classmethod
+    def check_bundle_options(cls, options: Mapping[str, Any]) -> None:
+        """Refuse manifest engine options not on ``option_specs``' allow-list (BundleError, exit 12)."""
+        bad = []
+        for key, value in options.items():
+            spec = cls.option_specs.get(key)
+            if spec is None or spec.check is None:
+                bad.append(f"{key!r} (not an option a bundle may set)")
+            elif not spec.check(value):
+                bad.append(f"{key}={str(value)[:80]!r} (not an allowed value)")
+        if bad:
+            allowed = sorted(k for k, o in cls.option_specs.items() if o.bundle)
+            raise BundleError(f"the bundle's engine options are refused: {'; '.join(bad)}",
+                              hint=f"a bundle may set only {', '.join(allowed) or 'no options'} for {cls.name}; "
+                                   "rebuild it, or pass other options to load(options=...) yourself")
+
+    @classmethod
+    def cpu_options(cls, options: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``options`` with the accelerator keys set to the CPU; None when they already ask for the CPU."""
+        cpu = cls.cpu_placement
+        if not cpu or not any(k in options and options[k] != v for k, v in cpu.items()):
+            return None
+        out = {k: v for k, v in options.items() if k not in cpu}
+        out.update({k: v for k, v in cpu.items() if v is not None})
+        return out
+
     def _import_engine(self) -> ModuleType:
         """Import this adapter's engine, set ``module``/``version``, and enforce ``min_version``."""
-        from . import engine_info, installed_version
-
-        info = engine_info(self.name)
+        info = self.engine_info()
         errors: list[str] = []
-        for mod_name in info.modules:
+        for mod_name in self.modules:
             try:
                 module = importlib.import_module(mod_name)
             except ModuleNotFoundError as exc:
@@ -87,9 +224,9 @@ class EngineAdapter:
                 errors.append(f"{mod_name}: {type(exc).__name__}: {exc}")
                 continue
             self.module = mod_name
-            version = installed_version(info) or str(getattr(module, "__version__", "") or "")
+            version = self.installed_version() or str(getattr(module, "__version__", "") or "")
             self.version = version or "unknown"
-            check_min_version(info, version or None, self.min_version)
+            self.check_min_version(version or None, self.min_version)
             return module
         if errors:
             raise EngineMissingError(
@@ -129,6 +266,40 @@ class EngineAdapter:
     def close(self) -> None:
         """Release the engine's session; idempotent."""
         self._loaded = False
+
+    # -- placement (after load) -------------------------------------------------------------------------------
+    def placement(self) -> str:
+        """Where the loaded engine runs, in its own words (``"CPUExecutionProvider"``, ``"CPU"``, ``"GPU.0"``)."""
+        return str(getattr(self, "device", None) or "CPU")
+
+    def unhonoured(self, options: Mapping[str, Any]) -> str | None:
+        """Why the loaded engine does not run where ``options`` asked (None: it does)."""
+        return None
+
+    def skipped_placements(self) -> list[str]:
+        """Accelerators the options named as a fallback order that this engine skipped (reported, not an error)."""
+        return []
+
+    # -- per-operator profile (edgeify_runtime.profile) --------------------------------------------------------
+    def profile_options(self, options: Mapping[str, Any], workdir: str) -> dict[str, Any]:
+        """The load options (and adapter state) that turn the engine's profiler on; called before ``load``."""
+        return dict(options)
+
+    def profile_mark(self, recorded: bool) -> None:
+        """Called after every profiled-session run (``recorded``: a profiled run, not a warm-up)."""
+
+    def profile_collect(self, run: ProfileRun) -> Any:
+        """The common profile record (``profile.record.Profile``) of the runs made since ``load``."""
+        raise BundleError(f"edgeify_runtime.profile has no profiler for engine {self.name!r}")
+
+    # -- intermediate tensors (per-op parity) ------------------------------------------------------------------
+    def dump_intermediates(self, artifact: Path, feeds: Mapping[str, np.ndarray], names: frozenset[str] = frozenset(),
+                           precision: str = "fp32") -> dict[str, np.ndarray]:
+        """Every intermediate tensor of ``artifact`` run once on ``feeds`` (manifest input names, the source's
+        layout), keyed by the engine's tensor names; ``names`` are the source's tensor names (a hint: an engine
+        may return only those). Imports the engine (honouring ``min_version``); no ``load`` needed."""
+        raise BundleError(f"engine {self.name!r} cannot dump intermediate tensors",
+                          hint="per-op parity is not available for this engine")
 
     def __repr__(self) -> str:
         state = "loaded" if self._loaded else "not loaded"
@@ -203,39 +374,31 @@ def names_to_positions(wanted: list[str] | tuple[str, ...], have: list[list[str]
                       f"{[names[0] if names else '?' for names in have]}", hint="rebuild the bundle")
 
 
-# -- engine options a bundle may carry ---------------------------------------------------------------------------
-#: what a bundle's manifest (``engine.options``: data from wherever the bundle came from) may ask of an engine.
-#: Anything else is refused with BundleError (exit 12): options such as ONNX Runtime ``provider_options`` or
-#: ``session_config`` and OpenVINO ``CACHE_DIR`` can name files or libraries to load. Options a caller passes to
-#: ``load(options=...)`` itself are the caller's choice and are not restricted here.
-_PROVIDER = re.compile(r"^[A-Za-z][A-Za-z0-9]*ExecutionProvider$")
-_OV_DEVICE = re.compile(r"^[A-Z][A-Z0-9_.:,]*$")
-_OV_CONFIG = {"INFERENCE_PRECISION_HINT": ("f32", "bf16", "f16"),
-              "PERFORMANCE_HINT": ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"),
-              "EXECUTION_MODE_HINT": ("PERFORMANCE", "ACCURACY"), "NUM_STREAMS": None, "INFERENCE_NUM_THREADS": None,
-              "ENABLE_CPU_PINNING": ("YES", "NO", "True", "False"),
-              "ENABLE_HYPER_THREADING": ("YES", "NO", "True", "False")}
-_ORT_SESSION_CONFIG = {"session.x64quantprecision": ("0", "1"), "session.intra_op.allow_spinning": ("0", "1"),
-                       "session.inter_op.allow_spinning": ("0", "1")}
+# -- validators for option_specs --------------------------------------------------------------------------------
+#: What a bundle's manifest (``engine.options``: data from wherever the bundle came from) may ask of an engine is
+#: what its ``option_specs`` checks allow. Anything else is refused with BundleError (exit 12): options such as a
+#: provider's options or a cache directory can name files or libraries to load. Options a caller passes to
+#: ``load(options=...)`` itself are the caller's choice and are not restricted.
 
-
-def _int(lo: int, hi: int) -> Any:
+def int_range(lo: int, hi: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
-def _one_of(*values: Any) -> Any:
+def one_of(*values: Any) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, str) and v in values
 
 
-def _is_bool(v: Any) -> bool:
+def is_bool(v: Any) -> bool:
     return isinstance(v, bool)
 
 
-def _providers(v: Any) -> bool:
-    return isinstance(v, list) and 0 < len(v) <= 8 and all(isinstance(p, str) and _PROVIDER.match(p) for p in v)
+def matches(pattern: str) -> Callable[[Any], bool]:
+    rx = re.compile(pattern)
+    return lambda v: isinstance(v, str) and bool(rx.match(v))
 
 
-def _scalar_table(allowed: dict[str, Any]) -> Any:
+def scalar_table(allowed: Mapping[str, tuple[str, ...] | None]) -> Callable[[Any], bool]:
+    """A dict of string/int values whose keys are in ``allowed``; ``None``: any non-negative integer."""
     def check(v: Any) -> bool:
         if not isinstance(v, dict):
             return False
@@ -251,33 +414,11 @@ def _scalar_table(allowed: dict[str, Any]) -> Any:
     return check
 
 
-BUNDLE_OPTIONS: dict[str, dict[str, Any]] = {
-    "onnxruntime": {"threads": _int(1, 1024),
-                    "graph_optimization_level": _one_of("disable", "basic", "extended", "all"),
-                    "execution_mode": _one_of("sequential", "parallel"), "providers": _providers,
-                    "provider_fallback": _is_bool, "session_config": _scalar_table(_ORT_SESSION_CONFIG)},
-    "openvino": {"threads": _int(1, 1024), "device": lambda v: isinstance(v, str) and bool(_OV_DEVICE.match(v)),
-                 "inference_precision": _one_of(*_OV_CONFIG["INFERENCE_PRECISION_HINT"]),
-                 "performance_hint": _one_of(*_OV_CONFIG["PERFORMANCE_HINT"]), "config": _scalar_table(_OV_CONFIG)},
-    "litert": {"threads": _int(1, 1024), "xnnpack": _is_bool},
-    "tensorrt": {"dla_core": lambda v: v is None or _int(0, 15)(v), "gpu_fallback": _is_bool,
-                 "builder": _one_of("auto", "trtexec", "python"), "workspace_mib": _int(1, 1 << 20),
-                 "builder_optimization_level": _int(0, 5), "min_batch": _int(1, 1 << 16),
-                 "opt_batch": _int(1, 1 << 16), "max_batch": _int(1, 1 << 16)},
-}
+THREADS = Option(int_range(1, 1024), "intra-op threads when the caller of load names none")
 
 
 def check_bundle_options(engine: str, options: Mapping[str, Any]) -> None:
-    """Refuse engine options in a bundle's manifest that are not on the allow-list (BundleError, exit 12)."""
-    allowed = BUNDLE_OPTIONS.get(engine, {})
-    bad = []
-    for key, value in options.items():
-        check = allowed.get(key)
-        if check is None:
-            bad.append(f"{key!r} (not an option a bundle may set)")
-        elif not check(value):
-            bad.append(f"{key}={str(value)[:80]!r} (not an allowed value)")
-    if bad:
-        raise BundleError(f"the bundle's engine options are refused: {'; '.join(bad)}",
-                          hint=f"a bundle may set only {', '.join(sorted(allowed)) or 'no options'} for {engine}; "
-                               "rebuild it, or pass other options to load(options=...) yourself")
+    """Refuse engine options in a bundle's manifest that ``engine``'s adapter does not allow (BundleError)."""
+    from . import adapter_class
+
+    adapter_class(engine).check_bundle_options(options)

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import BundleError, EngineMissingError
-from .base import EngineAdapter, names_to_positions, version_at_least
+from .base import THREADS, EngineAdapter, Option, ProfileRun, is_bool, names_to_positions, version_at_least
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -125,7 +125,32 @@ class _Port:
 
 class LiteRTAdapter(EngineAdapter):
     name = "litert"
-    option_keys = frozenset({"xnnpack", "threads"})
+    modules = tuple(top for top, _, _ in MODULES)
+    # no distributions: ai-edge-litert and tensorflow/tflite-runtime number releases differently; the adapter
+    # reports the version of the module it imported and checks min_version itself (``_import_engine``)
+    distributions = ()
+    pip = "ai-edge-litert"
+    option_specs = {"threads": THREADS,
+                    "xnnpack": Option(is_bool, "use the XNNPACK delegate (default true)")}
+    profile_source = "litert interpreter node table (Interpreter._get_ops_details) and delegate partitions"
+    can_dump = True
+
+    @classmethod
+    def installed_version(cls) -> str | None:
+        from importlib import metadata
+
+        found = cls.find_module()
+        for top, _, dist in MODULES:
+            if top == found:
+                try:
+                    return str(metadata.version(dist))
+                except Exception:
+                    return None
+        return None
+
+    @classmethod
+    def check_min_version(cls, installed: str | None, minimum: str | None) -> None:
+        """Checked after import, against the module that imported (see the module docstring)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -234,6 +259,38 @@ class LiteRTAdapter(EngineAdapter):
             elif arr.dtype != port.want:
                 arr = arr.astype(port.want)
             out[port.name] = arr
+        return out
+
+    # -- profile, intermediate tensors ------------------------------------------------------------------------
+    def profile_collect(self, run: ProfileRun) -> Any:
+        from ..profile import litert
+        from ..profile.record import build_profile
+
+        ops, extra, intended, missing = litert.collect(self)
+        return build_profile(self.name, litert.SOURCE, run.runs, ops, intended, {**run.overhead, **extra}, missing)
+
+    def dump_intermediates(self, artifact: Path, feeds: Mapping[str, np.ndarray], names: frozenset[str] = frozenset(),
+                           precision: str = "fp32") -> dict[str, np.ndarray]:
+        """Every tensor the interpreter kept (``experimental_preserve_all_tensors``), by normalized name; inputs
+        given in NCHW are transposed when the model takes NHWC."""
+        import numpy as np
+
+        module = self._import_engine()
+        it = module.Interpreter(model_path=str(artifact), experimental_preserve_all_tensors=True)
+        it.allocate_tensors()
+        ins, _ = ordered_io(it)
+        for (name, det), arr in zip(ins, feeds.values()):
+            x = np.asarray(feeds.get(name, arr))
+            if tuple(x.shape) != tuple(det["shape"]) and x.ndim == 4:
+                x = x.transpose(0, 2, 3, 1)
+            it.set_tensor(det["index"], np.ascontiguousarray(x.astype(det["dtype"])))
+        it.invoke()
+        out = {}
+        for d in it.get_tensor_details():
+            try:
+                out[_normalize(str(d["name"]))] = np.array(it.get_tensor(d["index"]))
+            except ValueError:
+                continue
         return out
 
     @property

@@ -17,10 +17,13 @@ Options (manifest ``engine.options`` or ``load(options=...)``):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import re
+
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import BundleError, EngineMissingError
-from .base import EngineAdapter, names_to_positions
+from .base import THREADS, EngineAdapter, Option, ProfileRun, TuningAxis, is_bool, names_to_positions, one_of, \
+    scalar_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -29,14 +32,39 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from ..manifest import Manifest
 
+_PROVIDER = re.compile(r"^[A-Za-z][A-Za-z0-9]*ExecutionProvider$")
+_SESSION_CONFIG = {"session.x64quantprecision": ("0", "1"), "session.intra_op.allow_spinning": ("0", "1"),
+                   "session.inter_op.allow_spinning": ("0", "1")}
+
+
+def _providers(v: Any) -> bool:
+    return isinstance(v, list) and 0 < len(v) <= 8 and all(isinstance(p, str) and _PROVIDER.match(p) for p in v)
+
+
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                "all": "ORT_ENABLE_ALL"}
 
 
 class OnnxRuntimeAdapter(EngineAdapter):
     name = "onnxruntime"
-    option_keys = frozenset({"providers", "provider_options", "graph_optimization_level", "session_config",
-                             "provider_fallback", "execution_mode", "threads"})
+    modules = ("onnxruntime",)
+    distributions = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
+                     "onnxruntime-qnn", "onnxruntime-silicon")
+    pip = "onnxruntime"
+    option_specs = {
+        "threads": THREADS,
+        "graph_optimization_level": Option(one_of(*_OPT_LEVELS), "graph optimizations (default all)"),
+        "execution_mode": Option(one_of("sequential", "parallel"), "executor (default sequential)"),
+        "providers": Option(_providers, "execution providers, in priority order"),
+        "provider_fallback": Option(is_bool, "providers is a fallback order: skip the ones that do not start"),
+        "session_config": Option(scalar_table(_SESSION_CONFIG), "SessionOptions.add_session_config_entry"),
+        "provider_options": Option(None, "one dict per provider (may name libraries: load(options=...) only)"),
+    }
+    tuning_axes = (TuningAxis("graph_optimization_level", ("all", "extended")),
+                   TuningAxis("execution_mode", ("sequential", "parallel")))
+    cpu_placement = {"providers": ["CPUExecutionProvider"], "provider_options": None}
+    profile_source = "onnxruntime session profiling (SessionOptions.enable_profiling)"
+    can_dump = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -107,6 +135,42 @@ class OnnxRuntimeAdapter(EngineAdapter):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self._session.run(self._output_names, {eng: feeds[man] for man, eng in self._feed_names})
         return {name: results[k] for k, name in enumerate(self._manifest_outputs)}
+
+    # -- placement ------------------------------------------------------------------------------------------
+    def placement(self) -> str:
+        return str(self.providers[0]) if self.providers else "CPU"
+
+    def unhonoured(self, options: Mapping[str, Any]) -> str | None:
+        """A provider the options name (not as a fallback order) that the session dropped silently."""
+        if options.get("providers") and not options.get("provider_fallback"):
+            lost = [str(p) for p in options["providers"] if p not in self.providers]
+            if lost:
+                return (f"onnxruntime could not start the execution provider(s) {lost}; the session runs on "
+                        f"{self.providers}")
+        return None
+
+    def skipped_placements(self) -> list[str]:
+        return list(self.skipped_providers)
+
+    # -- profile, intermediate tensors ------------------------------------------------------------------------
+    def profile_options(self, options: Mapping[str, Any], workdir: str) -> dict[str, Any]:
+        from ..profile import ort
+
+        ort.prepare(self, workdir)
+        return dict(options)
+
+    def profile_collect(self, run: ProfileRun) -> Any:
+        from ..profile import ort
+        from ..profile.record import build_profile
+
+        ops, extra, intended, missing = ort.collect(self, run.runs, dict(run.options))
+        return build_profile(self.name, ort.SOURCE, run.runs, ops, intended, {**run.overhead, **extra}, missing)
+
+    def dump_intermediates(self, artifact: Path, feeds: Mapping[str, np.ndarray], names: frozenset[str] = frozenset(),
+                           precision: str = "fp32") -> dict[str, np.ndarray]:
+        from .ort_dump import dump
+
+        return dump(self._import_engine(), artifact, feeds)
 
     def end_profiling(self) -> str:
         """Stop the profiler started by ``profile_prefix``; returns the path of its JSON trace."""

@@ -15,10 +15,11 @@ Options (manifest ``engine.options`` or ``load(options=...)``):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..errors import BundleError, EngineMissingError
-from .base import EngineAdapter, names_to_positions
+from .base import THREADS, EngineAdapter, Option, ProfileRun, TuningAxis, matches, names_to_positions, one_of, \
+    scalar_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -26,6 +27,14 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
     from ..manifest import Manifest
+
+
+#: compile properties a bundle's ``config`` may set (None: any non-negative integer)
+_CONFIG = {"INFERENCE_PRECISION_HINT": ("f32", "bf16", "f16"),
+           "PERFORMANCE_HINT": ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"),
+           "EXECUTION_MODE_HINT": ("PERFORMANCE", "ACCURACY"), "NUM_STREAMS": None, "INFERENCE_NUM_THREADS": None,
+           "ENABLE_CPU_PINNING": ("YES", "NO", "True", "False"),
+           "ENABLE_HYPER_THREADING": ("YES", "NO", "True", "False")}
 
 
 def _port_names(port: Any) -> list[str]:
@@ -37,7 +46,20 @@ def _port_names(port: Any) -> list[str]:
 
 class OpenVINOAdapter(EngineAdapter):
     name = "openvino"
-    option_keys = frozenset({"device", "config", "inference_precision", "performance_hint", "threads"})
+    modules = ("openvino",)
+    distributions = ("openvino",)
+    pip = "openvino"
+    option_specs = {
+        "threads": THREADS,
+        "device": Option(matches(r"^[A-Z][A-Z0-9_.:,]*$"), "OpenVINO device name (default CPU)"),
+        "inference_precision": Option(one_of(*_CONFIG["INFERENCE_PRECISION_HINT"] or ()), "INFERENCE_PRECISION_HINT"),
+        "performance_hint": Option(one_of(*_CONFIG["PERFORMANCE_HINT"] or ()), "PERFORMANCE_HINT"),
+        "config": Option(scalar_table(_CONFIG), "extra compile properties (override the defaults)"),
+    }
+    tuning_axes = (TuningAxis("performance_hint", ("LATENCY", "THROUGHPUT"), via=("config", "PERFORMANCE_HINT")),)
+    cpu_placement = {"device": "CPU"}
+    profile_source = "openvino performance counters (PERF_COUNT, InferRequest.get_profiling_info)"
+    can_dump = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -48,6 +70,7 @@ class OpenVINOAdapter(EngineAdapter):
         self.device = "CPU"
         self.config: dict[str, str] = {}
         self.artifact_path: Path | None = None
+        self._counters: Any = None
 
     def _load(self, artifact: Path, manifest: Manifest) -> None:
         ov = self._import_engine()
@@ -107,6 +130,47 @@ class OpenVINOAdapter(EngineAdapter):
     def profiling_info(self) -> Any:
         """The performance counters of the last ``run`` (needs PERF_COUNT=YES at compile time)."""
         return self._request.get_profiling_info()
+
+    # -- profile, intermediate tensors ------------------------------------------------------------------------
+    def profile_options(self, options: Mapping[str, Any], workdir: str) -> dict[str, Any]:
+        from ..profile import openvino as ov_prof
+
+        self._counters = ov_prof.Counters()
+        return ov_prof.options_with_counters(dict(options))
+
+    def profile_mark(self, recorded: bool) -> None:
+        info = self.profiling_info()  # counters are per inference: a warm-up's are dropped
+        if recorded:
+            self._counters.add(info)
+
+    def profile_collect(self, run: ProfileRun) -> Any:
+        from ..profile import openvino as ov_prof
+        from ..profile.record import build_profile
+
+        ops, extra, intended, missing = ov_prof.collect(self, self._counters, run.manifest)
+        return build_profile(self.name, ov_prof.SOURCE, run.runs, ops, intended, {**run.overhead, **extra}, missing)
+
+    def dump_intermediates(self, artifact: Path, feeds: Mapping[str, np.ndarray], names: frozenset[str] = frozenset(),
+                           precision: str = "fp32") -> dict[str, np.ndarray]:
+        """The IR's ports that carry one of ``names`` (the source's tensor names) become outputs."""
+        import numpy as np
+
+        ov = self._import_engine()
+        core = ov.Core()
+        model = core.read_model(str(artifact))
+        ports = [out for op in model.get_ordered_ops() if op.get_type_name() not in ("Constant", "Result", "Parameter")
+                 for out in op.outputs() if out.get_names() & set(names)]
+        if ports:
+            model.add_outputs(ports)
+        config = {"INFERENCE_PRECISION_HINT": "f32"} if precision in ("fp32", "fp16") else {}
+        compiled = core.compile_model(model, "CPU", config)
+        res = compiled.create_infer_request().infer({p.get_any_name(): feeds[p.get_any_name()]
+                                                     for p in compiled.inputs if p.get_any_name() in feeds})
+        out: dict[str, np.ndarray] = {}
+        for port, value in res.items():
+            for n in port.get_names():
+                out.setdefault(n, np.asarray(value))
+        return out
 
     def close(self) -> None:
         self._request = None

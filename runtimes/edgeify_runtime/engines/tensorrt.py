@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BundleError, EngineMissingError
-from .base import EngineAdapter, names_to_positions
+from .base import EngineAdapter, Option, ProfileRun, int_range, is_bool, names_to_positions, one_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -111,8 +111,25 @@ class _CudaRuntime:  # pragma: no cover - needs an NVIDIA GPU
 
 class TensorRTAdapter(EngineAdapter):
     name = "tensorrt"
-    option_keys = frozenset({"dla_core", "gpu_fallback", "engine_dir", "builder", "timing_cache", "workspace_mib",
-                             "builder_optimization_level", "min_batch", "opt_batch", "max_batch"})
+    modules = ("tensorrt",)
+    distributions = ("tensorrt", "tensorrt-cu12", "tensorrt_cu12", "tensorrt-libs")
+    pip = "tensorrt"
+    install_hint = ("on a Jetson: sudo apt-get install nvidia-jetpack (or python3-libnvinfer), "
+                    "plus pip install cuda-python")
+    option_specs = {
+        "dla_core": Option(lambda v: v is None or int_range(0, 15)(v), "DLA core (None: the GPU)"),
+        "gpu_fallback": Option(is_bool, "layers the DLA cannot run go to the GPU (default true)"),
+        "builder": Option(one_of("auto", "trtexec", "python"), "how the plan is built"),
+        "workspace_mib": Option(int_range(1, 1 << 20), "builder workspace"),
+        "builder_optimization_level": Option(int_range(0, 5), "builder optimization level"),
+        "min_batch": Option(int_range(1, 1 << 16), "optimization profile: smallest batch"),
+        "opt_batch": Option(int_range(1, 1 << 16), "optimization profile: batch tuned for"),
+        "max_batch": Option(int_range(1, 1 << 16), "optimization profile: largest batch"),
+        "engine_dir": Option(None, "where plans are cached (a path: load(options=...) only)"),
+        "timing_cache": Option(None, "builder timing cache (a path: load(options=...) only)"),
+    }
+    profile_source = "trtexec --dumpProfile --separateProfileRun --exportProfile"
+    profile_runs_itself = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -195,6 +212,16 @@ class TensorRTAdapter(EngineAdapter):
             cuda.d2h(results[man], self._buffers[eng][0])
         cuda.sync()
         return results
+
+    def profile_collect(self, run: ProfileRun) -> Any:
+        from ..profile import tensorrt
+        from ..profile.record import build_profile
+
+        shapes = {k: list(getattr(v, "shape", ())) for k, v in run.feeds.items()}
+        ops, extra, intended, missing = tensorrt.collect(self.engine_record, run.workdir, shapes, run.runs,
+                                                         run.timeout_s)
+        return build_profile(self.name, tensorrt.SOURCE, run.runs, ops, intended, {**run.overhead, **extra},
+                             missing)
 
     def close(self) -> None:
         cuda, self._cuda = self._cuda, None

@@ -13,6 +13,9 @@ Each engine reports in its own words; ``record.build_profile`` turns them into o
   the reason in ``time_ms_missing``).
 * TensorRT: trtexec's per-layer profile of the engine plan.
 
+Each engine's adapter owns its profiler (``EngineAdapter.profile_options`` / ``profile_mark`` /
+``profile_collect``, implemented in this package's per-engine modules); this module only runs the session.
+
 The profile loads its own session and runs it after the benchmark's latency samples were taken (the agent
 calls it after closing the timed model), so profiler overhead never reaches those samples. Engines are imported
 lazily, by the adapters, as for ``edgeify_runtime.load``.
@@ -26,17 +29,21 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..engines import create_adapter
+from ..engines import ProfileRun, adapter_classes, create_adapter
 from ..errors import BundleError
 from ..fingerprint import default_threads
 from ..manifest import Manifest
 from .record import FALLBACK_WARN_SHARE, OpProfile, Placement, Profile, build_profile
 
 __all__ = ["DEFAULT_RUNS", "FALLBACK_WARN_SHARE", "OpProfile", "Placement", "Profile", "build_profile",
-           "profile_bundle"]
+           "profile_bundle", "profiled_engines"]
 
 DEFAULT_RUNS = 20
-PROFILED_ENGINES = ("onnxruntime", "openvino", "litert", "tensorrt")
+
+
+def profiled_engines() -> tuple[str, ...]:
+    """The registered engines whose adapter has a per-operator profiler."""
+    return tuple(name for name, cls in adapter_classes().items() if cls.profile_source)
 
 
 def profile_bundle(bundle: str | os.PathLike[str], *, feeds: Mapping[str, Any], threads: int | None = None,
@@ -45,70 +52,42 @@ def profile_bundle(bundle: str | os.PathLike[str], *, feeds: Mapping[str, Any], 
     """Profile ``runs`` inferences of ``feeds`` (after ``warmup`` unrecorded ones) with the bundle's engine.
 
     ``options`` are merged over the manifest's engine options, as in ``edgeify_runtime.load``; ``p50_ms`` (the
-    end-to-end p50 of a separate latency run) is recorded beside the per-op sum.
+    end-to-end p50 of a separate latency run) is recorded beside the per-op sum. The engine's adapter does the
+    engine-specific part (``profile_options``, ``profile_mark``, ``profile_collect``).
     """
     from ..session import Model
 
     bundle_dir = Path(bundle)
     manifest = Manifest.read(bundle_dir)
     engine = manifest.engine.name
-    if engine not in PROFILED_ENGINES:
-        raise BundleError(f"edgeify_runtime.profile has no profiler for engine {engine!r}",
-                          hint=f"profiles exist for {', '.join(PROFILED_ENGINES)}")
     if runs < 1:
         raise ValueError("runs must be >= 1")
     threads = threads or default_threads()
     merged: dict[str, Any] = dict(manifest.engine.options)
     merged.update(dict(options or {}))
-    counters = None
-    if engine == "openvino":
-        from . import openvino as ov_prof
-
-        merged = ov_prof.options_with_counters(merged)
-        counters = ov_prof.Counters()
     with tempfile.TemporaryDirectory(prefix="edgeify-profile-") as work:
         adapter = create_adapter(engine, manifest.engine.min_version)
-        if engine == "onnxruntime":
-            from . import ort
-
-            ort.prepare(adapter, work)
+        if not adapter.profile_source:
+            raise BundleError(f"edgeify_runtime.profile has no profiler for engine {engine!r}",
+                              hint=f"profiles exist for {', '.join(profiled_engines())}")
+        merged = adapter.profile_options(merged, work)
         adapter.load(bundle_dir, manifest, threads, merged)
         model = Model(bundle_dir, manifest, adapter, threads)
         try:
             for _ in range(warmup):
                 model.run(feeds)
-            if counters is not None:
-                adapter.profiling_info()  # counters are per inference: drop the warm-up's
+                adapter.profile_mark(False)
             wall = 0
-            n = 0 if engine == "tensorrt" else runs  # TensorRT: trtexec does the profiled runs
+            n = 0 if adapter.profile_runs_itself else runs
             for _ in range(n):
                 t0 = time.perf_counter_ns()
                 model.run(feeds)
                 wall += time.perf_counter_ns() - t0
-                if counters is not None:
-                    counters.add(adapter.profiling_info())
+                adapter.profile_mark(True)
             overhead: dict[str, Any] = {"warmup_runs": warmup, "profiled_runs": n,
                                         "profiled_run_ms": round(wall / n / 1e6, 6) if n else None}
-            if engine == "onnxruntime":
-                ops, extra, intended, missing = ort.collect(adapter, runs, merged)
-                source = ort.SOURCE
-            elif engine == "openvino":
-                ops, extra, intended, missing = ov_prof.collect(adapter, counters, manifest)
-                source = ov_prof.SOURCE
-            elif engine == "litert":
-                from . import litert
-
-                ops, extra, intended, missing = litert.collect(adapter)
-                source = litert.SOURCE
-            else:
-                from . import tensorrt
-
-                shapes = {k: list(v.shape) for k, v in feeds.items()}
-                ops, extra, intended, missing = tensorrt.collect(adapter.engine_record, work, shapes, runs,
-                                                                 timeout_s)
-                source = tensorrt.SOURCE
+            prof = adapter.profile_collect(ProfileRun(manifest=manifest, feeds=feeds, options=merged, runs=runs,
+                                                      workdir=work, timeout_s=timeout_s, overhead=overhead))
         finally:
             model.close()
-    overhead.update(extra)
-    prof = build_profile(engine, source, runs, ops, intended, overhead, missing)
     return prof.with_latency(p50_ms)
