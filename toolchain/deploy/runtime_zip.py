@@ -131,6 +131,20 @@ def _runtime_sources() -> list[tuple[str, Path]]:
     return out
 
 
+def _runtime_dist_info(version: str) -> list[tuple[str, str]]:
+    """The runtime's dist-info (METADATA, entry_points.txt) for the zip: on the device, importlib.metadata finds
+    the engine adapters' entry points (group ``edgeify_runtime.engines``) in the zip as in an installed package."""
+    from importlib import metadata
+
+    try:
+        eps = metadata.distribution("edgeify-runtime").read_text("entry_points.txt") or ""
+    except metadata.PackageNotFoundError:
+        eps = ""
+    base = f"edgeify_runtime-{version}.dist-info"
+    return [(f"{base}/METADATA", f"Metadata-Version: 2.1\nName: edgeify-runtime\nVersion: {version}\n"),
+            (f"{base}/entry_points.txt", eps)]
+
+
 @functools.lru_cache(maxsize=1)
 def _runtime_zip() -> tuple[bytes, str, str]:
     import edgeify_runtime
@@ -141,6 +155,10 @@ def _runtime_zip() -> tuple[bytes, str, str]:
             info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             zf.writestr(info, path.read_bytes())
+        for rel, text in _runtime_dist_info(edgeify_runtime.__version__):
+            info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, text.encode("utf-8"))
     data = buf.getvalue()
     return data, hashlib.sha256(data).hexdigest(), edgeify_runtime.__version__
 
