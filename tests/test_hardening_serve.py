@@ -150,3 +150,93 @@ def test_model_info_does_not_leak_the_bundle_path(service: Any) -> None:
     bundle = Path(service.bundle).absolute()
     assert str(bundle) not in text and str(bundle.parent) not in text, doc
     assert doc["bundle"] == bundle.name  # the name it is served under, not where it lives
+
+
+# -- slow clients (item 2) ------------------------------------------------------------------------------------------
+
+def _start_limited(bundle: Path, nofile: int, *extra: str) -> Any:
+    """The service with at most ``nofile`` open files (soft and hard), as a small device or a container has."""
+    import resource
+    import subprocess
+    import time
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    proc = subprocess.Popen(bench.serve_argv(bundle, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=limit)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        event = json.loads(line)
+        if event.get("event") == "ready":
+            proc.ready = event  # type: ignore[attr-defined]
+            return proc
+    proc.kill()
+    raise RuntimeError(f"the service did not start: {proc.stderr.read()}")
+
+
+def _half_requests(port: int, n: int) -> list[Any]:
+    import socket
+
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # half a request, then nothing
+        socks.append(s)
+    return socks
+
+
+def test_slow_clients_do_not_lock_out_healthz(service: Any) -> None:
+    """300 connections that send half a request and stop, against a service limited to 256 open files: /healthz
+    and /metrics keep answering (the oldest idle half-requests are closed to make room), and the service
+    never runs out of file descriptors. Bounded: loopback only, every socket has a timeout and is closed."""
+    proc = _start_limited(service.bundle, 256)
+    port = proc.ready["port"]
+    socks: list[Any] = []
+    try:
+        socks = _half_requests(port, 300)
+        for path in ("/healthz", "/metrics", "/healthz"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                assert resp.status == 200, path
+                resp.read()
+            finally:
+                conn.close()
+    finally:
+        for s in socks:
+            s.close()
+        bench.stop(proc)
+    err = proc.stderr.read()
+    assert "Too many open files" not in err, err[-2000:]
+
+
+def test_a_half_request_is_closed_after_the_header_timeout(service: Any) -> None:
+    import socket
+    import time
+
+    proc = _start_limited(service.bundle, 1024, "--header-timeout", "1", "--body-timeout", "1")
+    port = proc.ready["port"]
+    try:
+        (s,) = _half_requests(port, 1)
+        t0 = time.monotonic()
+        with s:
+            s.settimeout(20)
+            got = s.recv(1024)
+        assert time.monotonic() - t0 < 15  # closed by the server, not by our own timeout
+        assert got == b"" or got.startswith(b"HTTP/1.1 408"), got
+        # a body that stops half-way: 408 after the body timeout
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{\"inputs\": ")
+            got = b""
+            while chunk := s.recv(4096):
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 408"), got
+        assert b"--body-timeout" in got
+    finally:
+        bench.stop(proc)

@@ -77,9 +77,13 @@ from typing import Any
 from .. import CPUFallbackWarning, EdgeifyRuntimeError, load
 from . import REQUIREMENTS
 from .http import Bodies, create_app
+from .limits import fit_connections, guarded_protocol
 from .service import Service, read_labels
+from .tls import read_tls, tls_config
 
 TOKEN_ENV = "EDGEIFY_SERVE_TOKEN"
+#: request headers larger than this are refused by h11 (431); 64 KiB holds any real header set
+H11_MAX_HEADER_BYTES = 64 << 10
 INSTALL = "pip install 'edgeify-runtime[serve]' (" + ", ".join(REQUIREMENTS) + ")"
 
 
@@ -115,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=float, default=32.0, help="request body limit in MiB (default 32)")
     p.add_argument("--max-large-bodies", type=int, default=2, help="request bodies over 256 KiB (gRPC messages over "
                    "4 MiB) read and decoded at once, in worker processes (default 2); more wait, then get 503")
+    p.add_argument("--max-connections", type=int, default=1000, help="open client connections at most (default "
+                   "1000, lowered to fit the open-file limit); beyond it a new connection closes the oldest idle one")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds a connection may take to send a "
+                   "request's headers (default 10), then it is closed")
+    p.add_argument("--body-timeout", type=float, default=30.0, help="seconds a request body may go without a byte "
+                   "(default 30), then 408")
+    p.add_argument("--keep-alive-timeout", type=float, default=5.0, help="seconds an idle keep-alive connection is "
+                   "kept open (default 5)")
+    p.add_argument("--tls-cert", help="serve HTTPS (and gRPC over TLS) with this PEM certificate (chain); needs "
+                   "--tls-key")
+    p.add_argument("--tls-key", help="the PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="require client certificates signed by this PEM CA bundle (mutual TLS, "
+                   "HTTP and gRPC)")
     p.add_argument("--token-file", help="require `Authorization: Bearer <token>` on every endpoint; the token is "
                    f"the file's first line (or set {TOKEN_ENV}); never logged")
     p.add_argument("--latency-budget-ms", type=float, default=None, help="the p95 request latency budget, exported "
@@ -197,6 +214,17 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"{flag} must be >= 1, not {value}", code=2)
     if not (args.max_wait_ms >= 0 and math.isfinite(args.max_wait_ms)):
         return _fail(f"--max-wait-ms must be >= 0, not {args.max_wait_ms}", code=2)
+    for flag, seconds in (("--header-timeout", args.header_timeout), ("--body-timeout", args.body_timeout),
+                          ("--keep-alive-timeout", args.keep_alive_timeout)):
+        if not (seconds > 0 and math.isfinite(seconds)):
+            return _fail(f"{flag} must be > 0 seconds, not {seconds}", code=2)
+    if args.max_connections < 1:
+        return _fail(f"--max-connections must be >= 1, not {args.max_connections}", code=2)
+    try:
+        tls = read_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
+    except ValueError as exc:
+        return _fail(str(exc), "pass --tls-cert CERT.pem --tls-key KEY.pem (PEM files readable by this user; see "
+                               "the README's security section)", code=2)
     try:
         import prometheus_client  # noqa: F401
         import starlette  # noqa: F401
@@ -216,8 +244,9 @@ def main(argv: list[str] | None = None) -> int:
                                "`openssl rand -hex 32 > FILE`", code=2)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not is_loopback(args.host):
+        missing = [what for what, on in (("no token (--token-file)", token), ("no TLS (--tls-cert)", tls)) if not on]
         print(f"serve: warning: listening on {args.host}: reachable from the network"
-              + ("" if token else " with no token (--token-file)"), file=sys.stderr)
+              + (" with " + " and ".join(missing) if missing else ""), file=sys.stderr)
     with warnings_to_log():
         try:
             model = load(args.bundle, threads=args.threads, verify=not args.no_verify,
@@ -250,17 +279,26 @@ def main(argv: list[str] | None = None) -> int:
                                                                         "process that holds it")
     port = sock.getsockname()[1]
     max_body = int(args.max_body_mb * (1 << 20))
-    bodies = Bodies(max_body_bytes=max_body, max_large_bodies=args.max_large_bodies)  # shared by REST and gRPC
+    bodies = Bodies(max_body_bytes=max_body, max_large_bodies=args.max_large_bodies,  # shared by REST and gRPC
+                    body_timeout=args.body_timeout)
     app = create_app(service, max_body_bytes=max_body, drain_timeout=args.shutdown_timeout, token=token,
                      bodies=bodies)
+    max_connections = fit_connections(args.max_connections)
+    # limit_concurrency: a backstop only (uvicorn answers 503 to every request, /healthz too, once that many
+    # connections or requests are open; the guarded protocol keeps connections below it)
     config = uvicorn.Config(app, lifespan="on", log_level=args.log_level, access_log=args.access_log,
-                            timeout_graceful_shutdown=args.shutdown_timeout, server_header=False)
+                            timeout_graceful_shutdown=args.shutdown_timeout, server_header=False,
+                            http=guarded_protocol(max_connections, args.header_timeout),
+                            limit_concurrency=max_connections + 1, timeout_keep_alive=args.keep_alive_timeout,
+                            h11_max_incomplete_event_size=H11_MAX_HEADER_BYTES, **tls_config(tls))
     server = uvicorn.Server(config)
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
-    ready = {"event": "ready", "url": f"http://{host}:{port}", "port": port, "pid": os.getpid(),
+    scheme = "https" if tls else "http"
+    ready = {"event": "ready", "url": f"{scheme}://{host}:{port}", "port": port, "pid": os.getpid(),
              "bundle_digest": model.manifest.bundle_digest, "engine": model.engine_name,
              "accelerator": model.accelerator, "fallback": model.fallback, "max_batch": args.max_batch,
-             "max_wait_ms": args.max_wait_ms, "model": service.name, "token": token is not None}
+             "max_wait_ms": args.max_wait_ms, "model": service.name, "token": token is not None,
+             "tls": bool(tls), "client_certs": bool(tls and tls.get("client_ca")), "max_connections": max_connections}
 
     failed: list[str] = []
 
@@ -274,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 grpc_server, ready["grpc_port"] = await start_grpc(
-                    service, args.host, args.grpc_port, token=token, max_message_bytes=max_body, bodies=bodies)
+                    service, args.host, args.grpc_port, token=token, max_message_bytes=max_body, bodies=bodies,
+                    tls=tls)
             except (OSError, RuntimeError) as exc:
                 failed.append(f"cannot listen on {args.host}:{args.grpc_port} (gRPC): {exc}")
                 server.should_exit = True

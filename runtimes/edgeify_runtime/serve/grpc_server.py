@@ -213,10 +213,11 @@ def _handlers(grpc: Any, pb: Any, servicer: InferenceServicer) -> dict[str, Any]
 
 async def start_grpc(service: Any, host: str, port: int, *, token: str | None = None,
                      max_message_bytes: int = 32 << 20, bodies: Any = None,
-                     inline_bytes: int = INLINE_MESSAGE_BYTES) -> tuple[Any, int]:
+                     inline_bytes: int = INLINE_MESSAGE_BYTES, tls: dict[str, Any] | None = None) -> tuple[Any, int]:
     """Start ``inference.GRPCInferenceService`` on ``host:port`` (0: a free port) on the running event loop;
     returns (server, bound port). Stop it with ``await server.stop(grace)``. ``bodies``: the REST app's
-    :class:`~edgeify_runtime.serve.http.Bodies` (its decode workers and slots; else one of its own)."""
+    :class:`~edgeify_runtime.serve.http.Bodies` (its decode workers and slots; else one of its own). ``tls``:
+    :func:`~edgeify_runtime.serve.tls.read_tls` settings (else an insecure port)."""
     import grpc
 
     from .proto import grpc_predict_v2_pb2 as pb
@@ -233,7 +234,12 @@ async def start_grpc(service: Any, host: str, port: int, *, token: str | None = 
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     server.add_registered_method_handlers(name, handlers)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    if tls:  # serve.tls.read_tls: the same certificate (and client CA) as the HTTP server
+        from .tls import grpc_credentials
+
+        bound = server.add_secure_port(address, grpc_credentials(grpc, tls))
+    else:
+        bound = server.add_insecure_port(address)
     if not bound:
         raise OSError(f"cannot listen on {address} (gRPC)")
     await server.start()

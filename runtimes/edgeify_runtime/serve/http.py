@@ -31,8 +31,10 @@ class Bodies:
     """Reads request bodies within the limits and decodes them (large ones in a worker process)."""
 
     def __init__(self, *, max_body_bytes: int, inline_bytes: int = 256 << 10, max_large_bodies: int = 2,
-                 wait_s: float = 30.0, raw_inline_bytes: int = 4 << 20) -> None:
+                 wait_s: float = 30.0, raw_inline_bytes: int = 4 << 20, body_timeout: float = 30.0) -> None:
         self.max_body_bytes = max_body_bytes
+        #: seconds a request body may go without sending a byte (``--body-timeout``), then 408
+        self.body_timeout = body_timeout
         self.inline_bytes = inline_bytes
         self.raw_inline_bytes = raw_inline_bytes
         self.max_large = max_large_bodies
@@ -61,7 +63,15 @@ class Bodies:
             raise HTTPError(413, "too_large", f"body of {length} bytes; the limit is {self.max_body_bytes} "
                                               "(--max-body-mb)")
         chunks, size = [], 0
-        async for chunk in request.stream():
+        stream = request.stream().__aiter__()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), self.body_timeout)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise HTTPError(408, "timeout", f"no body bytes for {self.body_timeout:g} s (--body-timeout); "
+                                                f"{size} bytes read", {"Connection": "close"}) from None
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise HTTPError(413, "too_large", f"body over {self.max_body_bytes} bytes (--max-body-mb)")
