@@ -21,7 +21,7 @@ import os
 import platform
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ class BenchSettings:
     #: per-op profile (``bench --profile``): True or a run count
     profile: bool | int | None = None
     seed: int | None = None
+    #: one run of an interleaved series (``bench_series``): {"id", "index", "count"}
+    series: Mapping[str, Any] | None = None
 
     def request(self, bundle: str, **more: Any) -> dict[str, Any]:
         """The agent's JSON request for ``bundle`` (a path on the site); unset fields are left to the agent."""
@@ -159,6 +161,60 @@ def bench(bundle: str | os.PathLike[str], where: str | Device | Sequence[Device]
                                                              trust_new_host_key=trust_new_host_key,
                                                              passphrase=passphrase)),
                      max_workers=max_workers)
+
+
+#: seconds of rest between the runs of a series (lets clocks and caches settle a little; recorded)
+DEFAULT_COOLDOWN_S = 0.5
+
+
+@dataclass(frozen=True)
+class Series:
+    """``bench --repeat N`` over one or more bundles: N rounds, each running every bundle once, in its own agent
+    process. Rounds alternate the order (A B, B A, A B, ...) so no bundle always runs right after another."""
+
+    id: str
+    bundles: tuple[str, ...]
+    runs: tuple[tuple[BenchResult, ...], ...]  # per bundle, in round order
+    cooldown_s: float
+    order: tuple[str, ...]
+
+    def to_dict(self, *, samples: bool = False) -> dict[str, Any]:
+        return {"series": self.id, "cooldown_s": self.cooldown_s, "order": list(self.order),
+                "bundles": [{"bundle": b, "results": [r.to_dict(samples=samples) for r in rs]}
+                            for b, rs in zip(self.bundles, self.runs, strict=True)]}
+
+
+def bench_series(bundles: Sequence[str | os.PathLike[str]], where: str = "local", *, repeat: int,
+                 settings: Sequence[BenchSettings] | None = None, cooldown_s: float = DEFAULT_COOLDOWN_S,
+                 store: bool = True, progress: Any = None, **kw: Any) -> Series:
+    """Run ``bundles`` interleaved, ``repeat`` rounds, on this machine or one device; every run is one agent
+    process and one stored result carrying ``series`` {id, index, count}. The first error stops the series."""
+    import time
+    import uuid
+
+    if repeat < 1 or not bundles:
+        raise UsageError("a series needs at least one bundle and --repeat 1 or more")
+    paths = [Path(b).resolve() for b in bundles]
+    sets = list(settings) if settings is not None else [settings_for(p) for p in paths]
+    sid = f"s-{uuid.uuid4().hex[:12]}"
+    runs: list[list[BenchResult]] = [[] for _ in paths]
+    order: list[str] = []
+    for k in range(repeat):
+        idx = list(range(len(paths)))
+        if k % 2:
+            idx.reverse()
+        for i in idx:
+            if order:
+                time.sleep(cooldown_s)
+            label = chr(ord("A") + i) if len(paths) <= 26 else str(i)
+            if progress is not None:
+                progress(f"round {k + 1}/{repeat}: {label} {paths[i].name}")
+            settings_i = replace(sets[i], series={"id": sid, "index": k, "count": repeat})
+            result = bench(paths[i], where, settings=settings_i, store=store, **kw)[0].unwrap()
+            runs[i].append(result)
+            order.append(label)
+    return Series(id=sid, bundles=tuple(str(p) for p in paths), runs=tuple(tuple(r) for r in runs),
+                  cooldown_s=cooldown_s, order=tuple(order))
 
 
 def _measure(site: DeviceSite, bundle_path: str, settings: BenchSettings, *, timeout: float | None = None,
@@ -296,5 +352,6 @@ def _store(result: BenchResult) -> int:
         return int(store.add(result))
 
 
-__all__ = ["BenchSettings", "bench", "budget_error", "deployed_path", "outputs_on_device", "parse_input_shapes",
+__all__ = ["BenchSettings", "Series", "bench", "bench_series", "budget_error", "deployed_path", "outputs_on_device",
+           "parse_input_shapes",
            "settings_for"]

@@ -26,7 +26,7 @@ import re
 import shutil
 import subprocess
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 #: thresholds of the "disturbed" rule (stated in every record's ``rule``)
 MAX_STEAL_PCT = 5.0
@@ -38,7 +38,7 @@ RULE = (f"disturbed when CPU steal > {MAX_STEAL_PCT:g}% of CPU time, or other pr
 _CPU = "/sys/devices/system/cpu"
 
 
-def _read(path: str) -> Optional[str]:
+def _read(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read().strip()
@@ -46,7 +46,7 @@ def _read(path: str) -> Optional[str]:
         return None
 
 
-def _int(path: str) -> Optional[int]:
+def _int(path: str) -> int | None:
     text = _read(path)
     try:
         return int(text) if text is not None else None
@@ -54,23 +54,23 @@ def _int(path: str) -> Optional[int]:
         return None
 
 
-def cpu_freq_mhz() -> Optional[float]:
+def cpu_freq_mhz() -> float | None:
     """The mean current frequency over the CPUs that expose cpufreq (MHz)."""
     vals = [_int(p) for p in glob.glob(f"{_CPU}/cpu[0-9]*/cpufreq/scaling_cur_freq")]
     vals = [v for v in vals if v]
     return round(sum(vals) / len(vals) / 1000.0, 1) if vals else None
 
 
-def cpu_max_mhz() -> Optional[float]:
+def cpu_max_mhz() -> float | None:
     v = _int(f"{_CPU}/cpu0/cpufreq/cpuinfo_max_freq")
     return round(v / 1000.0, 1) if v else None
 
 
-def governor() -> Optional[str]:
+def governor() -> str | None:
     return _read(f"{_CPU}/cpu0/cpufreq/scaling_governor") or None
 
 
-def x86_throttle_count() -> Optional[int]:
+def x86_throttle_count() -> int | None:
     """Sum of core + package thermal throttle events over the CPUs (x86 ``thermal_throttle``)."""
     total, seen = 0, False
     for p in glob.glob(f"{_CPU}/cpu[0-9]*/thermal_throttle/*_throttle_count"):
@@ -80,9 +80,9 @@ def x86_throttle_count() -> Optional[int]:
     return total if seen else None
 
 
-def thermal_max() -> Optional[Dict[str, Any]]:
+def thermal_max() -> dict[str, Any] | None:
     """The hottest readable thermal zone: {"temp_c", "zone"}."""
-    best: Optional[Dict[str, Any]] = None
+    best: dict[str, Any] | None = None
     for path in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
         milli = _int(os.path.join(path, "temp"))
         if milli is None:
@@ -93,7 +93,7 @@ def thermal_max() -> Optional[Dict[str, Any]]:
     return best
 
 
-def proc_stat(text: Optional[str] = None) -> Optional[Dict[str, int]]:
+def proc_stat(text: str | None = None) -> dict[str, int] | None:
     """The aggregate ``cpu`` line of /proc/stat in clock ticks: {"busy", "steal", "total"}."""
     text = _read("/proc/stat") if text is None else text
     if not text:
@@ -111,9 +111,9 @@ def proc_stat(text: Optional[str] = None) -> Optional[Dict[str, int]]:
     return None
 
 
-def pressure_totals() -> Optional[Dict[str, int]]:
+def pressure_totals() -> dict[str, int] | None:
     """``some`` stall totals (microseconds) of /proc/pressure/{cpu,memory,io}."""
-    out: Dict[str, int] = {}
+    out: dict[str, int] = {}
     for kind in ("cpu", "memory", "io"):
         text = _read(f"/proc/pressure/{kind}")
         m = re.search(r"^some .*total=(\d+)", text or "", re.M)
@@ -122,7 +122,7 @@ def pressure_totals() -> Optional[Dict[str, int]]:
     return out or None
 
 
-def rapl_domains() -> List[Dict[str, Any]]:
+def rapl_domains() -> list[dict[str, Any]]:
     """Readable RAPL package domains: [{"path", "name", "max_uj"}] (powercap's energy_uj is often root-only)."""
     out = []
     for path in sorted(glob.glob("/sys/class/powercap/intel-rapl:[0-9]*")):
@@ -135,11 +135,11 @@ def rapl_domains() -> List[Dict[str, Any]]:
     return out
 
 
-def _rapl_read(domains: List[Dict[str, Any]]) -> List[Optional[int]]:
+def _rapl_read(domains: list[dict[str, Any]]) -> list[int | None]:
     return [_int(os.path.join(d["path"], "energy_uj")) for d in domains]
 
 
-def _vcgencmd(*args: str) -> Optional[str]:
+def _vcgencmd(*args: str) -> str | None:
     exe = shutil.which("vcgencmd")
     if not exe:
         return None
@@ -156,7 +156,7 @@ PI_THROTTLE_BITS = {0: "under-voltage", 1: "arm frequency capped", 2: "throttled
                     19: "soft temperature limit occurred"}
 
 
-def parse_pi_throttled(text: Optional[str]) -> Optional[Dict[str, Any]]:
+def parse_pi_throttled(text: str | None) -> dict[str, Any] | None:
     """``throttled=0x50005`` -> {"flags": "0x50005", "now": [...], "since_boot": [...]}."""
     m = re.search(r"throttled=(0x[0-9a-fA-F]+)", text or "")
     if not m:
@@ -167,26 +167,26 @@ def parse_pi_throttled(text: Optional[str]) -> Optional[Dict[str, Any]]:
             "since_boot": [n for n in names if n.endswith("occurred")]}
 
 
-def parse_pi_temp(text: Optional[str]) -> Optional[float]:
+def parse_pi_temp(text: str | None) -> float | None:
     m = re.search(r"temp=([\d.]+)", text or "")
     return float(m.group(1)) if m else None
 
 
-def parse_pi_pmic_watts(text: Optional[str]) -> Optional[float]:
+def parse_pi_pmic_watts(text: str | None) -> float | None:
     """Pi 5 ``vcgencmd pmic_read_adc``: sum over rails of current (A) x voltage (V) of the same rail."""
     if not text:
         return None
-    amps: Dict[str, float] = {}
-    volts: Dict[str, float] = {}
+    amps: dict[str, float] = {}
+    volts: dict[str, float] = {}
     for m in re.finditer(r"(\S+)_([AV]) \S+=([\d.]+)[AV]", text):
         (amps if m.group(2) == "A" else volts)[m.group(1)] = float(m.group(3))
     watts = [amps[k] * volts[k] for k in amps if k in volts]
     return round(sum(watts), 4) if watts else None
 
 
-def jetson_rails_mw() -> Optional[Dict[str, float]]:
+def jetson_rails_mw() -> dict[str, float] | None:
     """Jetson INA3221 power rails in mW (``in_power*_input`` or current x voltage in hwmon), by rail label."""
-    out: Dict[str, float] = {}
+    out: dict[str, float] = {}
     for p in glob.glob("/sys/bus/i2c/drivers/ina3221*/*/iio:device*/in_power*_input"):
         label = _read(p.replace("in_power", "rail_name_").replace("_input", "")) or os.path.basename(p)
         v = _int(p)
@@ -227,32 +227,35 @@ class StateProbe:
         return t.user + t.system
 
     @staticmethod
-    def _load() -> Optional[List[float]]:
+    def _load() -> list[float] | None:
         try:
             return [round(x, 2) for x in os.getloadavg()]
         except (AttributeError, OSError):
             return None
 
-    def finish(self, runs: int, threads: Optional[int] = None) -> Dict[str, Any]:
+    def finish(self, runs: int, threads: int | None = None) -> dict[str, Any]:
         wall = max(time.monotonic() - self.t0, 1e-9)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         total_cores = os.cpu_count() or cores
-        state: Dict[str, Any] = {"window_s": round(wall, 3)}
+        state: dict[str, Any] = {"window_s": round(wall, 3)}
         freq1, fmax = cpu_freq_mhz(), cpu_max_mhz()
         state["cpu_freq_mhz"] = None if freq1 is None and fmax is None else {"start": self.freq0, "end": freq1,
                                                                              "max": fmax}
         state["governor"] = governor()
-        because: List[str] = []
+        because: list[str] = []
+        kinds: list[str] = []
         throttle = None
         t1 = x86_throttle_count()
         if t1 is not None and self.throttle0 is not None:
             throttle = {"source": "x86 thermal_throttle", "events": t1 - self.throttle0}
             if t1 > self.throttle0:
+                kinds.append("throttled")
                 because.append(f"{t1 - self.throttle0} thermal throttle event(s)")
         pi = parse_pi_throttled(_vcgencmd("get_throttled"))
         if pi is not None:
             throttle = {"source": "vcgencmd", **pi}
             if pi["now"]:
+                kinds.append("throttled")
                 because.append("vcgencmd: " + ", ".join(pi["now"]))
         state["throttling"] = throttle
         temp1 = thermal_max()
@@ -267,6 +270,7 @@ class StateProbe:
         load1 = self._load()
         state["load_avg"] = None if load1 is None else {"start": self.load0, "end": load1}
         if load1 is not None and load1[0] > total_cores + (threads or 1):
+            kinds.append("load")
             because.append(f"load average {load1[0]:g} > {total_cores} cores + {threads or 1} threads")
         cpu1 = proc_stat()
         if self.cpu0 and cpu1 and cpu1["total"] > self.cpu0["total"]:
@@ -278,8 +282,10 @@ class StateProbe:
             state["cpu"] = {"steal_pct": round(steal, 2), "others_busy_pct": round(others, 2),
                             "cores": total_cores}
             if steal > MAX_STEAL_PCT:
+                kinds.append("steal")
                 because.append(f"CPU steal {steal:.1f}% > {MAX_STEAL_PCT:g}%")
             if others > MAX_OTHERS_BUSY_PCT:
+                kinds.append("other processes")
                 because.append(f"other processes kept {others:.0f}% of the CPUs busy (> {MAX_OTHERS_BUSY_PCT:g}%)")
         else:
             state["cpu"] = None
@@ -294,10 +300,11 @@ class StateProbe:
         state["jetson"] = None if rails1 is None else {"rails_mw_start": self.rails0, "rails_mw_end": rails1}
         state["disturbed"] = bool(because)
         state["disturbed_because"] = because
+        state["disturbed_kinds"] = kinds
         state["rule"] = RULE
         return state
 
-    def _energy(self, wall: float, runs: int) -> Dict[str, Any]:
+    def _energy(self, wall: float, runs: int) -> dict[str, Any]:
         if self.rapl:
             joules = 0.0
             for d, e0, e1 in zip(self.rapl, self.rapl0, _rapl_read(self.rapl)):

@@ -88,7 +88,9 @@ class Comparison:
         d = asdict(self)
         d["ratio"] = self.ratio_p50
         d["ci"] = list(self.ci)
-        d["percentiles"] = {p.percentile: {"a_ms": p.a_ms, "b_ms": p.b_ms, "ratio": p.ratio, "ci": list(p.ci)}
+        # pooled percentiles; their sample-level intervals only where inference is at the sample level
+        d["percentiles"] = {p.percentile: {"a_ms": p.a_ms, "b_ms": p.b_ms, "ratio": p.ratio,
+                                           **({} if self.run_level else {"ci": list(p.ci)})}
                             for p in self.percentiles}
         d["warnings"] = list(self.warnings)
         return d
@@ -192,9 +194,9 @@ def _disturbed_warnings(label: str, results: Sequence[Any]) -> list[str]:
     bad = [r for r in results if r.disturbed]
     if not bad:
         return []
-    why = "; ".join(sorted({w for r in bad for w in (r.device_state or {}).get("disturbed_because") or ()}))
+    kinds = sorted({k for r in bad for k in (r.device_state or {}).get("disturbed_kinds") or ()})
     return [f"{label}: {len(bad)} of {len(results)} run(s) disturbed (#{', #'.join(str(r.result_id) for r in bad)}"
-            f": {why})"]
+            f": {', '.join(kinds) or 'see results show'}; the rule: `edgeify results show ID`)"]
 
 
 def compare(sel_a: Any, sel_b: Any, *, alpha: float | None = None, resamples: int = DEFAULT_RESAMPLES,

@@ -24,7 +24,8 @@ class Percentile(str, Enum):
 
 
 def bench(
-    bundle: Path = typer.Argument(..., help="bundle directory written by `edgeify build`"),
+    bundles: list[Path] = typer.Argument(..., metavar="BUNDLE...", help="bundle directory written by `edgeify "
+                                         "build` (several: run interleaved, see --repeat)"),
     device: str = typer.Option(None, "--device", "-d", help="where to run: `local` (this machine) or a device "
                                                             "name from `edgeify devices list`  [default: local]"),
     devices: str = typer.Option(None, "--devices", help="several devices in parallel: tag:TAG, NAME1,NAME2 or all"),
@@ -50,6 +51,9 @@ def bench(
     profile: bool = typer.Option(False, "--profile", help="also run the engine's per-op profiler, in a separate "
                                  "run after the timed ones: top ops, placement, fallback warning"),
     top: int = typer.Option(10, "--top", min=1, help="ops shown by --profile (JSON carries all)"),
+    repeat: int = typer.Option(1, "--repeat", min=1, help="run the bundle(s) this many times, interleaved (A B, B A, "
+                               "A B, ...), each run its own process, each stored; compare/gate infer at the run level"),
+    cooldown: float = typer.Option(0.5, "--cooldown", min=0, help="seconds of rest between the runs of --repeat"),
     no_store: bool = typer.Option(False, "--no-store", help="do not record the result in the results store"),
     force: bool = typer.Option(False, "--force", help="(devices) deploy even if the bundle's target does not fit"),
     trust_new_host_key: bool = TrustOpt,
@@ -65,6 +69,14 @@ def bench(
     if device and devices:
         raise UsageError("give --device NAME or --devices SELECTOR, not both", hint="e.g. --devices tag:pi")
     where = devices or device or "local"
+    if len(bundles) > 1 or repeat > 1:
+        if devices:
+            raise UsageError("--repeat and several bundles run on one site", hint="use --device NAME (or none)")
+        _series(bundles, where, repeat=repeat, cooldown=cooldown, threads=threads, warmup=warmup, runs=runs,
+                min_duration=min_duration, batch=batch, no_store=no_store, samples=samples, fmt=fmt,
+                trust_new_host_key=trust_new_host_key, ask_passphrase=ask_passphrase, force=force)
+        return
+    bundle = bundles[0]
     shapes = parse_input_shapes(input_shape, bundle) if input_shape else None
     settings = settings_for(bundle, threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration,
                             batch=batch, input_shapes=shapes, profile=profile or None)
@@ -97,6 +109,36 @@ def bench(
     err = budget_error([o.result for o in outcomes if o.ok and o.result is not None])
     if err is not None:
         raise err
+
+
+def _series(bundles: list[Path], where: str, *, repeat: int, cooldown: float, threads: int | None,
+            warmup: int | None, runs: int | None, min_duration: float | None, batch: int | None, no_store: bool,
+            samples: bool, fmt: Format, trust_new_host_key: bool, ask_passphrase: bool, force: bool) -> None:
+    from edgeify.bench import bench_series, settings_for
+
+    from .output import console, err_console
+
+    sets = [settings_for(b, threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration, batch=batch)
+            for b in bundles]
+    progress = None if fmt == Format.json else (lambda m: err_console.print(f"[dim]{m}[/]"))
+    s = bench_series([str(b) for b in bundles], where, repeat=repeat, settings=sets, cooldown_s=cooldown,
+                     store=not no_store, progress=progress, force=force, trust_new_host_key=trust_new_host_key,
+                     passphrase=passphrase(ask_passphrase))
+    if fmt == Format.json:
+        print_json(s.to_dict(samples=samples), compact=samples)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"series {s.id}: {repeat} round(s), order {' '.join(s.order)}")
+    for col in ("", "bundle", "result ids", "p50 per run (ms)", "disturbed"):
+        t.add_column(col)
+    for i, (b, rs) in enumerate(zip(s.bundles, s.runs, strict=True)):
+        t.add_row(chr(ord("A") + i), Path(b).name, ", ".join(f"#{r.result_id}" for r in rs if r.result_id),
+                  " ".join(f"{r.latency_ms.p50:.4f}" for r in rs if r.latency_ms.p50 is not None),
+                  str(sum(r.disturbed for r in rs)))
+    console.print(t)
+    if len(bundles) == 2 and repeat >= 2 and not no_store:
+        console.print(f"compare them: edgeify compare {bundles[0]} {bundles[1]} --runs {repeat}")
 
 
 def register(app: typer.Typer) -> None:

@@ -148,7 +148,7 @@ def with_engine_options(target: str, engine: str | None, precision: str, pairs: 
     try:
         check_bundle_options(eng.runtime, options)
     except BundleError as exc:
-        raise UsageError(f"--engine-option: {exc.message}", hint=exc.hint) from exc
+        raise UsageError(f"--engine-option: {exc.message}", hint=str(exc.hint).split(";")[0]) from exc
     engines = {**spec.engines, name: eng.model_copy(update={"options": {**eng.options, **options}})}
     return spec.model_copy(update={"engines": engines})
 

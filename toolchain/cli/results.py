@@ -91,7 +91,7 @@ def print_table(found: list[Any], title: str, tags: dict[int, list[str]] | None 
 
     t = Table(title=title)
     for col in ("id", "when", "device", "target", "model / bundle", "engine", "prec", "thr", "p50 ms", "p95 ms",
-                "p99 ms", "ips", "digest", "tags"):
+                "p99 ms", "ips", "bundle id", "tags"):
         t.add_column(col, overflow="fold")
     for r in found:
         lat = r.latency_ms
@@ -99,7 +99,7 @@ def print_table(found: list[Any], title: str, tags: dict[int, list[str]] | None 
         t.add_row(str(r.result_id), when, r.device, str(r.target or "-"), _model(r),
                   f"{r.engine.name or '-'} {r.engine.version or ''}".strip(), str(r.precision or "-"),
                   str(r.protocol.threads or "-"), _f(lat.p50), _f(lat.p95), _f(lat.p99), _f(r.throughput_ips, ".1f"),
-                  r.bundle_digest[:12], ", ".join((tags or {}).get(int(r.result_id or 0), [])))
+                  r.identity[:12], ", ".join((tags or {}).get(int(r.result_id or 0), [])))
     console.print(t)
 
 
@@ -117,9 +117,11 @@ def _model(r: Any) -> str:
 def results_show(
     result_id: int = typer.Argument(..., help="the result id (`edgeify results`; bench prints 'stored as #ID')"),
     samples: bool = typer.Option(False, "--samples", help="JSON with the raw samples"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also the CPU's flags (the ISA summary is always "
+                                 "shown)"),
     fmt: Format = FormatOpt,
 ) -> None:
-    """One stored result: latency, protocol, device fingerprint, budget, fallback, warnings, tags.
+    """One stored result: latency, protocol, device fingerprint and state, budget, fallback, warnings, tags.
 
     Example: edgeify results show 4 --format json
     """
@@ -137,10 +139,42 @@ def results_show(
     proto = {k: v for k, v in r.to_dict()["protocol"].items() if v not in (None, {}, [])}
     console.print("protocol: " + ", ".join(f"{k}={v}" for k, v in proto.items()))
     fp = {k: v for k, v in r.fingerprint.items() if v not in (None, {}, [], "")}
+    if not verbose and isinstance(fp.get("cpu"), dict) and fp["cpu"].get("flags"):
+        fp["cpu"] = {**fp["cpu"], "flags": f"<{len(fp['cpu']['flags'])} flags: --verbose>"}
     console.print("fingerprint: " + ", ".join(f"{k}={v}" for k, v in fp.items()))
-    console.print(f"model {_model(r)} · bundle {r.bundle or '-'} · digest {r.bundle_digest}"
+    for line in device_state_lines(r.device_state):
+        console.print(line)
+    console.print(f"model {_model(r)} · bundle {r.bundle or '-'} · identity {r.identity} · files digest "
+                  f"{r.bundle_digest}" + (f" · series {r.series['id']} run {r.series['index'] + 1}/{r.series['count']}"
+                                          if r.series else "")
                   + (f" · run {r.run_id}" if r.run_id else "") + (f" · tags {', '.join(tags)}" if tags else "")
                   + f" · stored {r.extra.get('stored_at', '-')}")
+
+
+def device_state_lines(state: dict[str, Any] | None) -> list[str]:
+    """``results show``: the device's state during the run, one line, plus the disturbed flag and the rule."""
+    if not state:
+        return ["device state: not recorded (a result from before edgeify recorded it)"]
+
+    def na(v: Any) -> str:
+        return "n/a" if v is None else str(v)
+
+    freq, temp, load, cpu = (state.get(k) or {} for k in ("cpu_freq_mhz", "temperature_c", "load_avg", "cpu"))
+    thr, psi, energy = state.get("throttling"), state.get("pressure") or {}, state.get("energy") or {}
+    parts = [f"freq {na(freq.get('start'))}→{na(freq.get('end'))} of {na(freq.get('max'))} MHz" if freq
+             else "freq n/a", f"governor {na(state.get('governor'))}",
+             f"throttling {thr.get('events', thr.get('flags'))} ({thr.get('source')})" if thr else "throttling n/a",
+             f"temp {na(temp.get('start'))}→{na(temp.get('end'))} °C ({temp.get('max_zone')})" if temp else "temp n/a",
+             f"load {na((load.get('end') or [None])[0])}" if load else "load n/a",
+             f"steal {cpu['steal_pct']}% · others busy {cpu['others_busy_pct']}%" if cpu else "steal n/a",
+             "pressure " + (", ".join(f"{k.replace('_some_pct', '')} {v}%" for k, v in psi.items()) or "n/a"),
+             (f"energy {energy['per_inference_mj']} mJ/inference ({energy['source']})"
+              if energy.get("per_inference_mj") is not None else f"energy: {energy.get('reason', 'n/a')}")]
+    lines = ["device state: " + " · ".join(parts)]
+    if state.get("disturbed"):
+        lines.append("[yellow]disturbed[/]: " + "; ".join(state.get("disturbed_because") or ())
+                     + f" [dim]({state.get('rule')})[/]")
+    return lines
 
 
 @results_app.command("tag")

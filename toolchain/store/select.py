@@ -163,6 +163,9 @@ def select(store: Any, ref: str, *, runs: int | None = None) -> Selection:
     if Path(text).expanduser().is_dir() or _HEX.match(text):
         digest = bundle_digest(text)
         latest = store.query(bundle=digest, limit=runs or 1)
+        series = (latest[0].series or {}).get("id") if latest and runs is None else None
+        if series:  # the latest run belongs to an interleaved series (bench --repeat): all its runs of this bundle
+            latest = store.query(bundle=digest, series=str(series), limit=None)
         if not latest:
             raise ResultNotFoundError(f"no result of bundle {digest[:12]} in {store.location}",
                                       hint=f"benchmark it first: `edgeify bench {text}`")

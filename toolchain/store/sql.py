@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeify_runtime.result import BenchResult
-from sqlalchemy import Connection, Engine, and_, create_engine, event, func, or_, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -197,10 +197,10 @@ class ResultStore:
             where.append(c.device == device)
         if target is not None:
             where.append(c.target == target if isinstance(target, str) else c.target.in_(list(target)))
-        if bundle:  # the identity (bundle_id); results older than it: their files digest
+        if bundle:  # an identity (bundle_id) prefix, or a files digest prefix (every identity with those files)
             key = bundle.lower()
             where.append(or_(c.bundle_id.startswith(key, autoescape=True),
-                             and_(c.bundle_id.is_(None), c.bundle_digest.startswith(key, autoescape=True))))
+                             c.bundle_digest.startswith(key, autoescape=True)))
         if series is not None:
             where.append(c.series == series)
         if run_id is not None:
