@@ -35,6 +35,7 @@ __all__ = [
     "RemoteCommandError",
     "RemoteDiskError",
     "RemoteUnwritableError",
+    "RolloutGateError",
     "SSHAuthError",
     "SessionLostError",
     "TargetError",
@@ -129,6 +130,14 @@ class MatrixCellsFailedError(EdgeifyError):
     meaning = "build-matrix: some cells failed (the other cells were built; see each cell's record)"
     hint = ("see the failed cells' errors in the summary (or OUT/_reports/MODEL/CELL.json), fix them and rerun "
             "the matrix")
+
+
+class RolloutGateError(EdgeifyError):
+    """A rollout wave failed its on-device gate (latency or accuracy against the bundle it replaced); that wave (or
+    every wave, with ``--rollback all``) was rolled back to the previous bundle and the rollout stopped."""
+
+    exit_code = 17
+    meaning = "rollout stopped: a wave failed its on-device gate and was rolled back (`edgeify rollout status`)"
 
 
 class DeviceError(EdgeifyError):
