@@ -19,6 +19,7 @@ from .telemetry import vendor_telemetry_off
 if TYPE_CHECKING:
     from edgeify_runtime.manifest import Manifest
 
+    from .request import BuildRequest
     from .steps.records import Quantization, ValidationReport
     from .targets.spec import TargetSpec
 
@@ -79,14 +80,17 @@ def default_out(model: str | Path, *, target: str, precision: str = "fp32",
     return Path("build") / f"{Path(str(model).split(':')[0]).stem}-{spec.name}-{precision}"
 
 
-def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, precision: str = "fp32",
-          engine: str | None = None, calib: str | Path | None = None, eval: str | Path | None = None,
-          preprocess: str | Path | None = None,
+def build(model: str | Path | BuildRequest, *, target: str | TargetSpec | None = None, out: str | Path | None = None,
+          precision: str = "fp32", engine: str | None = None, calib: str | Path | None = None,
+          eval: str | Path | None = None, preprocess: str | Path | None = None,
           input_shapes: list[str] | None = None, target_files: list[str] | tuple[str, ...] = (),
           max_accuracy_drop: float | None = None, use_cache: bool = True, measure_latency: bool = True,
           observer: BuildObserver | None = None, io_dtype: str = "float32",
           trust_source: bool = False, labels: str | Path | None = None) -> BuildResult:
     """Build ``model`` for ``target`` at ``precision`` into the bundle directory ``out``.
+
+    ``model`` may also be a whole ``BuildRequest`` (``edgeify.request``), e.g. with training data or step
+    options the keywords do not cover; the keywords build exactly such a request (pass one or the other).
 
     Trusted models only: a PyTorch source runs code on this machine (``module.py:factory`` imports your file,
     TorchScript runs its own code); a ``.pt2`` that needs full unpickling is refused unless ``trust_source``.
@@ -94,6 +98,27 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
     ``io_dtype``: the dtype callers feed and receive; ``int8`` (int8 I/O, quantized with the scale and zero
     point recorded in the manifest) only for ``int8`` builds on engines that list it (TFLite).
     """
+    from .errors import UsageError
+    from .request import Budgets, BuildRequest, DataSets
+
+    if isinstance(model, BuildRequest):
+        if target is not None or out is not None:
+            raise UsageError("build(request, ...): the request carries target and out; pass a request or keywords",
+                             hint="use request.model_copy(update={...}) to change a request")
+        return run_build(model, observer)
+    if target is None or out is None:
+        raise UsageError("build() needs target= and out=", hint='build("model.onnx", target="x86", out="build/m")')
+    request = BuildRequest(
+        model=str(model), target=target, out=str(out), precision=precision, engine=engine,
+        data=DataSets(calibration=calib, evaluation=eval, preprocess=preprocess, labels=labels),
+        budgets=Budgets(max_accuracy_drop=max_accuracy_drop), input_shapes=tuple(input_shapes or ()),
+        target_files=tuple(target_files), io_dtype=io_dtype, trust_source=trust_source, use_cache=use_cache,
+        measure_latency=measure_latency)
+    return run_build(request, observer)
+
+
+def run_build(request: BuildRequest, observer: BuildObserver | None = None) -> BuildResult:
+    """Run one ``BuildRequest``: resolve the pipeline, run the steps (cached), check, publish the bundle."""
     from . import bundle as bundle_mod
     from .cache import StepCache
     from .data import load_dataset
@@ -104,10 +129,17 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
     from .steps.base import BuildContext
     from .targets import load_registry
 
+    req = request
+    model, target, precision, engine, io_dtype = req.model, req.target, req.precision, req.engine, req.io_dtype
+    calib, eval, preprocess = req.data.calibration, req.data.evaluation, req.data.preprocess
+    if req.out is None:
+        from .errors import UsageError
+
+        raise UsageError("the build request has no out directory", hint="set BuildRequest(out=...)")
     obs = observer or _Silent()
     t0 = time.perf_counter()
     if isinstance(target, str):
-        spec, family = load_registry(target_files).resolve(target)
+        spec, family = load_registry(req.target_files).resolve(target)
     else:  # an already-resolved spec, e.g. a variant `edgeify optimize` derives from a registered target
         spec, family = target, None
     pipeline = resolve(spec, engine, precision)
@@ -120,20 +152,23 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
         raise TargetError(f"--io-dtype {io_dtype} is not available for {precision} with engine {eng_name!r} on "
                           f"{spec.name}", hint="int8 I/O needs --precision int8 and an engine that offers it "
                                                "(the TFLite targets); omit --io-dtype for float32 I/O")
-    for flag, p in (("--calib", calib), ("--eval", eval), ("--preprocess", preprocess)):
+    for flag, p in (("--calib", calib), ("--eval", eval), ("--preprocess", preprocess), ("train data", req.data.train)):
         if p is not None and not Path(p).exists():
             raise DataError(f"{flag} {p}: not found", hint=f"{flag} takes a .npz, a .npy or an image folder")
-    out = bundle_mod.check_output(out)  # before any step: a bad -o must not cost a whole build
-    if use_cache:
+    out = bundle_mod.check_output(req.out)  # before any step: a bad -o must not cost a whole build
+    if req.use_cache:
         ensure_writable_dir(cache_dir(), "step cache")
-    source = open_source(str(model), input_shapes, trust_source=trust_source)
-    class_labels = labels_mod.resolve(model, labels)  # --labels FILE, else labels.txt beside the model
+    source = open_source(str(model), list(req.input_shapes) or None, trust_source=req.trust_source)
+    class_labels = labels_mod.resolve(model, req.data.labels)  # --labels FILE, else labels.txt beside the model
     pre = preflight(source, calib, eval, preprocess, obs.message)  # signature, --input-shape, data: before steps
     staging = bundle_mod.staging_dir_for(out)
-    cache = StepCache(cache_dir(), enabled=use_cache)
-    ctx = BuildContext(source=source, target=spec, engine_name=eng_name, engine=spec.engines[eng_name],
-                       precision=precision, work_dir=staging / "work", max_accuracy_drop=max_accuracy_drop,
-                       progress=obs.message, io_dtype=io_dtype)
+    cache = StepCache(cache_dir(), enabled=req.use_cache)
+    eng_spec = spec.engines[eng_name]
+    if req.engine_options:  # the request's engine load options over the target's (the adapter validates them)
+        eng_spec = eng_spec.model_copy(update={"options": {**eng_spec.options, **req.engine_options}})
+    ctx = BuildContext(source=source, target=spec, engine_name=eng_name, engine=eng_spec,
+                       precision=precision, work_dir=staging / "work", max_accuracy_drop=req.max_accuracy_drop,
+                       progress=obs.message, io_dtype=io_dtype, request=req)
     records: list[dict[str, Any]] = []
     device_steps: list[dict[str, Any]] = []  # where = "device": recorded for the device, never run here
     tools: dict[str, str] = {}
@@ -147,7 +182,7 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
                     continue
                 impl = step_class(step.kind)(step.config)
                 tools.update(impl.tool_versions())
-                if step.kind == "check" or impl.uses_calibration:
+                if impl.validates or impl.uses_calibration:
                     _load_data(ctx, outputs, calib, eval, preprocess, load_dataset)
                 inp = outputs.get(step.input)
                 obs.step_started(step.id, step.kind)
@@ -184,10 +219,10 @@ def build(model: str | Path, *, target: str | TargetSpec, out: str | Path, preci
                                            fixed_dims=fixed,
                                            labels=list(class_labels.names) if class_labels else None)
             latency = None
-            if measure_latency and device_steps:  # e.g. a TensorRT engine: it only exists on the device
+            if req.measure_latency and device_steps:  # e.g. a TensorRT engine: it only exists on the device
                 latency = {"error": "the engine is built on the device: measure it there with "
                                     "`edgeify bench BUNDLE --device NAME`"}
-            elif measure_latency:
+            elif req.measure_latency:
                 obs.message("measuring local latency")
                 latency = quick_latency(dest)
             bundle_mod.write_report(dest, manifest, latency)

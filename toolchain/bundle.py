@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from edgeify_runtime.manifest import FORMAT_NAME, MANIFEST_NAME, REPORT_NAME, Manifest, sha256_file
 
 from . import __version__
+from .steps.facts import write_facts
 
 if TYPE_CHECKING:
     from .steps.base import Artifact, BuildContext
@@ -34,7 +35,9 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
     """Copy the artifact into ``dest`` under the engine's file names and write ``manifest.json`` (returned).
 
     The artifact's records go in as their ``to_dict`` forms (the step cache stores the same): its signature as
-    ``inputs``/``outputs``, ``quantization``, ``opset`` and the check step's ``validation`` report.
+    ``inputs``/``outputs``, ``quantization``, ``opset``, the check step's ``validation`` report, and every step's
+    own facts record under ``facts`` (``{namespace: {...}}``: open, so a new step adds its record there without
+    a change here).
 
     ``device_steps``: resolved steps that run on the device after deploy (``where = "device"``, e.g. the TensorRT
     engine build), written as the manifest's ``device_steps`` for ``edgeify_runtime.device_steps``."""
@@ -66,6 +69,8 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
         "steps": steps,
         "validation": None if artifact.validation is None else artifact.validation.to_dict(),
     }
+    if artifact.facts:  # each step's own facts record, by namespace (read back with steps.facts.facts_of)
+        extra["facts"] = write_facts(artifact.facts)
     if fixed_dims:  # dynamic dims of the source the bundle has fixed (--input-shape, or the conversion)
         extra["fixed_dims"] = fixed_dims
     if device_steps:

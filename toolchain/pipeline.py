@@ -1,63 +1,22 @@
 """Resolve a target's declared pipeline for one engine and precision into typed, ordered steps.
 
-Step kinds live in ``edgeify.steps``; each declares a pydantic ``Config``. The mapping below is static and
-imported lazily (no mutable global registry); third-party kinds come from the entry-point group
-``edgeify.steps`` (value: ``module:Class``).
+Step kinds are found through the entry-point group ``edgeify.steps`` (``edgeify.steps.registry``: built-in steps
+register there like third-party ones); each declares a pydantic ``Config`` and the artifact formats it consumes
+and produces, which ``resolve`` checks along the wiring (a mismatch is a ``ConfigError`` naming both steps).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError
+from .steps.registry import STEP_ENTRY_POINT_GROUP, step_class, step_table
 
 if TYPE_CHECKING:
-    from edgeify.steps.base import Step
     from edgeify.targets.spec import EngineSpec, TargetSpec
-
-BUILTIN_STEPS: dict[str, str] = {
-    "onnx-export": "edgeify.steps.onnx_export:OnnxExport",
-    "onnx-optimize": "edgeify.steps.onnx_optimize:OnnxOptimize",
-    "ort-quantize": "edgeify.steps.ort_quantize:OrtQuantize",
-    "openvino-convert": "edgeify.steps.openvino_convert:OpenVinoConvert",
-    "nncf-quantize": "edgeify.steps.nncf_quantize:NncfQuantize",
-    "tflite-convert": "edgeify.steps.tflite_convert:TfliteConvert",
-    "tflite-quantize": "edgeify.steps.tflite_quantize:TfliteQuantize",
-    "check": "edgeify.steps.check:Check",
-    "tensorrt-engine": "edgeify.steps.tensorrt_engine:TensorRTEngine",
-}
-STEP_ENTRY_POINT_GROUP = "edgeify.steps"
-
-
-@cache
-def _step_table() -> dict[str, str]:
-    from importlib.metadata import entry_points
-
-    table = dict(BUILTIN_STEPS)
-    for ep in entry_points(group=STEP_ENTRY_POINT_GROUP):
-        if ep.name in table:
-            raise ConfigError(f"step kind {ep.name!r} from entry point {ep.value} is already defined "
-                              f"by {table[ep.name]}")
-        table[ep.name] = ep.value
-    return table
-
-
-@cache
-def step_class(kind: str) -> type[Step]:
-    table = _step_table()
-    if kind not in table:
-        import difflib
-
-        close = difflib.get_close_matches(kind, list(table), n=1)
-        raise ConfigError(f"unknown step kind {kind!r}",
-                          hint=(f"did you mean {close[0]!r}? " if close else "") + f"known: {', '.join(table)}")
-    module, _, attr = table[kind].partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass(frozen=True)
@@ -94,10 +53,13 @@ def _validate_config(kind: str, config: dict[str, Any], where: str) -> BaseModel
 
 
 def validate_spec_steps(spec: TargetSpec) -> None:
-    """Registry-time check: every step kind exists and every declared config validates."""
+    """Registry-time check: every step kind exists, every declared config validates, and for every precision the
+    engine offers each step consumes the format its input step produces."""
     for eng_name, eng in spec.engines.items():
         for ref in eng.pipeline:
             _validate_config(ref.uses, ref.config, f"{spec.source}: {spec.name}.engines.{eng_name}.{ref.id}")
+        for precision in eng.precisions:
+            _check_formats(spec, eng_name, eng, precision, _order(spec, eng_name, eng, precision))
 
 
 def resolve(spec: TargetSpec, engine: str | None, precision: str) -> ResolvedPipeline:
@@ -111,6 +73,39 @@ def resolve(spec: TargetSpec, engine: str | None, precision: str) -> ResolvedPip
 
 
 def _resolve_engine(spec: TargetSpec, eng_name: str, eng: EngineSpec, precision: str) -> ResolvedPipeline:
+    resolved = _order(spec, eng_name, eng, precision)
+    _check_formats(spec, eng_name, eng, precision, resolved)
+    return _check_shape(spec, eng_name, precision, resolved)
+
+
+def _check_formats(spec: TargetSpec, eng_name: str, eng: EngineSpec, precision: str,
+                   resolved: list[ResolvedStep]) -> None:
+    """Each step must consume what its input step produces (the source model for the first); the last host step
+    must produce the engine's ``artifact_format``. A ``ConfigError`` names both steps otherwise."""
+    from .steps.base import SOURCE_MODEL
+
+    where = f"{spec.source or spec.name}: {spec.name}.engines.{eng_name} ({precision})"
+    produced: dict[str | None, str] = {None: SOURCE_MODEL}
+    kinds = {s.id: s.kind for s in resolved}
+    for step in resolved:
+        cls = step_class(step.kind)
+        got = produced.get(step.input, SOURCE_MODEL)
+        if not cls.accepts(got):
+            src = "the source model" if step.input is None else f"step {step.input!r} ({kinds[step.input]})"
+            raise ConfigError(f"{where}: step {step.id!r} ({step.kind}) consumes {', '.join(cls.consumes) or 'nothing'}"
+                              f", but its input, {src}, produces {got!r}",
+                              hint=f"wire {step.id!r} to a step that produces one of {list(cls.consumes)} "
+                                   "(`edgeify targets show` lists each step's input)")
+        produced[step.id] = cls.output_format(got)
+    host = [s for s in resolved if s.where == "host"]
+    if host and eng.artifact_format and produced[host[-1].id] != eng.artifact_format:
+        last = host[-1]
+        raise ConfigError(f"{where}: the last host step {last.id!r} ({last.kind}) produces {produced[last.id]!r}, "
+                          f"but engine {eng_name!r} loads {eng.artifact_format!r} (its artifact_format)",
+                          hint="end the pipeline with the step that writes the engine's format, or fix artifact_format")
+
+
+def _order(spec: TargetSpec, eng_name: str, eng: EngineSpec, precision: str) -> list[ResolvedStep]:
     by_id = {s.id: s for s in eng.pipeline}
     active = {s.id for s in eng.pipeline if s.precisions is None or precision in s.precisions}
 
@@ -134,12 +129,16 @@ def _resolve_engine(spec: TargetSpec, eng_name: str, eng: EngineSpec, precision:
                 progressed = True
         if not progressed:  # unreachable after spec validation; kept as a guard
             raise ConfigError(f"{spec.name}.engines.{eng_name}: pipeline has a dependency cycle")
+    return resolved
+
+
+def _check_shape(spec: TargetSpec, eng_name: str, precision: str, resolved: list[ResolvedStep]) -> ResolvedPipeline:
     sources = [s for s in resolved if s.input is None]
     if len(sources) != 1:
         raise ConfigError(f"{spec.name}.engines.{eng_name}: exactly one step must consume the source model "
                           f"for {precision}, found {[s.id for s in sources]}")
     host = [s for s in resolved if s.where == "host"]
-    if not host or host[-1].kind != "check":
+    if not host or not step_class(host[-1].kind).validates:
         last = host[-1].id if host else None
         raise ConfigError(f"{spec.source or spec.name}: {spec.name}.engines.{eng_name} ({precision}) does not end in "
                           f"a `check` step (last host step: {last!r}); a bundle nobody checked against its source "
@@ -147,3 +146,7 @@ def _resolve_engine(spec: TargetSpec, eng_name: str, eng: EngineSpec, precision:
                           hint=f'add {{ id = "check", uses = "check", input = "{last}" }} as the last host step '
                                "of the pipeline (see `edgeify targets show x86-cpu`)")
     return ResolvedPipeline(spec.name, eng_name, precision, tuple(resolved))
+
+
+__all__ = ["STEP_ENTRY_POINT_GROUP", "ResolvedPipeline", "ResolvedStep", "resolve", "step_class", "step_table",
+           "validate_spec_steps"]

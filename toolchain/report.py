@@ -81,6 +81,11 @@ def render_markdown(m: Manifest, latency: dict[str, Any] | None) -> str:
             lines.append(f"- p50 {lat['p50']:.3f} ms, p95 {lat['p95']:.3f} ms, throughput "
                          f"{latency['throughput_ips']:.1f}/s, load {latency['load_ms']:.1f} ms, "
                          f"threads {latency['protocol'].get('threads')}")
+    facts = raw.get("facts") or {}  # each step's own record, by namespace: shown generically (scalar fields)
+    if facts:
+        lines += ["", "## Step facts", ""]
+        lines += [f"- {ns}: " + ", ".join(f"{k} {v}" for k, v in rec.items() if isinstance(v, (str, int, float, bool)))
+                  for ns, rec in facts.items() if isinstance(rec, dict)]
     lines += ["", "## Steps", "", "| step | uses | seconds | cached |", "|---|---|---|---|"]
     for s in raw.get("steps", []):
         lines.append(f"| {s['id']} | {s['uses']} | {s['seconds']} | {s['cached']} |")

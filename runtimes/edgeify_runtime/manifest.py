@@ -26,7 +26,8 @@ Schema version 1 (keys the device side reads are marked *; the host adds more, w
       "bundle_digest": "sha256 over files",     *  see files_digest()
       "labels": ["0", "1", ...] | null,
       "preprocessing": {...} | null,
-      "quantization": {...}, "source": {...}, "tools": {...}, "steps": [...], "validation": {...}
+      "quantization": {...}, "source": {...}, "tools": {...}, "steps": [...], "validation": {...},
+      "facts": {"<namespace>": {...}, ...}       each build step's own typed facts record (optional)
     }
 
     TensorSpec = {"name": "x", "shape": ["batch", 1, 8, 8], "dtype": "float32", "layout": "NCHW",
@@ -139,6 +140,14 @@ class Manifest:
     @property
     def source(self) -> dict[str, Any]:
         return self.raw.get("source") or {}
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        """The steps' own facts records, by namespace (``{"export": {...}, "prune": {...}}``; host-only, optional:
+        a bundle written before it has none). The host validates a namespace with the record class its step
+        declares (``edgeify.steps.facts.facts_of``)."""
+        facts = self.raw.get("facts")
+        return facts if isinstance(facts, dict) else {}
 
     def updated(self, **keys: Any) -> Manifest:
         """A copy with top-level ``keys`` replaced (e.g. ``quantization``, ``optimize``, ``engine``), validated

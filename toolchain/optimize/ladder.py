@@ -1,8 +1,10 @@
 """The quantization ladder for one engine: when int8 misses the accuracy budget (or its parity gate), go down
-rung by rung instead of giving up: other recipes; mixed precision (``int8-mixed``: ONNX Runtime, the fewest most
-sensitive layers kept in float until the budget holds; OpenVINO, NNCF's ``quantize_with_accuracy_control`` over
-the eval set); int16 activations with int8 weights (``int16x8``, where the engine has them); bf16; fp16 (with the
-ops whose values overflow fp16 kept in fp32); fp32 last. Each rung is recorded."""
+rung by rung instead of giving up: other recipes; mixed precision (``int8-mixed``: the fewest most sensitive
+layers kept in float until the budget holds, or the quantize step's own accuracy-keeping recipe such as NNCF's
+``quantize_with_accuracy_control``); int16 activations with int8 weights (``int16x8``, where the engine has them);
+bf16; fp16 (with the ops whose values overflow fp16 kept in fp32, where the step can); fp32 last. Each rung is
+recorded. What each rung may vary comes from the engine's quantize step (``Step.search_space``): this module
+names no step kind."""
 
 from __future__ import annotations
 
@@ -60,17 +62,14 @@ def run_ladder(runner: Runner, base: Built, base_p50: float | None, spec) -> tup
         got = attempt(f"recipe {recipe.name}", ArtifactPlan(engine=engine, precision="int8", recipe=recipe))
         if got is not None:
             return rungs, got
-    q = quantize_step(spec, engine, "int8-mixed")
+    q = quantize_step(spec, engine, "int8-mixed", max_accuracy_drop=runner.max_accuracy_drop())
     if q is not None and "int8-mixed" in runner.precisions_for(engine) and not runner.out_of_time():
         got = None
-        if q[1] == "ort-quantize":
-            got = _mixed(runner, base, q[0], rungs)
-        elif q[1] == "nncf-quantize":  # NNCF reverts the layers that cost the most until the drop holds
-            drop = runner.max_accuracy_drop()
-            control = Recipe(name="accuracy-control", step=q[0], config={
-                "accuracy_control": True, "max_drop_points": 1.0 if drop is None else drop})
-            got = attempt("int8-mixed accuracy-control",
-                          ArtifactPlan(engine=engine, precision="int8-mixed", recipe=control))
+        if q.search.mixed_by_layers:  # the fewest most sensitive layers kept in float
+            got = _mixed(runner, base, q.id, rungs)
+        elif q.search.mixed is not None:  # one recipe that holds the drop itself (e.g. NNCF accuracy control)
+            got = attempt(f"int8-mixed {q.search.mixed.name}",
+                          ArtifactPlan(engine=engine, precision="int8-mixed", recipe=q.recipe(q.search.mixed)))
         if got is not None:
             return rungs, got
     for prec in ("int16x8", "bf16", "fp16", "fp32"):
@@ -78,12 +77,13 @@ def run_ladder(runner: Runner, base: Built, base_p50: float | None, spec) -> tup
             continue
         name, plan = prec, ArtifactPlan(engine=engine, precision=prec)
         q16 = quantize_step(spec, engine, "fp16") if prec == "fp16" else None
-        if q16 is not None and q16[1] == "ort-quantize":
+        keep_option = None if q16 is None else q16.search.keep_fp32_option
+        if q16 is not None and keep_option is not None:
             keep = runner.fp16_overflow(engine)
             if keep:  # plain fp16 would turn these values to inf: keep them in fp32 from the start
                 name = f"fp16 fp32: {', '.join(keep)}"
                 plan = ArtifactPlan(engine=engine, precision="fp16", recipe=Recipe(
-                    name=f"keep-fp32-{len(keep)}", step=q16[0], config={"fp16_keep_fp32": list(keep)},
+                    name=f"keep-fp32-{len(keep)}", step=q16.id, config={keep_option: list(keep)},
                     float_layers=keep))
         got = attempt(name, plan)
         if got is not None:

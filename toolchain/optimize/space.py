@@ -1,9 +1,9 @@
 """The search space of an optimize run, derived from the target spec and the device's fingerprint.
 
 Artifacts: every engine x precision the target offers (bf16 only where the CPU has bf16 arithmetic, static int8
-only with calibration data). Recipes: the quantization choices of the engine's quantize step (ONNX Runtime:
-activation type, per-channel/per-tensor weights, calibration method, symmetric activations; NNCF: preset,
-bias correction, model type). Settings: the run-time options that change speed (threads 1..physical cores,
+only with calibration data). Recipes: what the engine's quantize step declares for the precision
+(``Step.search_space``: speed recipes screened beside the default, alternates for the ladder); this module never
+names a step kind. Settings: the run-time options that change speed (threads 1..physical cores,
 ONNX Runtime graph optimization level and execution mode, OpenVINO performance hint, LiteRT threads).
 """
 
@@ -13,6 +13,8 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from edgeify.steps.search import SearchRecipe, StepSearch
 
 from .records import Recipe, Settings
 
@@ -24,9 +26,6 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: precisions a search starts from; ``int8-mixed`` only comes from the ladder
 SEARCH_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic", "int16x8")
 STATIC_PRECISIONS = ("int8", "int8-mixed", "int16x8")
-#: (runtime, precision) left to the ladder: ONNX Runtime's CPU provider has no 16-bit kernels, it runs int16x8 as
-#: float compute between 16-bit Q/DQ pairs (p50 about fp32's, weights int8-sized): only an accuracy rung
-LADDER_ONLY = frozenset({("onnxruntime", "int16x8")})
 
 
 class _Frozen(BaseModel):
@@ -79,71 +78,61 @@ class SearchSpace(_Frozen):
         return alternate_recipes(spec, plan.engine, plan.precision)
 
 
-def quantize_step(spec: TargetSpec, engine: str, precision: str) -> tuple[str, str, dict[str, Any]] | None:
-    """(step id, step kind, declared config) of the step that quantizes ``precision`` on ``engine``."""
+class QuantizeStep(_Frozen):
+    """The step that decides ``precision``'s numerics on one engine, and what it offers to the search."""
+
+    id: str
+    kind: str
+    config: dict[str, Any]
+    search: StepSearch
+
+    def recipe(self, r: SearchRecipe) -> Recipe:
+        return Recipe(name=r.name, step=self.id, config=dict(r.config), float_layers=r.float_layers)
+
+
+def quantize_step(spec: TargetSpec, engine: str, precision: str, *,
+                  max_accuracy_drop: float | None = None) -> QuantizeStep | None:
+    """The first step of ``engine``'s pipeline that runs for ``precision`` and declares a search space for it
+    (``Step.search_space``); None when no step does."""
+    from edgeify.pipeline import step_class
+
     for step in spec.engines[engine].pipeline:
-        if step.uses in ("ort-quantize", "nncf-quantize", "tflite-quantize") and (
-                step.precisions is None or precision in step.precisions):
-            return step.id, step.uses, dict(step.config)
+        if step.precisions is not None and precision not in step.precisions:
+            continue
+        search = step_class(step.uses).search_space(dict(step.config), precision,
+                                                    max_accuracy_drop=max_accuracy_drop)
+        if search is not None:
+            return QuantizeStep(id=step.id, kind=step.uses, config=dict(step.config), search=search)
     return None
 
 
 def speed_recipes(spec: TargetSpec, engine: str, precision: str) -> tuple[Recipe, ...]:
-    """Recipes that change speed, screened for every int8 artifact (ONNX Runtime: U8S8 vs S8S8)."""
+    """Recipes that change speed, screened beside the default (e.g. ONNX Runtime int8: U8S8 vs S8S8)."""
     q = quantize_step(spec, engine, precision)
-    if precision != "int8" or q is None or q[1] != "ort-quantize":
-        return ()
-    sid, _, cfg = q
-    act = cfg.get("activation_type", "uint8")
-    other = "int8" if act == "uint8" else "uint8"
-    over: dict[str, Any] = {"activation_type": other}
-    if other == "int8":
-        over["reduce_range"] = False
-    if cfg.get("symmetric_activations"):  # symmetric means int8 activations (TensorRT): no U8 variant there
-        return ()
-    return (Recipe(name=f"{'u8s8' if other == 'uint8' else 's8s8'}", step=sid, config=over),)
+    return () if q is None else tuple(q.recipe(r) for r in q.search.speed)
 
 
 def alternate_recipes(spec: TargetSpec, engine: str, precision: str) -> tuple[Recipe, ...]:
-    """The ladder's "other recipes" rung for an int8 artifact, most promising for accuracy first."""
+    """The ladder's "other recipes" rung for an artifact, most promising for accuracy first."""
     q = quantize_step(spec, engine, precision)
-    if q is None or precision not in ("int8", "int8-mixed"):
-        return ()
-    sid, kind, cfg = q
-    out: list[Recipe] = []
-    if kind == "ort-quantize":
-        method = cfg.get("calibration_method", "minmax")
-        for m in ("entropy", "percentile", "minmax"):
-            if m != method:
-                out.append(Recipe(name=f"calib-{m}", step=sid, config={"calibration_method": m}))
-        if cfg.get("per_channel", True) is False:
-            out.append(Recipe(name="per-channel", step=sid, config={"per_channel": True}))
-        if not cfg.get("symmetric_activations") and cfg.get("activation_type", "uint8") == "int8":
-            out.append(Recipe(name="symmetric-act", step=sid, config={"symmetric_activations": True}))
-        if cfg.get("activation_type", "uint8") == "uint8" and not cfg.get("reduce_range"):
-            out.append(Recipe(name="reduce-range", step=sid, config={"reduce_range": True}))
-    elif kind == "nncf-quantize":
-        out.append(Recipe(name="bias-correction", step=sid, config={"fast_bias_correction": False}))
-        if cfg.get("preset", "performance") == "performance":
-            out.append(Recipe(name="preset-mixed", step=sid, config={"preset": "mixed"}))
-        out.append(Recipe(name="model-type-transformer", step=sid, config={"model_type": "transformer"}))
-    return tuple(out)
+    return () if q is None else tuple(q.recipe(r) for r in q.search.alternates)
+
+
+def ladder_only(spec: TargetSpec, engine: str, precision: str) -> bool:
+    """True when ``precision`` on ``engine`` is only an accuracy rung of the ladder (its quantize step says so)."""
+    q = quantize_step(spec, engine, precision)
+    return q is not None and q.search.ladder_only
 
 
 def settings_grid(runtime: str, cores: int, option_keys: frozenset[str]) -> tuple[Settings, ...]:
     """Run-time settings worth trying for ``runtime``; only options the installed adapter understands."""
-    from .settings import engine_option_names
+    from .settings import engine_option_names, tuning_axes
 
     names = engine_option_names(runtime, option_keys)
     threads = tuple(range(cores, 0, -1))
-    axes: list[tuple[str, tuple[Any, ...]]] = []
-    if runtime == "onnxruntime":
-        if "graph_optimization_level" in names:
-            axes.append(("graph_optimization_level", ("all", "extended")))
-        if "execution_mode" in names:
-            axes.append(("execution_mode", ("sequential", "parallel")))
-    elif runtime == "openvino" and "performance_hint" in names:
-        axes.append(("performance_hint", ("LATENCY", "THROUGHPUT")))
+    # the engine adapter's own tuning axes (EngineAdapter.tuning_axes)
+    axes: list[tuple[str, tuple[Any, ...]]] = [(a.option, tuple(a.values)) for a in tuning_axes(runtime)
+                                               if a.option in names]
     out = []
     for t in threads:
         for combo in itertools.product(*(vals for _, vals in axes)):
@@ -170,8 +159,9 @@ def build_space(spec: TargetSpec, facts: DeviceFacts, *, has_calib: bool,
         for name, eng in spec.engines.items():
             if prec not in eng.precisions or (engines and name not in engines):
                 continue
-            if (eng.runtime, prec) in LADDER_ONLY and not precisions:  # unless asked for by --precision
-                skipped.append(f"{name} {prec}: only as a quantization-ladder rung (no 16-bit kernels on this engine)")
+            if not precisions and ladder_only(spec, name, prec):  # unless asked for by --precision
+                skipped.append(f"{name} {prec}: only as a quantization-ladder rung (no fast kernels for it on this "
+                               "engine)")
                 continue
             arts.append(ArtifactPlan(engine=name, precision=prec))
             arts += [ArtifactPlan(engine=name, precision=prec, recipe=r) for r in speed_recipes(spec, name, prec)]
@@ -191,11 +181,19 @@ def variant_spec(spec: TargetSpec, engine: str, recipe: Recipe) -> TargetSpec:
     """``spec`` with ``recipe``'s overrides applied to one step of ``engine``'s pipeline (name unchanged)."""
     if (not recipe.config and not recipe.float_layers) or recipe.step is None:
         return spec
+    from edgeify.pipeline import step_class
+
     eng = spec.engines[engine]
     extra = dict(recipe.config)
     if recipe.float_layers:
         kind = next(s.uses for s in eng.pipeline if s.id == recipe.step)
-        extra["nodes_to_exclude" if kind == "ort-quantize" else "ignored_layers"] = list(recipe.float_layers)
+        option = step_class(kind).float_layers_option
+        if option is None:
+            from edgeify.errors import ConfigError
+
+            raise ConfigError(f"step {recipe.step!r} ({kind}) of {spec.name}.engines.{engine} cannot keep layers in "
+                              f"float (recipe {recipe.name!r}): it declares no float_layers_option")
+        extra[option] = list(recipe.float_layers)
     steps = tuple(s.model_copy(update={"config": {**s.config, **extra}}) if s.id == recipe.step else s
                   for s in eng.pipeline)
     return spec.model_copy(update={"engines": {**spec.engines, engine: eng.model_copy(update={"pipeline": steps})}})

@@ -7,56 +7,92 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from .records import (
-    ARTIFACT_SCHEMA,
-    ExportFacts,
-    GraphFacts,
-    IoQuantization,
-    QParams,
-    Quantization,
-    Signature,
-    TfliteFacts,
-    ValidationReport,
-)
+from .facts import read_facts, write_facts
+from .records import ARTIFACT_SCHEMA, ExportFacts, IoQuantization, QParams, Quantization, Signature, ValidationReport
+from .search import SearchRecipe, StepSearch
 
 if TYPE_CHECKING:
     from edgeify.data import Dataset
+    from edgeify.request import BuildRequest
     from edgeify.sources import SourceModel
     from edgeify.targets.spec import EngineSpec, TargetSpec
 
+_R = TypeVar("_R")
 
-@dataclass(frozen=True)
+
+#: ``Step.consumes`` of a step that reads the source model itself (the pipeline's first step)
+SOURCE_MODEL = "source-model"
+#: ``Step.consumes``: any artifact format; ``Step.produces``: the input's format (a check, a pass-through)
+ANY_FORMAT = "*"
+SAME_FORMAT = "same-as-input"
+
+
+@dataclass(frozen=True, init=False)
 class Artifact:
-    """A model produced by a step: its files (the first is the one an engine loads) and the typed facts the
-    steps recorded about it. ``to_dict``/``from_dict`` is its one serialization (the step cache stores it)."""
+    """A model produced by a step: its files (the first is the one an engine loads), its signature, quantization
+    and validation, and the open, namespaced ``facts`` the steps recorded (``{namespace: record}``, see
+    ``steps.facts``). ``to_dict``/``from_dict`` is its one serialization (the step cache stores it).
+
+    Facts records are passed by namespace: ``Artifact("onnx", files, sig, export=ExportFacts(...))`` or
+    ``artifact.with_facts("onnx", files, graph=GraphFacts(...))``; read them with ``artifact.fact(ExportFacts)``."""
 
     format: str
     files: tuple[Path, ...]
-    signature: Signature = field(default_factory=Signature)
-    quantization: Quantization = field(default_factory=Quantization)
-    validation: ValidationReport | None = None
-    export: ExportFacts | None = None
-    graph: GraphFacts | None = None
-    tflite: TfliteFacts | None = None
-    engine_min_version: str | None = None  # what the artifact's ops need (e.g. TFLite op versions)
+    signature: Signature
+    quantization: Quantization
+    validation: ValidationReport | None
+    engine_min_version: str | None  # what the artifact's ops need (e.g. TFLite op versions)
+    facts: Mapping[str, Any]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "files", tuple(Path(f) for f in self.files))
+    def __init__(self, format: str, files: Sequence[Path], signature: Signature | None = None,
+                 quantization: Quantization | None = None, validation: ValidationReport | None = None, *,
+                 engine_min_version: str | None = None, facts: Mapping[str, Any] | None = None,
+                 **by_namespace: Any) -> None:
+        merged = dict(facts or {})
+        for ns, rec in by_namespace.items():
+            if rec is None:
+                merged.pop(ns, None)
+                continue
+            if getattr(rec, "namespace", None) != ns:
+                raise TypeError(f"Artifact: {ns}= takes a facts record whose namespace is {ns!r}, got "
+                                f"{type(rec).__name__}")
+            merged[ns] = rec
+        set_ = object.__setattr__
+        set_(self, "format", format)
+        set_(self, "files", tuple(Path(f) for f in files))
+        set_(self, "signature", signature if signature is not None else Signature())
+        set_(self, "quantization", quantization if quantization is not None else Quantization())
+        set_(self, "validation", validation)
+        set_(self, "engine_min_version", engine_min_version)
+        set_(self, "facts", dict(sorted(merged.items())))
 
-    def with_facts(self, format: str, files: Sequence[Path], **facts: Any) -> Artifact:
-        """A new artifact with this one's facts, ``facts`` replaced (a step's output from its input)."""
-        return replace(self, format=format, files=tuple(files), **facts)
+    def with_facts(self, format: str, files: Sequence[Path], **changes: Any) -> Artifact:
+        """A new artifact with this one's facts and ``changes`` applied (a step's output from its input):
+        ``signature``/``quantization``/``validation``/``engine_min_version`` replace those fields, any other
+        keyword is a facts namespace (a record, or None to drop it)."""
+        fields = {k: changes.pop(k) for k in ("signature", "quantization", "validation", "engine_min_version")
+                  if k in changes}
+        kw: dict[str, Any] = {"signature": self.signature, "quantization": self.quantization,
+                              "validation": self.validation, "engine_min_version": self.engine_min_version, **fields}
+        return Artifact(format, files, kw["signature"], kw["quantization"], kw["validation"],
+                        engine_min_version=kw["engine_min_version"], facts=self.facts, **changes)
+
+    def fact(self, record: type[_R]) -> _R | None:
+        """This artifact's record of ``record``'s namespace (None when no step wrote one)."""
+        got = self.facts.get(record.namespace)  # type: ignore[attr-defined]
+        return got if isinstance(got, record) else None
 
     @property
     def opset(self) -> int | None:
-        return self.export.opset if self.export is not None else None
+        export = self.fact(ExportFacts)
+        return export.opset if export is not None else None
 
     @property
     def path(self) -> Path:
@@ -79,30 +115,32 @@ class Artifact:
         """The JSON form; files by name (they live in one directory: a step's output or its cache entry)."""
         d: dict[str, Any] = {"schema": ARTIFACT_SCHEMA, "format": self.format, "files": [p.name for p in self.files],
                              "signature": self.signature.to_dict(), "quantization": self.quantization.to_dict()}
-        for name in ("validation", "export", "graph", "tflite"):
-            rec = getattr(self, name)
-            if rec is not None:
-                d[name] = rec.to_dict()
+        if self.validation is not None:
+            d["validation"] = self.validation.to_dict()
         if self.engine_min_version is not None:
             d["engine_min_version"] = self.engine_min_version
+        if self.facts:
+            d["facts"] = write_facts(self.facts)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], root: Path) -> Artifact:
-        """Read ``to_dict``'s form, files resolved in ``root``. Another schema version is a ``ValueError``."""
+        """Read ``to_dict``'s form, files resolved in ``root``. Another schema version is a ``ValueError``; each
+        facts namespace is validated by the record class its step declares."""
         if d.get("schema") != ARTIFACT_SCHEMA:
             raise ValueError(f"artifact schema {d.get('schema')!r}, this edgeify reads {ARTIFACT_SCHEMA}")
-
-        def opt(name: str, rec: Any) -> Any:
-            return rec.from_dict(d[name]) if d.get(name) is not None else None
+        v = d.get("validation")
         return cls(str(d["format"]), tuple(root / str(n) for n in d["files"]), Signature.from_dict(d["signature"]),
-                   Quantization.from_dict(d.get("quantization")), opt("validation", ValidationReport),
-                   opt("export", ExportFacts), opt("graph", GraphFacts), opt("tflite", TfliteFacts),
-                   d.get("engine_min_version"))
+                   Quantization.from_dict(d.get("quantization")), None if v is None else ValidationReport.from_dict(v),
+                   engine_min_version=d.get("engine_min_version"),
+                   facts=read_facts(d.get("facts"), where="artifact facts"))
 
 
 @dataclass
 class BuildContext:
+    """What a running step sees: the resolved source, target, engine and precision, its work directory, the
+    data sets the build loaded, and the whole ``request`` (any other input a step needs: ``ctx.request``)."""
+
     source: SourceModel
     target: TargetSpec
     engine_name: str
@@ -115,6 +153,15 @@ class BuildContext:
     max_accuracy_drop: float | None = None
     progress: Callable[[str], None] = lambda msg: None
     reports: dict[str, Any] = field(default_factory=dict)
+    request: BuildRequest | None = None
+
+    def __post_init__(self) -> None:
+        if self.request is None:  # a context made outside build() (inspect, parity): a request saying as much
+            from edgeify.request import Budgets, BuildRequest
+
+            self.request = BuildRequest(model=str(getattr(self.source, "spec", "") or ""), target=self.target,
+                                        precision=self.precision, engine=self.engine_name, io_dtype=self.io_dtype,
+                                        budgets=Budgets(max_accuracy_drop=self.max_accuracy_drop))
 
 
 class StepConfig(BaseModel):
@@ -122,21 +169,54 @@ class StepConfig(BaseModel):
 
 
 class Step:
-    """A build step. Subclasses set ``kind``, ``Config`` and ``tools`` (packages whose versions enter the cache
-    key and the manifest) and implement ``run``. Heavy libraries are imported inside ``run`` only."""
+    """A build step: ``run(ctx, input_artifact, out_dir) -> output_artifact``. A subclass declares everything
+    edgeify needs to know about it, and is registered in the entry-point group ``edgeify.steps``:
+
+    - ``kind`` (its name in target files), ``Config`` (a pydantic ``StepConfig``: every field with a description);
+    - ``consumes`` / ``produces``: the artifact formats it reads and writes (``SOURCE_MODEL`` for the step that
+      reads the source model, ``ANY_FORMAT``, ``SAME_FORMAT``); the pipeline refuses a mismatch;
+    - ``facts``: the facts record classes it writes into ``Artifact.facts`` (and so the manifest's ``facts``);
+    - ``search_space(config, precision)``: what optimize and the ladder may vary (a ``StepSearch``), and
+      ``float_layers_option`` (the config key naming layers kept in float);
+    - ``tools`` (packages whose versions enter the cache key and the manifest), ``cacheable``,
+      ``uses_calibration``, ``uses_data``, ``validates`` (a checking step: every pipeline ends in one) (other request data sets its output depends on: their file digests
+      enter the cache key), ``precision_sensitive``.
+
+    Heavy libraries are imported inside ``run`` only."""
 
     kind: ClassVar[str]
     Config: ClassVar[type[StepConfig]] = StepConfig
+    consumes: ClassVar[tuple[str, ...]] = ()
+    produces: ClassVar[str] = SAME_FORMAT
+    facts: ClassVar[tuple[type, ...]] = ()
+    float_layers_option: ClassVar[str | None] = None
     tools: ClassVar[tuple[str, ...]] = ()
     cacheable: ClassVar[bool] = True
     uses_calibration: ClassVar[bool] = False
+    uses_data: ClassVar[tuple[str, ...]] = ()
     precision_sensitive: ClassVar[bool] = True  # False: the output does not depend on the build's precision
+    validates: ClassVar[bool] = False  # checks the artifact against the source: a pipeline's last host step must
 
     def __init__(self, config: StepConfig) -> None:
         self.config = config
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         raise NotImplementedError
+
+    @classmethod
+    def search_space(cls, config: Mapping[str, Any], precision: str, *,
+                     max_accuracy_drop: float | None = None) -> StepSearch | None:
+        """The search this step offers for ``precision`` given its declared ``config`` (a target file's mapping),
+        or None: it does not decide that precision's numerics (only quantize steps return a ``StepSearch``)."""
+        return None
+
+    @classmethod
+    def output_format(cls, input_format: str) -> str:
+        return input_format if cls.produces == SAME_FORMAT else cls.produces
+
+    @classmethod
+    def accepts(cls, input_format: str) -> bool:
+        return ANY_FORMAT in cls.consumes or input_format in cls.consumes
 
     def tool_versions(self) -> dict[str, str]:
         return tool_versions(self.tools)
@@ -151,7 +231,22 @@ class Step:
             "calibration": ctx.calib.sha256 if (self.uses_calibration and ctx.calib is not None) else None,
             "artifact_schema": ARTIFACT_SCHEMA, "code": steps_code_digest(),
         }
+        if self.uses_data:
+            payload["data"] = data_digests(ctx, self.uses_data)
+            payload["options"] = ctx.request.step_options(self.kind) if ctx.request is not None else {}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def data_digests(ctx: BuildContext, names: Sequence[str]) -> dict[str, str | None]:
+    """sha256 of each named request data set's file (None: not given), for a step's cache key."""
+    from edgeify_runtime.manifest import sha256_file
+
+    given = ctx.request.data.named() if ctx.request is not None else {}
+    out: dict[str, str | None] = {}
+    for name in names:
+        p = Path(given[name]) if name in given else None
+        out[name] = sha256_file(p) if p is not None and p.is_file() else (str(p) if p is not None else None)
+    return out
 
 
 @functools.cache
@@ -201,5 +296,6 @@ def tool_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:
     return out
 
 
-__all__ = ["Artifact", "BuildContext", "IoQuantization", "QParams", "Quantization", "Signature", "Step",
-           "StepConfig", "ValidationReport", "fault_point", "fault_point_feed", "tool_versions"]
+__all__ = ["ANY_FORMAT", "SAME_FORMAT", "SOURCE_MODEL", "Artifact", "BuildContext", "IoQuantization", "QParams",
+           "Quantization", "SearchRecipe", "Signature", "Step", "StepConfig", "StepSearch", "ValidationReport",
+           "data_digests", "fault_point", "fault_point_feed", "tool_versions"]

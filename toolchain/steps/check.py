@@ -15,7 +15,7 @@ import numpy as np
 from edgeify.targets.spec import Tolerance
 from pydantic import Field
 
-from .base import Artifact, BuildContext, Step, StepConfig, fault_point
+from .base import ANY_FORMAT, SAME_FORMAT, Artifact, BuildContext, Step, StepConfig, fault_point
 from .records import IoQuantization, NearMiss, QParams
 
 
@@ -42,7 +42,10 @@ class CheckConfig(StepConfig):
 class Check(Step):
     kind = "check"
     Config = CheckConfig
+    consumes = (ANY_FORMAT,)
+    produces = SAME_FORMAT  # the checked artifact, with its validation report
     cacheable = False
+    validates = True
     config: CheckConfig
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:

@@ -8,13 +8,14 @@ the layers in ``ignored_layers`` kept in float (NNCF ``IgnoredScope``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edgeify.errors import ConversionError, DataError
 from pydantic import Field
 
-from .base import Artifact, BuildContext, Step, StepConfig, fault_point_feed
+from .base import Artifact, BuildContext, SearchRecipe, Step, StepConfig, StepSearch, fault_point_feed
 from .records import Quantization
 
 
@@ -35,9 +36,31 @@ class NncfQuantizeConfig(StepConfig):
 class NncfQuantize(Step):
     kind = "nncf-quantize"
     Config = NncfQuantizeConfig
+    consumes = ("openvino-ir",)
+    produces = "openvino-ir"
+    float_layers_option = "ignored_layers"
     tools = ("openvino", "nncf")
     uses_calibration = True
     config: NncfQuantizeConfig
+
+    @classmethod
+    def search_space(cls, config: Mapping[str, Any], precision: str, *,
+                     max_accuracy_drop: float | None = None) -> StepSearch | None:
+        """int8 alternates: full bias correction, the mixed preset, the transformer model type. int8-mixed is
+        NNCF's own accuracy control, reverting the costliest layers until ``max_accuracy_drop`` holds."""
+        if precision not in ("int8", "int8-mixed", "int8-dynamic"):
+            return None
+        alternates: list[SearchRecipe] = []
+        if precision in ("int8", "int8-mixed"):
+            alternates.append(SearchRecipe(name="bias-correction", config={"fast_bias_correction": False}))
+            if config.get("preset", "performance") == "performance":
+                alternates.append(SearchRecipe(name="preset-mixed", config={"preset": "mixed"}))
+            alternates.append(SearchRecipe(name="model-type-transformer", config={"model_type": "transformer"}))
+        mixed = None
+        if precision == "int8-mixed":
+            mixed = SearchRecipe(name="accuracy-control", config={
+                "accuracy_control": True, "max_drop_points": 1.0 if max_accuracy_drop is None else max_accuracy_drop})
+        return StepSearch(alternates=tuple(alternates), mixed=mixed)
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         import nncf

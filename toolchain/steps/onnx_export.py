@@ -8,7 +8,7 @@ from pathlib import Path
 from edgeify.errors import ConversionError, InputSignatureError
 from pydantic import Field
 
-from .base import Artifact, BuildContext, Step, StepConfig, fault_point
+from .base import SOURCE_MODEL, Artifact, BuildContext, Step, StepConfig, fault_point
 from .records import ExportFacts, FixedDim, Signature
 
 
@@ -23,6 +23,9 @@ class OnnxExportConfig(StepConfig):
 class OnnxExport(Step):
     kind = "onnx-export"
     Config = OnnxExportConfig
+    consumes = (SOURCE_MODEL,)
+    produces = "onnx"
+    facts = (ExportFacts,)
     tools = ("torch", "onnx", "onnxscript")
     precision_sensitive = False
     config: OnnxExportConfig

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgeify.errors import ConversionError
+from edgeify_runtime.engines.onnxruntime import OnnxRuntimeAdapter
 
 from .base import Artifact, BuildContext, Step, StepConfig
 from .records import GraphFacts
@@ -23,7 +24,10 @@ class OnnxOptimizeConfig(StepConfig):
 class OnnxOptimize(Step):
     kind = "onnx-optimize"
     Config = OnnxOptimizeConfig
-    tools = ("onnx", "onnxslim", "onnxruntime")
+    consumes = ("onnx",)
+    produces = "onnx"
+    facts = (GraphFacts,)
+    tools = ("onnx", "onnxslim", OnnxRuntimeAdapter.pip)  # its graph optimizer is the engine's own
     precision_sensitive = False
     config: OnnxOptimizeConfig
 

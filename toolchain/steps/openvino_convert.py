@@ -17,6 +17,8 @@ class OpenVinoConvertConfig(StepConfig):
 class OpenVinoConvert(Step):
     kind = "openvino-convert"
     Config = OpenVinoConvertConfig
+    consumes = ("onnx",)
+    produces = "openvino-ir"
     tools = ("openvino",)
     config: OpenVinoConvertConfig
 

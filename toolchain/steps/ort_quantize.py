@@ -11,13 +11,14 @@ U8S8 (uint8 activations) is ONNX Runtime's fast path on AVX2 without VNNI; S8S8 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from edgeify.errors import ConversionError, DataError
 from pydantic import Field
 
-from .base import Artifact, BuildContext, Step, StepConfig
+from .base import Artifact, BuildContext, SearchRecipe, Step, StepConfig, StepSearch
 from .records import Quantization
 
 
@@ -41,9 +42,45 @@ class OrtQuantizeConfig(StepConfig):
 class OrtQuantize(Step):
     kind = "ort-quantize"
     Config = OrtQuantizeConfig
+    consumes = ("onnx",)
+    produces = "onnx"
+    float_layers_option = "nodes_to_exclude"
     tools = ("onnx", "onnxruntime")
     uses_calibration = True
     config: OrtQuantizeConfig
+
+    @classmethod
+    def search_space(cls, config: Mapping[str, Any], precision: str, *,
+                     max_accuracy_drop: float | None = None) -> StepSearch | None:
+        """int8: U8S8 vs S8S8 is a speed recipe (which one wins depends on the CPU's VNNI); the accuracy
+        alternates are the calibration method, per-channel weights, symmetric or reduced-range activations.
+        int8-mixed keeps the most sensitive nodes in float; fp16 keeps the ops that overflow it in fp32;
+        int16x8 runs as float compute between 16-bit Q/DQ pairs (no 16-bit kernels): an accuracy rung only."""
+        if precision not in ("fp16", "int8", "int8-mixed", "int8-dynamic", "int16x8"):
+            return None
+        act = config.get("activation_type", "uint8")
+        symmetric = bool(config.get("symmetric_activations"))
+        speed: tuple[SearchRecipe, ...] = ()
+        if precision == "int8" and not symmetric:  # symmetric means int8 activations (TensorRT): no U8 variant
+            other = "int8" if act == "uint8" else "uint8"
+            over: dict[str, Any] = {"activation_type": other}
+            if other == "int8":
+                over["reduce_range"] = False
+            speed = (SearchRecipe(name="u8s8" if other == "uint8" else "s8s8", config=over),)
+        alternates: list[SearchRecipe] = []
+        if precision in ("int8", "int8-mixed"):
+            method = config.get("calibration_method", "minmax")
+            alternates += [SearchRecipe(name=f"calib-{m}", config={"calibration_method": m})
+                           for m in ("entropy", "percentile", "minmax") if m != method]
+            if config.get("per_channel", True) is False:
+                alternates.append(SearchRecipe(name="per-channel", config={"per_channel": True}))
+            if not symmetric and act == "int8":
+                alternates.append(SearchRecipe(name="symmetric-act", config={"symmetric_activations": True}))
+            if act == "uint8" and not config.get("reduce_range"):
+                alternates.append(SearchRecipe(name="reduce-range", config={"reduce_range": True}))
+        return StepSearch(speed=speed, alternates=tuple(alternates), ladder_only=precision == "int16x8",
+                          mixed_by_layers=precision == "int8-mixed",
+                          keep_fp32_option="fp16_keep_fp32" if precision == "fp16" else None)
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         assert artifact is not None

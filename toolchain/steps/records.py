@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from edgeify_runtime.errors import BundleError
 from edgeify_runtime.manifest import Manifest, TensorSpec
 
 #: the version of ``Artifact.to_dict``'s layout; part of every step's cache key, so an entry written in an older
 #: layout is never read (a miss, rebuilt once)
-ARTIFACT_SCHEMA = 2
+ARTIFACT_SCHEMA = 3  # 3: step facts in the open ``facts`` object (namespace -> record)
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
@@ -335,6 +335,8 @@ class FixedDim:
 class ExportFacts:
     """How the ONNX model every pipeline starts from was made (the ``onnx-export`` step)."""
 
+    namespace: ClassVar[str] = "export"  # its place in ``Artifact.facts`` and the manifest's ``facts``
+
     exporter: str
     opset: int
     opset_upgraded_from: int | None = None
@@ -356,6 +358,8 @@ class ExportFacts:
 class GraphFacts:
     """What graph optimization did (the ``onnx-optimize`` step)."""
 
+    namespace: ClassVar[str] = "graph"  # its place in ``Artifact.facts`` and the manifest's ``facts``
+
     nodes_before: int
     nodes_after: int
     slim_error: str | None = None  # onnxslim failed and was skipped (an optimization, never fatal)
@@ -373,6 +377,8 @@ class GraphFacts:
 class TfliteFacts:
     """The TFLite conversion: the converter and route, the batch it fixed, the variant files it wrote
     (``tflite-convert``), the variant a build picked and the op versions it needs (``tflite-quantize``)."""
+
+    namespace: ClassVar[str] = "tflite"  # its place in ``Artifact.facts`` and the manifest's ``facts``
 
     converter: str
     batch: int = 1

@@ -42,6 +42,8 @@ class TensorRTEngineConfig(StepConfig):
 class TensorRTEngine(Step):
     kind = "tensorrt-engine"
     Config = TensorRTEngineConfig
+    consumes = ("onnx",)
+    produces = "tensorrt-plan"  # built on the device (where = "device")
     cacheable = False
     config: TensorRTEngineConfig
 

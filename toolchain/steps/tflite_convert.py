@@ -84,6 +84,9 @@ class TfliteConvertConfig(StepConfig):
 
 class TfliteConvert(Step):
     kind = "tflite-convert"
+    consumes = ("onnx",)
+    produces = "tflite-variants"  # one .tflite per precision variant (tflite-quantize picks)
+    facts = (TfliteFacts,)
     Config = TfliteConvertConfig
     tools = ("litert-torch", "torch", "torchao", "ai-edge-litert", "onnx2tf", "tensorflow", "tf-keras", "onnx",
              "onnxsim")
@@ -128,8 +131,8 @@ class TfliteConvert(Step):
             files, facts = self._litert_torch(ctx, inputs, self.variant(ctx), out_dir)
         else:
             files, facts = self._onnx2tf(ctx, inputs, artifact.path, out_dir)
-        # signature and export facts carried over; quantization and graph facts belong to the ONNX file
-        return Artifact("tflite-variants", tuple(files), artifact.signature, export=artifact.export, tflite=facts)
+        # signature and the earlier steps' facts carried over; quantization belongs to the ONNX file
+        return Artifact("tflite-variants", tuple(files), artifact.signature, facts=artifact.facts, tflite=facts)
 
     # -- PyTorch: litert-torch -----------------------------------------------------------------------------
     def _litert_torch(self, ctx: BuildContext, inputs: list[dict[str, Any]], variant: str,

@@ -22,13 +22,15 @@ import hashlib
 import json
 import shutil
 from dataclasses import replace
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from edgeify.errors import ConversionError, DataError
 from pydantic import Field
 
-from .base import Artifact, BuildContext, Step, StepConfig, steps_code_digest
-from .records import ARTIFACT_SCHEMA, Quantization, Signature
+from .base import Artifact, BuildContext, Step, StepConfig, StepSearch, steps_code_digest
+from .records import ARTIFACT_SCHEMA, Quantization, Signature, TfliteFacts
 
 METHODS: dict[str, Quantization] = {
     "fp32": Quantization("none", "float32", "float32"),
@@ -49,8 +51,17 @@ class TfliteQuantizeConfig(StepConfig):
 class TfliteQuantize(Step):
     kind = "tflite-quantize"
     Config = TfliteQuantizeConfig
+    consumes = ("tflite-variants",)
+    produces = "tflite"
+    facts = (TfliteFacts,)
     tools = ("ai-edge-litert", "ai-edge-quantizer")
     uses_calibration = True
+
+    @classmethod
+    def search_space(cls, config: Mapping[str, Any], precision: str, *,
+                     max_accuracy_drop: float | None = None) -> StepSearch | None:
+        """It decides every precision (picks or quantizes the variant); no recipes to vary."""
+        return StepSearch()
     config: TfliteQuantizeConfig
 
     def cache_key(self, ctx: BuildContext, input_digest: str) -> str:
@@ -63,9 +74,9 @@ class TfliteQuantize(Step):
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         from . import _tflite
 
-        if artifact is None or artifact.tflite is None or not artifact.tflite.variants:
+        conv = artifact.fact(TfliteFacts) if artifact is not None else None
+        if artifact is None or conv is None or not conv.variants:
             raise ConversionError("tflite-quantize needs the tflite-convert step's output as its input")
-        conv = artifact.tflite
         variants = dict(conv.variants)
         files = {p.name: p for p in artifact.files}
         prec, io_dtype = ctx.precision, ctx.io_dtype
