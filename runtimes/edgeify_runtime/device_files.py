@@ -7,7 +7,7 @@ Layout of a device's work directory (``--workdir``, default ``~/.edgeify``)::
     WORKDIR/bundles/<name>/v-<digest12>-<stamp>/           installed versions (immutable once installed)
     WORKDIR/bundles/<name>/current -> v-...                what runs (switched with one atomic rename)
     WORKDIR/bundles/<name>/previous -> v-...               what ``edgeify rollback`` returns to
-    WORKDIR/bundles/<name>/.lock                           flock: one prepare/install/rollback at a time
+    WORKDIR/locks/bundle-<name>.lock                       flock: one prepare/install/rollback at a time
     WORKDIR/staging/<id>/                                  uploads in progress; never read by anything else
     WORKDIR/staging/<id>.lock                              flock held while that upload is installed
 
@@ -15,7 +15,9 @@ Layout of a device's work directory (``--workdir``, default ``~/.edgeify``)::
 has into a fresh staging directory, so a version removed later by another deploy cannot take them away;
 ``install`` (under the lock) verifies the sha256 of every staged file, renames the directory into
 ``bundles/<name>`` and only then switches ``current``. Two deploys under one name at once run their installs
-one after the other: ``current`` always names a complete, verified version. A cut or failed upload leaves only
+one after the other: ``current`` always names a complete, verified version. ``bundles/<name>`` is created by
+the first install that succeeds: a refused deploy leaves nothing there (its lock lives in ``locks/``).
+A cut or failed upload leaves only
 a staging directory; it is removed by a later deploy once nothing in it changed for ``STALE_STAGING_S``
 (an upload in progress keeps writing its files, which is its heartbeat) and no install holds its lock.
 """
@@ -148,7 +150,12 @@ def _gc_staging(staging_root: str) -> int:
 
 
 def _bundle_lock(base: str) -> Any:
-    return file_lock(os.path.join(base, ".lock"), what=f"bundle {os.path.basename(base)!r}")
+    """The bundle's lock, outside ``bundles/<name>`` (so that a refused first deploy leaves no directory there)."""
+    bundles = os.path.dirname(base)
+    locks = os.path.join(os.path.dirname(bundles), "locks")
+    mkdirs(locks)
+    return file_lock(os.path.join(locks, f"bundle-{os.path.basename(base)}.lock"),
+                     what=f"bundle {os.path.basename(base)!r}")
 
 
 def op_prepare(args: Args) -> Args:
@@ -167,7 +174,6 @@ def op_prepare(args: Args) -> Args:
         return out
     name = safe_name(args.get("name"))
     base = os.path.join(work, "bundles", name)
-    mkdirs(base)
     with _bundle_lock(base):
         return _prepare_locked(args, files, name, base, staging_root, out)
 
@@ -265,6 +271,7 @@ def _install_locked(args: Args, name: str, base: str, staging: str) -> Args:
     version_name = "v-{}-{}-{}".format(digest[:12], time.strftime("%Y%m%dT%H%M%S", time.gmtime()),
                                        uuid.uuid4().hex[:4])
     version = os.path.join(base, version_name)
+    mkdirs(base)
     os.rename(staging, version)
     current_link = os.path.join(base, "current")
     old = _link_target(current_link)
@@ -343,13 +350,21 @@ def op_status(args: Args) -> Args:
             for which in ("current", "previous"):
                 target = _link_target(os.path.join(base, name, which))
                 entry[which] = target and {"dir": target, "digest": _digest_of(target)}
-            bundles[name] = entry
+            if any(entry.values()) or _has_versions(os.path.join(base, name)):
+                bundles[name] = entry  # (nothing installed: an empty directory left by an older runtime's lock)
     rt_dir = os.path.join(work, "runtime")
     runtimes = sorted(os.listdir(rt_dir)) if os.path.isdir(rt_dir) else []
     out: Args = {"workdir": work, "bundles": bundles, "runtimes": [r for r in runtimes if not r.startswith(".")]}
     if os.path.isdir(work):
         out["free_bytes"] = _free_bytes(work)
     return out
+
+
+def _has_versions(path: str) -> bool:
+    try:
+        return any(e.startswith("v-") for e in os.listdir(path))
+    except OSError:
+        return False
 
 
 OPS = {"prepare": op_prepare, "install": op_install, "discard": op_discard, "rollback": op_rollback,

@@ -68,6 +68,7 @@ class LocalBundle:
         if not root.is_dir():
             raise BundleError(f"{path}: not a directory", hint="pass the directory that `edgeify build` wrote")
         manifest = Manifest.read(root)  # checks names (no traversal) and the digest of the files table
+        check_manifest(manifest, root)  # what the device would refuse at load time, refused before it is sent
         links = [rel for rel in [*manifest.files, MANIFEST_NAME, REPORT_NAME] if _has_symlink(root, rel)]
         if links:
             raise BundleError(f"bundle {root} holds symbolic links ({', '.join(sorted(links))}); edgeify never "
@@ -100,6 +101,66 @@ class LocalBundle:
 
     def locally_corrupt(self, rels: list[str]) -> list[str]:
         return [r for r in rels if r in self.files and sha256_file(self.path / r) != self.files[r]["sha256"]]
+
+
+#: what an engine's registered name looks like (never a path)
+ENGINE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def check_manifest(manifest: Manifest, where: Path) -> None:
+    """Refuse (BundleError, exit 12) a manifest the device's runtime would refuse when it loads the bundle: an
+    engine name that is not one, engine options off that engine's allow-list (the runtime's own check,
+    ``edgeify_runtime.engines.base.check_bundle_options``), a malformed signature. The files table, names and
+    digest were checked by ``Manifest.read``."""
+    from edgeify_runtime.engines.base import check_bundle_options
+
+    from ..errors import EngineMissingError
+
+    engine = manifest.engine.name
+    if not ENGINE_NAME_RE.match(engine):
+        raise BundleError(f"bundle {where}: {engine[:80]!r} is not an engine name (manifest engine.name)",
+                          hint="rebuild the bundle with `edgeify build`; a manifest is data, never a path")
+    try:
+        check_bundle_options(engine, manifest.engine.options)
+    except EngineMissingError as exc:
+        raise BundleError(f"bundle {where}: engine name {engine!r} is not registered on this machine, so its "
+                          f"options cannot be checked ({exc.message})",
+                          hint="install the engine's edgeify-runtime plugin here too, or rebuild the bundle") from None
+    except BundleError as exc:
+        raise BundleError(f"bundle {where}: {exc.message}", hint=exc.hint) from None
+    problems = signature_problems(manifest)
+    if problems:
+        raise BundleError(f"bundle {where}: malformed signature in its manifest: " + "; ".join(problems),
+                          hint="rebuild the bundle with `edgeify build`")
+
+
+def signature_problems(manifest: Manifest) -> list[str]:
+    """What is wrong with the manifest's inputs/outputs: none or duplicate names, dtypes numpy does not know (or
+    that are not numbers or bools), negative dimensions."""
+    import numpy as np
+
+    problems = []
+    for kind, specs in (("inputs", manifest.inputs), ("outputs", manifest.outputs)):
+        if not specs:
+            problems.append(f"no {kind}")
+        names = [t.name for t in specs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            problems.append(f"{kind} named twice: {dup}")
+        for t in specs:
+            label = f"{kind[:-1]} {t.name[:40]!r}"
+            if not t.name:
+                problems.append(f"an unnamed {kind[:-1]}")
+            try:
+                ok = np.dtype(t.dtype).kind in "biufc"
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                problems.append(f"{label}: dtype {t.dtype[:40]!r} is not a numeric dtype")
+            if len(t.shape) > 32 or any((isinstance(d, int) and d < 0) or (isinstance(d, str) and not d)
+                                        for d in t.shape):
+                problems.append(f"{label}: shape {list(t.shape)[:8]} (dimensions are >= 0 or named)")
+    return problems
 
 
 def _has_symlink(root: Path, rel: str) -> bool:
@@ -357,5 +418,6 @@ def status(site: DeviceSite) -> dict[str, Any]:
     return files_op(site, install_runtime(site), "status", {})
 
 
-__all__ = ["DeployReport", "DeviceSite", "LocalBundle", "RuntimePackage", "bundle_name", "check_fit", "deploy",
+__all__ = ["DeployReport", "DeviceSite", "LocalBundle", "RuntimePackage", "bundle_name", "check_fit", "check_manifest",
+           "deploy",
            "ensure_runtime", "files_op", "op_error", "rollback", "run_device_steps", "runtime_package", "status"]
