@@ -20,6 +20,7 @@ from .output import console, err_console
 #: the command modules, in ``--help`` order; each has ``register(app)``
 COMMAND_MODULES: tuple[str, ...] = (
     "targets",
+    "engines",  # the registered engines and whether each can run here
     "build",
     "matrix",  # build-matrix
     "optimize",
@@ -29,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "report",  # compare, gate, report
     "devices",
     "deploy",
+    "rollout",
     "apps",
     "meta",  # exit-codes, version
 )

@@ -1,0 +1,257 @@
+"""Drive a rollout wave by wave: deploy, gate on every device of the wave, roll back a failed wave, stop.
+
+State goes to the results store before each action (:mod:`.state`), so :func:`resume` continues exactly where a
+rollout stopped and :func:`abort` knows what every device ran before it was touched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..bench import BenchSettings, settings_for
+from ..deploy.deployer import LocalBundle, bundle_name, deploy
+from ..deploy.fleet import run_fleet
+from ..deploy.connect import open_site
+from ..deploy.inventory import Device, Inventory
+from ..errors import BundleError, EdgeifyError, InterruptedBuild, RolloutGateError, UnreachableError, UsageError
+from .device import gate_device, installed, is_unreachable, put_back
+from .plan import Gate, Plan, order_devices, parse_waves, split_waves
+from .state import RolloutRecord, RolloutStore
+
+Progress = Callable[[str], None]
+#: seconds between retries of an unreachable device (doubled each time)
+RETRY_BACKOFF_S = 2.0
+UNFINISHED = ("running", "paused", "interrupted")
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+def plan_rollout(bundle: str, selector: str | Sequence[str], *, waves: str = "1,10%,50%,100%",
+                 gate: str | Gate = "p95<=1.05x", runs: int = 3, rollback: str = "wave", name: str | None = None,
+                 force: bool = False, samples: int | None = None, retries: int = 2,
+                 inventory: Inventory | None = None) -> tuple[Plan, dict[str, Device]]:
+    """The plan (validated: bundle, devices, waves, gate) without touching any device."""
+    if runs < 2:
+        raise UsageError("--runs must be at least 2 (the gate compares runs, not samples)", hint="e.g. --runs 3")
+    if rollback not in ("wave", "all"):
+        raise UsageError(f"--rollback {rollback!r}: expected wave or all")
+    local = LocalBundle.read(bundle)  # validates the manifest and every file's sha256 before anything is sent
+    inv = inventory or Inventory()
+    if isinstance(selector, str):
+        devices = inv.select(selector) if ("," in selector or ":" in selector or selector == "all") \
+            else [inv.get(selector)]
+        sel_text = selector
+    else:
+        devices = [inv.get(n) for n in selector]
+        sel_text = ",".join(selector)
+    ordered = order_devices(devices, seed=local.digest)
+    counts = parse_waves(waves, len(ordered))
+    plan = Plan(bundle=str(local.path), bundle_digest=local.digest, name=bundle_name(local, name),
+                selector=sel_text, waves=split_waves([d.name for d in ordered], counts),
+                gate=gate if isinstance(gate, Gate) else Gate.parse(gate), runs=runs, rollback=rollback,
+                force=force, samples=samples, retries=retries)
+    return plan, {d.name: d for d in ordered}
+
+
+def start(bundle: str, selector: str | Sequence[str], *, store: Any = None, progress: Progress | None = None,
+          parallel: int | None = None, connect: dict[str, Any] | None = None, **plan_options: Any) -> RolloutRecord:
+    """Plan and run a rollout; an unfinished rollout of the same bundle to the same devices is resumed instead,
+    and a finished one is reported as it is (re-running is idempotent)."""
+    from ..store import open_store
+
+    inventory = plan_options.pop("inventory", None)
+    plan, devices = plan_rollout(bundle, selector, inventory=inventory, **plan_options)
+    with (store or open_store()) as st:
+        rs = RolloutStore(st)
+        same = next((r for r in rs.list(50) if r.plan.bundle_digest == plan.bundle_digest
+                     and sorted(r.plan.devices) == sorted(plan.devices) and r.plan.name == plan.name
+                     and r.state in (*UNFINISHED, "done")), None)
+        if same is not None and same.state == "done":
+            (progress or _quiet)(f"rollout {same.id} already put this bundle on these devices: nothing to do")
+            return same
+        rid = same.id if same is not None else rs.create(plan)
+        if same is not None:
+            (progress or _quiet)(f"resuming unfinished rollout {rid} of this bundle")
+        return _drive(rs, rid, devices, progress=progress or _quiet, parallel=parallel, connect=connect or {})
+
+
+def resume(rollout_id: str, *, store: Any = None, progress: Progress | None = None, parallel: int | None = None,
+           connect: dict[str, Any] | None = None, inventory: Inventory | None = None) -> RolloutRecord:
+    from ..store import open_store
+
+    with (store or open_store()) as st:
+        rs = RolloutStore(st)
+        rec = rs.get(rollout_id)
+        if rec.state == "done":
+            return rec
+        if rec.state not in UNFINISHED:
+            raise UsageError(f"rollout {rec.id} is {rec.state}: there is nothing to resume",
+                             hint=f"edgeify rollout status {rec.id}; start a new one with edgeify rollout BUNDLE")
+        inv = inventory or Inventory()
+        devices = {n: inv.get(n) for n in rec.plan.devices}
+        return _drive(rs, rec.id, devices, progress=progress or _quiet, parallel=parallel, connect=connect or {})
+
+
+def abort(rollout_id: str, *, store: Any = None, progress: Progress | None = None, parallel: int | None = None,
+          connect: dict[str, Any] | None = None, inventory: Inventory | None = None) -> RolloutRecord:
+    """Roll every device this rollout switched back to what it ran before; the rollout ends ``aborted``."""
+    from ..store import open_store
+
+    with (store or open_store()) as st:
+        rs = RolloutStore(st)
+        rec = rs.get(rollout_id)
+        inv = inventory or Inventory()
+        devices = {n: inv.get(n) for n in rec.plan.devices}
+        _roll_back(rs, rec, list(rec.plan.devices), devices, progress or _quiet, parallel, connect or {})
+        rs.set_state(rec.id, "aborted", ended_at=time.time())
+        return rs.get(rec.id)
+
+
+def status(rollout_id: str | None = None, *, store: Any = None) -> RolloutRecord:
+    from ..store import open_store
+
+    with (store or open_store()) as st:
+        return RolloutStore(st).get(rollout_id)
+
+
+# -- the driver ------------------------------------------------------------------------------------------------
+def _drive(rs: RolloutStore, rid: str, devices: dict[str, Device], *, progress: Progress, parallel: int | None,
+           connect: dict[str, Any]) -> RolloutRecord:
+    rec = rs.get(rid)
+    plan = rec.plan
+    local = LocalBundle.read(plan.bundle)
+    if local.digest != plan.bundle_digest:
+        raise BundleError(f"{plan.bundle} changed since rollout {rid} started ({plan.bundle_digest[:12]} → "
+                          f"{local.digest[:12]})", hint=f"edgeify rollout abort {rid}, then start a new rollout")
+    # --samples: exactly that many timed samples per run (no minimum duration); else the target's protocol
+    settings = settings_for(plan.bundle, runs=plan.samples, min_duration_s=0.0 if plan.samples else None)
+    rs.set_state(rid, "running")
+    try:
+        for w, names in enumerate(plan.waves):
+            rec = rs.get(rid)
+            todo = [n for n in names if rec.device(n).status != "passed"]
+            if not todo:
+                continue
+            progress(f"wave {w + 1}/{len(plan.waves)}: {len(names)} device(s) "
+                     f"({'canary' if w == 0 else f'{len(names)} more'}), gate {plan.gate.describe()}")
+            run_fleet([devices[n] for n in todo],
+                      lambda d: _one_device(rs, rid, plan, d, local, settings, progress, connect),
+                      max_workers=parallel)
+            rec = rs.get(rid)
+            unreachable = [n for n in names if rec.device(n).status == "unreachable"]
+            failed = [n for n in names if rec.device(n).status not in ("passed", "unreachable")]
+            if failed:
+                scope = [n for ws in plan.waves[:w + 1] for n in ws] if plan.rollback == "all" else list(names)
+                progress(f"wave {w + 1} failed on {', '.join(failed)}: rolling back {len(scope)} device(s)")
+                t0 = time.monotonic()
+                _roll_back(rs, rec, scope, devices, progress, parallel, connect)
+                rs.set_state(rid, "failed", failed_wave=w, failed_devices=failed,
+                             rollback_seconds=round(time.monotonic() - t0, 3))
+                raise RolloutGateError(
+                    f"rollout {rid}: wave {w + 1} of {len(plan.waves)} failed its gate on "
+                    f"{len(failed)} device(s) ({', '.join(failed[:5])}{'...' if len(failed) > 5 else ''}); "
+                    f"{'every wave' if plan.rollback == 'all' else 'that wave'} was rolled back",
+                    hint=f"edgeify rollout status {rid}  (each device's verdict and what it runs now)")
+            if unreachable:
+                rs.set_state(rid, "paused", paused_wave=w, unreachable=unreachable)
+                raise UnreachableError(
+                    f"rollout {rid} paused at wave {w + 1}: {len(unreachable)} device(s) unreachable after "
+                    f"{plan.retries + 1} attempts ({', '.join(unreachable[:5])}); they are not counted as passing",
+                    hint=f"bring them back, then edgeify rollout resume {rid} (or edgeify rollout abort {rid})")
+        rs.set_state(rid, "done", ended_at=time.time())
+        return rs.get(rid)
+    except KeyboardInterrupt:
+        rs.set_state(rid, "interrupted")
+        raise InterruptedBuild(f"rollout {rid} interrupted; its progress is stored",
+                               hint=f"edgeify rollout status {rid}; edgeify rollout resume {rid}") from None
+
+
+def _one_device(rs: RolloutStore, rid: str, plan: Plan, dev: Device, local: LocalBundle, settings: BenchSettings,
+                progress: Progress, connect: dict[str, Any]) -> None:
+    rec = rs.get(rid).device(dev.name)
+    detail: dict[str, Any] = dict(rec.detail)
+    delay = RETRY_BACKOFF_S
+    for attempt in range(plan.retries + 1):
+        try:
+            if not detail.get("baseline_read"):
+                inst = installed(dev, plan.name, **connect)
+                detail.update(baseline_read=True)
+                rs.set_device(rid, dev.name, "deploying", previous_digest=inst["current"],
+                              running_digest=inst["current"], detail=detail)
+                prev = inst["current"]
+            else:
+                prev = rs.get(rid).device(dev.name).previous_digest
+                rs.set_device(rid, dev.name, "deploying", detail=detail)
+            with open_site(dev, **connect) as site:
+                report = deploy(site, plan.bundle, device=dev, name=plan.name, force=plan.force)
+            detail["deploy"] = {"status": report.status, "uploaded_bytes": report.uploaded_bytes}
+            rs.set_device(rid, dev.name, "deployed", running_digest=report.digest, detail=detail)
+            if prev is None or prev == plan.bundle_digest:
+                detail["gate"] = {"verdict": "pass", "note": "no previous version on the device: nothing to "
+                                  "compare against" if prev is None else "the device already ran this bundle"}
+                rs.set_device(rid, dev.name, "passed", detail=detail)
+                progress(f"  {dev.name}: passed ({detail['gate']['note']})")
+                return
+            verdict = gate_device(dev, plan, settings, progress=progress, **connect)
+            detail["gate"] = verdict.to_dict()
+            rs.set_device(rid, dev.name, "passed" if verdict.passed else "failed", detail=detail)
+            progress(f"  {dev.name}: {'passed' if verdict.passed else 'FAILED'} {plan.gate.metric} x"
+                     f"{verdict.ratio:.3f} [{verdict.ci[0]:.3f}, {verdict.ci[1]:.3f}] over {verdict.runs} runs")
+            return
+        except EdgeifyError as exc:
+            detail["error"] = {"type": type(exc).__name__, "exit_code": exc.exit_code, "message": exc.message}
+            if is_unreachable(exc):
+                rs.set_device(rid, dev.name, "unreachable", detail=detail)
+                progress(f"  {dev.name}: unreachable (attempt {attempt + 1}/{plan.retries + 1}): {exc.message}")
+                if attempt < plan.retries:
+                    time.sleep(delay)
+                    delay *= 2
+                continue
+            rs.set_device(rid, dev.name, "failed", detail=detail)
+            progress(f"  {dev.name}: FAILED [{exc.exit_code}] {exc.message}")
+            return
+        except Exception as exc:  # anything else on one device fails that device, never passes it
+            detail["error"] = {"type": type(exc).__name__, "exit_code": 1, "message": str(exc)}
+            rs.set_device(rid, dev.name, "failed", detail=detail)
+            progress(f"  {dev.name}: FAILED {type(exc).__name__}: {exc}")
+            return
+
+
+def _roll_back(rs: RolloutStore, rec: RolloutRecord, names: Sequence[str], devices: dict[str, Device],
+               progress: Progress, parallel: int | None, connect: dict[str, Any]) -> None:
+    new = rec.plan.bundle_digest
+
+    def one(dev: Device) -> None:
+        r = rs.get(rec.id).device(dev.name)
+        if r.running_digest != new:
+            return  # never switched (failed before install, or pending): it runs what it ran
+        detail = dict(r.detail)
+        if not r.previous_digest or r.previous_digest == new:
+            detail["rollback"] = "no previous version on the device to return to"
+            rs.set_device(rec.id, dev.name, "not-rolled-back", detail=detail)
+            return
+        last: EdgeifyError | None = None
+        for _ in range(rec.plan.retries + 1):
+            try:
+                now = put_back(dev, rec.plan.name, expect_current=new, restore=r.previous_digest, **connect)
+                detail["rollback"] = {"restored": now}
+                rs.set_device(rec.id, dev.name, "rolled-back", running_digest=now, detail=detail)
+                progress(f"  {dev.name}: rolled back to {now[:12]}")
+                return
+            except EdgeifyError as exc:
+                last = exc
+                if not is_unreachable(exc):
+                    break
+                time.sleep(RETRY_BACKOFF_S)
+        detail["rollback"] = {"error": last.message if last else "?"}
+        rs.set_device(rec.id, dev.name, "not-rolled-back", detail=detail)
+        progress(f"  {dev.name}: NOT rolled back: {last.message if last else '?'}")
+
+    run_fleet([devices[n] for n in names], one, max_workers=parallel)
+
+
+__all__ = ["abort", "plan_rollout", "resume", "start", "status"]
