@@ -1,1 +1,2 @@
-"""Build steps. Each module holds one step kind; ``edgeify.pipeline.BUILTIN_STEPS`` maps kinds to classes."""
+"""Build steps. Each module holds one step kind, registered in the entry-point group ``edgeify.steps``
+(pyproject.toml); ``registry`` finds them, ``base`` is the contract, ``facts`` and ``search`` what a step declares."""
