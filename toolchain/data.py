@@ -161,8 +161,19 @@ def _np_load(p: Path):
 
 
 def _load_npz(p: Path, signature: list[TensorSpec]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    with _np_load(p) as z:
-        data = {k: z[k] for k in z.files}
+    z = _np_load(p)
+    if not hasattr(z, "files"):  # np.load read a plain .npy (or pickle-free bytes) under the .npz name
+        raise DataError(f"{p}: not an .npz archive", hint="np.savez('data.npz', x=samples)")
+    with z:
+        data = {}
+        for k in z.files:  # each array is read (lazily) here: the same typed errors as np.load
+            try:
+                data[k] = z[k]
+            except ValueError as exc:
+                raise DataError(f"{p}: array {k!r} cannot be read without unpickling ({exc})",
+                                hint="save plain numeric arrays; edgeify never unpickles data files") from None
+            except Exception as exc:
+                raise DataError(f"{p}: array {k!r} is unreadable: {type(exc).__name__}: {exc}") from None
     if not data:
         raise DataError(f"{p}: the .npz holds no arrays",
                         hint="np.savez('data.npz', x=samples) with one array per model input name")

@@ -30,6 +30,7 @@ __all__ = [
     "LatencyBudgetError",
     "MatrixCellsFailedError",
     "ModelLoadError",
+    "NoSpaceError",
     "ParityError",
     "RegressionError",
     "RemoteCommandError",
@@ -120,6 +121,15 @@ class RegressionError(EdgeifyError):
     meaning = "performance regression: candidate slower than the baseline beyond --max-regression (edgeify gate)"
     hint = ("look at `edgeify compare BASELINE CANDIDATE`; if the slowdown is intended, move the baseline: "
             "`edgeify results tag ID NAME`")
+
+
+class NoSpaceError(EdgeifyError):
+    """The filesystem of an output path (``-o``) ran out of space (or quota): the partial output was removed; the
+    message names the path, what was free and about what it needs."""
+
+    exit_code = 15
+    meaning = "no space left on the output's filesystem (-o); partial output removed"
+    hint = "free space on that filesystem, or write the output to a bigger disk"
 
 
 class MatrixCellsFailedError(EdgeifyError):

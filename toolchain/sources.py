@@ -348,6 +348,9 @@ def open_source(spec: str, input_shapes: list[str] | None = None, *, trust_sourc
     if ":" in spec and spec.rsplit(":", 1)[0].endswith(".py"):
         path_str, factory = spec.rsplit(":", 1)
     path = Path(path_str)
+    if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO, socket or device: never read it
+        raise ModelLoadError(f"{path}: not a regular file (a FIFO, socket or device); a model is a file",
+                             hint="pass the model file itself: model.onnx, model.pt2, model.pt or module.py:factory")
     if not path.is_file():
         raise ModelLoadError(f"model file not found: {path}" + (" (it is a directory)" if path.is_dir() else ""),
                              hint="pass the model file: model.onnx, model.pt2, model.pt (TorchScript) or "
@@ -360,6 +363,12 @@ def open_source(spec: str, input_shapes: list[str] | None = None, *, trust_sourc
     elif suffix in ONNX_SUFFIXES:
         kind = "onnx"
     elif suffix in PT2_SUFFIXES:
+        import zipfile
+
+        if not zipfile.is_zipfile(path):  # before torch reads it (and logs its own traceback)
+            raise ModelLoadError(f"{path}: not a .pt2 archive (a .pt2 is the zip file torch.export.save writes)",
+                                 hint="save it with torch.export.save(torch.export.export(model, args), "
+                                      "'model.pt2')")
         kind = "exported-program"
     elif suffix in TORCHSCRIPT_SUFFIXES:
         kind = "torchscript"

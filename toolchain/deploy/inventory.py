@@ -165,11 +165,7 @@ class Inventory:
         if text is None:
             if not self.path.exists():
                 return {}
-            try:
-                text = self.path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"cannot read the devices file {self.path}: {exc}",
-                                  hint="fix the file by hand, or remove it and add the devices again") from exc
+            text = _read_text(self.path)
         try:
             raw = _toml_loads(text)
         except ValueError as exc:
@@ -258,7 +254,7 @@ class Inventory:
         """Apply this Inventory's edits to the file as it is now (re-read under an exclusive lock), keeping its
         comments; write it atomically: a reader sees the old file or the new one, never a partial one."""
         with self._locked():
-            text = self.path.read_text(encoding="utf-8") if self.path.exists() else None
+            text = _read_text(self.path) if self.path.exists() else None
             self._devices = self._read(text)  # what other processes saved meanwhile
             for kind, what, replace in self._edits:
                 if kind == "add":
@@ -281,6 +277,20 @@ class Inventory:
         except BaseException:
             with_suppress_unlink(tmp)
             raise
+
+
+def _read_text(path: Path) -> str:
+    """The devices file's text; ConfigError naming the file when it cannot be read or is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the devices file {path} is not UTF-8 text (byte {exc.start}: "
+                          f"{exc.object[exc.start:exc.start + 1]!r})",
+                          hint="save it as UTF-8 (iconv -f latin1 -t utf-8), or remove it and add the devices "
+                               "again") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the devices file {path}: {exc}",
+                          hint="fix the file by hand, or remove it and add the devices again") from exc
 
 
 def _edited(text: str | None, devices: Iterable[Device]) -> str:

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import schema as S
-from .errors import ResultNotFoundError, StoreError
+from .errors import ResultNotFoundError, StoreError, sqlite_error
 
 #: how long a writer waits for SQLite's write lock before failing (ms)
 SQLITE_BUSY_TIMEOUT_MS = 60_000
@@ -94,6 +94,8 @@ class ResultStore:
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
         except (OSError, ImportError) as exc:
+            if self.dialect == "sqlite" and isinstance(exc, OSError):
+                raise sqlite_error(self.location, f"cannot open it: {exc}") from exc
             raise StoreError(f"cannot open the results store {self.location}: {exc}") from exc
         #: the schema version this open migrated from (None: it was current)
         self.migrated_from: int | None = None
@@ -114,6 +116,8 @@ class ResultStore:
                     yield con
         except (OperationalError, DBAPIError) as exc:
             first = str(exc.orig if getattr(exc, "orig", None) is not None else exc).strip().splitlines()[0]
+            if self.dialect == "sqlite":
+                raise sqlite_error(self.location, first) from exc
             raise StoreError(f"results store {self.location}: {first}") from exc
 
     def close(self) -> None:
