@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from edgeify_runtime.envelope import sigterm_as_interrupt
 
 from . import labels as labels_mod
-from .errors import DataError, InterruptedBuild, TargetError
+from .errors import DataError, InterruptedBuild, NoSpaceError, TargetError
 from .telemetry import vendor_telemetry_off
 
 if TYPE_CHECKING:
@@ -230,10 +232,41 @@ def run_build(request: BuildRequest, observer: BuildObserver | None = None) -> B
             bundle_mod.publish(dest, out)
     except KeyboardInterrupt:
         raise InterruptedBuild(f"build interrupted; nothing was written to {out}") from None
+    except OSError as exc:
+        if no_space(exc):  # before the staging directory is removed: it tells how much was written
+            raise no_space_error(exc, out, staging, source.path) from None
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return BuildResult(out=out, target=spec.name, family_alias=family, engine=eng_name, precision=precision,
                        manifest=manifest, latency=latency, seconds=time.perf_counter() - t0, steps=records)
+
+
+def no_space(exc: OSError) -> bool:
+    import errno
+
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def no_space_error(exc: OSError, out: Path, staging: Path, model: Path) -> NoSpaceError:
+    """ENOSPC/EDQUOT while building for ``-o out``: the path, what was written, what is free, about what it needs
+    (the staging directory holds the steps' outputs and the bundle: about twice the model's size)."""
+    written = 0
+    for root, _dirs, files in os.walk(staging):
+        for f in files:
+            with contextlib.suppress(OSError):
+                written += os.lstat(os.path.join(root, f)).st_size
+    try:
+        st = os.statvfs(staging.parent)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = 0
+    need = max(written + (1 << 20), 2 * model.stat().st_size)
+    mib = 1 << 20
+    return NoSpaceError(f"no space left on the filesystem of -o {out} ({exc.strerror}): the build needs about "
+                        f"{need / mib:.1f} MiB there (staging and bundle; {written / mib:.1f} MiB were written "
+                        f"when it ran full), {free / mib:.1f} MiB are free; nothing was written to {out}",
+                        hint=f"free space there (df -h {staging.parent}), or pass -o on a bigger disk")
 
 
 def _load_data(ctx, outputs, calib, eval, preprocess, load_dataset) -> None:
