@@ -26,10 +26,11 @@ tool versions -- never the target, so ``rpi4``, ``rpi5`` and ``android-arm64`` b
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from pydantic import Field
 from ._onnx2tf_prep import VERSION as PREP_VERSION
 from ._onnx2tf_prep import fuse_gelu
 from ._tflite import quiet_converter, run_error
+from ._tflite_errors import _flex_error, _onnx2tf_error, _tail, _torch_error, select_tf_ops
 from .base import Artifact, BuildContext, Step, StepConfig, steps_code_digest, tool_versions
 from .records import ARTIFACT_SCHEMA, TfliteFacts
 
@@ -78,6 +80,10 @@ class Onnx2TfOptions(StepConfig):
 
 class TfliteConvertConfig(StepConfig):
     batch: int = Field(default=1, ge=1, description="the .tflite's batch size (dynamic batch dims are fixed)")
+    onnx_route: Literal["auto", "onnx2tf", "onnx2torch"] = Field(
+        default="auto", description="how an ONNX model reaches TFLite: onnx2tf (channels-last, every variant in "
+        "one run), onnx2torch (ONNX -> PyTorch -> litert-torch, layout kept: transformers), or auto: onnx2torch "
+        "for graphs with LayerNorm / attention, onnx2tf otherwise, each falling back to the other on failure")
     litert_torch: LiteRtTorchOptions = LiteRtTorchOptions()
     onnx2tf: Onnx2TfOptions = Onnx2TfOptions()
 
@@ -94,9 +100,14 @@ class TfliteConvert(Step):
     config: TfliteConvertConfig
 
     # -- routing and cache ---------------------------------------------------------------------------------
-    @staticmethod
-    def route(ctx: BuildContext) -> str:
-        return "litert-torch" if ctx.source.kind in ("exported-program", "module-factory") else "onnx2tf"
+    def route(self, ctx: BuildContext) -> str:
+        """litert-torch for PyTorch sources; for ONNX: the configured route, or (auto) onnx2torch where the
+        graph has transformer patterns (onnx2tf's channels-last rewrite breaks their LayerNorms), else onnx2tf."""
+        if ctx.source.kind in ("exported-program", "module-factory"):
+            return "litert-torch"
+        if self.config.onnx_route != "auto":
+            return self.config.onnx_route
+        return "onnx2torch" if _transformer_reason(ctx) else "onnx2tf"
 
     def variant(self, ctx: BuildContext) -> str:
         if self.route(ctx) == "onnx2tf":
@@ -127,10 +138,14 @@ class TfliteConvert(Step):
         if artifact is None or artifact.format != "onnx" or not artifact.signature.inputs:
             raise ConversionError("tflite-convert needs the onnx-export step's output as its input")
         inputs = [t.to_dict() for t in artifact.signature.inputs]
-        if self.route(ctx) == "litert-torch":
+        route = self.route(ctx)
+        sig = artifact.signature
+        if route == "litert-torch":
             files, facts = self._litert_torch(ctx, inputs, self.variant(ctx), out_dir)
+            self._float_check(ctx, sig, out_dir, facts, hint="export the model to ONNX and build from that file "
+                              "(the onnx2tf / onnx2torch routes), or report the litert-torch fault")
         else:
-            files, facts = self._onnx2tf(ctx, inputs, artifact.path, out_dir)
+            files, facts = self._onnx(ctx, inputs, artifact.path, out_dir, route, sig)
         # signature and the earlier steps' facts carried over; quantization belongs to the ONNX file
         return Artifact("tflite-variants", tuple(files), artifact.signature, facts=artifact.facts, tflite=facts)
 
@@ -143,10 +158,16 @@ class TfliteConvert(Step):
         src = ctx.source
         obj = src.load()
         module = obj.module() if src.kind == "exported-program" else obj
-        names = [t["name"] for t in inputs]  # the export step's names: the source's inputs, in order
         shapes = src.example_shapes(batch=self.config.batch)
         args = tuple(torch.from_numpy(np.zeros(s, dtype=np.dtype(t["dtype"])))
                      for t, s in zip(inputs, shapes, strict=True))
+        out, samples = self._torch_variant(ctx, module, args, inputs, variant, out_dir)
+        return [out], TfliteFacts("litert-torch", self.config.batch, {variant: out.name}, calibration_samples=samples)
+
+    def _torch_variant(self, ctx: BuildContext, module: Any, args: tuple[Any, ...], inputs: list[dict[str, Any]],
+                       variant: str, out_dir: Path) -> tuple[Path, int | None]:
+        """One variant (fp32, int8, int8-dynamic) of a torch module through litert-torch: its file, samples."""
+        names = [t["name"] for t in inputs]  # the export step's names: the source's inputs, in order
         out = out_dir / f"model_{variant}.tflite"
         samples: int | None = None
         with quiet_converter():
@@ -164,7 +185,85 @@ class TfliteConvert(Step):
                 raise
             except Exception as exc:
                 raise _torch_error(exc, module, args) from None
-        return [out], TfliteFacts("litert-torch", self.config.batch, {variant: out.name}, calibration_samples=samples)
+        return out, samples
+
+    # -- ONNX: onnx2tf or onnx2torch -> litert-torch, each the other's fallback ------------------------------
+    def _float_check(self, ctx: BuildContext, sig: Any, out_dir: Path, facts: TfliteFacts, hint: str) -> None:
+        """The fp32 variant (where this run wrote one) against the source at the fp32 tolerance."""
+        from ._tflite import float_check
+
+        if "fp32" not in facts.variants:
+            return
+        ctx.progress(f"checking {facts.converter}'s float model against the source (fp32 tolerance)")
+        with quiet_converter():
+            differs = float_check(ctx, out_dir / facts.variants["fp32"], list(sig.inputs), list(sig.outputs),
+                                  batch=self.config.batch)
+        if differs:
+            raise ConversionError(f"the {facts.converter} conversion differs from the source model before any "
+                                  f"quantization: {differs}; a converter fault, not a precision one", hint=hint)
+
+    def _onnx(self, ctx: BuildContext, inputs: list[dict[str, Any]], onnx_path: Path, out_dir: Path,
+              route: str, sig: Any) -> tuple[list[Path], TfliteFacts]:
+        first, second = (self._onnx2torch, self._onnx2tf) if route == "onnx2torch" else (self._onnx2tf,
+                                                                                         self._onnx2torch)
+        why = _transformer_reason(ctx) if route == "onnx2torch" else None
+        other = "onnx2tf" if route == "onnx2torch" else "onnx2torch"
+
+        def attempt(convert: Any, name: str, alternative: str) -> tuple[list[Path], TfliteFacts]:
+            files, facts = convert(ctx, inputs, onnx_path, out_dir)
+            self._float_check(ctx, sig, out_dir, facts, hint=f"the other ONNX route: set onnx_route = "
+                              f"\"{alternative}\" in the tflite-convert step's config (a --target-file), or "
+                              "build from the PyTorch source (litert-torch)")
+            return files, facts
+
+        try:
+            files, facts = attempt(first, route, other)
+        except ConversionError as exc:
+            if self.config.onnx_route != "auto":
+                raise
+            ctx.progress(f"{route} failed ({exc.message.splitlines()[0][:200]}); trying the {other} route")
+            for leftover in out_dir.iterdir():
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            try:
+                files, facts = attempt(second, other, route)
+            except ConversionError as exc2:
+                raise ConversionError(f"both ONNX routes to TFLite failed.\n{route}: {exc.message}\n"
+                                      f"{other}: {exc2.message}", hint=exc2.hint or exc.hint) from None
+            details = {**facts.details, "route": other, "fallback_from": route,
+                       "fallback_reason": exc.message.splitlines()[0][:300]}
+            return files, dataclasses.replace(facts, details=details)
+        details = {**facts.details, "route": route, **({"route_reason": why} if why else {})}
+        return files, dataclasses.replace(facts, details=details)
+
+    def _onnx2torch(self, ctx: BuildContext, inputs: list[dict[str, Any]], onnx_path: Path,
+                    out_dir: Path) -> tuple[list[Path], TfliteFacts]:
+        """ONNX -> torch.fx (onnx2torch, shapes fixed) -> litert-torch: the build's variant, or (when this is
+        onnx2tf's fallback, whose cache entry serves every precision) fp32, int8-dynamic and int8 with --calib."""
+        import numpy as np
+        import torch
+
+        from . import _onnx2torch
+
+        shapes = [tuple(d if isinstance(d, int) else (self.config.batch if i == 0 else 1)
+                        for i, d in enumerate(t["shape"])) for t in inputs]
+        args = tuple(torch.from_numpy(np.zeros(s, dtype=np.dtype(t["dtype"]))) for t, s in zip(inputs, shapes,
+                                                                                              strict=True))
+        ctx.progress("onnx2torch: ONNX -> PyTorch (then litert-torch, layout kept)")
+        with quiet_converter():
+            module = _onnx2torch.specialize(_onnx2torch.to_torch(onnx_path), args)
+        if self.route(ctx) == "onnx2torch":
+            wanted = [self.variant(ctx)]
+        else:
+            wanted = ["fp32", "int8-dynamic"] + (["int8"] if ctx.calib is not None else [])
+        files, variants, samples = [], {}, None
+        for variant in wanted:
+            out, n = self._torch_variant(ctx, module, args, inputs, variant, out_dir)
+            files.append(out)
+            variants[variant] = out.name
+            samples = n if n is not None else samples
+        return files, TfliteFacts("onnx2torch+litert-torch", self.config.batch, variants,
+                                  calibrated=(ctx.calib is not None) if "int8" in variants else None,
+                                  calibration_samples=samples, details={"onnx2torch_opset": _onnx2torch.OPSET})
 
     def _pt2e(self, ctx: BuildContext, module: Any, args: tuple[Any, ...], names: list[str],
               dynamic: bool) -> tuple[Any, Any, int | None]:
@@ -294,100 +393,19 @@ class TfliteConvert(Step):
         return kept, facts
 
 
-# -- errors that name the op ------------------------------------------------------------------------------------
-
-_LOWERING = re.compile(r"Lowering not found: (?P<op>aten\.[A-Za-z0-9_]+)")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def _torch_error(exc: BaseException, module: Any, args: tuple[Any, ...]) -> ConversionError:
-    """A litert-torch failure as a ConversionError naming the aten op(s) it cannot lower."""
-    ops = sorted(set(_LOWERING.findall(str(exc))))
-    if not ops:
-        ops = _unlowered_ops(module, args)
-    if ops:
-        names = ", ".join(o.removesuffix(".default") for o in ops)
-        return ConversionError(
-            f"litert-torch cannot convert the op(s) {names}: no TFLite lowering ({_first_line(exc)})",
-            hint="replace the op in the model (or give edgeify an ONNX export, which takes the onnx2tf route)")
-    return ConversionError(f"litert-torch conversion failed: {_first_line(exc)}",
-                           hint="set EDGEIFY_DEBUG=1 for the traceback; an ONNX export of the model takes the "
-                                "onnx2tf route")
+def _transformer_reason(ctx: BuildContext) -> str | None:
+    """Why an ONNX source looks like a transformer (``_onnx2torch.transformer_reason``), or None; only ONNX sources
+    are read (a TorchScript source's ONNX export takes onnx2tf first, onnx2torch as its fallback)."""
+    if ctx.source.kind != "onnx":
+        return None
+    path = Path(ctx.source.path)
+    return _reason_for(str(path), path.stat().st_mtime_ns, path.stat().st_size)
 
 
-def _unlowered_ops(module: Any, args: tuple[Any, ...]) -> list[str]:
-    """aten ops in the decomposed program for which litert-torch has no lowering (a diagnosis, best effort)."""
-    try:
-        import torch
-        from litert_torch.backend import lowerings
+@functools.lru_cache(maxsize=16)
+def _reason_for(path: str, mtime_ns: int, size: int) -> str | None:
+    import onnx
 
-        ep = torch.export.export(module, args).run_decompositions()
-        return sorted({str(n.target) for n in ep.graph.nodes if n.op == "call_function"
-                       and hasattr(n.target, "_schema") and lowerings.lookup(n.target) is None})
-    except Exception:
-        return []
+    from ._onnx2torch import transformer_reason
 
-
-def select_tf_ops(path: Path) -> list[str]:
-    """The Select TensorFlow (Flex) ops of a ``.tflite`` (custom ops named ``Flex*``), e.g. ``['Erf']``."""
-    from ._tflite import model_ops, read_model
-
-    return sorted({name[len("CUSTOM:Flex"):] for name, _ in model_ops(read_model(path))
-                   if name.startswith("CUSTOM:Flex")})
-
-
-def _flex_error(ops: list[str], ctx: BuildContext) -> ConversionError:
-    torch_route = ctx.source.kind in ("exported-program", "module-factory")
-    return ConversionError(
-        f"onnx2tf's TFLite model needs the Select TensorFlow (Flex) op(s) {', '.join(ops)}, which LiteRT cannot "
-        "load, and no TFLite builtin replaces them",
-        hint=("build from the PyTorch source instead (model.pt2 or module.py:factory: the litert-torch route "
-              "lowers transformer ops such as GELU and LayerNorm to builtins)"
-              + ("" if torch_route else ", or replace the op(s) in the ONNX model")))
-
-
-_NOT_IMPLEMENTED = re.compile(r"(?P<op>[A-Za-z0-9_]+) OP is not yet implemented")
-
-
-def _onnx2tf_error(text: str, model: Path, code: int) -> ConversionError:
-    ops = sorted(set(_NOT_IMPLEMENTED.findall(_strip_ansi(text))))
-    if not ops:
-        ops = _ops_without_converter(model)
-    if ops:
-        return ConversionError(f"onnx2tf cannot convert the ONNX op(s) {', '.join(ops)}: no onnx2tf converter",
-                               hint="replace the op in the model (or give edgeify the PyTorch model, which takes "
-                                    "the litert-torch route)")
-    return ConversionError(f"onnx2tf failed (exit {code}); its log ends with:\n{_tail(text)}",
-                           hint="set EDGEIFY_DEBUG=1 for details; a PyTorch source takes the litert-torch route")
-
-
-def _ops_without_converter(model: Path) -> list[str]:
-    import importlib.util
-
-    try:
-        import onnx
-
-        graph = onnx.load(str(model), load_external_data=False).graph
-    except Exception:
-        return []
-    missing = set()
-    for node in graph.node:
-        if node.domain not in ("", "ai.onnx"):
-            missing.add(f"{node.domain}.{node.op_type}")
-        elif importlib.util.find_spec(f"onnx2tf.ops.{node.op_type}") is None:
-            missing.add(node.op_type)
-    return sorted(missing)
-
-
-def _strip_ansi(text: str) -> str:
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
-def _tail(text: str, lines: int = 15) -> str:
-    from edgeify.noise import strip_noise
-
-    return "\n".join(strip_noise(_strip_ansi(text)).strip().splitlines()[-lines:])
+    return transformer_reason(onnx.load(path, load_external_data=False))
