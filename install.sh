@@ -64,7 +64,9 @@ fi
 # all of them); tf-keras 2.21 depends on "tensorflow", while this environment has the same release as
 # tensorflow-cpu. Everything they import at run time comes with edgeify[tflite]. `pip check` then lists their
 # unmet pins: expected, see README "Install".
-NO_DEPS=("onnx2tf==1.29.24" "tf-keras==2.21.0")
+# onnx2torch (ONNX transformers to TFLite through litert-torch) requires torchvision, which must not sit beside
+# this torch (FACTS.md); edgeify imports it without torchvision (its NMS / RoiAlign converters are refused by name).
+NO_DEPS=("onnx2tf==1.29.24" "tf-keras==2.21.0" "onnx2torch==1.5.15")
 if [ "${#NO_DEPS[@]}" -gt 0 ]; then
   "$PY" -m pip install -q --no-deps "${NO_DEPS[@]}"
 fi
