@@ -1,15 +1,22 @@
-"""How often does `edgeify gate` cry wolf, and how often does it catch a real slowdown?
+"""How often does `edgeify gate` (run level) cry wolf, and how often does it catch a real 1.10x slowdown?
 
-Builds the digits CNN (examples/digits) for x86, then in one run on this machine:
-  * A/A: benchmarks the same bundle again and again (short runs) and gates each run against the previous one
-    (>= 50 pairs): the false-alarm rate is the share of pairs where the gate would exit 14;
-  * detection: alternates a baseline setting and a known slower one (default: 1 thread vs 2 threads on a loaded
-    2-core machine, or int8 vs fp32 with --slowdown precision) and gates each slow run against the baseline run
-    before it: the detection rate is the share that exits 14. The measured ratio of the two settings is reported
-    too, so the rate can be read against the true effect size.
-Every result goes to a private SQLite store; JSON to benchmarks/results/gate_calibration-<time>.json.
+Builds two bundles of the digits CNN (examples/digits, trained here) for x86 fp32 with `edgeify build`, from two
+ONNX sources:
+  * A: the model as exported;
+  * S: the same model plus a real extra branch on the input (Reshape -> MatMul 64xM -> Relu -> MatMul Mx64 ->
+    ReduceSum, a second output), so the engine does more work on every inference. M is chosen here, by measuring
+    candidates interleaved in one process, so that S / A is about 1.10; the ratio the calibration itself measured
+    (all detection rounds pooled) is reported beside the detection rate.
+Then, with `edgeify.bench.bench_series` (each run its own agent process, interleaved A B, B A, ..., a short
+cool-down), on this machine:
+  * A/A: a series of the same bundle A in both slots; every K consecutive rounds form one gate decision
+    (K runs per side, paired by round) -> false-alarm rate = share of decisions that exit 14;
+  * detection: a series of A and S; every K rounds one decision -> detection rate = share that exit 14.
+K = 3, 5, 8, 10 are read from the same series (non-overlapping windows), so the table shows what each run count buys
+and costs in time. The old method (one run per side, sample level) is scored on the same runs for contrast.
+Every result goes to a private SQLite store; JSON and a Markdown table to benchmarks/gate_calibration.{json,md}.
 
-    python benchmarks/gate_calibration.py [--pairs 50] [--min-duration 0.2] [--max-regression 5%]
+    python benchmarks/gate_calibration.py [--rounds 80] [--min-duration 0.3] [--threads 1] [--max-regression 5%]
 """
 
 from __future__ import annotations
@@ -28,9 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgeify", *args], capture_output=True, text=True, env=env,
-                          timeout=900, check=False)
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgeify", *args], capture_output=True, text=True, timeout=900,
+                          check=False)
 
 
 def cpu_model() -> str:
@@ -43,17 +50,10 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def bench(bundle: Path, threads: int, min_duration: float, env: dict[str, str]) -> int:
-    res = cli("bench", str(bundle), "--threads", str(threads), "--min-duration", str(min_duration), "--format",
-              "json", env=env)
-    if res.returncode != 0:
-        raise SystemExit(f"bench failed: {res.stderr[-2000:]}")
-    return int(json.loads(res.stdout)["result_id"])
-
-
-def build(work: Path, precision: str, env: dict[str, str]) -> Path:
-    sys.path.insert(0, str(REPO / "examples" / "digits"))
+def export_digits(work: Path) -> Path:
     import importlib.util
+
+    import torch
 
     spec = importlib.util.spec_from_file_location("digits_train", REPO / "examples" / "digits" / "train.py")
     train = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -61,98 +61,225 @@ def build(work: Path, precision: str, env: dict[str, str]) -> Path:
     data = work / "digits"
     if not (data / "model.pt2").exists():
         train.main(out_dir=data)
-    out = work / f"digits-x86-{precision}"
+    out = work / "digits.onnx"
     if not out.exists():
-        args = ["build", str(data / "model.pt2"), "--target", "x86", "--precision", precision, "-o", str(out),
-                "--no-latency"]
-        if precision.startswith("int8"):
-            args += ["--calib", str(data / "calib.npz")]
-        res = cli(*args, env=env)
-        if res.returncode != 0:
-            raise SystemExit(f"build failed: {res.stderr[-2000:]}")
+        ep = torch.export.load(str(data / "model.pt2"))
+        torch.onnx.export(ep, (), str(out), dynamo=True, external_data=False, input_names=["x"],
+                          output_names=["logits"], verbose=False)
     return out
+
+
+def with_extra_branch(src: Path, dst: Path, m: int) -> Path:
+    """``src`` plus a real branch on the input (its result is a second output, so no optimizer can drop it)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    rng = np.random.default_rng(0)
+    g.initializer.extend([
+        numpy_helper.from_array(np.array([-1, 64], dtype=np.int64), "xb_shape"),
+        numpy_helper.from_array((rng.standard_normal((64, m)) * 0.05).astype(np.float32), "xb_w1"),
+        numpy_helper.from_array((rng.standard_normal((m, 64)) * 0.05).astype(np.float32), "xb_w2"),
+    ])
+    g.node.extend([
+        helper.make_node("Reshape", [g.input[0].name, "xb_shape"], ["xb_flat"]),
+        helper.make_node("MatMul", ["xb_flat", "xb_w1"], ["xb_h"]),
+        helper.make_node("Relu", ["xb_h"], ["xb_r"]),
+        helper.make_node("MatMul", ["xb_r", "xb_w2"], ["xb_o"]),
+        helper.make_node("ReduceSum", ["xb_o"], ["extra"], keepdims=1),
+    ])
+    g.output.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, [1, 1]))
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def build(src: Path, out: Path) -> Path:
+    if not out.exists():
+        res = cli("build", str(src), "--target", "x86", "-o", str(out), "--no-latency")
+        if res.returncode != 0:
+            raise SystemExit(f"build of {src} failed: {res.stderr[-2000:]}")
+    return out
+
+
+def in_process_ratio(base: Path, slow: Path, threads: int, rounds: int = 12) -> float:
+    """Median-of-rounds latency ratio slow/base, interleaved in one process (for choosing M only)."""
+    import statistics
+
+    import numpy as np
+    from edgeify_runtime import load
+
+    models = [load(str(b), threads=threads) for b in (base, slow)]
+    feeds = [{t.name: np.random.default_rng(0).standard_normal([1 if not isinstance(d, int) else d
+                                                                for d in t.shape]).astype(np.float32)
+              for t in m.inputs} for m in models]
+    ratios = []
+    for _ in range(rounds):
+        med = []
+        for m, f in zip(models, feeds, strict=True):
+            ts = []
+            for _ in range(300):
+                t0 = time.perf_counter_ns()
+                m.run(f)
+                ts.append(time.perf_counter_ns() - t0)
+            med.append(statistics.median(ts))
+        ratios.append(med[1] / med[0])
+    for m in models:
+        m.close()
+    return statistics.median(ratios)
+
+
+def decisions(ra: list, rb: list, k: int, threshold: float) -> list[dict]:
+    from edgeify.analysis.gate import gate
+    from edgeify.store.select import Selection
+
+    out = []
+    for j in range(len(ra) // k):
+        a, b = ra[j * k:(j + 1) * k], rb[j * k:(j + 1) * k]
+        v = gate(Selection("A", "runs", tuple(a)), Selection("B", "runs", tuple(b)), max_regression=threshold,
+                 run_level=True)
+        c = v.comparison
+        out.append({"rounds": [j * k, (j + 1) * k], "ratio": round(c.ratio, 4),
+                    "ci": [round(c.ci[0], 4), round(c.ci[1], 4)], "verdict": c.verdict, "regressed": v.regressed,
+                    "paired": bool(c.run_level and c.run_level["paired"]), "runs_needed": c.runs_needed,
+                    "disturbed_runs": len(c.a.disturbed) + len(c.b.disturbed)})
+    return out
+
+
+def single_run_decisions(ra: list, rb: list, threshold: float) -> list[bool]:
+    from edgeify.analysis.gate import gate
+    from edgeify.store.select import Selection
+
+    return [gate(Selection("A", "id", (a,)), Selection("B", "id", (b,)), max_regression=threshold,
+                 run_level=False).regressed for a, b in zip(ra, rb, strict=True)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=50, help="A/A pairs (and at most this many detection pairs)")
-    ap.add_argument("--detect-pairs", type=int, default=20)
-    ap.add_argument("--min-duration", type=float, default=0.2)
+    ap.add_argument("--rounds", type=int, default=80, help="rounds of each series (A/A and detection)")
+    ap.add_argument("--min-duration", type=float, default=0.3, help="seconds of timed runs in each run")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cooldown", type=float, default=0.5)
     ap.add_argument("--max-regression", default="5%")
-    ap.add_argument("--alpha", type=float, default=0.01)
-    ap.add_argument("--slowdown", choices=("threads", "precision"), default="threads")
+    ap.add_argument("--target-ratio", type=float, default=1.10)
+    ap.add_argument("--windows", default="3,5,8,10", help="runs per side per decision")
     ap.add_argument("--work", type=Path, default=None, help="keep the bundles and the store here")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "gate_calibration")
     a = ap.parse_args()
-
-    from edgeify.analysis.gate import gate, parse_threshold
-    from edgeify.results import open_store
-    from edgeify.store.select import select
 
     work = a.work or Path(tempfile.mkdtemp(prefix="edgeify-gate-cal-"))
     work.mkdir(parents=True, exist_ok=True)
-    db = work / "results.sqlite"
-    env = {**os.environ, "EDGEIFY_RESULTS_DB": str(db), "EDGEIFY_HOME": str(work / "home")}
-    env.pop("EDGEIFY_RESULTS_URL", None)
+    os.environ["EDGEIFY_RESULTS_DB"] = str(work / "results.sqlite")
+    os.environ.pop("EDGEIFY_RESULTS_URL", None)
+    from edgeify.analysis.gate import parse_threshold
+    from edgeify.bench import BenchSettings, bench_series
+
     threshold = parse_threshold(a.max_regression)
+    load_start = list(os.getloadavg())
     t0 = time.monotonic()
-    base_bundle = build(work, "fp32", env)
-    slow_bundle = build(work, "int8", env) if a.slowdown == "precision" else base_bundle
+    src = export_digits(work)
+    base = build(src, work / "digits-x86-a")
+    tried = {}
+    chosen = None
+    for m in (8, 16, 24, 32, 48, 64, 128, 256, 512):  # the smallest branch that reaches the target ratio
+        slow = build(with_extra_branch(src, work / f"digits-xb{m}.onnx", m), work / f"digits-x86-xb{m}")
+        tried[m] = round(in_process_ratio(base, slow, a.threads), 4)
+        print(f"extra branch M={m}: in-process ratio {tried[m]}", file=sys.stderr, flush=True)
+        chosen = (m, slow)
+        if tried[m] >= a.target_ratio:
+            break
+    assert chosen is not None
+    m, slow = chosen
+    if len(tried) > 1:  # the closer of the last two
+        prev = list(tried)[-2]
+        if abs(tried[prev] - a.target_ratio) < abs(tried[m] - a.target_ratio):
+            m, slow = prev, work / f"digits-x86-xb{prev}"
+    setup_s = time.monotonic() - t0
+    settings = BenchSettings(warmup=10, runs=100, min_duration_s=a.min_duration, max_duration_s=60.0,
+                             threads=a.threads)
 
-    aa_ids = [bench(base_bundle, 1, a.min_duration, env) for _ in range(a.pairs + 1)]
-    det: list[tuple[int, int]] = []
-    for _ in range(a.detect_pairs):
-        b = bench(base_bundle, 1, a.min_duration, env)
-        s = bench(slow_bundle, 2 if a.slowdown == "threads" else 1, a.min_duration, env)
-        det.append((b, s))
+    def series(bundles: list[Path]) -> tuple[list, list, float]:
+        ts = time.monotonic()
+        s = bench_series([str(b) for b in bundles], "local", repeat=a.rounds, settings=[settings, settings],
+                         cooldown_s=a.cooldown,
+                         progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        return list(s.runs[0]), list(s.runs[1]), time.monotonic() - ts
 
-    def verdicts(pairs: list[tuple[int, int]]) -> list[dict]:
-        out = []
-        with open_store(db) as store:
-            for x, y in pairs:
-                v = gate(select(store, str(x)), select(store, str(y)), max_regression=threshold, alpha=a.alpha)
-                c = v.comparison
-                out.append({"baseline": x, "candidate": y, "ratio_p50": round(c.ratio_p50, 4),
-                            "ci": [round(c.ci[0], 4), round(c.ci[1], 4)], "p_value": c.p_value,
-                            "verdict": c.verdict, "regressed": v.regressed,
-                            "ci_lo_over_threshold": c.ci[0] > 1 + threshold})
-        return out
-
-    aa = verdicts([(aa_ids[i], aa_ids[i + 1]) for i in range(a.pairs)])
-    dd = verdicts(det)
-
-    def rate(rows: list[dict], key: str) -> float:
-        return sum(bool(r[key]) for r in rows) / max(1, len(rows))
-
+    aa_a, aa_b, aa_s = series([base, base])
+    det_a, det_s, det_time = series([base, slow])
+    load_end = list(os.getloadavg())
     import statistics
 
-    with open_store(db) as store:
-        samples = [len(store.get(i, samples=True).samples_ms) for i in aa_ids[:5]]
+    true_ratio = statistics.median(s.latency_ms.p50 for s in det_s) / statistics.median(
+        r.latency_ms.p50 for r in det_a)
+    per_run_s = (aa_s + det_time) / (4 * a.rounds)
+    rows = []
+    for k in (int(x) for x in a.windows.split(",")):
+        aa = decisions(aa_a, aa_b, k, threshold)
+        dd = decisions(det_a, det_s, k, threshold)
+        rows.append({"runs_per_side": k, "aa_decisions": len(aa),
+                     "false_alarm_rate": sum(d["regressed"] for d in aa) / max(1, len(aa)),
+                     "aa_verdicts": {v: sum(d["verdict"] == v for d in aa) for v in
+                                     ("same", "inconclusive", "slower", "faster")},
+                     "detect_decisions": len(dd),
+                     "detection_rate": sum(d["regressed"] for d in dd) / max(1, len(dd)),
+                     "detect_verdicts": {v: sum(d["verdict"] == v for d in dd) for v in
+                                         ("same", "inconclusive", "slower", "faster")},
+                     "seconds_per_decision": round(2 * k * per_run_s, 1), "aa": aa, "detection": dd})
+    old_aa = single_run_decisions(aa_a, aa_b, threshold)
+    old_det = single_run_decisions(det_a, det_s, threshold)
+    disturbed = sum(r.disturbed for r in aa_a + aa_b + det_a + det_s)
     report = {
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_start_end": None,
-        "settings": {"max_regression": threshold, "alpha": a.alpha, "min_duration_s": a.min_duration,
-                     "slowdown": a.slowdown, "bundle": "digits CNN x86 fp32" + (" vs int8" if a.slowdown ==
-                                                                                 "precision" else "")},
-        "samples_per_run_first5": samples,
-        "aa": {"pairs": len(aa), "false_alarm_rate": rate(aa, "regressed"),
-               "verdict_not_same_rate": sum(r["verdict"] != "same" for r in aa) / len(aa),
-               "strict_rule_false_alarm_rate": rate(aa, "ci_lo_over_threshold"),
-               "ratio_p50_median": statistics.median(r["ratio_p50"] for r in aa),
-               "ratio_p50_range": [min(r["ratio_p50"] for r in aa), max(r["ratio_p50"] for r in aa)]},
-        "detection": {"pairs": len(dd), "detection_rate": rate(dd, "regressed"),
-                      "strict_rule_detection_rate": rate(dd, "ci_lo_over_threshold"),
-                      "ratio_p50_median": statistics.median(r["ratio_p50"] for r in dd) if dd else None,
-                      "ratio_p50_range": [min(r["ratio_p50"] for r in dd), max(r["ratio_p50"] for r in dd)]
-                      if dd else None},
-        "pairs_aa": aa, "pairs_detection": dd, "wall_s": round(time.monotonic() - t0, 1),
+        "cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_start": load_start, "load_avg_end": load_end,
+        "settings": {"max_regression": threshold, "rounds": a.rounds, "min_duration_s": a.min_duration,
+                     "threads": a.threads, "cooldown_s": a.cooldown, "confidence": 0.95,
+                     "method": "run-level hierarchical bootstrap, paired rounds (edgeify.analysis.runstats)"},
+        "slowdown": {"how": f"extra branch on the input: Reshape -> MatMul 64x{m} -> Relu -> MatMul {m}x64 -> "
+                            "ReduceSum, a second output (real work the engine cannot drop)",
+                     "branch_m": m, "in_process_ratio_tried": tried,
+                     "measured_ratio_p50": round(true_ratio, 4)},
+        "per_run_seconds": round(per_run_s, 2), "setup_s": round(setup_s, 1),
+        "disturbed_runs": disturbed, "total_runs": 4 * a.rounds,
+        "windows": rows,
+        "old_method_one_run_per_side": {"false_alarm_rate": sum(old_aa) / len(old_aa),
+                                        "detection_rate": sum(old_det) / len(old_det), "pairs": len(old_aa)},
+        "wall_s": round(time.monotonic() - t0, 1),
     }
-    report["load_avg_start_end"] = list(os.getloadavg())
-    out_dir = REPO / "benchmarks" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"gate_calibration-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items() if not k.startswith("pairs_")}, indent=2))
-    print(f"wrote {path}")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    a.out.with_suffix(".md").write_text(markdown(report) + "\n")
+    print(markdown(report))
+    print(f"wrote {a.out.with_suffix('.json')} and .md")
+
+
+def markdown(r: dict) -> str:
+    s = r["settings"]
+    lines = [
+        "# gate calibration (run level)", "",
+        f"{r['when']} · {r['cpu']}, {r['cores']} cores · load average {r['load_avg_start'][0]:.1f} at the start, "
+        f"{r['load_avg_end'][0]:.1f} at the end (1 min) · machine shared with other jobs",
+        "",
+        f"digits CNN, x86 fp32 (ONNX Runtime), {s['threads']} thread(s), {s['min_duration_s']} s of timed runs per "
+        f"run, {s['rounds']} rounds per series, cool-down {s['cooldown_s']} s, threshold {s['max_regression']:.0%}, "
+        f"{s['confidence']:.0%} interval, {s['method']}.",
+        f"Slowdown: {r['slowdown']['how']}; measured ratio (median p50 of all detection rounds) "
+        f"**{r['slowdown']['measured_ratio_p50']:.3f}**.",
+        f"One run (agent process) took {r['per_run_seconds']} s on average; {r['disturbed_runs']} of "
+        f"{r['total_runs']} runs were flagged disturbed by the device-state rule.",
+        "",
+        "| runs per side | A/A decisions | false alarms | detection decisions | detected | time per decision |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for w in r["windows"]:
+        lines.append(f"| {w['runs_per_side']} | {w['aa_decisions']} | {w['false_alarm_rate']:.0%} | "
+                     f"{w['detect_decisions']} | {w['detection_rate']:.0%} | {w['seconds_per_decision']} s |")
+    o = r["old_method_one_run_per_side"]
+    lines += ["", f"Old method (one run per side, sample level) on the same runs: {o['false_alarm_rate']:.0%} false "
+                  f"alarms, {o['detection_rate']:.0%} detection ({o['pairs']} pairs)."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
