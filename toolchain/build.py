@@ -123,6 +123,7 @@ def run_build(request: BuildRequest, observer: BuildObserver | None = None) -> B
     """Run one ``BuildRequest``: resolve the pipeline, run the steps (cached), check, publish the bundle."""
     from . import bundle as bundle_mod
     from .cache import StepCache
+    from .compress import transforms as source_transforms
     from .data import load_dataset
     from .paths import cache_dir, ensure_writable_dir
     from .pipeline import resolve, step_class
@@ -154,7 +155,8 @@ def run_build(request: BuildRequest, observer: BuildObserver | None = None) -> B
         raise TargetError(f"--io-dtype {io_dtype} is not available for {precision} with engine {eng_name!r} on "
                           f"{spec.name}", hint="int8 I/O needs --precision int8 and an engine that offers it "
                                                "(the TFLite targets); omit --io-dtype for float32 I/O")
-    for flag, p in (("--calib", calib), ("--eval", eval), ("--preprocess", preprocess), ("train data", req.data.train)):
+    for flag, p in (("--calib", calib), ("--eval", eval), ("--preprocess", preprocess),
+                    ("--train", _train_file(req.data.train))):
         if p is not None and not Path(p).exists():
             raise DataError(f"{flag} {p}: not found", hint=f"{flag} takes a .npz, a .npy or an image folder")
     out = bundle_mod.check_output(req.out)  # before any step: a bad -o must not cost a whole build
@@ -178,6 +180,8 @@ def run_build(request: BuildRequest, observer: BuildObserver | None = None) -> B
     try:
         with sigterm_as_interrupt(), vendor_telemetry_off():
             ctx.work_dir.mkdir(parents=True)
+            transforms = source_transforms.run(ctx, obs, records, tools)  # e.g. compress: a new ctx.source
+            source = ctx.source
             for step in pipeline.steps:
                 if step.where == "device":  # e.g. the TensorRT engine: deploy/bench runs it on the device
                     device_steps.append(step.describe())
@@ -208,6 +212,7 @@ def run_build(request: BuildRequest, observer: BuildObserver | None = None) -> B
             final = outputs[[s for s in pipeline.steps if s.where != "device"][-1].id]
             if ctx.calib is None and ctx.eval is None and (calib or eval):
                 _load_data(ctx, outputs, calib, eval, preprocess, load_dataset)
+            final = source_transforms.finish(transforms, ctx, final)
             dest = staging / "bundle"
             fixed = fixed_dims(pre, [t.to_dict() for t in final.signature.inputs], spec.name)
             for f in fixed:
@@ -240,6 +245,13 @@ def run_build(request: BuildRequest, observer: BuildObserver | None = None) -> B
         shutil.rmtree(staging, ignore_errors=True)
     return BuildResult(out=out, target=spec.name, family_alias=family, engine=eng_name, precision=precision,
                        manifest=manifest, latency=latency, seconds=time.perf_counter() - t0, steps=records)
+
+
+def _train_file(train: str | None) -> str | None:
+    """The --train path to check for existence (None for a loader reference ``pkg.mod:factory``)."""
+    from .compress.data import is_loader_ref
+
+    return None if train is None or is_loader_ref(train) else train
 
 
 def no_space(exc: OSError) -> bool:

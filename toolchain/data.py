@@ -89,7 +89,7 @@ def load_dataset(path: str | Path, signature: list[TensorSpec], *, purpose: str 
     integer class ids in ``[0, n_classes)``. Inputs of another dtype are cast, with a warning in
     ``Dataset.warnings`` (also when raw 0-255 pixels go into a float model)."""
     p = Path(path)
-    flag = "--eval" if purpose == "evaluation" else "--calib"
+    flag = {"evaluation": "--eval", "training": "--train"}.get(purpose, "--calib")
     if not p.exists():
         raise DataError(f"{purpose} data not found: {p}", hint=f"{flag} takes a .npz, a .npy or an image folder")
     prep = None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgeify.compress import cli as compress_cli
 
 from .output import Format, FormatOpt, TargetFiles, err_console, examples, print_json, stdout_to_stderr
 
@@ -72,6 +73,9 @@ def build(
                                 "recipes, int8-mixed, bf16/fp16, fp32) and keep the first rung that holds"),
     trust_source: bool = typer.Option(False, "--trust-source", help="allow a .pt2 that needs full unpickling "
                                       "(it can run code: only for files you trust)"),
+    train: str = compress_cli.TrainOpt, prune: float = compress_cli.PruneOpt,
+    prune_importance: str = compress_cli.ImportanceOpt, distill: bool = compress_cli.DistillOpt,
+    qat: bool = compress_cli.QatOpt, train_time: str = compress_cli.TrainTimeOpt, epochs: int = compress_cli.EpochsOpt,
     target_file: list[str] = TargetFiles,
     fmt: Format = FormatOpt,
 ) -> None:
@@ -83,12 +87,18 @@ def build(
         out = default_out(model, target=target, precision=precision, target_files=target_file)
     if engine_option:
         target = with_engine_options(target, engine, precision, engine_option, target_file)  # type: ignore[assignment]
+    compress = compress_cli.options(train, prune, prune_importance, distill, qat, train_time, epochs, precision)
     observer = _RichObserver()
     # with --format json, stdout carries one JSON object: whatever converters print there (NNCF's progress
     # bars, TensorFlow's logs) goes to stderr, at the file-descriptor level, while the build runs
     guard = stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
     with guard:
         try:
+            if ladder and compress is not None:
+                from edgeify.errors import UsageError
+
+                raise UsageError("--ladder does not combine with --prune/--distill/--qat yet",
+                                 hint="build the compressed model without --ladder")
             if ladder:
                 from edgeify.optimize.ladder_build import build_with_ladder
 
@@ -102,7 +112,8 @@ def build(
                                            use_cache=not no_cache, measure_latency=not no_latency,
                                            trust_source=trust_source, progress=observer.message)
             else:
-                result = run_build(model, target=target, out=out, precision=precision, engine=engine, calib=calib,
+                result = compress_cli.build(run_build, model, compress, target=target, out=out, precision=precision,
+                                            engine=engine, calib=calib,
                                    eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
                                    target_files=target_file, max_accuracy_drop=max_accuracy_drop,
                                    use_cache=not no_cache, measure_latency=not no_latency, observer=observer,
@@ -162,6 +173,7 @@ def build_summary(result: Any) -> dict[str, Any]:
             "quantization": result.quantization.to_dict(), "parity": [r.to_dict() for r in v.outputs],
             "accuracy": None if v.accuracy is None else v.accuracy.to_dict(),
             "latency": result.latency, "seconds": round(result.seconds, 2),
+            "compression": (m.raw.get("facts") or {}).get("compression"),
             "steps": [{k: s[k] for k in ("id", "uses", "seconds", "cached")} for s in result.steps]}
 
 

@@ -39,3 +39,28 @@ def options(train: str | Path | None, prune: float | None, importance: str, dist
         raise UsageError(f"--qat fine-tunes for int8; this build is --precision {precision}",
                          hint="add --precision int8 --calib calib.npz")
     return opts
+
+
+def build(run_build, model: str, compress: CompressOptions | None, *, observer=None, calib=None, eval=None,
+          preprocess=None, labels=None, input_shapes=None, max_accuracy_drop=None, target_files=(), **kw):
+    """``edgeify.build`` with the CLI's keywords, plus compression: without it the keywords as they are; with it
+    one ``BuildRequest`` carrying ``data.train`` and the ``compress`` step's options."""
+    if compress is None:
+        return run_build(model, observer=observer, calib=calib, eval=eval, preprocess=preprocess, labels=labels,
+                         input_shapes=input_shapes, max_accuracy_drop=max_accuracy_drop, target_files=target_files,
+                         **kw)
+    from edgeify.request import Budgets, BuildRequest, DataSets
+
+    request = BuildRequest(
+        model=str(model), data=DataSets(calibration=calib, evaluation=eval, preprocess=preprocess, labels=labels,
+                                        train=compress.train),
+        budgets=Budgets(max_accuracy_drop=max_accuracy_drop), input_shapes=tuple(input_shapes or ()),
+        target_files=tuple(target_files), options={"compress": step_options(compress)}, **kw)
+    return run_build(request, observer=observer)
+
+
+def step_options(opts: CompressOptions) -> dict:
+    """The ``compress`` step's config (``BuildRequest.options["compress"]``) for ``opts``."""
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(opts).items() if k != "train"}

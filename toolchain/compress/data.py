@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeify_runtime.manifest import TensorSpec
-
 from edgeify.data import LABELS_KEY, Dataset, load_dataset
 from edgeify.errors import DataError
+from edgeify_runtime.manifest import TensorSpec
 
 Batch = tuple[list[np.ndarray], np.ndarray | None]
 
@@ -106,7 +105,7 @@ def load_train(spec: str, signature: list[TensorSpec], n_classes: int | None, *,
         data = TrainData(spec, signature, n_classes, batch_size, seed, factory=_import(spec),
                          _digest=hashlib.sha256())
         try:
-            x, y = next(iter(data.epoch_peek()))
+            _x, y = next(iter(data.epoch_peek()))
         except StopIteration:
             raise DataError(f"--train {spec}: the loader yielded no batches") from None
         data.labelled = y is not None

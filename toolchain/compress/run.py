@@ -21,11 +21,11 @@ from edgeify.errors import AccuracyGateError, ConversionError, EngineMissingErro
 from .options import CompressOptions
 
 if TYPE_CHECKING:
-    from edgeify_runtime.manifest import Manifest
-
     from edgeify.sources import SourceModel
 
 RECORD_SCHEMA = 1
+#: below this many parameters training runs on one thread
+SMALL_MODEL_PARAMS = 2_000_000
 PYTORCH_ROUTE = ("build from the PyTorch source instead: module.py:factory (a function returning the trained "
                  "nn.Module; needed for --prune) or model.pt2 (torch.export.save)")
 
@@ -36,26 +36,22 @@ class Compressed:
     original: SourceModel
     record: dict[str, Any]
 
-    def finish(self, dest: Path, manifest: Manifest, validation: Any, eval_data: Any,
-               max_accuracy_drop: float | None) -> Manifest:
-        """Measure the built model's accuracy against the original model (labelled ``--eval``), gate it on
-        ``max_accuracy_drop`` (``AccuracyGateError``), and write the ``compression`` record into the manifest."""
-        rec = dict(self.record)
+    def end_to_end(self, validation: Any, eval_data: Any, n_outputs: int,
+                   max_accuracy_drop: float | None) -> dict[str, Any] | None:
+        """The built model's accuracy against the ORIGINAL model on labelled ``--eval`` (None without it), gated
+        by ``max_accuracy_drop`` (``AccuracyGateError``)."""
         acc = getattr(validation, "accuracy", None)
-        if acc is not None and eval_data is not None and eval_data.labels is not None:
-            original = original_accuracy(self.original, eval_data, len(manifest.outputs))
-            drop = round((original - acc.built_accuracy) * 100, 3)
-            rec["accuracy"] = {"samples": acc.samples, "original_accuracy": original,
-                               "compressed_accuracy": acc.source_accuracy, "built_accuracy": acc.built_accuracy,
-                               "drop_points": drop, "against": "the original source model"}
-            if max_accuracy_drop is not None and drop > max_accuracy_drop:
-                raise AccuracyGateError(
-                    f"compressed build: accuracy dropped {drop:.2f} points against the original model "
-                    f"({original:.2%} -> {acc.built_accuracy:.2%}), more than --max-accuracy-drop "
-                    f"{max_accuracy_drop}", hint="prune less (--prune), train longer (--train-time), or add --distill")
-        manifest = manifest.updated(compression=rec)
-        manifest.write(dest)
-        return manifest
+        if acc is None or eval_data is None or eval_data.labels is None:
+            return None
+        original = original_accuracy(self.original, eval_data, n_outputs)
+        drop = round((original - acc.built_accuracy) * 100, 3)
+        if max_accuracy_drop is not None and drop > max_accuracy_drop:
+            raise AccuracyGateError(
+                f"compressed build: accuracy dropped {drop:.2f} points against the original model "
+                f"({original:.2%} -> {acc.built_accuracy:.2%}), more than --max-accuracy-drop {max_accuracy_drop}",
+                hint="prune less (--prune), train longer (--train-time), or add --distill")
+        return {"samples": acc.samples, "original_accuracy": original, "compressed_accuracy": acc.source_accuracy,
+                "built_accuracy": acc.built_accuracy, "drop_points": drop, "against": "the original source model"}
 
 
 def original_accuracy(original: SourceModel, data: Any, n_outputs: int) -> float:
@@ -107,7 +103,6 @@ def compress_source(source: SourceModel, opts: CompressOptions, out_dir: Path,
     """Prune / distill / QAT ``source`` into ``out_dir/model.pt2``; the returned ``Compressed.source`` is that
     model. Training data is opened and checked first (``DataError`` before any training)."""
     import torch
-
     from edgeify.preflight import n_classes as classes_of
 
     from . import train as tr
@@ -157,20 +152,15 @@ def compress_source(source: SourceModel, opts: CompressOptions, out_dir: Path,
                       params={"before": rep.params_before, "after": rep.params_after})
         progress(f"MACs {rep.macs_before:,} -> {rep.macs_after:,}; params {rep.params_before:,} -> "
                  f"{rep.params_after:,}")
-    phases = int(opts.distill) + int(opts.qat)
-    seconds = None if opts.budget_seconds is None else opts.budget_seconds / max(phases, 1)
-    if opts.distill:
-        assert data is not None
-        stats = tr.distill(student, teacher, data, opts, seconds, progress)
-        record["steps"].append("distill")
-        record["distill"] = stats.to_dict()
-    if opts.qat:
-        assert data is not None
-        stats = tr.qat(student, teacher, example, dynamic, data, opts, seconds, progress)
-        record["steps"].append("qat")
-        record["qat"] = {**stats.to_dict(), "scheme": tr.QAT_SCHEME}
+    threads = torch.get_num_threads()
+    if sum(p.numel() for p in student.parameters()) < SMALL_MODEL_PARAMS:
+        torch.set_num_threads(1)  # tiny ops: a second thread only adds spin-waits (10x slower on a busy host)
+    try:
+        _train_phases(student, teacher, example, dynamic, data, opts, record, progress)
+    finally:
+        torch.set_num_threads(threads)
     if data is not None:
-        record["train_data"] = {"origin": Path(data.origin).name if not ":" in data.origin else data.origin,
+        record["train_data"] = {"origin": Path(data.origin).name if ":" not in data.origin else data.origin,
                                 "sha256": data.sha256, "count": data.count, "labelled": data.labelled}
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "model.pt2"
@@ -186,3 +176,21 @@ def compress_source(source: SourceModel, opts: CompressOptions, out_dir: Path,
                   factory=None, trusted=False, _obj=None, _input_names=None,
                   input_shapes=source.input_shapes if source.kind == "exported-program" else None)
     return Compressed(new, source, record)
+
+
+def _train_phases(student: Any, teacher: Any, example: tuple[Any, ...], dynamic: Any, data: Any,
+                  opts: CompressOptions, record: dict[str, Any], progress: Callable[[str], None]) -> None:
+    from . import train as tr
+
+    phases = int(opts.distill) + int(opts.qat)
+    seconds = None if opts.budget_seconds is None else opts.budget_seconds / max(phases, 1)
+    if opts.distill:
+        assert data is not None
+        stats = tr.distill(student, teacher, data, opts, seconds, progress)
+        record["steps"].append("distill")
+        record["distill"] = stats.to_dict()
+    if opts.qat:
+        assert data is not None
+        stats = tr.qat(student, teacher, example, dynamic, data, opts, seconds, progress)
+        record["steps"].append("qat")
+        record["qat"] = {**stats.to_dict(), "scheme": tr.QAT_SCHEME}

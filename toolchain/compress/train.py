@@ -6,11 +6,11 @@ The teacher is always the source model as given (never the pruned intermediate),
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 from edgeify.errors import ConversionError
 
 from .data import Batch, TrainData
@@ -25,10 +25,8 @@ QAT_SCHEME = "torchao PT2E QAT, X86InductorQuantizer (uint8 affine activations, 
 def set_mode(model: Any, train: bool) -> None:
     """``train()``/``eval()`` on an eager module; an ExportedProgram's module keeps the mode it was exported in
     (torch refuses the switch; its BatchNorm statistics stay frozen, which fine-tuning tolerates)."""
-    try:
+    with contextlib.suppress(NotImplementedError):
         model.train(train)
-    except NotImplementedError:
-        pass
 
 
 def _flat(out: Any) -> list[Any]:
@@ -111,14 +109,13 @@ def qat(student: Any, teacher: Any, example: tuple[Any, ...], dynamic: Any, data
     """Fake-quant fine-tuning of ``student`` (in place: the trained float weights and BatchNorm statistics are
     copied back, for the engine's own int8 quantizer and its parity gate)."""
     import torch
+    from edgeify.noise import quiet_python_loggers
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
     )
-
-    from edgeify.noise import quiet_python_loggers
 
     quiet_python_loggers()
     set_mode(student, True)
