@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .candidates import Inputs
-from .choose import accuracy_ok, choose, closest, pareto, why
+from .choose import accuracy_ok, choose, closest_text, pareto, why
 from .measure import full_protocol
 from .records import AccuracyMeasure, Budgets, Chosen, Objective, OptimizeResult
 from .space import DeviceFacts
@@ -157,9 +157,7 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
             hint="rerun the same command to search the rest (the step cache keeps every artifact already built)")
         err0.result = result  # type: ignore[attr-defined]
         raise err0
-    near = ", ".join(f"#{i} {cands[i].engine} {cands[i].precision} ({cands[i].recipe.name}) drop "
-                     f"{cands[i].accuracy_drop} pt, {percentile} {cands[i].latency(percentile)} ms"
-                     for i in closest(cands, budgets))
+    near = closest_text(cands, budgets)
     if failure == "accuracy":
         err: Exception = AccuracyGateError(
             f"no candidate meets --max-accuracy-drop {max_accuracy_drop} (or its parity gate); closest: {near or '-'}",

@@ -38,15 +38,59 @@ def _sort_key(c: Candidate, objective: Objective, percentile: str) -> tuple[floa
     return (full, lat, size)
 
 
+#: latencies within this fraction of each other are tied: one benchmark run per candidate cannot resolve less
+#: (run-to-run drift of single runs, benchmarks/gate_calibration.json: several % on a shared 2-core machine)
+LATENCY_TIE = 0.05
+#: accuracy drops within this many percentage points are tied
+ACCURACY_TIE_PT = 0.25
+#: sizes within this fraction are tied
+SIZE_TIE = 0.01
+
+
+def simplicity(c: Candidate) -> tuple[int, int, int, int, int]:
+    """Smaller is simpler: default settings, fewer threads, the engine's default recipe, fewer float layers, size."""
+    return (len(c.settings.options), c.settings.threads or 0, 0 if c.recipe.name == "default" else 1,
+            len(c.recipe.float_layers), int(c.size_bytes or 0))
+
+
+def tied(a: Candidate, b: Candidate, objective: Objective, percentile: str) -> bool:
+    """Within each other's noise on the objective (latency: ±LATENCY_TIE, both measured the same way)."""
+    if objective == "size":
+        sa, sb = float(a.size_bytes or 0), float(b.size_bytes or 0)
+        return abs(sa - sb) <= SIZE_TIE * max(min(sa, sb), 1.0)
+    if objective == "accuracy":
+        da, db = a.accuracy_drop, b.accuracy_drop
+        return da is not None and db is not None and abs(da - db) <= ACCURACY_TIE_PT
+    la, lb = a.latency(percentile), b.latency(percentile)
+    same_protocol = (a.latency_ms is None) == (b.latency_ms is None)
+    return same_protocol and la is not None and lb is not None and abs(la - lb) <= LATENCY_TIE * min(la, lb)
+
+
 def choose(cands: Sequence[Candidate], budgets: Budgets, objective: Objective) -> int | None:
+    """The best candidate meeting the budgets; candidates tied with it within noise go to the simplest."""
     ok = [i for i, c in enumerate(cands) if meets(c, budgets)]
     if not ok:
         return None
-    return min(ok, key=lambda i: _sort_key(cands[i], objective, budgets.percentile))
+    best = min(ok, key=lambda i: _sort_key(cands[i], objective, budgets.percentile))
+    ties = [i for i in ok if tied(cands[i], cands[best], objective, budgets.percentile)]
+    return min(ties, key=lambda i: (simplicity(cands[i]), _sort_key(cands[i], objective, budgets.percentile)))
+
+
+def closest_text(cands: Sequence[Candidate], budgets: Budgets, n: int = 3) -> str:
+    """The exit-10/13 message's list: measured candidates only, numbers formatted."""
+    out = []
+    for i in closest(cands, budgets, n):
+        c = cands[i]
+        lat = c.latency(budgets.percentile)
+        drop = "n/a" if c.accuracy_drop is None else f"{c.accuracy_drop:.2f} pt"
+        parity = "" if c.accuracy is None or c.accuracy.parity_passed else ", parity failed"
+        out.append(f"#{i} {c.engine} {c.precision} ({c.recipe.name}, {c.settings.label()}) drop {drop}, "
+                   f"{budgets.percentile} {lat:.3f} ms{parity}")
+    return ", ".join(out)
 
 
 def closest(cands: Sequence[Candidate], budgets: Budgets, n: int = 3) -> list[int]:
-    """The candidates nearest to the budgets (for the exit-10/13 message): smallest overshoot first."""
+    """The measured candidates nearest to the budgets (for the exit-10/13 message): smallest overshoot first."""
     def overshoot(c: Candidate) -> float:
         over = 0.0
         if budgets.max_accuracy_drop is not None:
@@ -58,7 +102,7 @@ def closest(cands: Sequence[Candidate], budgets: Budgets, n: int = 3) -> list[in
         if c.accuracy is None or not c.accuracy.parity_passed:
             over += 10.0
         return over
-    scored = [i for i, c in enumerate(cands) if c.latency(budgets.percentile) is not None or c.accuracy is not None]
+    scored = [i for i, c in enumerate(cands) if c.latency(budgets.percentile) is not None]
     return sorted(scored, key=lambda i: overshoot(cands[i]))[:n]
 
 
@@ -78,6 +122,28 @@ def pareto(cands: Sequence[Candidate], percentile: str) -> list[int]:
     return front
 
 
+def runner_up(c: Candidate, r: Candidate, objective: Objective, percentile: str) -> str:
+    """The runner-up, and the difference on the objective with its interval (the noise band)."""
+    name = f"runner-up {r.engine} {r.precision} ({r.recipe.name}, {r.settings.label()})"
+    verdict = "tied" if tied(c, r, objective, percentile) else "apart"
+    if objective == "size":
+        sc, sr = c.size_bytes or 0, r.size_bytes or 0
+        return f"{name}: {sr / 1e6:.3f} MB vs {sc / 1e6:.3f} MB ({sr - sc:+,d} bytes, exact; {verdict})"
+    if objective == "accuracy":
+        dc, dr = c.accuracy_drop, r.accuracy_drop
+        if dc is None or dr is None:
+            return f"{name}: accuracy drop not measured"
+        d = dr - dc
+        return (f"{name}: drop {dr:.2f} vs {dc:.2f} pt (difference {d:+.2f} pt, interval "
+                f"[{d - ACCURACY_TIE_PT:+.2f}, {d + ACCURACY_TIE_PT:+.2f}]; {verdict})")
+    lc, lr = c.latency(percentile), r.latency(percentile)
+    if lc is None or lr is None:
+        return f"{name}: latency not measured"
+    ratio = lr / lc
+    return (f"{name}: {percentile} {lr:.3f} vs {lc:.3f} ms (x{ratio:.3f}, interval [{ratio / (1 + LATENCY_TIE):.3f}, "
+            f"{ratio * (1 + LATENCY_TIE):.3f}] from ±{LATENCY_TIE:.0%} run-to-run noise; {verdict})")
+
+
 def why(c: Candidate, cands: Sequence[Candidate], budgets: Budgets, objective: Objective) -> str:
     ok = [x for x in cands if meets(x, budgets)]
     lat = c.latency(budgets.percentile)
@@ -89,10 +155,14 @@ def why(c: Candidate, cands: Sequence[Candidate], budgets: Budgets, objective: O
         parts.append(f"accuracy drop {c.accuracy_drop:.2f} pt"
                      + (f" <= {budgets.max_accuracy_drop}" if budgets.max_accuracy_drop is not None else ""))
     runner = sorted((x for x in ok if x is not c), key=lambda x: _sort_key(x, objective, budgets.percentile))
-    if runner and objective == "latency" and runner[0].latency(budgets.percentile) and lat:
-        r = runner[0]
-        parts.append(f"next best {r.engine} {r.precision} ({r.recipe.name}, {r.settings.label()}) "
-                     f"{r.latency(budgets.percentile):.3f} ms")
+    if runner:
+        parts.append(runner_up(c, runner[0], objective, budgets.percentile))
+        n_tied = sum(tied(x, c, objective, budgets.percentile) for x in runner)
+        if n_tied:
+            parts.append(f"{n_tied} candidate(s) tied within noise: the simplest was chosen (default settings, "
+                         "fewer threads, default recipe, smaller)")
+    else:
+        parts.append("no runner-up: the only candidate meeting the budgets")
     if c.precision == "int8-mixed" and c.recipe.float_layers:
         parts.append(f"int8 with {len(c.recipe.float_layers)} layer(s) kept in float: "
                      f"{', '.join(c.recipe.float_layers)}")
