@@ -27,6 +27,24 @@ class Percentile(str, Enum):
     p99 = "p99"
 
 
+def budget_note(text: str, seconds: float) -> str:
+    """What ``--max-time`` means, said before the search starts; a warning when a bare number is so small that
+    minutes were likely meant (``--max-time 3`` is 3 seconds)."""
+    note = f"search budget: {_human_seconds(seconds)} (--max-time {text.strip()})"
+    if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", text) and seconds < 60:
+        note += (f"; warning: a bare number is seconds, so this search stops after {seconds:g} s, about one build; "
+                 f"for minutes say --max-time {text.strip()}m")
+    return note
+
+
+def _human_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:g} h"
+
+
 def parse_duration(text: str) -> float:
     """``90``, ``90s``, ``20m``, ``1h``, ``1h30m`` -> seconds."""
     from edgeify.errors import UsageError
@@ -70,6 +88,8 @@ def optimize(
     trust_source: bool = typer.Option(False, "--trust-source", help="allow a .pt2 that needs full "
                                       "unpickling (it can run code: only for files you trust)"),
     target_file: list[str] = TargetFiles,
+    wide: bool = typer.Option(False, "--wide", help="every column of the candidates table (settings, int8 ops, "
+                              "p95, full reasons); the default fits 100 columns"),
     fmt: Format = FormatOpt,
 ) -> None:
     """Search engines x precisions x quantization recipes x run-time settings for the fastest bundle that meets
@@ -79,10 +99,14 @@ def optimize(
     from edgeify.optimize import optimize as run
 
     from .output import stdout_to_stderr
+    from .progress import OptimizeProgress
 
     seconds = parse_duration(max_time)
     guard = stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
     failure: EdgeifyError | None = None
+    crash: Exception | None = None
+    progress = OptimizeProgress(err_console)
+    progress.say(budget_note(max_time, seconds))
     with guard:
         try:
             result = run(model, target=target, out=out, device=device or "local", calib=calib, eval=eval_data,
@@ -91,19 +115,29 @@ def optimize(
                          percentile=percentile.value, objective=objective.value, max_time_s=seconds,
                          engines=engine or None, precisions=precision or None, target_files=target_file,
                          use_cache=not no_cache, trust_source=trust_source, executor=executor.value,
-                         ray_address=ray_address,
-                         progress=lambda m: err_console.print(f"[dim]optimize:[/] {m}"))
+                         ray_address=ray_address, progress=progress.say)
         except EdgeifyError as exc:
             if getattr(exc, "result", None) is None:
                 raise
             failure, result = exc, exc.result  # type: ignore[attr-defined]
+        except Exception as exc:  # not edgeify's: still one "ok": false object on stdout with --format json
+            crash = exc
+        finally:
+            progress.close()
+    if crash is not None:
+        if fmt == Format.json:  # after the guard: stdout is stdout again
+            partial = getattr(crash, "result", None)
+            print_json({"ok": False, "error": {"exit_code": 1, "type": "InternalError",
+                                               "message": f"{type(crash).__name__}: {crash}"},
+                        **(partial.to_json() if partial is not None else {})})
+        raise crash
     if fmt == Format.json:
         data = result.to_json()
         if failure is not None:
             data = {"ok": False, "error": failure.to_dict(), **data}
         print_json(data)
     else:
-        print_table(result)
+        print_table(result, wide=wide)
     if result.stopped:
         err_console.print(f"[yellow]stopped early[/]: {result.stopped}")
     if failure is not None and failure.exit_code == 130:
@@ -119,42 +153,64 @@ def _ms(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def print_table(result: Any) -> None:
+def print_table(result: Any, wide: bool = False) -> None:
+    """The candidates (and the ladder) as tables: 100 columns by default, every detail with ``wide``."""
+    from rich.console import Console
     from rich.table import Table
 
+    out = console if wide else Console(highlight=False, width=min(100, console.width or 100),
+                                       file=console.file, force_terminal=console.is_terminal)
     front = set(result.pareto)
     chosen = result.chosen.index if result.chosen else None
-    table = Table(title=f"edgeify optimize {result.run_id} — {result.target} on {result.device}, objective "
+    table = Table(title=f"optimize {result.run_id}: {result.target} on {result.device}, objective "
                         f"{result.objective}, accuracy by {result.accuracy_measure}")
-    for col in ("#", "engine", "precision", "recipe", "settings", "size KB", "int8 ops", "acc drop pt",
-                "p50 ms", "p95 ms", "meets", "status"):
-        table.add_column(col, overflow="fold")
+    cols = (("#", "engine", "precision", "recipe", "settings", "size KB", "int8 ops", "acc drop pt", "p50 ms",
+             "p95 ms", "meets", "status") if wide else
+            ("#", "engine", "prec", "recipe", "KB", "drop pt", "p50 ms", "meets", "status"))
+    for col in cols:
+        table.add_column(col, overflow="fold" if wide else "ellipsis", no_wrap=not wide)
     for i, c in enumerate(result.candidates):
         lat = c.latency_ms or c.screen_latency_ms or {}
         mark = ("★ " if i == chosen else "") + ("◆" if i in front else "")
         ops = f"{c.quantized_ops}/{c.total_ops}" if c.total_ops is not None else "-"
         recipe = c.recipe.name + (f" float: {', '.join(c.recipe.float_layers)}" if c.recipe.float_layers else "")
-        table.add_row(f"{mark}{i}", c.engine, c.precision, recipe, c.settings.label(),
-                      "-" if c.size_bytes is None else f"{c.size_bytes / 1024:.0f}", ops,
-                      "-" if c.accuracy_drop is None else f"{c.accuracy_drop:.2f}",
-                      _ms(lat.get("p50")), _ms(lat.get("p95")), "yes" if c.meets_budget else "no",
-                      c.status + (f": {c.reason}" if c.reason else ""))
-    console.print(table)
-    console.print("★ chosen  ◆ Pareto front (latency, accuracy drop, size); screened rows ran the short protocol")
+        size = "-" if c.size_bytes is None else f"{c.size_bytes / 1024:.0f}"
+        drop = "-" if c.accuracy_drop is None else f"{c.accuracy_drop:.2f}"
+        status = c.status + (f": {c.reason}" if c.reason else "")
+        if wide:
+            table.add_row(f"{mark}{i}", c.engine, c.precision, recipe, c.settings.label(), size, ops, drop,
+                          _ms(lat.get("p50")), _ms(lat.get("p95")), "yes" if c.meets_budget else "no", status)
+        else:
+            table.add_row(f"{mark}{i}", c.engine, c.precision, _cut(recipe, 18), size, drop, _ms(lat.get("p50")),
+                          "yes" if c.meets_budget else "no", _cut(status, 24))
+    out.print(table)
+    out.print("★ chosen  ◆ Pareto front (latency, accuracy drop, size); screened rows ran the short protocol"
+              + ("" if wide else "; --wide or --format json: settings, int8 ops, p95 and full reasons"))
     if result.ladder:
         lt = Table(title="quantization ladder")
-        for col in ("rung", "engine", "precision", "acc drop pt", "cosine", "p50 ms", "int8 ops", "met budget"):
-            lt.add_column(col, overflow="fold")
+        lcols = (("rung", "engine", "precision", "acc drop pt", "cosine", "p50 ms", "int8 ops", "met budget", "why")
+                 if wide else ("rung", "engine", "prec", "drop pt", "cosine", "p50 ms", "met", "why"))
+        for col in lcols:
+            lt.add_column(col, overflow="fold" if wide else "ellipsis", no_wrap=not wide)
         for r in result.ladder:
-            lt.add_row(r.rung, r.engine, r.precision, "-" if r.accuracy_drop is None else f"{r.accuracy_drop:.2f}",
-                       "-" if r.cosine is None else f"{r.cosine:.4f}", _ms(r.latency_p50_ms),
-                       f"{r.quantized_ops}/{r.total_ops}" if r.total_ops is not None else "-",
-                       "yes" if r.accepted else "no")
-        console.print(lt)
+            drop = "-" if r.accuracy_drop is None else f"{r.accuracy_drop:.2f}"
+            cos = "-" if r.cosine is None else f"{r.cosine:.4f}"
+            met = "yes" if r.accepted else "no"
+            if wide:
+                lt.add_row(r.rung, r.engine, r.precision, drop, cos, _ms(r.latency_p50_ms),
+                           f"{r.quantized_ops}/{r.total_ops}" if r.total_ops is not None else "-", met, r.reason)
+            else:
+                lt.add_row(_cut(r.rung, 26), r.engine, r.precision, drop, cos, _ms(r.latency_p50_ms), met,
+                           _cut(r.reason, 22))
+        out.print(lt)
     if result.chosen:
         ch = result.chosen
-        console.print(f"[bold]chosen[/]: {ch.engine} {ch.precision} ({ch.recipe.name}) → {ch.bundle}\n"
-                      f"why: {ch.why}\ntarget: {result.target_reason}; search took {result.wall_s:.0f} s")
+        out.print(f"[bold]chosen[/]: {ch.engine} {ch.precision} ({ch.recipe.name}) → {ch.bundle}\n"
+                  f"why: {ch.why}\ntarget: {result.target_reason}; search took {result.wall_s:.0f} s")
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def register(app: typer.Typer) -> None:

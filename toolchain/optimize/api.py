@@ -138,7 +138,8 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
         result = OptimizeResult(run_id=run_id, objective=objective, budgets=budgets, target=spec.name,
                                 target_reason=target_reason, device=device, accuracy_measure=measure,
                                 chosen=chosen, candidates=tuple(cands), pareto=tuple(pareto(cands, percentile)),
-                                ladder=ladder, stopped=search.stopped, wall_s=round(time.perf_counter() - t0, 2),
+                                ladder=ladder, stopped="; ".join(x for x in (search.stopped, *search.failures) if x),
+                                wall_s=round(time.perf_counter() - t0, 2),
                                 failure=failure)
         if chosen is not None:
             write_chosen(cands[idx], spec.engines[chosen.engine].runtime, out, result, chosen.ladder)

@@ -92,7 +92,13 @@ def run_ladder(runner: Runner, base: Built, base_p50: float | None, spec) -> tup
 
 
 def _mixed(runner: Runner, base: Built, step_id: str, rungs: list[Rung]) -> Built | None:
-    ranked = runner.rank_layers(base)
+    from .sensitivity import failed_rung
+
+    try:
+        ranked = runner.rank_layers(base)
+    except Exception as exc:  # its tooling failed: the rung is recorded as failed, the ladder goes on
+        rungs.append(failed_rung("int8-mixed", base, "sensitivity ranking", exc))
+        return None
     if not ranked:
         return None
     base_cfg = dict(base.plan.recipe.config)

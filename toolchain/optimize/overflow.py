@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .sensitivity import loadable
+
 #: the largest finite float16
 FP16_MAX = 65504.0
 
@@ -27,6 +29,7 @@ def overflow_tensors(onnx_path: Path, feeds: list[dict[str, np.ndarray]], work: 
     work.mkdir(parents=True, exist_ok=True)
     aug = work / "fp32_all_outputs.onnx"
     modify_model_output_intermediate_tensors(str(onnx_path), str(aug), op_types_for_saving=None)
+    loadable(aug)  # untyped value_info entries ONNX Runtime would refuse
     try:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the tensors as in the graph

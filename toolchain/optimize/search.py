@@ -43,10 +43,13 @@ class Search:
         self.built: dict[str, Built] = {}
         self.p50: dict[str, float | None] = {}
         self.ladders: dict[str, list[Rung]] = {}
-        self.deadline = time.monotonic() + budgets.max_time_s
+        self._t0 = time.monotonic()
+        self.deadline = self._t0 + budgets.max_time_s
         self.stopped = ""
         #: Ctrl-C / SIGTERM ended the search (what was measured is kept; the run exits 130)
         self.interrupted = False
+        #: phases that failed on a tool's error (what they had measured is kept; the result says why)
+        self.failures: list[str] = []
         self._facts_from_device = device == "local"
         #: False: build and check only (``edgeify build --ladder``), no benchmark runs
         self.measure = True
@@ -62,8 +65,14 @@ class Search:
         return True
 
     def _left(self) -> str:
+        """Done, left and (from the time per artifact so far) an estimate of the time left, capped by --max-time."""
         todo = [p for p in self.space.artifacts if self._key(p) not in self.built]
-        return f"{len(todo)} artifact(s) left" if todo else "all artifacts built"
+        done = len(self.built)
+        if not todo:
+            return f"{done} done, all planned artifacts built"
+        spent = time.monotonic() - self._t0
+        eta = min(spent / max(done, 1) * len(todo), max(0.0, self.deadline - time.monotonic()))
+        return f"{done} done, {len(todo)} left, about {eta:.0f} s left"
 
     @staticmethod
     def _key(plan: ArtifactPlan) -> str:
@@ -90,7 +99,12 @@ class Search:
         path = qdq_model_path(built)
         if not built.ok or path is None or built.manifest is None or built.manifest.engine.format != "onnx":
             return ()
-        hot = overflow_tensors(path, self._calib_feeds(built.manifest), self.inp.work / "overflow")
+        try:
+            hot = overflow_tensors(path, self._calib_feeds(built.manifest), self.inp.work / "overflow")
+        except Exception as exc:  # the overflow scan's tooling failed: plain fp16 is still worth a try
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            self.say(f"fp16 overflow scan failed ({type(exc).__name__}: {first}): the fp16 rung keeps no op in fp32")
+            return ()
         if not hot:
             return ()
         keep = fp32_nodes(path, hot)
@@ -109,7 +123,14 @@ class Search:
         n = len(self.built) + 1
         label = f"{plan.engine} {plan.precision} ({plan.recipe.name})"
         self.say(f"[{n}] building {label}")
-        built = self.builder.build(self.inp, plan, n)
+        try:
+            built = self.builder.build(self.inp, plan, n)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a tool's own failure (not an EdgeifyError): this candidate failed, search goes on
+            text = str(exc).strip().splitlines()
+            built = Built(plan, None, self.spec.engines[plan.engine].runtime, None, status="build-failed",
+                          error=f"{type(exc).__name__}: {text[0][:300] if text else ''}")
         twin = self._twin(built)
         if twin is not None:  # e.g. ORT's entropy calibration in quantize_static: min-max's ranges exactly
             return self._duplicate(key, built, twin, n, label)
@@ -130,8 +151,10 @@ class Search:
         self.p50[key] = p50
         drop = built.accuracy.drop if built.accuracy else None
         self.say(f"[{n}] {label}: accuracy drop {'-' if drop is None else f'{drop:.2f} pt'}, "
-                 f"screening p50 {'-' if p50 is None else f'{p50:.3f} ms'}, "
-                 f"{built.quantized_ops}/{built.total_ops} compute ops int8; {self._left()}")
+                 f"screening p50 {'-' if p50 is None else f'{p50:.3f} ms'}; "
+                 + (f"{built.quantized_ops}/{built.total_ops} compute ops int8; " if built.total_ops is not None
+                    else "")
+                 + self._left())
         from edgeify.steps.base import fault_point
 
         fault_point("optimize-screened")  # interrupt tests: Ctrl-C lands after a candidate was measured
@@ -240,10 +263,17 @@ class Search:
 
         try:
             with sigterm_as_interrupt():
-                self._phase_artifacts()
-                self._phase_ladder()
-                self._phase_settings()
-                self._phase_full()
+                for phase in (self._phase_artifacts, self._phase_ladder, self._phase_settings, self._phase_full):
+                    try:
+                        phase()
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except Exception as exc:  # one phase's tool failed: keep what was measured, go on
+                        text = str(exc).strip().splitlines()
+                        why = f"{phase.__name__.removeprefix('_phase_')} phase failed: {type(exc).__name__}: " + (
+                            text[0][:300] if text else "")
+                        self.failures.append(why)
+                        self.say(why)
         except KeyboardInterrupt:
             self.interrupted = True
             self.stopped = (f"interrupted (Ctrl-C / SIGTERM) after {len(self.built)} artifact(s) and "
