@@ -169,8 +169,8 @@ def test_slower_bundle_fails_the_canary_and_the_wave_is_rolled_back(fleet, fleet
     for n in first:
         assert by_name[n]["status"] == "rolled-back" and by_name[n]["bundle_digest"] == old
         assert by_name[n]["detail"]["gate"]["verdict"] == "fail" and by_name[n]["detail"]["gate"]["ratio"] > 1.5
-    for n in set(names) - set(first):
-        assert by_name[n]["status"] == "pending"
+    for n in set(names) - set(first):  # never touched; status still says what they run
+        assert by_name[n]["status"] == "pending" and by_name[n]["bundle_digest"] == old
     assert set(_on_disk(work).values()) == {old}  # every device on a known bundle: the one it ran before
     assert out["detail"]["rollback_seconds"] >= 0
     # the record survives: status says the same without touching a device
@@ -205,7 +205,7 @@ def test_unreachable_device_pauses_and_resume_finishes(fleet, fleet_env, version
 
 
 def test_ctrl_c_mid_wave_then_resume(fleet, fleet_env, versions) -> None:
-    names = sorted(fleet)[10:20]
+    names = sorted(fleet)[10:15]
     work = _register(fleet, fleet_env, names, "dock")
     assert run_cli("deploy", str(versions["v1"]), "--devices", "tag:dock", timeout=300).returncode == 0
     code = ("import sys\nfrom edgeify.cli import main as m\nm.main(sys.argv[1:])\n")

@@ -73,9 +73,12 @@ def start(bundle: str, selector: str | Sequence[str], *, store: Any = None, prog
         if same is not None and same.state == "done":
             (progress or _quiet)(f"rollout {same.id} already put this bundle on these devices: nothing to do")
             return same
-        rid = same.id if same is not None else rs.create(plan)
         if same is not None:
+            rid = same.id
             (progress or _quiet)(f"resuming unfinished rollout {rid} of this bundle")
+        else:
+            rid = rs.create(plan)
+            _read_fleet(rs, rid, plan, devices, parallel, connect or {})
         return _drive(rs, rid, devices, progress=progress or _quiet, parallel=parallel, connect=connect or {})
 
 
@@ -168,6 +171,20 @@ def _drive(rs: RolloutStore, rid: str, devices: dict[str, Device], *, progress: 
         rs.set_state(rid, "interrupted")
         raise InterruptedBuild(f"rollout {rid} interrupted; its progress is stored",
                                hint=f"edgeify rollout status {rid}; edgeify rollout resume {rid}") from None
+
+
+def _read_fleet(rs: RolloutStore, rid: str, plan: Plan, devices: dict[str, Device], parallel: int | None,
+                connect: dict[str, Any]) -> None:
+    """What every device runs before the rollout starts (``status`` shows it for devices still pending); a device
+    that cannot be reached now is read again when its wave comes."""
+    def one(dev: Device) -> None:
+        try:
+            current = installed(dev, plan.name, **connect)["current"]
+        except EdgeifyError:
+            return
+        rs.set_device(rid, dev.name, "pending", running_digest=current)
+
+    run_fleet([devices[n] for n in plan.devices], one, max_workers=parallel)
 
 
 def _one_device(rs: RolloutStore, rid: str, plan: Plan, dev: Device, local: LocalBundle, settings: BenchSettings,
