@@ -138,7 +138,7 @@ def _series(bundles: list[Path], where: str, *, repeat: int, cooldown: float, th
                   str(sum(r.disturbed for r in rs)))
     console.print(t)
     if len(bundles) == 2 and repeat >= 2 and not no_store:
-        console.print(f"compare them: edgeify compare {bundles[0]} {bundles[1]} --runs {repeat}")
+        console.print(f"compare these runs: edgeify compare {bundles[0]} {bundles[1]}")
 
 
 def register(app: typer.Typer) -> None:
