@@ -170,8 +170,10 @@ def trend_groups(rows: tuple[dict[str, Any], ...]) -> tuple[list[tuple[str, list
     """Rows grouped by bundle x device, oldest first within a group; the largest groups first, at most
     :data:`MAX_TREND_SERIES`; also how many groups were left out."""
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in reversed(rows):
-        name = f"{r['model'] or r['bundle_digest'][:12]} ({r['bundle_digest'][:8]}) · {r['device']}"
+    for r in reversed(rows):  # one line per bundle identity (files, engine, precision, options) x device x threads
+        ident = r.get("bundle_id") or r["bundle_digest"]
+        name = (f"{r['model'] or ident[:12]} · {r.get('engine') or '?'} {r.get('precision') or ''} "
+                f"t{r.get('threads') or '-'} ({ident[:8]}) · {r['device']}")
         groups[name].append(r)
     ordered = sorted(groups.items(), key=lambda kv: -len(kv[1]))
     return ordered[:MAX_TREND_SERIES], max(0, len(ordered) - MAX_TREND_SERIES)
