@@ -124,7 +124,7 @@ def sample_cosines(ref: np.ndarray, got: np.ndarray) -> np.ndarray:
 
 def parity(signature_in: list[TensorSpec], signature_out: list[TensorSpec], reference: Runner, built: Runner,
            built_names: list[str], tol: Tolerance, real: Dataset | None, random_samples: int, seed: int,
-           real_samples: int) -> ValidationReport:
+           real_samples: int, precision: str | None = None) -> ValidationReport:
     names = [s.name for s in signature_out]
     bad: list[Mismatch] = []
     if list(built_names) != names:
@@ -146,7 +146,7 @@ def parity(signature_in: list[TensorSpec], signature_out: list[TensorSpec], refe
     report = ValidationReport(tol, tuple(rows), rnd.count, 0 if real is None else real.head(real_samples).count,
                               passed=not bad)
     if bad:
-        raise_parity(bad, report)
+        raise_parity(bad, report, precision)
     return report
 
 
@@ -163,12 +163,21 @@ def near_miss(report: ValidationReport | None, factor: float) -> float | None:
     return worst if worst <= factor else None
 
 
-def raise_parity(bad: Iterable[Mismatch], report: ValidationReport | None = None) -> None:
+#: the fix for a parity failure at fp32, where there is no higher precision: the conversion itself differs
+FP32_HINT = ("fp32 has no higher precision: the conversion itself differs from the source (a converter fault). "
+             "Try the other converter route (a TFLite target's ONNX model: tflite-convert's onnx_route, "
+             "onnx2tf or onnx2torch; or build from the PyTorch source), or another --engine")
+
+
+def raise_parity(bad: Iterable[Mismatch], report: ValidationReport | None = None,
+                 precision: str | None = None) -> None:
     bad = list(bad)
     lines = [f"{'output':<16} {'inputs':<22} {'check':<13} {'value':<12} limit"]
     lines += [f"{m.output:<16} {m.inputs:<22} {m.what:<13} {m.value:<12} {m.limit}" for m in bad]
-    err = ParityError(f"the built model differs from the source model ({len(bad)} mismatch(es)):\n" + "\n".join(lines),
-                      hint="try a higher precision, another --engine, or more representative --calib data")
+    what = "the conversion differs" if precision == "fp32" else "the built model differs"
+    err = ParityError(f"{what} from the source model ({len(bad)} mismatch(es)):\n" + "\n".join(lines),
+                      hint=FP32_HINT if precision == "fp32" else
+                      "try a higher precision, another --engine, or more representative --calib data")
     err.report = report  # type: ignore[attr-defined]
     raise err
 

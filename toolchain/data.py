@@ -152,6 +152,14 @@ def _model_batch(signature: list[TensorSpec]) -> int:
 
 def _np_load(p: Path):
     try:
+        with open(p, "rb") as f:  # np.load calls anything that is neither a zip nor an .npy "pickled data"
+            magic = f.read(6)
+    except OSError as exc:
+        raise DataError(f"{p}: unreadable: {type(exc).__name__}: {exc}") from None
+    if not (magic.startswith(b"PK") or magic == b"\x93NUMPY" or magic.startswith(b"\x80")):
+        raise DataError(f"{p}: not an .npz archive (nor an .npy array): it does not start like one",
+                        hint="np.savez('data.npz', x=samples) with one array per model input name")
+    try:
         return np.load(p, allow_pickle=False)
     except ValueError as exc:
         raise DataError(f"{p}: cannot be read without unpickling ({exc})",

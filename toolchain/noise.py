@@ -30,6 +30,7 @@ NATIVE_NOISE = re.compile(
     r"|TF-TRT Warning: Could not find TensorRT"
     r"|cuda_executor\.cc.*could not open file to read NUMA node"
     r"|failed call to cuInit"
+    r"|flatbuffer_export\.cc.*Estimated count of arithmetic ops"  # the TFLite converter, once per model
     # ai-edge-quantizer's report, printed on stdout after every quantization (edgeify's summary has the sizes)
     r"|Running Calibration::"  # its tqdm bar (tqdm reads TQDM_DISABLE only when imported)
     r"|^(Model name|Original model size|Quantized model size|Quantization Ratio|Total time): "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,12 @@ import typer
 from edgeify.compress import cli as compress_cli
 
 from .output import Format, FormatOpt, TargetFiles, err_console, examples, print_json, stdout_to_stderr
+
+#: ``--precision``: every precision a target can list (``edgeify targets`` shows which each target has)
+PRECISION_HELP = ("fp32 | fp16 | bf16 (fp32 weights, bfloat16 arithmetic: x86-avx512 on a CPU with avx512_bf16 or "
+                  "amx_bf16) | int8 (static, needs --calib) | int8-mixed (int8, the most sensitive layers kept in "
+                  "float; with --ladder) | int8-dynamic (int8 weights, activations quantized at run time) | int16x8 "
+                  "(int16 activations, int8 weights; needs --calib; targets that list it)")
 
 
 class IoDtype(str, Enum):
@@ -29,7 +34,7 @@ class _RichObserver:
 
     def step_finished(self, step_id: str, seconds: float, cached: bool) -> None:
         self._stop()
-        err_console.print(f"[green]✓[/] {step_id:<10} {seconds:6.2f} s{'  (cached)' if cached else ''}")
+        err_console.print(f"[green]✓[/] {step_id:<10} {'cached' if cached else f'{seconds:.2f} s':>9}")
 
     def message(self, text: str) -> None:
         err_console.print(f"  [dim]{text}[/]")
@@ -47,8 +52,7 @@ def build(
     model: str = typer.Argument(..., help="model.onnx | model.pt2 (ExportedProgram) | model.pt (TorchScript) | "
                                           "module.py:factory"),
     target: str = typer.Option(..., "--target", "-t", help="target or family name (`edgeify targets`)"),
-    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32 | fp16 | int8 (static, needs --calib) | "
-                                                                    "int8-dynamic | int16x8 (TFLite, needs --calib)"),
+    precision: str = typer.Option("fp32", "--precision", "-p", help=PRECISION_HELP),
     out: Path = typer.Option(None, "--out", "-o", help="bundle directory [default: build/<model>-<target>-<prec>]"),
     engine: str = typer.Option(None, "--engine", help="engine other than the target's default for the precision"),
     engine_option: list[str] = typer.Option([], "--engine-option", metavar="KEY=VALUE",
@@ -80,9 +84,13 @@ def build(
     fmt: Format = FormatOpt,
 ) -> None:
     """Convert, quantize and check MODEL for a target; write a bundle directory atomically."""
+    # said at once: loading the converters takes seconds before the first step starts
+    err_console.print(f"[dim]building {model} for {target} ({precision}): loading the toolchain…[/]")
     from edgeify.build import build as run_build
     from edgeify.build import default_out
 
+    if isinstance(target, str):
+        refuse_missing_precision(target, precision, target_file)
     if out is None:
         out = default_out(model, target=target, precision=precision, target_files=target_file)
     if engine_option:
@@ -91,7 +99,7 @@ def build(
     observer = _RichObserver()
     # with --format json, stdout carries one JSON object: whatever converters print there (NNCF's progress
     # bars, TensorFlow's logs) goes to stderr, at the file-descriptor level, while the build runs
-    guard = stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
+    guard = stdout_to_stderr()  # stdout holds only the table or the JSON: library prints go to stderr
     with guard:
         try:
             if ladder and compress is not None:
@@ -162,6 +170,28 @@ def with_engine_options(target: str, engine: str | None, precision: str, pairs: 
         raise UsageError(f"--engine-option: {exc.message}", hint=str(exc.hint).split(";")[0]) from exc
     engines = {**spec.engines, name: eng.model_copy(update={"options": {**eng.options, **options}})}
     return spec.model_copy(update={"engines": engines})
+
+
+def refuse_missing_precision(target: str, precision: str, target_files: list[str]) -> None:
+    """A precision the target does not list: refused before anything loads, naming the targets of the same
+    architecture that have it (bf16: and the CPU flag it needs)."""
+    from edgeify.errors import EdgeifyError, TargetError
+    from edgeify.targets import load_registry
+
+    try:
+        reg = load_registry(tuple(target_files))
+        spec = reg.resolve(target)[0]
+    except EdgeifyError:
+        return  # the build itself says what is wrong with the target
+    if precision not in spec.precisions:
+        from edgeify.optimize.space import BF16_FLAGS
+
+        others = [t.name for t in reg if t.arch == spec.arch and precision in t.precisions]
+        where = f"; {precision} is on {', '.join(others)}" if others else ""
+        if precision == "bf16" and others:
+            where += f" (on a CPU with {' or '.join(BF16_FLAGS)}: `lscpu | grep bf16`)"
+        raise TargetError(f"target {spec.name!r} does not support precision {precision!r}",
+                          hint=f"choose one of: {', '.join(spec.precisions)}{where}")
 
 
 def build_summary(result: Any) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from enum import Enum
 from pathlib import Path
@@ -102,7 +101,7 @@ def optimize(
     from .progress import OptimizeProgress
 
     seconds = parse_duration(max_time)
-    guard = stdout_to_stderr() if fmt == Format.json else contextlib.nullcontext()
+    guard = stdout_to_stderr()  # stdout holds only the table or the JSON: library prints go to stderr
     failure: EdgeifyError | None = None
     crash: Exception | None = None
     progress = OptimizeProgress(err_console)

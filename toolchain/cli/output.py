@@ -102,8 +102,10 @@ def _f(v: Any, spec: str = ".3f") -> str:
 def print_build_summary(s: dict[str, Any]) -> None:
     from edgeify.noise import human_size
 
+    steps = s.get("steps") or []
+    took = "cached" if steps and all(st.get("cached") for st in steps) else f"{s['seconds']:.1f} s"
     console.print(f"[bold green]built[/] {s['bundle']}  ({s['target']}, {s['engine']}, {s['precision']}, "
-                  f"{human_size(s['size_bytes'])}, {s['seconds']:.1f} s)")
+                  f"{human_size(s['size_bytes'])}, {took})")
     if s.get("parity"):
         t = Table(title="parity vs source model")
         for col in ("output", "inputs", "max abs err", "cosine", "top-1 agree", "limit", "gated", "pass"):

@@ -95,7 +95,8 @@ class Check(Step):
             max_drop = ctx.max_accuracy_drop
             try:
                 report = parity(inputs, outputs, reference.run, built, [o.name for o in model.outputs], tol, real,
-                                self.config.random_samples, self.config.seed, self.config.real_samples)
+                                self.config.random_samples, self.config.seed, self.config.real_samples,
+                                precision=ctx.precision)
             except ParityError as err:
                 failed = getattr(err, "report", None)
                 ratio = near_miss(failed, self.config.near_miss_factor)
