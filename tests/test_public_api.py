@@ -14,6 +14,11 @@ CASES = [
     "from edgeify.build import build, BuildResult; import edgeify; assert edgeify.build is build",
     "from edgeify import load_registry, Registry, TargetSpec; assert load_registry().resolve('x86')",
     "import edgeify, sys; assert 'torch' not in sys.modules and 'onnx' not in sys.modules",
+    "from edgeify import deploy, Outcome, AppSettings; assert callable(deploy) and deploy.__name__ == 'deploy'",
+    "import edgeify.deploy.inventory, edgeify; assert callable(edgeify.deploy) and edgeify.deploy.__name__ == 'deploy'",
+    "from edgeify.deploy.inventory import Device; import edgeify; assert edgeify.deploy.__module__ == "
+    "'edgeify.deploy.fleet'",
+    "import edgeify, sys; assert 'paramiko' not in sys.modules and 'edgeify.deploy.deployer' not in sys.modules",
 ]
 
 

@@ -2,12 +2,14 @@
 
 Host-side public API (heavy libraries are imported lazily by the steps that need them)::
 
-    from edgeify import build, load_registry
+    from edgeify import build, deploy, load_registry
     result = build("model.onnx", target="x86", precision="int8", calib="calib.npz", out="build/m")
+    outcomes = deploy("build/m", "tag:cameras")        # one Outcome per device: .ok, .result, .error, .unwrap()
 
-``edgeify.build`` is always the function (also after ``import edgeify.build``: the implementation module keeps
-its name for ``from edgeify.build import BuildResult``, but the package attribute is bound to the function
-here, once, at import; the module itself is light and imports nothing heavy).
+``edgeify.build`` and ``edgeify.deploy`` are always the functions (also after ``import edgeify.build`` or
+``import edgeify.deploy.inventory``: the implementation packages keep their names for ``from edgeify.build import
+BuildResult`` and ``from edgeify.deploy.inventory import Device``, but the package attributes are bound to the
+functions here, once, at import; the modules bound here are light and import nothing heavy).
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 # Bound eagerly, on purpose: a lazy ``__getattr__`` cannot win against the import system, which sets the
 # package attribute ``build`` to the submodule whenever ``edgeify.build`` is first imported.
 from .build import BuildResult, build
+from .deploy.fleet import AppSettings, Outcome, deploy  # light: the deployer and SSH load on first call
 from .optimize import optimize  # light: the search loads on first call
 
 if TYPE_CHECKING:
     from .targets import Registry, TargetSpec, load_registry
 
-__all__ = ["BuildResult", "Registry", "TargetSpec", "__version__", "build", "load_registry", "optimize"]
+__all__ = ["AppSettings", "BuildResult", "Outcome", "Registry", "TargetSpec", "__version__", "build", "deploy",
+           "load_registry", "optimize"]
 
 _LAZY = {"load_registry": "edgeify.targets", "Registry": "edgeify.targets", "TargetSpec": "edgeify.targets"}
 

@@ -20,14 +20,13 @@ def apps_status(
 ) -> None:
     """The apps on a device: name, app, port, pid, running or its exit code and last log lines."""
     from edgeify.deploy.apps import app_status
-    from edgeify.deploy.connect import open_site
+    from edgeify.deploy.fleet import on_sites
     from edgeify.deploy.inventory import Inventory
 
     from .output import print_app_status
 
     dev = Inventory().get(device)
-    with open_site(dev, trust_new_host_key=trust_new_host_key) as site:
-        data = app_status(site)
+    data = on_sites(dev, lambda site, _dev: app_status(site), trust_new_host_key=trust_new_host_key)[0].unwrap()
     if fmt == Format.json:
         print_json({"device": device, **data})
         return
@@ -45,12 +44,12 @@ def apps_stop(
 ) -> None:
     """Stop an app: SIGTERM (it finishes the requests in flight), then SIGKILL after --timeout."""
     from edgeify.deploy.apps import stop_app
-    from edgeify.deploy.connect import open_site
+    from edgeify.deploy.fleet import on_sites
     from edgeify.deploy.inventory import Inventory
 
     dev = Inventory().get(device)
-    with open_site(dev, trust_new_host_key=trust_new_host_key) as site:
-        out = stop_app(site, name, timeout=timeout)
+    out = on_sites(dev, lambda site, _dev: stop_app(site, name, timeout=timeout),
+                   trust_new_host_key=trust_new_host_key)[0].unwrap()
     if fmt == Format.json:
         print_json({"device": device, **out})
     elif out.get("was_running"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,80 +61,52 @@ def deploy_cmd(
     With --app serve: also install the HTTP service app next to the bundle, (re)start it detached on --port and
     wait until its /healthz answers with the bundle's digest. The app's packages must already be on the device;
     stop it with `edgeify apps stop NAME --device DEV`."""
-    from edgeify.deploy.connect import open_site
-    from edgeify.deploy.deployer import deploy
-    from edgeify.deploy.fleet import run_fleet
+    from edgeify.deploy.fleet import AppSettings, deploy
     from edgeify.deploy.inventory import Inventory
 
     selector, many = selection(device, devices)
-    devs = Inventory().select(selector) if many else [Inventory().get(selector)]
-    pw = passphrase(ask_passphrase)
-    show_progress = fmt == Format.table and not many and sys.stderr.isatty()
-    if app is not None:
-        _deploy_app(bundle, devs, many, app=app, port=port, options=app_option, name=name, force=force,
-                    health_timeout=health_timeout, trust_new_host_key=trust_new_host_key, passphrase=pw, fmt=fmt,
-                    host=host, token_file=token_file, systemd=systemd)
-        return
-    if app_option:
+    where = selector if many else Inventory().get(selector)  # --device: exactly one name (did-you-mean)
+    if app_option and app is None:
         from edgeify.errors import ConfigError
 
         raise ConfigError("--app-option needs --app", hint="e.g. --app serve --app-option max-batch=16")
-
-    def one(dev: Any) -> Any:
-        with open_site(dev, trust_new_host_key=trust_new_host_key, passphrase=pw) as site:
-            if not show_progress:
-                return deploy(site, bundle, device=dev, name=name, force=force)
-            from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                          TransferSpeedColumn(), console=err_console, transient=True) as prog:
-                task = prog.add_task(f"upload to {dev.name}", total=None)
-                return deploy(site, bundle, device=dev, name=name, force=force,
-                              on_progress=lambda done, total: prog.update(task, completed=done, total=total))
-
+    settings = None if app is None else AppSettings(app, port=port, host=host, options=tuple(app_option),
+                                                    token_file=token_file, systemd=systemd,
+                                                    health_timeout=health_timeout)
+    interactive = fmt == Format.table and not many and sys.stderr.isatty()
+    with _progress(bundle, settings, selector) if interactive else contextlib.nullcontext() as progress:
+        outcomes = deploy(bundle, where, name=name, app=settings, force=force, progress=progress,
+                          trust_new_host_key=trust_new_host_key, passphrase=passphrase(ask_passphrase))
+    show = print_deploys if settings is None else print_apps
     if not many:
-        report = one(devs[0])
-        print_deploys([report.to_dict()], fmt)
+        show([outcomes[0].unwrap().to_dict()], fmt)  # one device: its own error, as it is
         return
-    outcomes = run_fleet(devs, one)
     if fmt == Format.json:
         print_json({"devices": [o.to_dict() for o in outcomes]})
     else:
-        print_deploys([o.result.to_dict() for o in outcomes if o.ok], fmt)
+        show([o.result.to_dict() for o in outcomes if o.ok], fmt)
     fail_fleet(outcomes)
 
 
-def _deploy_app(bundle: Path, devs: list[Any], many: bool, *, app: str, port: int, options: list[str],
-                name: str | None, force: bool, health_timeout: float, trust_new_host_key: bool,
-                host: str | None = None, token_file: Path | None = None, systemd: bool = False,
-                passphrase: str | None, fmt: Format) -> None:
-    """``edgeify deploy BUNDLE --app serve``: deploy, start the app, check its health, on one device or many."""
-    from edgeify.deploy.apps import app_arguments, deploy_app, resolve_app
-    from edgeify.deploy.connect import open_site
-    from edgeify.deploy.fleet import run_fleet
-
-    spec = resolve_app(app)  # a bad --app or --app-option fails here, before any connection
-    app_arguments(options)
-
-    def one(dev: Any) -> Any:
-        with open_site(dev, trust_new_host_key=trust_new_host_key, passphrase=passphrase) as site:
-            return deploy_app(site, bundle, app=spec, port=port, options=options, device=dev, name=name,
-                              force=force, health_timeout=health_timeout, host=host, token_file=token_file,
-                              systemd=systemd)
-
-    if not many:
-        with err_console.status(f"deploying {bundle.name} + {spec.kind} to {devs[0].name}",
-                                spinner="dots") if fmt == Format.table and sys.stderr.isatty() \
-                else contextlib.nullcontext():
-            report = one(devs[0])
-        print_apps([report.to_dict()], fmt)
+@contextlib.contextmanager
+def _progress(bundle: Path, settings: Any, device: str) -> Iterator[Any]:
+    """One device, a terminal: an upload bar (a spinner while an app starts and is checked)."""
+    if settings is not None:
+        kind = settings.app if isinstance(settings.app, str) else settings.app.kind
+        with err_console.status(f"deploying {bundle.name} + {kind} to {device}", spinner="dots"):
+            yield None
         return
-    outcomes = run_fleet(devs, one)
-    if fmt == Format.json:
-        print_json({"devices": [o.to_dict() for o in outcomes]})
-    else:
-        print_apps([o.result.to_dict() for o in outcomes if o.ok], fmt)
-    fail_fleet(outcomes)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=err_console, transient=True) as prog:
+        task = prog.add_task(f"upload to {device}", total=None)
+
+        def on_event(_device: str, event: str, info: dict[str, Any]) -> None:
+            if event == "upload":
+                prog.update(task, completed=info["done"], total=info["total"])
+
+        yield on_event
 
 
 def rollback_cmd(
@@ -144,22 +117,20 @@ def rollback_cmd(
     fmt: Format = FormatOpt,
 ) -> None:
     """Make the previous deployed version of a bundle current again (the current one becomes previous)."""
-    from edgeify.deploy.connect import open_site
     from edgeify.deploy.deployer import rollback
-    from edgeify.deploy.fleet import run_fleet
+    from edgeify.deploy.fleet import on_sites
     from edgeify.deploy.inventory import Inventory
 
     selector, many = selection(device, devices)
-    devs = Inventory().select(selector) if many else [Inventory().get(selector)]
+    where = selector if many else Inventory().get(selector)
     bname = Path(bundle).name if ("/" in bundle or Path(bundle).is_dir()) else bundle
 
-    def one(dev: Any) -> dict[str, Any]:
-        with open_site(dev, trust_new_host_key=trust_new_host_key) as site:
-            out = rollback(site, bname)
+    def one(site: Any, dev: Any) -> dict[str, Any]:
+        out = rollback(site, bname)
         out.pop("ok", None)
-        return {"device": dev.name, "name": bname, **out}
+        return {"device": site.name, "name": bname, **out}
 
-    outcomes = run_fleet(devs, one)
+    outcomes = on_sites(where, one, trust_new_host_key=trust_new_host_key)
     if fmt == Format.json:
         print_json({"devices": [o.to_dict() for o in outcomes]})
     else:

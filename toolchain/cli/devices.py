@@ -126,12 +126,11 @@ def devices_check(
 ) -> None:
     """Connect to devices and fingerprint them: arch, OS, Python, engines and versions, CPU, memory."""
     from edgeify.deploy.check import check_device
-    from edgeify.deploy.fleet import run_fleet
-    from edgeify.deploy.inventory import Inventory
+    from edgeify.deploy.fleet import run_fleet, select
 
     from .output import print_check
 
-    devs = Inventory().select(selector)
+    devs = select(selector)
     pw = passphrase(ask_passphrase)
     outcomes = run_fleet(devs, lambda d: check_device(d, trust_new_host_key=trust_new_host_key, passphrase=pw))
     if fmt == Format.json:
@@ -148,15 +147,14 @@ def devices_check(
 def devices_status(name: str = typer.Argument(...), trust_new_host_key: bool = TrustOpt,
                    fmt: Format = FormatOpt) -> None:
     """What is deployed on a device: each bundle's current and previous version."""
-    from edgeify.deploy.connect import open_site
     from edgeify.deploy.deployer import status
+    from edgeify.deploy.fleet import on_sites
     from edgeify.deploy.inventory import Inventory
 
     from .output import print_status
 
     dev = Inventory().get(name)
-    with open_site(dev, trust_new_host_key=trust_new_host_key) as site:
-        data = status(site)
+    data = on_sites(dev, lambda site, _dev: status(site), trust_new_host_key=trust_new_host_key)[0].unwrap()
     data.pop("ok", None)
     if fmt == Format.json:
         print_json({"device": name, **data})
