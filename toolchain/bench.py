@@ -300,7 +300,7 @@ def _runtime_path(site: DeviceSite, report: Any) -> str:
 
 
 def outputs_on_device(site: DeviceSite, report: Any, inputs_npz: str | os.PathLike[str], local_dir: Path, *,
-                      settings: BenchSettings | None = None) -> tuple[BenchResult, Path]:
+                      settings: BenchSettings | None = None, which: str = "current") -> tuple[BenchResult, Path]:
     """Host-vs-device parity: run the deployed bundle on a fixed input set on the device, bring its outputs back
     as a local .npz. Returns (the agent's result, the local .npz). The remote files are removed afterwards."""
     import uuid
@@ -312,7 +312,8 @@ def outputs_on_device(site: DeviceSite, report: Any, inputs_npz: str | os.PathLi
     quick = BenchSettings(warmup=1, runs=3, min_duration_s=0.0, max_duration_s=60.0)
     try:
         site.transport.put(str(inputs_npz), remote_in)
-        result = _measure(site, deployed_path(report), settings or quick, inputs_npz=remote_in,
+        path = posixpath.join(posixpath.dirname(deployed_path(report)), which)  # current | previous
+        result = _measure(site, path, settings or quick, inputs_npz=remote_in,
                           outputs_npz=remote_out, samples=False, runtime_path=_runtime_path(site, report))
         local_dir.mkdir(parents=True, exist_ok=True)
         local = local_dir / f"{site.name}-{tag}-outputs.npz"

@@ -235,3 +235,39 @@ def test_ctrl_c_mid_wave_then_resume(fleet, fleet_env, versions) -> None:
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads(res.stdout)["state"] == "done"
     assert set(_on_disk(work).values()) == {_digest(versions["v2"])}
+
+
+def test_accuracy_gate_on_the_device(fleet, fleet_env, versions, tmp_path: Path) -> None:
+    """--eval: the new bundle's top-1 on the device against the replaced one's, on the same inputs."""
+    import onnxruntime as ort
+
+    names = sorted(fleet)[15:18]
+    work = _register(fleet, fleet_env, names, "acc")
+    assert run_cli("deploy", str(versions["v1"]), "--devices", "tag:acc", timeout=300).returncode == 0
+    x = np.random.default_rng(5).standard_normal((64, 16)).astype(np.float32)
+    same = sshlab.make_bundle(tmp_path / "same" / "model", seed=11, extra_files={"NOTICE": b"same weights\n"})
+    np.savez(tmp_path / "eval-unlabelled.npz", x=x)
+    ok = run_cli("rollout", str(same), "--devices", "tag:acc", "--waves", "1,100%", "--gate", GATE_EQUAL, *COMMON,
+                 "--eval", str(tmp_path / "eval-unlabelled.npz"), "--max-accuracy-drop", "0.3", "--format", "json",
+                 timeout=600)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    for d in json.loads(ok.stdout)["devices"]:  # same weights: the device's outputs agree exactly
+        assert d["detail"]["accuracy"]["agreement"] == 100.0 and d["detail"]["accuracy"]["samples"] == 64
+    # labels = what the bundle now on the devices predicts; v2 has other weights, so it loses accuracy
+    sess = ort.InferenceSession(str(same / "model.onnx"), providers=["CPUExecutionProvider"])
+    labels = sess.run(None, {"x": x})[0].argmax(1)
+    np.savez(tmp_path / "eval.npz", x=x, labels=labels)
+    bad = run_cli("rollout", str(versions["v2"]), "--devices", "tag:acc", "--waves", "1,100%", "--gate", GATE_EQUAL,
+                  *COMMON, "--eval", str(tmp_path / "eval.npz"), "--max-accuracy-drop", "0.3", "--format", "json",
+                  timeout=600)
+    assert bad.returncode == 17, bad.stderr[-3000:]
+    out = json.loads(bad.stdout)
+    canary = out["devices"][0]
+    acc = canary["detail"]["accuracy"]
+    assert acc["measure"] == "labels" and acc["previous"] == 100.0 and acc["drop"] > 0.3
+    assert canary["status"] == "rolled-back"
+    assert set(_on_disk(work).values()) == {_digest(same)}
+    # bad --eval data is refused before any device is touched (exit 7)
+    np.savez(tmp_path / "wrong.npz", x=np.zeros((4, 3), np.float32))
+    wrong = run_cli("rollout", str(versions["v2"]), "--devices", "tag:acc", "--eval", str(tmp_path / "wrong.npz"))
+    assert wrong.returncode == 7, wrong.stderr

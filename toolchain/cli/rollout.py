@@ -32,6 +32,11 @@ def rollout_cmd(
     force: bool = typer.Option(False, "--force", help="deploy even if the bundle's target does not fit a device"),
     parallel: int = typer.Option(None, "--parallel", min=1, max=64, help="devices worked on at once [16]"),
     retries: int = typer.Option(2, "--retries", min=0, max=10, help="retries of an unreachable device per wave"),
+    eval_data: str = typer.Option(None, "--eval", help="also gate accuracy on each device: .npz (input [, labels]); "
+                                                       "the new bundle against the replaced one on these inputs"),
+    max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", min=0.0,
+                                            help="points of top-1 accuracy (or agreement) the new bundle may lose "
+                                                 "[default with --eval: 1.0]"),
     trust_new_host_key: bool = TrustOpt,
     ask_passphrase: bool = AskPassOpt,
     fmt: Format = FormatOpt,
@@ -45,7 +50,10 @@ def rollout_cmd(
     from edgeify.errors import UsageError
 
     connect: dict[str, Any] = {"trust_new_host_key": trust_new_host_key, "passphrase": passphrase(ask_passphrase)}
-    progress = (lambda m: err_console.print(m, markup=False, highlight=False))
+
+    def progress(message: str) -> None:
+        err_console.print(message, markup=False, highlight=False)
+
     if what in VERBS:
         if what != "status" and not rollout_id:
             raise UsageError(f"rollout {what} needs a ROLLOUT_ID", hint="edgeify rollout status  (shows the latest)")
@@ -64,6 +72,7 @@ def rollout_cmd(
         raise UsageError("a rollout needs --devices", hint="e.g. --devices tag:cameras")
     rec = _finish(lambda: R.start(what, devices, waves=waves, gate=gate, runs=runs, rollback=rollback, name=name,
                                   force=force, samples=samples, retries=retries, progress=progress,
+                                  eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
                                   parallel=parallel, connect=connect), fmt)
     _show(rec, fmt)
 

@@ -92,4 +92,37 @@ def put_back(device: Device, name: str, *, expect_current: str, restore: str, **
     return str((out.get("current") or {}).get("digest"))
 
 
-__all__ = ["MAX_ROUNDS_FACTOR", "gate_device", "installed", "is_unreachable", "measure", "put_back"]
+
+
+def accuracy_device(device: Device, plan: Plan, report: Any, inputs_npz: str, labels: Any, work: Any,
+                    **connect: Any) -> dict[str, Any]:
+    """Top-1 of the new and the replaced bundle on the device, on the same ``--eval`` inputs (one agent call each).
+    With labels the drop is accuracy(previous) - accuracy(new), in points; without, 100 - the new bundle's
+    top-1 agreement with the replaced one."""
+    import numpy as np
+
+    from ..bench import outputs_on_device
+
+    with open_site(device, **connect) as site:
+        _, prev_npz = outputs_on_device(site, report, inputs_npz, work, which="previous")
+        _, new_npz = outputs_on_device(site, report, inputs_npz, work, which="current")
+    with np.load(prev_npz) as a, np.load(new_npz) as b:
+        name = sorted(a.files)[0]
+        ya, yb = np.asarray(a[name]), np.asarray(b[name])
+    top_a = ya.reshape(ya.shape[0], -1).argmax(1)
+    top_b = yb.reshape(yb.shape[0], -1).argmax(1)
+    out: dict[str, Any] = {"samples": int(top_a.shape[0]), "output": name, "max_drop": plan.max_accuracy_drop}
+    if labels is not None:
+        lab = np.asarray(labels).reshape(-1)[: top_a.shape[0]]
+        acc_a, acc_b = float((top_a == lab).mean() * 100), float((top_b == lab).mean() * 100)
+        out.update(measure="labels", previous=round(acc_a, 3), new=round(acc_b, 3), drop=round(acc_a - acc_b, 3))
+    else:
+        agree = float((top_a == top_b).mean() * 100)
+        out.update(measure="top-1 agreement with the replaced bundle", agreement=round(agree, 3),
+                   drop=round(100.0 - agree, 3))
+    out["passed"] = bool(out["drop"] <= float(plan.max_accuracy_drop or 0.0))
+    return out
+
+
+__all__ = ["MAX_ROUNDS_FACTOR", "accuracy_device", "gate_device", "installed", "is_unreachable", "measure",
+           "put_back"]

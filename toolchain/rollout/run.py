@@ -6,17 +6,19 @@ rollout stopped and :func:`abort` knows what every device ran before it was touc
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..bench import BenchSettings, settings_for
+from ..deploy.connect import open_site
 from ..deploy.deployer import LocalBundle, bundle_name, deploy
 from ..deploy.fleet import run_fleet
-from ..deploy.connect import open_site
 from ..deploy.inventory import Device, Inventory
 from ..errors import BundleError, EdgeifyError, InterruptedBuild, RolloutGateError, UnreachableError, UsageError
-from .device import gate_device, installed, is_unreachable, put_back
+from .device import accuracy_device, gate_device, installed, is_unreachable, put_back
 from .plan import Gate, Plan, order_devices, parse_waves, split_waves
 from .state import RolloutRecord, RolloutStore
 
@@ -33,6 +35,7 @@ def _quiet(_msg: str) -> None:
 def plan_rollout(bundle: str, selector: str | Sequence[str], *, waves: str = "1,10%,50%,100%",
                  gate: str | Gate = "p95<=1.05x", runs: int = 3, rollback: str = "wave", name: str | None = None,
                  force: bool = False, samples: int | None = None, retries: int = 2,
+                 eval_data: str | None = None, max_accuracy_drop: float | None = None,
                  inventory: Inventory | None = None) -> tuple[Plan, dict[str, Device]]:
     """The plan (validated: bundle, devices, waves, gate) without touching any device."""
     if runs < 2:
@@ -40,6 +43,12 @@ def plan_rollout(bundle: str, selector: str | Sequence[str], *, waves: str = "1,
     if rollback not in ("wave", "all"):
         raise UsageError(f"--rollback {rollback!r}: expected wave or all")
     local = LocalBundle.read(bundle)  # validates the manifest and every file's sha256 before anything is sent
+    if max_accuracy_drop is not None and not eval_data:
+        raise UsageError("--max-accuracy-drop needs --eval", hint="e.g. --eval eval.npz --max-accuracy-drop 0.3")
+    if eval_data:
+        _eval_set(eval_data, local)  # bad data fails here (exit 7), before any device is touched
+        eval_data = str(Path(eval_data).resolve())
+        max_accuracy_drop = 1.0 if max_accuracy_drop is None else max_accuracy_drop
     inv = inventory or Inventory()
     if isinstance(selector, str):
         devices = inv.select(selector) if ("," in selector or ":" in selector or selector == "all") \
@@ -53,8 +62,19 @@ def plan_rollout(bundle: str, selector: str | Sequence[str], *, waves: str = "1,
     plan = Plan(bundle=str(local.path), bundle_digest=local.digest, name=bundle_name(local, name),
                 selector=sel_text, waves=split_waves([d.name for d in ordered], counts),
                 gate=gate if isinstance(gate, Gate) else Gate.parse(gate), runs=runs, rollback=rollback,
-                force=force, samples=samples, retries=retries)
+                force=force, samples=samples, retries=retries, eval_data=eval_data,
+                max_accuracy_drop=max_accuracy_drop)
     return plan, {d.name: d for d in ordered}
+
+
+#: at most this many --eval samples go to each device (one agent call per bundle)
+EVAL_SAMPLES = 512
+
+
+def _eval_set(path: str, local: LocalBundle) -> Any:
+    from ..data import load_dataset
+
+    return load_dataset(path, list(local.manifest.inputs), purpose="evaluation").head(EVAL_SAMPLES)
 
 
 def start(bundle: str, selector: str | Sequence[str], *, store: Any = None, progress: Progress | None = None,
@@ -133,6 +153,14 @@ def _drive(rs: RolloutStore, rid: str, devices: dict[str, Device], *, progress: 
     # --samples: exactly that many timed samples per run (no minimum duration); else the target's protocol
     settings = settings_for(plan.bundle, runs=plan.samples, min_duration_s=0.0 if plan.samples else None)
     rs.set_state(rid, "running")
+    work = Path(tempfile.mkdtemp(prefix="edgeify-rollout-"))
+    evalset = None
+    if plan.eval_data:
+        import numpy as np
+
+        data = _eval_set(plan.eval_data, local)
+        np.savez(work / "eval-inputs.npz", **data.inputs)
+        evalset = (str(work / "eval-inputs.npz"), data.labels, work)
     try:
         for w, names in enumerate(plan.waves):
             rec = rs.get(rid)
@@ -142,7 +170,7 @@ def _drive(rs: RolloutStore, rid: str, devices: dict[str, Device], *, progress: 
             progress(f"wave {w + 1}/{len(plan.waves)}: {len(names)} device(s) "
                      f"({'canary' if w == 0 else f'{len(names)} more'}), gate {plan.gate.describe()}")
             run_fleet([devices[n] for n in todo],
-                      lambda d: _one_device(rs, rid, plan, d, local, settings, progress, connect),
+                      lambda d: _one_device(rs, rid, plan, d, local, settings, progress, connect, evalset),
                       max_workers=parallel)
             rec = rs.get(rid)
             unreachable = [n for n in names if rec.device(n).status == "unreachable"]
@@ -171,6 +199,10 @@ def _drive(rs: RolloutStore, rid: str, devices: dict[str, Device], *, progress: 
         rs.set_state(rid, "interrupted")
         raise InterruptedBuild(f"rollout {rid} interrupted; its progress is stored",
                                hint=f"edgeify rollout status {rid}; edgeify rollout resume {rid}") from None
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _read_fleet(rs: RolloutStore, rid: str, plan: Plan, devices: dict[str, Device], parallel: int | None,
@@ -188,7 +220,7 @@ def _read_fleet(rs: RolloutStore, rid: str, plan: Plan, devices: dict[str, Devic
 
 
 def _one_device(rs: RolloutStore, rid: str, plan: Plan, dev: Device, local: LocalBundle, settings: BenchSettings,
-                progress: Progress, connect: dict[str, Any]) -> None:
+                progress: Progress, connect: dict[str, Any], evalset: tuple[str, Any, Path] | None = None) -> None:
     rec = rs.get(rid).device(dev.name)
     detail: dict[str, Any] = dict(rec.detail)
     delay = RETRY_BACKOFF_S
@@ -215,9 +247,17 @@ def _one_device(rs: RolloutStore, rid: str, plan: Plan, dev: Device, local: Loca
                 return
             verdict = gate_device(dev, plan, settings, progress=progress, **connect)
             detail["gate"] = verdict.to_dict()
-            rs.set_device(rid, dev.name, "passed" if verdict.passed else "failed", detail=detail)
-            progress(f"  {dev.name}: {'passed' if verdict.passed else 'FAILED'} {plan.gate.metric} x"
-                     f"{verdict.ratio:.3f} [{verdict.ci[0]:.3f}, {verdict.ci[1]:.3f}] over {verdict.runs} runs")
+            ok = verdict.passed
+            if ok and evalset is not None:
+                acc = accuracy_device(dev, plan, report, evalset[0], evalset[1], evalset[2], **connect)
+                detail["accuracy"] = acc
+                ok = acc["passed"]
+            rs.set_device(rid, dev.name, "passed" if ok else "failed", detail=detail)
+            acc_text = (f", accuracy drop {detail['accuracy']['drop']:.2f} pt ({detail['accuracy']['measure']})"
+                        if "accuracy" in detail else "")
+            progress(f"  {dev.name}: {'passed' if ok else 'FAILED'} {plan.gate.metric} x"
+                     f"{verdict.ratio:.3f} [{verdict.ci[0]:.3f}, {verdict.ci[1]:.3f}] over {verdict.runs} runs"
+                     + acc_text)
             return
         except EdgeifyError as exc:
             detail["error"] = {"type": type(exc).__name__, "exit_code": exc.exit_code, "message": exc.message}
