@@ -100,7 +100,19 @@ def _strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-def _tail(text: str, lines: int = 15) -> str:
+_DUMP_CHARS = set("0123456789.,-+eE[]() \t")
+
+
+def _is_dump(line: str) -> bool:
+    """A line of printed tensor values (``[[ 0.12 -1.3 ...``, ``array([...``): no information for a user."""
+    body = line.strip().removeprefix("array(")
+    return len(body) > 8 and sum(c in _DUMP_CHARS for c in body) / len(body) > 0.85
+
+
+def _tail(text: str, lines: int = 15, width: int = 300) -> str:
+    """The converter's last meaningful lines: noise, tensor dumps and blank lines dropped, long lines cut."""
     from edgeify.noise import strip_noise
 
-    return "\n".join(strip_noise(_strip_ansi(text)).strip().splitlines()[-lines:])
+    kept = [ln if len(ln) <= width else ln[:width] + " …" for ln in strip_noise(_strip_ansi(text)).splitlines()
+            if ln.strip() and not _is_dump(ln)]
+    return "\n".join(kept[-lines:])
