@@ -54,12 +54,13 @@ def _validate_config(kind: str, config: dict[str, Any], where: str) -> BaseModel
 
 def validate_spec_steps(spec: TargetSpec) -> None:
     """Registry-time check: every step kind exists, every declared config validates, and for every precision the
-    engine offers each step consumes the format its input step produces."""
+    engine offers each step consumes the format its input step produces (the engine's ``artifact_format`` is
+    checked when a build resolves the pipeline)."""
     for eng_name, eng in spec.engines.items():
         for ref in eng.pipeline:
             _validate_config(ref.uses, ref.config, f"{spec.source}: {spec.name}.engines.{eng_name}.{ref.id}")
         for precision in eng.precisions:
-            _check_formats(spec, eng_name, eng, precision, _order(spec, eng_name, eng, precision))
+            _check_formats(spec, eng_name, eng, precision, _order(spec, eng_name, eng, precision), final=False)
 
 
 def resolve(spec: TargetSpec, engine: str | None, precision: str) -> ResolvedPipeline:
@@ -79,9 +80,10 @@ def _resolve_engine(spec: TargetSpec, eng_name: str, eng: EngineSpec, precision:
 
 
 def _check_formats(spec: TargetSpec, eng_name: str, eng: EngineSpec, precision: str,
-                   resolved: list[ResolvedStep]) -> None:
-    """Each step must consume what its input step produces (the source model for the first); the last host step
-    must produce the engine's ``artifact_format``. A ``ConfigError`` names both steps otherwise."""
+                   resolved: list[ResolvedStep], *, final: bool = True) -> None:
+    """Each step must consume what its input step produces (the source model for the first): a ``ConfigError``
+    names both steps otherwise. ``final`` (when a build resolves it): the last host step must also produce the
+    engine's ``artifact_format``."""
     from .steps.base import SOURCE_MODEL
 
     where = f"{spec.source or spec.name}: {spec.name}.engines.{eng_name} ({precision})"
@@ -98,7 +100,7 @@ def _check_formats(spec: TargetSpec, eng_name: str, eng: EngineSpec, precision: 
                                    "(`edgeify targets show` lists each step's input)")
         produced[step.id] = cls.output_format(got)
     host = [s for s in resolved if s.where == "host"]
-    if host and eng.artifact_format and produced[host[-1].id] != eng.artifact_format:
+    if final and host and eng.artifact_format and produced[host[-1].id] != eng.artifact_format:
         last = host[-1]
         raise ConfigError(f"{where}: the last host step {last.id!r} ({last.kind}) produces {produced[last.id]!r}, "
                           f"but engine {eng_name!r} loads {eng.artifact_format!r} (its artifact_format)",

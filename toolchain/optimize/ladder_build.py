@@ -12,23 +12,29 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .candidates import Inputs
 from .records import Budgets
 from .space import ArtifactPlan, DeviceFacts
 
+if TYPE_CHECKING:
+    from edgeify.request import BuildRequest
 
-def build_with_ladder(model: str | Path, *, target: str, out: str | Path, engine: str | None = None,
-                      calib: str | Path | None = None, eval: str | Path | None = None,
+
+def build_with_ladder(model: str | Path | BuildRequest, *, target: str | None = None, out: str | Path | None = None,
+                      engine: str | None = None, calib: str | Path | None = None, eval: str | Path | None = None,
                       preprocess: str | Path | None = None, input_shapes: list[str] | None = None,
                       max_accuracy_drop: float | None = None, target_files: list[str] | tuple[str, ...] = (),
                       use_cache: bool = True, measure_latency: bool = True, trust_source: bool = False,
                       progress: Callable[[str], None] | None = None) -> Any:
-    """Returns the ``BuildResult`` of the published rung; raises the last rung's gate error if none holds."""
+    """Returns the ``BuildResult`` of the published rung; raises the last rung's gate error if none holds.
+    ``model`` may be a whole ``BuildRequest`` (its precision is the ladder's start, int8)."""
     from edgeify.build import BuildResult
     from edgeify.bundle import check_output
     from edgeify.errors import AccuracyGateError, ParityError
+    from edgeify.request import Budgets as RequestBudgets
+    from edgeify.request import BuildRequest, DataSets
     from edgeify.targets import load_registry
 
     from .api import accuracy_measure_for
@@ -36,19 +42,31 @@ def build_with_ladder(model: str | Path, *, target: str, out: str | Path, engine
     from .publish import write_ladder_bundle
     from .search import Search
 
+    if isinstance(model, BuildRequest):
+        req = model
+    else:
+        req = BuildRequest(model=str(model), target=target, out=None if out is None else str(out), precision="int8",
+                           engine=engine, data=DataSets(calibration=calib, evaluation=eval, preprocess=preprocess),
+                           budgets=RequestBudgets(max_accuracy_drop=max_accuracy_drop),
+                           input_shapes=tuple(input_shapes or ()), target_files=tuple(target_files),
+                           use_cache=use_cache, measure_latency=measure_latency, trust_source=trust_source)
     say = progress or (lambda m: None)
-    check_output(out)
-    spec, family = load_registry(target_files).resolve(target)
-    eng_name, _ = spec.engine_for("int8", engine)
-    out = Path(out)
+    check_output(req.out or "")
+    if isinstance(req.target, str):
+        spec, family = load_registry(req.target_files).resolve(req.target)
+    else:
+        spec, family = req.target, None
+    eng_name, _ = spec.engine_for("int8", req.engine)
+    out = Path(req.out or "")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".edgeify-ladder-{uuid.uuid4().hex[:8]}"
     work.mkdir()
-    measure = accuracy_measure_for(eval)
-    inp = Inputs(model=str(model), spec=spec, work=work, calib=None if calib is None else str(calib),
-                 eval=None if eval is None else str(eval), preprocess=None if preprocess is None else str(preprocess),
-                 input_shapes=tuple(input_shapes or ()), accuracy_measure=measure, use_cache=use_cache,
-                 trust_source=trust_source)
+    data = req.data
+    max_accuracy_drop = req.max_accuracy_drop
+    measure = accuracy_measure_for(data.evaluation)
+    inp = Inputs(model=req.model, spec=spec, work=work, calib=data.calibration, eval=data.evaluation,
+                 preprocess=data.preprocess, input_shapes=req.input_shapes, accuracy_measure=measure,
+                 use_cache=req.use_cache, trust_source=req.trust_source)
     try:
         search = Search(inp, spec, DeviceFacts.local(), Budgets(max_accuracy_drop=max_accuracy_drop), "accuracy",
                         "local", "build-ladder", None, say, engines=(eng_name,), precisions=("int8",))  # type: ignore
@@ -66,7 +84,7 @@ def build_with_ladder(model: str | Path, *, target: str, out: str | Path, engine
             raise cls(f"no rung of the quantization ladder for {eng_name} holds --max-accuracy-drop "
                       f"{max_accuracy_drop} (tried: {', '.join(r.rung for r in rungs)}; last drop {drop} pt)",
                       hint="allow a larger --max-accuracy-drop or give more representative --calib data")
-        manifest, latency = write_ladder_bundle(got.bundle, out, tuple(rungs), measure_latency=measure_latency)
+        manifest, latency = write_ladder_bundle(got.bundle, out, tuple(rungs), measure_latency=req.measure_latency)
         return BuildResult(out=out, target=spec.name, family_alias=family, engine=eng_name,
                            precision=got.plan.precision, manifest=manifest, latency=latency,
                            seconds=0.0, steps=list(manifest.raw.get("steps") or []))

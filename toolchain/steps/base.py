@@ -179,8 +179,11 @@ class Step:
     - ``search_space(config, precision)``: what optimize and the ladder may vary (a ``StepSearch``), and
       ``float_layers_option`` (the config key naming layers kept in float);
     - ``tools`` (packages whose versions enter the cache key and the manifest), ``cacheable``,
-      ``uses_calibration``, ``uses_data``, ``validates`` (a checking step: every pipeline ends in one) (other request data sets its output depends on: their file digests
-      enter the cache key), ``precision_sensitive``.
+      ``uses_calibration``, ``uses_data`` (other request data sets its output depends on: their file digests and
+      the step's request options enter the cache key), ``precision_sensitive``;
+    - ``validates``: a checking step (every pipeline's last host step must be one).
+
+    Any other input (training data, a teacher model) comes from ``ctx.request`` (``edgeify.request``).
 
     Heavy libraries are imported inside ``run`` only."""
 

@@ -20,8 +20,6 @@ from edgeify.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from .base import Step
-
 STEP_ENTRY_POINT_GROUP = "edgeify.steps"
 
 
@@ -61,10 +59,9 @@ def step_table() -> Mapping[str, StepEntry]:
 
 
 @cache
-def step_class(kind: str) -> type[Step]:
-    """The class registered for ``kind`` (imported on first use)."""
-    from .base import Step
-
+def step_class(kind: str) -> Any:  # a steps.base.Step subclass (not imported here: base reads facts via this module)
+    """The class registered for ``kind`` (imported on first use). It must be a ``steps.base.Step`` subclass (checked
+    by its declarations, so this module does not import the contract it serves) whose ``kind`` is ``kind``."""
     table = step_table()
     if kind not in table:
         import difflib
@@ -79,7 +76,9 @@ def step_class(kind: str) -> type[Step]:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"step kind {kind!r} ({entry.value}, from {entry.distribution}) cannot be loaded: {exc}",
                           hint=f"reinstall {entry.distribution}") from None
-    if not (isinstance(cls, type) and issubclass(cls, Step)) or getattr(cls, "kind", None) != kind:
+    is_step = isinstance(cls, type) and all(hasattr(cls, a) for a in ("run", "Config", "consumes", "produces", "facts",
+                                                                         "search_space", "cache_key"))
+    if not is_step or getattr(cls, "kind", None) != kind:
         raise ConfigError(f"entry point {kind} = {entry.value!r} ({entry.distribution}) is not a Step subclass whose "
                           f"kind is {kind!r}", hint=f"fix the [project.entry-points.\"{STEP_ENTRY_POINT_GROUP}\"] "
                                                     f"table of {entry.distribution}")
