@@ -31,11 +31,13 @@ def test_manifests_validate_against_the_kubernetes_schemas(tmp_path: Path) -> No
     assert add.returncode == 0, add.stderr
     out = tmp_path / "k8s"
     run = _edgeify(home, "apps", "manifests", str(bundle), "--device", "pi-01", "-o", str(out), "--port", "8000",
-                   "--memory-mib", "300", "--format", "json")
+                   "--memory-mib", "300", "--latency-target-ms", "40", "--max-replicas", "6", "--format", "json")
     assert run.returncode == 0, run.stderr
     files = [Path(p) for p in json.loads(run.stdout)["files"]]
-    docs = {d["kind"]: d for d in (yaml.safe_load(p.read_text()) for p in files)}
-    assert set(docs) == {"Deployment", "Service"}
+    texts = [p.read_text() for p in files]
+    assert not any("&id" in t or "*id" in t for t in texts)  # plain YAML: no anchors or aliases
+    docs = {d["kind"]: d for d in (yaml.safe_load(t) for t in texts)}
+    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap"}
     for doc in docs.values():
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)  # raises on any schema violation
     pod = docs["Deployment"]["spec"]["template"]
@@ -43,11 +45,32 @@ def test_manifests_validate_against_the_kubernetes_schemas(tmp_path: Path) -> No
     assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["resources"]["requests"]["memory"] == "300Mi" and c["args"][c["args"].index("--port") + 1] == "8000"
+    assert pod["metadata"]["annotations"]["edgeify.io/memory-request"] == "given (--memory-mib)"
     assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8000"
-    assert pod["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "pi-01"}
-    assert pod["spec"]["volumes"][0]["hostPath"]["path"] == "/var/lib/edgeify/bundles/digits/current"
+    # a real node label (set once by the user, see README), not the device alias as a hostname
+    assert pod["spec"]["nodeSelector"] == {"edgeify.io/device": "pi-01"}
+    digest = json.loads((bundle / "manifest.json").read_text())["bundle_digest"]
+    # the versioned path of exactly this bundle, never the `current` link that flips under a running pod
+    assert pod["spec"]["volumes"][0]["hostPath"]["path"] == f"/var/lib/edgeify/bundles/digits/sha256-{digest}"
     assert docs["Service"]["spec"]["selector"] == docs["Deployment"]["spec"]["selector"]["matchLabels"]
+    hpa = docs["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"] and hpa["maxReplicas"] == 6
+    metric = hpa["metrics"][0]["pods"]
+    assert metric["metric"]["name"] == "edgeify_request_latency_p95_seconds"
+    assert metric["target"] == {"type": "AverageValue", "averageValue": "40m"}  # 40 ms
+    rules = yaml.safe_load(docs["ConfigMap"]["data"]["config.yaml"])["rules"]
+    assert rules[0]["name"]["as"] == "edgeify_request_latency_p95_seconds"
+    assert "histogram_quantile(0.95" in rules[0]["metricsQuery"]
+
+    # --node: the node's real hostname label; no measured RSS and no --memory-mib: a default, labelled as one
+    run2 = _edgeify(home, "apps", "manifests", str(bundle), "--device", "pi-01", "-o", str(tmp_path / "k2"),
+                    "--node", "k3s-node-7", "--format", "json")
+    assert run2.returncode == 0, run2.stderr
+    dep = next(yaml.safe_load(Path(p).read_text()) for p in json.loads(run2.stdout)["files"] if "deployment" in p)
+    tpl = dep["spec"]["template"]
+    assert tpl["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "k3s-node-7"}
+    assert tpl["metadata"]["annotations"]["edgeify.io/memory-request"].startswith("default 512 MiB")
 
     # a schema checker that works: a broken manifest is refused
     broken = json.loads(json.dumps(docs["Deployment"]))

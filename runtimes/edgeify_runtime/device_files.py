@@ -7,6 +7,7 @@ Layout of a device's work directory (``--workdir``, default ``~/.edgeify``)::
     WORKDIR/bundles/<name>/v-<digest12>-<stamp>/           installed versions (immutable once installed)
     WORKDIR/bundles/<name>/current -> v-...                what runs (switched with one atomic rename)
     WORKDIR/bundles/<name>/previous -> v-...               what ``edgeify rollback`` returns to
+    WORKDIR/bundles/<name>/sha256-<digest> -> v-...        that exact version while it is kept (k8s mounts it)
     WORKDIR/locks/bundle-<name>.lock                       flock: one prepare/install/rollback at a time
     WORKDIR/staging/<id>/                                  uploads in progress; never read by anything else
     WORKDIR/staging/<id>.lock                              flock held while that upload is installed
@@ -51,6 +52,9 @@ from .manifest import sha256_file
 
 STALE_STAGING_S = 600
 
+
+#: a link per installed version named by the bundle digest (what `edgeify apps manifests` mounts)
+DIGEST_LINK_PREFIX = "sha256-"
 
 def safe_name(name: Any) -> str:
     if not isinstance(name, str) or not name or "/" in name or "\x00" in name or name.startswith(".") or \
@@ -286,6 +290,14 @@ def _install_locked(args: Args, name: str, base: str, staging: str) -> Args:
         path = os.path.join(base, entry)
         if entry.startswith("v-") and entry not in keep and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
+    # sha256-<digest> -> v-...: a path that always holds that exact bundle (Kubernetes manifests mount it, so a
+    # restarted pod never picks up another version); links to versions that are gone are removed
+    _swap_link(os.path.join(base, DIGEST_LINK_PREFIX + digest), version_name)
+    for entry in os.listdir(base):
+        path = os.path.join(base, entry)
+        if entry.startswith(DIGEST_LINK_PREFIX) and os.path.islink(path) and not os.path.exists(path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     fsync_dir(base)
     timings = {"link_ms": 0.0, "verify_ms": round((t1 - t0) * 1000, 2),
                "install_ms": round((time.monotonic() - t1) * 1000, 2)}

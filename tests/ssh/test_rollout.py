@@ -141,6 +141,10 @@ def test_four_waves_over_twenty_devices_then_idempotent(fleet, fleet_env, versio
     new = _digest(versions["v2"])
     assert {d["bundle_digest"] for d in out["devices"]} == {new}
     assert set(_on_disk(work).values()) == {new}  # what the devices really run
+    # each installed version is also reachable by its digest (what `apps manifests` mounts), previous too
+    one = work[names[0]] / "bundles" / "model"
+    assert (one / f"sha256-{new}" / "manifest.json").is_file()
+    assert (one / f"sha256-{_digest(versions['v1'])}").resolve() == (one / "previous").resolve()
     for d in out["devices"]:  # every device was gated against the bundle it replaced, on itself
         assert d["previous_digest"] == _digest(versions["v1"])
         assert d["detail"]["gate"]["runs"] >= 2 and d["detail"]["gate"]["verdict"] == "pass"

@@ -70,23 +70,35 @@ def apps_manifests(
                                                     "the bundle's engine [default: edgeify-runtime-serve:VERSION]"),
     memory_mib: int = typer.Option(None, "--memory-mib", min=16, help="memory request [default: from the "
                                                                       "bundle's measured peak RSS]"),
+    node: str = typer.Option(None, "--node", help="the Kubernetes node name (kubernetes.io/hostname) [default: "
+                                                  "the node labelled edgeify.io/device=DEVICE]"),
+    latency_target_ms: float = typer.Option(None, "--latency-target-ms", min=0.1,
+                                            help="p95 latency the autoscaler holds each pod to [default: the "
+                                                 "bundle's budget, else 2 x its measured p95 + 5 ms]"),
+    min_replicas: int = typer.Option(1, "--min-replicas", min=1, help="autoscaler minimum"),
+    max_replicas: int = typer.Option(4, "--max-replicas", min=1, help="autoscaler maximum"),
     fmt: Format = FormatOpt,
 ) -> None:
-    """Kubernetes manifests (Deployment + Service) for an edge cluster: the service pinned to the device's node,
-    the deployed bundle mounted from there, probes on /v2/health/*, Prometheus scrape annotations."""
+    """Kubernetes manifests for an edge cluster: a Deployment pinned to the device's node with the deployed
+    bundle mounted from its versioned path there, probes on /v2/health/*, Prometheus scrape annotations; a
+    Service; a HorizontalPodAutoscaler on the service's p95 latency and the prometheus-adapter rule behind it."""
     from edgeify.deploy.inventory import Inventory
     from edgeify.deploy.k8s import DEFAULT_IMAGE, manifests, write_manifests
 
     dev = Inventory().get(device)
-    docs = manifests(bundle, dev, name=name, port=port, image=image or DEFAULT_IMAGE, memory_mib=memory_mib)
+    docs = manifests(bundle, dev, name=name, port=port, image=image or DEFAULT_IMAGE, memory_mib=memory_mib,
+                     node=node, latency_target_ms=latency_target_ms, min_replicas=min_replicas,
+                     max_replicas=max_replicas)
     paths = write_manifests(docs, out)
     if fmt == Format.json:
         print_json({"device": device, "files": [str(p) for p in paths]})
         return
     for p in paths:
         console.print(f"[green]✓[/] wrote {p}")
+    if not node:
+        console.print(f"label the device's node once: kubectl label node NODE edgeify.io/device={device}")
     console.print(f"apply on the cluster: kubectl apply -f {out} (deploy the bundle first: edgeify deploy "
-                  f"{bundle} --device {device})")
+                  f"{bundle} --device {device}); the *-adapter-rules ConfigMap is prometheus-adapter's --config")
 
 
 def register(app: typer.Typer) -> None:
