@@ -66,7 +66,9 @@ fi
 # unmet pins: expected, see README "Install".
 # onnx2torch (ONNX transformers to TFLite through litert-torch) requires torchvision, which must not sit beside
 # this torch (FACTS.md); edgeify imports it without torchvision (its NMS / RoiAlign converters are refused by name).
-NO_DEPS=("onnx2tf==1.29.24" "tf-keras==2.21.0" "onnx2torch==1.5.15")
+# executorch 1.5.1 asks for pandas, hydra-core, omegaconf, coremltools 9.0 (x86-64 Linux), scikit-learn and more
+# that its export/XNNPACK/runtime path never imports; what it does import comes with edgeify[executorch].
+NO_DEPS=("onnx2tf==1.29.24" "tf-keras==2.21.0" "onnx2torch==1.5.15" "executorch==1.5.1")
 if [ "${#NO_DEPS[@]}" -gt 0 ]; then
   "$PY" -m pip install -q --no-deps "${NO_DEPS[@]}"
 fi

@@ -39,7 +39,7 @@ class StepRef(_Frozen):
 
 class EngineSpec(_Frozen):
     runtime: str = Field(description="device-side adapter name (edgeify_runtime.engines)")
-    artifact_format: Literal["onnx", "openvino-ir", "tflite", "tensorrt-plan"]
+    artifact_format: Literal["onnx", "openvino-ir", "tflite", "tensorrt-plan", "pte"]
     artifact: str = Field(description="artifact file name inside the bundle")
     min_version: str | None = None
     precisions: tuple[Precision, ...]
