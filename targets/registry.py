@@ -204,6 +204,8 @@ def build_registry(docs: Iterable[_Doc]) -> Registry:
         body = {k: v for k, v in raw.items() if k != "extends"}
         if parent is None:
             return body
+        if not isinstance(parent, str):
+            raise _config_error(f"{source}: extends must name a template, not {str(parent)[:40]!r}")
         if parent in seen:
             raise _config_error(f"{source}: template cycle {' -> '.join((*seen, parent))}")
         if parent not in templates:
@@ -255,4 +257,9 @@ def load_registry(target_files: Iterable[str | os.PathLike[str]] = (), *, user_d
         docs += _entry_point_docs()
     docs += _user_dir_docs(user_dir if user_dir is not None else user_targets_dir())
     docs += [_read_toml(Path(p)) for p in target_files]
-    return build_registry(docs)
+    try:
+        return build_registry(docs)
+    except (TypeError, AttributeError) as exc:  # a value of the wrong type where a table or list belongs (fuzzing)
+        files = ", ".join(str(p) for p in target_files) or "the target spec files"
+        raise _config_error(f"{files}: a field has the wrong type ({type(exc).__name__}: {exc})",
+                            hint="compare with a built-in spec: targets/builtin/*.toml") from None

@@ -186,6 +186,8 @@ class Manifest:
                 files=files, bundle_digest=str(raw["bundle_digest"]), raw=raw)
         except KeyError as exc:
             raise BundleError(f"manifest is missing the field {exc}") from exc
+        except (TypeError, AttributeError, ValueError) as exc:  # e.g. "engine": null, "files": [] (fuzzing found it)
+            raise BundleError(f"manifest: a field has the wrong type ({type(exc).__name__}: {exc})") from None
         if engine.artifact not in files:
             raise BundleError(f"manifest: engine artifact {engine.artifact!r} is not listed in files")
         if files_digest(files) != manifest.bundle_digest:

@@ -89,7 +89,11 @@ def parse_since(value: str, *, now: _dt.datetime | None = None) -> _dt.datetime:
     now = now or _dt.datetime.now(_dt.timezone.utc)
     m = _AGO.match(value.strip())
     if m:
-        return now - _dt.timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+        try:
+            return now - _dt.timedelta(**{_UNITS[m.group(2)]: float(m.group(1))})
+        except OverflowError:  # e.g. 1000000d: before year 1
+            raise UsageError(f"--since {value}: too long ago", hint="e.g. --since 3d, --since 12h or --since "
+                                                                    "2026-12-01") from None
     try:
         when = _dt.datetime.fromisoformat(value.strip())
     except ValueError as exc:
