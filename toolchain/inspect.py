@@ -65,6 +65,7 @@ def _random_feeds(bundle: Path) -> dict[str, Any]:
 
 def engine_report(bundle: Path) -> dict[str, Any]:
     """Where the engine runs each op of ``bundle``, in its own words (one profiled inference)."""
+    from edgeify_runtime.engines import create_adapter
     from edgeify_runtime.manifest import Manifest
     from edgeify_runtime.profile import profile_bundle
 
@@ -75,14 +76,9 @@ def engine_report(bundle: Path) -> dict[str, Any]:
         "ops": len(prof.ops), "not_accelerated": list(prof.placement.fallback_ops),
         "engine_types": dict(Counter(o.type for o in prof.ops).most_common()),
     }
-    if m.engine.name == "openvino":  # the plugin's own statement of what it supports
-        import openvino as ov
-
-        core = ov.Core()
-        model = core.read_model(str(bundle / m.engine.artifact))
-        supported = core.query_model(model, "CPU")
-        report["unsupported_on_cpu"] = sorted(op.get_friendly_name() for op in model.get_ops()
-                                              if op.get_friendly_name() not in supported)
+    unsupported = create_adapter(m.engine.name, m.engine.min_version).unsupported_ops(bundle / m.engine.artifact)
+    if unsupported is not None:  # the engine's own statement of what it supports (EngineAdapter.unsupported_ops)
+        report["unsupported_on_cpu"] = unsupported
     return report
 
 

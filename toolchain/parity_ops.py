@@ -1,8 +1,9 @@
 """Where the numbers go wrong, per op: compare the intermediate tensors of the source ONNX and the built model.
 
 Both models run on the same inputs with every intermediate tensor exposed: the source ONNX in ONNX Runtime (all
-node outputs added as graph outputs, graph optimizations off so names survive), the built model in its engine
-(ONNX: the same; OpenVINO IR: ``Model.add_outputs`` on the ports that carry the ONNX tensor names; TFLite:
+node outputs added as graph outputs, graph optimizations off so names survive), the built model in its engine,
+through the engine adapter's ``dump_intermediates`` hook (``edgeify_runtime.engines.base.EngineAdapter``; e.g.
+ONNX: the same; OpenVINO IR: ``Model.add_outputs`` on the ports that carry the ONNX tensor names; TFLite:
 ``experimental_preserve_all_tensors`` and the tensor names the converter kept). Tensors are matched by name
 (NHWC/NCHW transposes are undone when the shapes say so); ops are reported in the source's topological order,
 so the first divergent op is where the error enters.
@@ -89,52 +90,14 @@ def _onnx_all_outputs(path: Path, feeds: dict[str, np.ndarray]) -> tuple[dict[st
     return dict(zip(names, values, strict=True)), list(model.graph.node)
 
 
-def _openvino_all_outputs(xml: Path, feeds: dict[str, np.ndarray], names: set[str],
-                          precision: str) -> dict[str, np.ndarray]:
-    import openvino as ov
+def _built_outputs(built: Path, engine: str, precision: str, feeds: dict[str, np.ndarray],
+                   names: set[str]) -> dict[str, np.ndarray] | None:
+    """The built artifact's intermediate tensors from its engine adapter's dump hook (None: it has none)."""
+    from edgeify_runtime.engines import adapter_class, create_adapter
 
-    core = ov.Core()
-    model = core.read_model(str(xml))
-    ports = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() in ("Constant", "Result", "Parameter"):
-            continue
-        for out in op.outputs():
-            if out.get_names() & names:
-                ports.append(out)
-    if ports:
-        model.add_outputs(ports)
-    config = {"INFERENCE_PRECISION_HINT": "f32"} if precision in ("fp32", "fp16") else {}
-    compiled = core.compile_model(model, "CPU", config)
-    res = compiled.create_infer_request().infer({p.get_any_name(): feeds[p.get_any_name()]
-                                                 for p in compiled.inputs if p.get_any_name() in feeds})
-    out: dict[str, np.ndarray] = {}
-    for port, value in res.items():
-        for n in port.get_names():
-            out.setdefault(n, np.asarray(value))
-    return out
-
-
-def _tflite_all_outputs(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from ai_edge_litert.interpreter import Interpreter
-    from edgeify_runtime.engines.litert import _normalize, ordered_io
-
-    it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
-    it.allocate_tensors()
-    ins, _ = ordered_io(it)
-    for (name, det), arr in zip(ins, feeds.values(), strict=False):
-        x = feeds.get(name, arr)
-        if tuple(x.shape) != tuple(det["shape"]) and x.ndim == 4:
-            x = x.transpose(0, 2, 3, 1)
-        it.set_tensor(det["index"], np.ascontiguousarray(x.astype(det["dtype"])))
-    it.invoke()
-    out = {}
-    for d in it.get_tensor_details():
-        try:
-            out[_normalize(str(d["name"]))] = np.array(it.get_tensor(d["index"]))
-        except ValueError:
-            continue
-    return out
+    if not adapter_class(engine).can_dump:
+        return None
+    return create_adapter(engine).dump_intermediates(built, feeds, frozenset(names), precision)
 
 
 def _norm(name: str) -> str:
@@ -170,15 +133,10 @@ def compare_ops(source_onnx: Path, built: Path, engine: str, precision: str,
     """Per-op comparison of ``built`` (the artifact file) against ``source_onnx`` on ``feeds`` (float inputs)."""
     ref, nodes = _onnx_all_outputs(source_onnx, feeds)
     names = set(ref) - set(feeds)
-    if engine == "onnxruntime":
-        got, _ = _onnx_all_outputs(built, feeds)
-    elif engine == "openvino":
-        got = _openvino_all_outputs(built, feeds, names, precision)
-    elif engine == "litert":
-        got = _tflite_all_outputs(built, feeds)
-        ref = {**ref, **{_norm(k): v for k, v in ref.items()}}
-    else:
-        return OpParity(0, len(names), note=f"no per-op comparison for engine {engine}")
+    got = _built_outputs(built, engine, precision, feeds, names)
+    if got is None:
+        return OpParity(0, len(names), note=f"no per-op comparison for engine {engine} (its adapter has no "
+                                             "intermediate-tensor dump)")
     limit = REL_LIMIT_INT8 if precision.startswith("int8") or precision == "int16x8" else REL_LIMIT.get(precision, 1e-3)
     divergent: list[OpDivergence] = []
     checked: list[dict[str, Any]] = []

@@ -20,10 +20,12 @@ def targets_list(ctx: typer.Context, fmt: Format = FormatOpt, target_file: list[
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"target_files": target_file}
         return
+    from edgeify.engines import engines_for_target
     from edgeify.targets import load_registry
 
     reg = load_registry(target_file)
-    rows = [s.summary() for s in reg]
+    usable = {s.name: engines_for_target(s) for s in reg}  # its own engines + plugins serving its family
+    rows = [{**s.summary(), "engines": sorted(usable[s.name]), "engine_runtimes": usable[s.name]} for s in reg]
     if fmt == Format.json:
         print_json({"targets": rows, "families": {f.name: f.default for f in reg.families.values()},
                     "templates": dict(reg.templates)})
@@ -34,7 +36,7 @@ def targets_list(ctx: typer.Context, fmt: Format = FormatOpt, target_file: list[
     for col in ("name", "family", "arch", "engines", "precisions", "default int8", "status"):
         table.add_column(col, overflow="fold")
     for s in reg:
-        table.add_row(s.name, s.family, s.arch, ", ".join(sorted(s.engines)), ", ".join(s.precisions),
+        table.add_row(s.name, s.family, s.arch, ", ".join(sorted(usable[s.name])), ", ".join(s.precisions),
                       s.default_engine.get("int8", "-"), s.status)
     console.print(table)
     fams = ", ".join(f"{f.name} → {f.default}" for f in reg.families.values())

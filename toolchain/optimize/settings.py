@@ -1,36 +1,48 @@
 """Run-time settings as bundle engine options, in the names the device-side adapters allow-list.
 
-Settings use the bundle engine option names: ``threads``; ONNX Runtime ``graph_optimization_level`` and
-``execution_mode``; OpenVINO ``inference_precision`` and ``performance_hint``. An installed adapter that does
-not list one of them yet gets the equivalent it understands (OpenVINO ``config`` properties), or the setting is
-passed to the benchmark agent only (``threads``) and recorded in the manifest's ``optimize.settings``.
+What ``optimize`` varies comes from the engine's adapter (``EngineAdapter.tuning_axes``, found through the
+``edgeify_runtime.engines`` entry points): ``threads`` plus each axis's option. An adapter that does not list an
+axis's option itself but takes it inside a dict option (``TuningAxis.via``, e.g. a compile-property table) gets it
+there; a setting no adapter option carries is passed to the benchmark agent only (``threads``) and recorded in the
+manifest's ``optimize.settings``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .records import Settings
 
-#: canonical setting -> OpenVINO compile property, for adapters that only take a ``config`` dict
-_OPENVINO_PROPERTIES = {"performance_hint": "PERFORMANCE_HINT", "inference_precision": "INFERENCE_PRECISION_HINT"}
+if TYPE_CHECKING:
+    from edgeify_runtime.engines import EngineAdapter, TuningAxis
+
+
+def adapter_for(runtime: str) -> type[EngineAdapter] | None:
+    """The adapter class registered as ``runtime`` on this host (None: no adapter for it here)."""
+    from edgeify_runtime.engines import adapter_class
+
+    try:
+        return adapter_class(runtime)
+    except Exception:  # an engine this host has no adapter for: threads only
+        return None
 
 
 def adapter_option_keys(runtime: str) -> frozenset[str]:
-    from edgeify_runtime.engines import create_adapter
+    cls = adapter_for(runtime)
+    return cls.option_keys if cls is not None else frozenset()
 
-    try:
-        return create_adapter(runtime, None).option_keys
-    except Exception:
-        return frozenset()
+
+def tuning_axes(runtime: str) -> tuple[TuningAxis, ...]:
+    cls = adapter_for(runtime)
+    return tuple(cls.tuning_axes) if cls is not None else ()
 
 
 def engine_option_names(runtime: str, option_keys: frozenset[str]) -> set[str]:
-    """The settings (canonical names) this adapter can take, natively or through an equivalent."""
-    names = {k for k in ("threads", "graph_optimization_level", "execution_mode", "inference_precision",
-                         "performance_hint") if k in option_keys}
-    if runtime == "openvino" and "config" in option_keys:
-        names |= set(_OPENVINO_PROPERTIES)
+    """The settings (option names) an adapter with ``option_keys`` can take, natively or through ``via``."""
+    names = {"threads"} & set(option_keys)
+    for axis in tuning_axes(runtime):
+        if axis.option in option_keys or (axis.via is not None and axis.via[0] in option_keys):
+            names.add(axis.option)
     return names
 
 
@@ -38,17 +50,17 @@ def to_engine_options(runtime: str, settings: Settings, option_keys: frozenset[s
                       ) -> tuple[dict[str, Any], int | None]:
     """(engine options for the manifest / agent request, threads the agent must be told separately or None)."""
     keys = adapter_option_keys(runtime) if option_keys is None else option_keys
+    via = {a.option: a.via for a in tuning_axes(runtime) if a.via is not None}
     opts: dict[str, Any] = {}
-    config: dict[str, str] = {}
+    nested: dict[str, dict[str, str]] = {}
     for k, v in settings.options.items():
         if k in keys:
             opts[k] = v
-        elif runtime == "openvino" and k in _OPENVINO_PROPERTIES and "config" in keys:
-            config[_OPENVINO_PROPERTIES[k]] = str(v)
-    if config:
-        opts["config"] = config
+        elif k in via and via[k][0] in keys:
+            table, key = via[k]
+            nested.setdefault(table, {})[key] = str(v)
+    opts.update(nested)
     threads = settings.threads
     if threads is not None and "threads" in keys:
         opts["threads"] = threads
-        return opts, threads
     return opts, threads

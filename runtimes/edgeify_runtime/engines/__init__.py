@@ -27,8 +27,9 @@ from .base import EngineAdapter, EngineInfo, Option, ProfileRun, TuningAxis, ver
 
 __all__ = [
     "ENGINES", "GROUP", "EngineAdapter", "EngineConflictError", "EngineInfo", "Option", "ProfileRun", "TuningAxis",
-    "adapter_class", "adapter_classes", "available_engines", "create_adapter", "engine_info", "engine_status",
-    "installed_version", "is_installed", "registry", "version_at_least", "version_tuple",
+    "adapter_class", "adapter_classes", "available_engines", "check_unique", "create_adapter", "engine_info",
+    "engine_status", "entry_points", "installed_version", "is_installed", "load_adapter", "registry",
+    "version_at_least", "version_tuple",
 ]
 
 #: the entry-point group device-side adapters register in
@@ -39,8 +40,8 @@ class EngineConflictError(EngineMissingError, ValueError):
     """Two installed distributions register an engine adapter under one name."""
 
 
-def _entry_points(group: str) -> list[tuple[str, str, str]]:
-    """(name, value, distribution) of every entry point in ``group``; one distribution counted once (the first
+def entry_points(group: str) -> list[tuple[str, str, str]]:
+    """(name, value, distribution) of every entry point in ``group`` (any group: the host reads its own with it); one distribution counted once (the first
     on ``sys.path`` wins, as for imports). Works on Python 3.8 (no ``entry_points(group=)``, no ``ep.dist``)."""
     from importlib import metadata
 
@@ -60,7 +61,7 @@ def _entry_points(group: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def _check_unique(found: Iterable[tuple[str, str, str]], what: str) -> dict[str, tuple[str, str]]:
+def check_unique(found: Iterable[tuple[str, str, str]], what: str) -> dict[str, tuple[str, str]]:
     """name -> (value, distribution); a name registered by two distributions is an EngineConflictError."""
     table: dict[str, tuple[str, str]] = {}
     for name, value, dist in found:
@@ -73,7 +74,7 @@ def _check_unique(found: Iterable[tuple[str, str, str]], what: str) -> dict[str,
     return table
 
 
-def _load_class(name: str, value: str, dist: str) -> type[EngineAdapter]:
+def load_adapter(name: str, value: str, dist: str) -> type[EngineAdapter]:
     import importlib
 
     mod_name, _, attr = value.partition(":")
@@ -92,8 +93,8 @@ def _load_class(name: str, value: str, dist: str) -> type[EngineAdapter]:
 
 @functools.lru_cache(maxsize=1)
 def _classes() -> Mapping[str, tuple[type[EngineAdapter], str]]:
-    table = _check_unique(_entry_points(GROUP), "engine")
-    return MappingProxyType({name: (_load_class(name, value, dist), dist)
+    table = check_unique(entry_points(GROUP), "engine")
+    return MappingProxyType({name: (load_adapter(name, value, dist), dist)
                              for name, (value, dist) in sorted(table.items())})
 
 
@@ -105,7 +106,7 @@ def registry() -> Mapping[str, EngineInfo]:
 
 def _build_registry(infos: Iterable[EngineInfo]) -> Mapping[str, EngineInfo]:
     """A read-only name -> EngineInfo table; a duplicate name is an EngineConflictError (a ValueError)."""
-    _check_unique(((i.name, i.adapter, i.distribution or "?") for i in infos), "engine")
+    check_unique(((i.name, i.adapter, i.distribution or "?") for i in infos), "engine")
     return MappingProxyType({i.name: i for i in infos})
 
 
@@ -140,7 +141,7 @@ def adapter_class(name: str) -> type[EngineAdapter]:
     entry = _classes().get(name)
     if entry is not None and entry[0].engine_info().adapter == info.adapter:
         return entry[0]
-    return _load_class(name, info.adapter, info.distribution or "?")
+    return load_adapter(name, info.adapter, info.distribution or "?")
 
 
 def adapter_classes() -> dict[str, type[EngineAdapter]]:

@@ -301,6 +301,11 @@ class EngineAdapter:
         raise BundleError(f"engine {self.name!r} cannot dump intermediate tensors",
                           hint="per-op parity is not available for this engine")
 
+    def unsupported_ops(self, artifact: Path) -> list[str] | None:
+        """The engine's own statement of which ops of ``artifact`` its CPU device cannot run (``edgeify inspect``);
+        None: the engine has no such query."""
+        return None
+
     def __repr__(self) -> str:
         state = "loaded" if self._loaded else "not loaded"
         return f"<{type(self).__name__} {self.name} {self.version or '?'} threads={self.threads} {state}>"

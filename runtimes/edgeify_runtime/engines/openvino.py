@@ -172,6 +172,14 @@ class OpenVINOAdapter(EngineAdapter):
                 out.setdefault(n, np.asarray(value))
         return out
 
+    def unsupported_ops(self, artifact: Path) -> list[str] | None:
+        """``Core.query_model`` on the CPU: the IR's ops the CPU plugin does not support."""
+        ov = self._import_engine()
+        core = ov.Core()
+        model = core.read_model(str(artifact))
+        supported = core.query_model(model, "CPU")
+        return sorted(op.get_friendly_name() for op in model.get_ops() if op.get_friendly_name() not in supported)
+
     def close(self) -> None:
         self._request = None
         self._compiled = None
