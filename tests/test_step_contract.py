@@ -105,14 +105,16 @@ def test_facts_records_are_namespaced_and_registered(kind: str) -> None:
 # -- a tiny pipeline per step --------------------------------------------------------------------------------
 
 
-def _case(kind: str) -> tuple[str, str, str] | None:
-    """(target, engine, precision) of the first built-in target whose host pipeline runs ``kind``, else where
-    it runs on the device (recorded in the manifest's device_steps)."""
+def _case(kind: str) -> tuple[object, str, str] | None:
+    """(target, engine, precision) of the first built-in target whose host pipeline runs ``kind``, else where it
+    runs on the device (recorded in the manifest's device_steps), else a built-in target with ``kind`` inserted
+    before its final check where the formats fit (a plugin step no built-in target uses)."""
     from edgeify.pipeline import resolve
     from edgeify.targets import load_registry
 
     reg = load_registry(user_dir=Path("/nonexistent"))
     device = None
+    candidates = []
     for spec in sorted(reg, key=lambda s: s.name):
         for eng_name, eng in spec.engines.items():
             for prec in BUILD_ORDER:
@@ -124,7 +126,36 @@ def _case(kind: str) -> tuple[str, str, str] | None:
                     return spec.name, eng_name, prec
                 if hit and device is None:
                     device = (spec.name, eng_name, prec)
-    return device
+                candidates.append((spec, eng_name, prec))
+    if device is not None:
+        return device
+    for spec, eng_name, prec in candidates:
+        inserted = _insert_before_check(spec, eng_name, prec, kind)
+        if inserted is not None:
+            return inserted, eng_name, prec
+    return None
+
+
+def _insert_before_check(spec, eng_name: str, prec: str, kind: str):
+    """``spec`` with ``kind`` wired between the final check and its input, when the formats allow it."""
+    from edgeify.errors import ConfigError
+    from edgeify.pipeline import resolve
+    from edgeify.targets.spec import StepRef
+
+    eng = spec.engines[eng_name]
+    host = [s for s in resolve(spec, eng_name, prec).steps if s.where == "host"]
+    check = host[-1]
+    new = StepRef(id="contract-step", uses=kind, input=check.input, config={})
+    pipeline = tuple(s.model_copy(update={"input": "contract-step"}) if s.id == check.id else s for s in eng.pipeline)
+    ref_index = [s.id for s in pipeline].index(check.id)
+    pipeline = (*pipeline[:ref_index], new, *pipeline[ref_index:])
+    variant = spec.model_copy(update={"engines": {**spec.engines, eng_name: eng.model_copy(update={
+        "pipeline": pipeline})}})
+    try:
+        resolve(variant, eng_name, prec)
+    except ConfigError:
+        return None
+    return variant
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +186,7 @@ def _missing_tools(cls: type[Step]) -> list[str]:
     return missing
 
 
-_BUILT: dict[tuple[str, str, str], object] = {}
+_BUILT: dict[tuple[str, ...], object] = {}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -166,16 +197,18 @@ def test_a_tiny_pipeline_using_the_step_builds(kind: str, tiny: dict[str, Path])
 
     case = _case(kind)
     if case is None:
-        pytest.skip(f"no built-in target uses {kind!r}: a plugin step brings its own target to test it with")
+        pytest.skip(f"no built-in target uses {kind!r} and it fits before none of their checks: a plugin step "
+                    "whose formats no built-in engine has brings its own target and test")
     target, engine, precision = case
+    key = (getattr(target, "name", target), engine, precision, kind if not isinstance(target, str) else "")
     cls = step_class(kind)
-    res = _BUILT.get(case)
+    res = _BUILT.get(key)
     if res is None:  # steps that share a pipeline (export, optimize, check) share its build
-        req = BuildRequest(model=str(tiny["model"]), target=target, out=str(tiny["root"] / "-".join(case)),
+        req = BuildRequest(model=str(tiny["model"]), target=target, out=str(tiny["root"] / "-".join(key)),
                            precision=precision, engine=engine, data=DataSets(calibration=str(tiny["calib"])),
                            use_cache=False, measure_latency=False)
         try:
-            res = _BUILT[case] = build(req)
+            res = _BUILT[key] = build(req)
         except Exception:
             missing = _missing_tools(cls)
             if missing:
@@ -237,9 +270,10 @@ def test_two_distributions_registering_one_step_kind_is_an_error(tmp_path: Path,
     assert "check" in step_table()
 
 
-def test_a_plugin_step_with_its_own_facts_needs_no_edit_elsewhere(tmp_path: Path,
+def test_a_plugin_step_with_its_own_facts_needs_no_edit_elsewhere(tmp_path: Path, tiny: dict[str, Path],
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """A third-party step registered by its own distribution: found, its facts validated on read."""
+    """A third-party step registered by its own distribution: found, wired into a pipeline (before a built-in
+    target's check), its facts in the bundle's manifest and report, validated on read by its own record."""
     pkg = tmp_path / "edgeify_demo_step.py"
     pkg.write_text('''
 from typing import ClassVar
@@ -278,6 +312,15 @@ class Demo(Step):
         assert back == art and back.facts["demo"].ratio == 0.25
         with pytest.raises(Exception, match="demo"):  # validated by the plugin's own record on read
             read_facts({"demo": {"ratio": "not a number"}})
+        from edgeify import build
+        from edgeify.request import BuildRequest
+
+        target, engine, precision = _case("demo-step")
+        res = build(BuildRequest(model=str(tiny["model"]), target=target, engine=engine, precision=precision,
+                                 out=str(tmp_path / "b"), use_cache=False, measure_latency=False))
+        assert res.manifest.facts["demo"] == {"ratio": 0.25}
+        assert "demo-step" in [s["uses"] for s in res.manifest.raw["steps"]]
+        assert "- demo: ratio 0.25" in (tmp_path / "b" / "report.md").read_text()
     finally:
         monkeypatch.undo()
         sys.modules.pop("edgeify_demo_step", None)
