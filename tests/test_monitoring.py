@@ -6,6 +6,7 @@ budget and resolves once it is not. The rules run with their windows and ``for``
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -42,7 +43,22 @@ def _tool(name: str) -> str:
 def test_rules_pass_promtool() -> None:
     proc = subprocess.run([_tool("promtool"), "check", "rules", str(MON / "prometheus-rules.yml")],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and "SUCCESS: 4 rules found" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "SUCCESS: 5 rules found" in proc.stdout, proc.stdout + proc.stderr
+    import yaml
+
+    rules = yaml.safe_load((MON / "prometheus-rules.yml").read_text())["groups"][0]["rules"]
+    for rule in rules:  # every alert says what to check and which edgeify command helps
+        assert "edgeify " in rule["annotations"]["runbook"], rule["alert"]
+        assert "device" in rule["annotations"]["summary"], rule["alert"]
+    exprs = {r["alert"]: r["expr"] for r in rules}
+    assert 'code=~"5.."' in exprs["EdgeifyServerErrors"] and 'code=~"4.."' in exprs["EdgeifyClientErrors"]
+    dash = json.loads((MON / "grafana-dashboard.json").read_text())
+    names = {v["name"] for v in dash["templating"]["list"]}
+    assert {"device", "instance"} <= names
+    for panel in dash["panels"]:  # per device, never a sum over the fleet
+        for t in panel["targets"]:
+            assert '$device' in t["expr"] and '$instance' in t["expr"], t["expr"]
+            assert "sum(" not in t["expr"].replace(" ", ""), t["expr"]
     cfg = subprocess.run([_tool("promtool"), "check", "config", str(MON / "prometheus.yml")], capture_output=True,
                          text=True, timeout=60, cwd=MON)
     assert cfg.returncode == 0, cfg.stdout + cfg.stderr
@@ -72,10 +88,14 @@ def _wait(cond: Callable[[], bool], timeout: float) -> float:
 
 
 def test_live_prometheus_scrapes_the_service_and_the_latency_alert_fires_and_resolves(tmp_path: Path) -> None:
+    """No --latency-budget-ms: the service measures its bundle at startup and exports that budget; latency is
+    injected by pausing the service process (SIGSTOP/SIGCONT, as a throttled or busy device would); the alert
+    fires naming the device, and resolves once the pauses stop. The HPA's adapter query returns the live p95."""
+    from edgeify.deploy.k8s import render_adapter_query
+
     prometheus = _tool("prometheus")
     bundle = serve_load._bundle(tmp_path)
-    # a budget below what any request takes: while requests flow, the service is "slower than its budget"
-    svc, port = serve_load.start(serve_load.serve_argv(bundle, "--latency-budget-ms", "0.001"), env=dict(os.environ))
+    svc, port = serve_load.start(serve_load.serve_argv(bundle), env=dict(os.environ))
     rules = (MON / "prometheus-rules.yml").read_text()
     rules = re.sub(r"\[(1m|5m)\]", "[5s]", rules)
     rules = re.sub(r"for: \d+m", "for: 1s", rules)
@@ -83,11 +103,12 @@ def test_live_prometheus_scrapes_the_service_and_the_latency_alert_fires_and_res
     prom_port = serve_load_free_port()
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\nrule_files: [rules.yml]\n"
-        f"scrape_configs:\n  - job_name: edgeify-serve\n    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n")
+        f"scrape_configs:\n  - job_name: edgeify-serve\n    static_configs: [{{targets: ['127.0.0.1:{port}'], "
+        "labels: {device: cam-7}}]\n")
     prom = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stop = threading.Event()
+    stop, slow = threading.Event(), threading.Event()
 
     def load() -> None:
         body = json.dumps({"inputs": {"x": [[0.5] * 16] * 4}})
@@ -102,30 +123,68 @@ def test_live_prometheus_scrapes_the_service_and_the_latency_alert_fires_and_res
         finally:
             conn.close()
 
-    loader = threading.Thread(target=load, daemon=True)
+    def pause() -> None:  # injected latency: the process runs 20 ms of every 320 ms (requests in it wait 300)
+        while not stop.is_set():
+            if slow.is_set():
+                svc.send_signal(signal.SIGSTOP)
+                time.sleep(0.3)
+                svc.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+
+    loaders = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    pauser = threading.Thread(target=pause, daemon=True)
     try:
         _wait(lambda: _up(prom_port), 30)
-        loader.start()
+        budget = _query(prom_port, 'edgeify_latency_budget_seconds{job="edgeify-serve"}')
+        assert len(budget) == 1 and budget[0]["metric"]["source"] == "measured"
+        assert float(budget[0]["value"][1]) >= 0.020  # max(3 x p95, p95 + 20 ms)
+        for t in loaders:
+            t.start()
+        pauser.start()
+        _wait(lambda: bool(_query(prom_port, render_adapter_query('job="edgeify-serve"', "instance"))), 30)
+        assert "EdgeifyLatencyOverBudget" not in _alerts(prom_port)  # unpaused: within the measured budget
+        hpa_sees = float(_query(prom_port, render_adapter_query('job="edgeify-serve"', "instance"))[0]["value"][1])
+        assert 0 < hpa_sees < float(budget[0]["value"][1])
+        slow.set()
         t0 = time.monotonic()
         fired = _wait(lambda: _alerts(prom_port).get("EdgeifyLatencyOverBudget") == "firing", 60)
+        alert = next(a for a in _alerts_full(prom_port) if a["labels"]["alertname"] == "EdgeifyLatencyOverBudget")
+        assert alert["labels"]["device"] == "cam-7" and "edgeify bench" in alert["annotations"]["runbook"]
+        def hpa_metric() -> float:
+            return float(_query(prom_port, render_adapter_query('job="edgeify-serve"', "instance"))[0]["value"][1])
+
+        # the metric the HPA scales on sees the slowdown too (its window is the adapter rule's 2 minutes)
+        _wait(lambda: hpa_metric() > float(budget[0]["value"][1]), 120)
+        paused_p95 = hpa_metric()
         dash = json.loads((MON / "grafana-dashboard.json").read_text())
         assert dash["panels"] and all(p["targets"] for p in dash["panels"])
-        empty = [t["expr"] for p in dash["panels"] for t in p["targets"] if not _query(prom_port, t["expr"])]
+        exprs = [t["expr"].replace("$device", ".*").replace("$instance", ".*") for p in dash["panels"]
+                 for t in p["targets"]]
+        empty = [e for e in exprs if not _query(prom_port, e)]
         assert not empty, empty  # every panel's PromQL returns data from the live service
         assert "EdgeifyServiceDown" not in _alerts(prom_port)
-        stop.set()
-        loader.join(10)
+        slow.clear()
         resolved = _wait(lambda: "EdgeifyLatencyOverBudget" not in _alerts(prom_port), 60)
-        print(f"\nalert: firing {fired:.1f} s after the slow traffic began, resolved {resolved:.1f} s after it "
-              f"stopped (scrape/eval 1 s, window 5 s, for 1 s); total {time.monotonic() - t0:.1f} s")
+        print(f"\nalert (no budget given, measured {float(budget[0]['value'][1]) * 1e3:.1f} ms): firing "
+              f"{fired:.1f} s after the pauses began, resolved {resolved:.1f} s after they stopped; HPA metric "
+              f"{hpa_sees * 1e3:.2f} ms unpaused, {paused_p95 * 1e3:.0f} ms paused; "
+              f"total {time.monotonic() - t0:.1f} s")
     finally:
         stop.set()
+        slow.clear()
+        with contextlib.suppress(Exception):
+            svc.send_signal(signal.SIGCONT)
         prom.send_signal(signal.SIGTERM)
         try:
             prom.wait(timeout=20)
         except subprocess.TimeoutExpired:
             prom.kill()
         serve_load.stop(svc)
+
+
+def _alerts_full(port: int) -> list[dict]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=10) as resp:
+        return json.loads(resp.read())["data"]["alerts"]
 
 
 def _up(port: int) -> bool:

@@ -53,6 +53,21 @@ back: a batch is what queued while the engine ran the previous one, which measur
 a wait pays where the engine runs big batches much faster per sample (GPUs, NPUs). One engine thread runs batches one
 after another: ``Model`` is not thread-safe, and the engine's own threads (``--threads``) use the cores.
 
+Limits (slow or idle clients; ``serve/limits.py``): at most ``--max-connections`` open connections (lowered to fit
+the open-file limit; a new connection beyond it closes the oldest idle one, so /healthz always gets in), request
+headers within ``--header-timeout`` s, no body byte for ``--body-timeout`` s is a 408, idle keep-alive
+connections close after ``--keep-alive-timeout`` s, request headers over 64 KiB are refused.
+
+JSON: responses are strict JSON, never ``NaN`` or ``Infinity``. Requests holding ``NaN``/``Infinity`` literals
+or numbers out of the float64 range are a 400, values that overflow the input's dtype a 422 (``/v2``: 400). An
+output that holds NaN or infinities is a 500 ``non_finite_output`` naming it when it would be written as JSON
+numbers; the same values travel as raw bytes with ``"encoding": "b64"`` (``/v1``), the binary tensor extension
+(``/v2``) or gRPC.
+
+TLS (``serve/tls.py``): ``--tls-cert CERT.pem --tls-key KEY.pem`` serve HTTPS and gRPC over TLS (TLS 1.2+);
+``--tls-client-ca CA.pem`` requires client certificates signed by that CA on both. Plain HTTP to a TLS port gets
+no answer. ``/v1/model`` names the bundle, never its path on the device.
+
 Exit codes: 0 clean shutdown; 2 usage error or missing dependency; 5/11/12 the edgeify-runtime errors
 (input signature, engine missing or too old, bundle invalid), e.g. from the warmup run; 1 anything else
 (e.g. the port is in use).
@@ -135,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-file", help="require `Authorization: Bearer <token>` on every endpoint; the token is "
                    f"the file's first line (or set {TOKEN_ENV}); never logged")
     p.add_argument("--latency-budget-ms", type=float, default=None, help="the p95 request latency budget, exported "
-                   "as edgeify_latency_budget_seconds for the alert rules (default: the manifest's latency_budget_ms)")
+                   "as edgeify_latency_budget_seconds for the alert rules (default: the manifest's latency_budget_ms, else "
+                   "max(3 x p95, p95 + 20 ms) of the bundle measured at startup, labelled source=measured)")
     p.add_argument("--model-name", help="the name the model is served under in /v2 (default: the bundle's "
                    "directory name; for WORKDIR/bundles/NAME/current, NAME)")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: physical cores)")
@@ -260,9 +276,12 @@ def main(argv: list[str] | None = None) -> int:
         service = Service(model, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
                           max_request_samples=args.max_request_samples, labels=labels,
                           name=args.model_name or model_name(args.bundle),
-                          latency_budget_ms=args.latency_budget_ms or model.manifest.raw.get("latency_budget_ms"))
+                          latency_budget_ms=args.latency_budget_ms or model.manifest.raw.get("latency_budget_ms"),
+                          budget_source="given" if args.latency_budget_ms else "manifest")
         if not args.no_warmup:
             service.warmup()
+            if service.latency_budget_ms is None:  # the alerts still need a threshold: this device's own p95
+                service.budget_from_measurement()
     except EdgeifyRuntimeError as err:
         model.close()
         return _fail(f"warmup inference failed: {err.message}", err.hint or "pass --no-warmup to skip it",

@@ -27,16 +27,21 @@ def read_labels(path: str | None) -> list[str] | None:
     return [ln for ln in lines if ln]
 
 
+#: engine calls measured at startup for the default latency budget (no --latency-budget-ms, none in the bundle)
+DEFAULT_BUDGET_RUNS = 30
+
 class Service:
     """Everything the HTTP layer needs; usable without HTTP (tests, other servers)."""
 
     def __init__(self, model: Model, *, max_batch: int = 8, max_wait_ms: float = 0.0, max_queue: int = 1024,
                  max_request_samples: int = 256, labels: list[str] | None = None,
-                 registry: Any = None, name: str | None = None, latency_budget_ms: float | None = None) -> None:
+                 registry: Any = None, name: str | None = None, latency_budget_ms: float | None = None,
+                 budget_source: str = "given") -> None:
         self.model = model
         self.max_queue = max_queue
         #: the p95 latency the alert rules hold the service to (``--latency-budget-ms``), exported as a gauge
         self.latency_budget_ms = latency_budget_ms
+        self.budget_source = budget_source
         #: the name the model is served under (Open Inference Protocol)
         self.name = name or model.bundle_dir.absolute().name
         self.labels = labels if labels is not None else model.labels
@@ -86,9 +91,12 @@ class Service:
         self.m_queue.set_function(lambda: self.batcher.queued_samples)
         Gauge("edgeify_queue_capacity", "Samples the queue holds before it answers 503 (--max-queue)",
               registry=registry).set(self.max_queue)
+        #: source label: "given" (--latency-budget-ms), "manifest" (the bundle's budget) or "measured" (at startup)
+        self.m_budget = Gauge("edgeify_latency_budget_seconds", "The p95 request latency this service must stay "
+                              "within: --latency-budget-ms, else the bundle's budget, else measured at startup",
+                              ["source"], registry=registry)
         if self.latency_budget_ms is not None:
-            Gauge("edgeify_latency_budget_seconds", "The p95 request latency this service must stay within "
-                  "(--latency-budget-ms)", registry=registry).set(self.latency_budget_ms / 1e3)
+            self.m_budget.labels(self.budget_source).set(self.latency_budget_ms / 1e3)
         m = self.model
         info = Gauge("edgeify_model_info", "The loaded bundle (value 1)",
                      ["bundle_digest", "target", "engine", "engine_version", "precision", "accelerator",
@@ -119,11 +127,30 @@ class Service:
 
     def warmup(self) -> None:
         """One real inference on zeros (dynamic dimensions: 1), so that /healthz means "the model runs"."""
+        self.infer(self._zeros())
+
+    def _zeros(self) -> Feeds:
         feeds = {}
         for t in self.inputs:
             shape = [d if isinstance(d, int) else 1 for d in t.shape]
             feeds[t.name] = np.zeros(shape, np.dtype(t.dtype))
-        self.infer(feeds)
+        return feeds
+
+    def budget_from_measurement(self, runs: int = DEFAULT_BUDGET_RUNS) -> float:
+        """With no budget given: the alert threshold from this bundle's own p95 on this device, measured now
+        (``runs`` engine calls at batch 1): max(3 x p95, p95 + 20 ms), the 20 ms covering HTTP, decoding and
+        queueing. Exported with ``source="measured"``; returns the threshold in ms."""
+        feeds = self._zeros()
+        times = []
+        for _ in range(max(5, runs)):
+            t0 = time.perf_counter()
+            self.model.run(feeds)
+            times.append((time.perf_counter() - t0) * 1e3)
+        p95 = float(np.percentile(times, 95))
+        self.latency_budget_ms = max(3.0 * p95, p95 + 20.0)
+        self.budget_source = "measured"
+        self.m_budget.labels("measured").set(self.latency_budget_ms / 1e3)
+        return self.latency_budget_ms
 
     # requests
     def parse(self, body: bytes) -> tuple[Feeds, int, Any, bool]:
