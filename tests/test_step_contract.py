@@ -113,6 +113,9 @@ def _case(kind: str) -> tuple[object, str, str] | None:
     from edgeify.targets import load_registry
 
     reg = load_registry(user_dir=Path("/nonexistent"))
+    if step_class(kind).transforms_source:  # runs before any pipeline, on request: the first fp32 one will do
+        spec = reg.get(sorted(s.name for s in reg)[0])
+        return spec.name, spec.engine_for("fp32", None)[0], "fp32"
     device = None
     candidates = []
     for spec in sorted(reg, key=lambda s: s.name):
@@ -200,13 +203,16 @@ def test_a_tiny_pipeline_using_the_step_builds(kind: str, tiny: dict[str, Path])
         pytest.skip(f"no built-in target uses {kind!r} and it fits before none of their checks: a plugin step "
                     "whose formats no built-in engine has brings its own target and test")
     target, engine, precision = case
-    key = (getattr(target, "name", target), engine, precision, kind if not isinstance(target, str) else "")
     cls = step_class(kind)
+    key = (getattr(target, "name", target), engine, precision,
+           kind if not isinstance(target, str) or cls.transforms_source else "")
     res = _BUILT.get(key)
     if res is None:  # steps that share a pipeline (export, optimize, check) share its build
+        transform = cls.transforms_source  # asked for through the request's options, trained on its train set
+        data = DataSets(calibration=str(tiny["calib"]), train=str(tiny["calib"]) if transform else None)
         req = BuildRequest(model=str(tiny["model"]), target=target, out=str(tiny["root"] / "-".join(key)),
-                           precision=precision, engine=engine, data=DataSets(calibration=str(tiny["calib"])),
-                           use_cache=False, measure_latency=False)
+                           precision=precision, engine=engine, data=data,
+                           options={kind: {}} if transform else {}, use_cache=False, measure_latency=False)
         try:
             res = _BUILT[key] = build(req)
         except Exception:

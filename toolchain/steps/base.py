@@ -181,7 +181,9 @@ class Step:
     - ``tools`` (packages whose versions enter the cache key and the manifest), ``cacheable``,
       ``uses_calibration``, ``uses_data`` (other request data sets its output depends on: their file digests and
       the step's request options enter the cache key), ``precision_sensitive``;
-    - ``validates``: a checking step (every pipeline's last host step must be one).
+    - ``validates``: a checking step (every pipeline's last host step must be one);
+    - ``transforms_source`` (+ ``finish``): a step that runs before the pipeline on request and replaces the
+      source model (``compress``).
 
     Any other input (training data, a teacher model) comes from ``ctx.request`` (``edgeify.request``).
 
@@ -199,12 +201,20 @@ class Step:
     uses_data: ClassVar[tuple[str, ...]] = ()
     precision_sensitive: ClassVar[bool] = True  # False: the output does not depend on the build's precision
     validates: ClassVar[bool] = False  # checks the artifact against the source: a pipeline's last host step must
+    #: a source transform (e.g. ``compress``): run before the pipeline when the request's options name its kind
+    #: (``BuildRequest(options={kind: {...}})``); it replaces ``ctx.source``, and ``finish`` runs after the pipeline
+    transforms_source: ClassVar[bool] = False
 
     def __init__(self, config: StepConfig) -> None:
         self.config = config
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         raise NotImplementedError
+
+    def finish(self, ctx: BuildContext, final: Artifact) -> Artifact:
+        """A source transform's last word on the pipeline's final artifact (e.g. facts measured against the
+        original model); other steps are never asked."""
+        return final
 
     @classmethod
     def search_space(cls, config: Mapping[str, Any], precision: str, *,
