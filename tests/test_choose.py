@@ -45,3 +45,23 @@ def test_closest_lists_measured_candidates_with_formatted_numbers() -> None:
     text = closest_text(cands, b)
     assert "#0" not in text and "#1" in text and "0.031 ms" in text and "0.0312345" not in text
     assert "drop 0.10 pt" in text
+
+
+def test_a_parity_failure_names_output_metric_value_and_tolerance() -> None:
+    from edgeify.errors import ParityError
+    from edgeify.optimize.choose import parity_reason
+    from edgeify.steps.records import OutputCheck, ValidationReport
+
+    rows = (OutputCheck(output="logits", inputs="random", shape=(1, 10), gated=True, passed=False,
+                        limit="max|Δ| <= 1e-4 + 1e-4*max|ref|", bound=2e-4, max_abs=0.31),
+            OutputCheck(output="probs", inputs="real", shape=(1, 10), gated=True, passed=False,
+                        limit="cosine >= 0.98", cosine=0.9712),
+            OutputCheck(output="aux", inputs="real", shape=(1,), gated=True, passed=True, max_abs=0.0))
+    err = ParityError("the built model differs from the source model (2 mismatch(es)):\n...")
+    err.report = ValidationReport(tolerance=None, outputs=rows, random_samples=8, real_samples=8,  # type: ignore
+                                  passed=False)
+    text = parity_reason(err)
+    assert "mismatch(es)" not in text and "2 output check(s)" in text
+    assert "logits (random): max|Δ| 0.31 > 0.0002 [tolerance max|Δ| <= 1e-4" in text
+    assert "probs (real): cosine 0.97120 [tolerance cosine >= 0.98]" in text and "aux" not in text
+    assert parity_reason(ParityError("plain message\nmore")) == "plain message"

@@ -111,7 +111,9 @@ def build_candidate(inp: Inputs, plan: ArtifactPlan, index: int, observer: Any =
         raise KeyboardInterrupt from None
     except ParityError as exc:
         report = getattr(exc, "report", None)
-        return Built(plan, None, runtime, accuracy_from(report, "agreement", False), error=str(exc).splitlines()[0],
+        from .choose import parity_reason
+
+        return Built(plan, None, runtime, accuracy_from(report, "agreement", False), error=parity_reason(exc),
                      status="parity-failed", report_sha256=_report_sha256(report))
     except EdgeifyError as exc:
         return Built(plan, None, runtime, None, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}",

@@ -76,6 +76,30 @@ def choose(cands: Sequence[Candidate], budgets: Budgets, objective: Objective) -
     return min(ties, key=lambda i: (simplicity(cands[i]), _sort_key(cands[i], objective, budgets.percentile)))
 
 
+def parity_reason(exc: Exception, most: int = 3) -> str:
+    """A parity failure in one line with its details: each failing output, the input set, the metric, its value
+    and the tolerance (from the error's validation report), instead of "N mismatch(es)"."""
+    report = getattr(exc, "report", None)
+    rows = list(getattr(report, "failed", None) or ())
+    if not rows:
+        return str(exc).splitlines()[0]
+    parts = []
+    for r in rows[:most]:
+        if r.error:
+            what = r.error
+        elif r.max_abs is not None and r.bound is not None and r.max_abs > r.bound:
+            what = f"max|Δ| {r.max_abs:.3g} > {r.bound:.3g}"
+        elif r.cosine is not None:
+            what = f"cosine {r.cosine:.5f}"
+        elif r.top1_agreement is not None:
+            what = f"top-1 agreement {r.top1_agreement:.3f}"
+        else:
+            what = "failed"
+        parts.append(f"{r.output} ({r.inputs}): {what}" + (f" [tolerance {r.limit}]" if r.limit else ""))
+    more = f"; +{len(rows) - most} more" if len(rows) > most else ""
+    return f"parity failed on {len(rows)} output check(s): " + "; ".join(parts) + more
+
+
 def closest_text(cands: Sequence[Candidate], budgets: Budgets, n: int = 3) -> str:
     """The exit-10/13 message's list: measured candidates only, numbers formatted."""
     out = []
