@@ -11,17 +11,15 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from ..values import Frozen as _Frozen
 
 #: ``int8-mixed``: static int8 with the most sensitive layers kept in float (``edgeify optimize``'s ladder);
 #: ``bf16``: fp32 weights computed in bfloat16 on CPUs that have it (AVX-512 BF16 / AMX), engine-selected
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-mixed", "int8-dynamic", "int16x8")
 Precision = Literal["fp32", "fp16", "bf16", "int8", "int8-mixed", "int8-dynamic", "int16x8"]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class StepRef(_Frozen):

@@ -22,21 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgeify_runtime.manifest import TensorSpec
+from edgeify_runtime.manifest import TensorSpec, sha256_file
 
 from .errors import InputSignatureError, ModelLoadError
 
 ONNX_SUFFIXES = {".onnx"}
 PT2_SUFFIXES = {".pt2"}
 TORCHSCRIPT_SUFFIXES = {".pt", ".ts", ".torchscript", ".jit"}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]] | list[tuple[int, ...]] | None:
@@ -375,5 +367,5 @@ def open_source(spec: str, input_shapes: list[str] | None = None, *, trust_sourc
     else:
         raise ModelLoadError(f"{path}: unknown model kind {suffix!r}",
                              hint="give an .onnx, an ExportedProgram .pt2, a TorchScript .pt, or module.py:factory")
-    return SourceModel(spec=spec, path=path, kind=kind, sha256=_sha256(path),
+    return SourceModel(spec=spec, path=path, kind=kind, sha256=sha256_file(path),
                        input_shapes=parse_input_shapes(input_shapes), factory=factory, trusted=trust_source)

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-from .output import AskPassOpt, Format, FormatOpt, TrustOpt, examples, fail_fleet, passphrase, print_json
+from .output import (
+    AskPassOpt,
+    Format,
+    FormatOpt,
+    Percentile,
+    TrustOpt,
+    examples,
+    fail_fleet,
+    passphrase,
+    print_json,
+)
 
 EPILOG = examples("edgeify bench build/digits-x86",
                   "edgeify bench build/digits-x86 --threads 1 --runs 200 --min-duration 2 --format json",
                   "edgeify bench build/seq-x86 --input-shape tokens:1,128 --batch 8",
                   "edgeify bench build/digits-rpi5 --device pi-01 --max-latency-ms 5 --percentile p99",
                   "edgeify bench build/digits-rpi5 --devices tag:pi --format json --samples")
-
-
-class Percentile(str, Enum):
-    p50 = "p50"
-    p90 = "p90"
-    p95 = "p95"
-    p99 = "p99"
 
 
 def bench(

@@ -10,20 +10,13 @@ from typing import Any
 import typer
 
 from .matrix import ExecutorKind
-from .output import Format, FormatOpt, TargetFiles, console, err_console, print_json
+from .output import Format, FormatOpt, Percentile, TargetFiles, console, err_console, print_json
 
 
 class Objective(str, Enum):
     latency = "latency"
     size = "size"
     accuracy = "accuracy"
-
-
-class Percentile(str, Enum):
-    p50 = "p50"
-    p90 = "p90"
-    p95 = "p95"
-    p99 = "p99"
 
 
 def budget_note(text: str, seconds: float) -> str:

@@ -30,6 +30,15 @@ class Format(str, Enum):
     json = "json"
 
 
+class Percentile(str, Enum):
+    """The percentile a latency budget applies to (``--percentile``; bench and optimize)."""
+
+    p50 = "p50"
+    p90 = "p90"
+    p95 = "p95"
+    p99 = "p99"
+
+
 FormatOpt = typer.Option(Format.table, "--format", help="table for people, json for machines")
 TargetFiles = typer.Option([], "--target-file", help="extra target spec TOML file (repeatable)")
 TrustOpt = typer.Option(False, "--trust-new-host-key",
@@ -103,7 +112,9 @@ def print_build_summary(s: dict[str, Any]) -> None:
     from edgeify.noise import human_size
 
     steps = s.get("steps") or []
-    took = "cached" if steps and all(st.get("cached") for st in steps) else f"{s['seconds']:.1f} s"
+    convert = [st for st in steps if st.get("uses") != "check"]
+    took = (f"conversion cached, {s['seconds']:.1f} s" if convert and all(st.get("cached") for st in convert)
+            else f"{s['seconds']:.1f} s")
     console.print(f"[bold green]built[/] {s['bundle']}  ({s['target']}, {s['engine']}, {s['precision']}, "
                   f"{human_size(s['size_bytes'])}, {took})")
     if s.get("parity"):

@@ -25,9 +25,10 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..values import Frozen as _Frozen
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,10 +37,6 @@ else:  # pragma: no cover
 
 Precision = Literal["fp32", "fp16", "bf16", "int8", "int8-dynamic", "int16x8"]  # int8-mixed: the ladder's, needs layers
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _unique(values: tuple[str, ...], what: str) -> tuple[str, ...]:

@@ -21,19 +21,22 @@ from .settings import to_engine_options
 
 
 @dataclass(frozen=True)
-class Protocol:
+class MeasureProtocol:
+    """How long a candidate is measured (the screen, or the target's full protocol); the protocol a result
+    records is ``edgeify_runtime.result.Protocol``."""
+
     warmup: int
     runs: int
     min_duration_s: float
     max_duration_s: float = 60.0
 
 
-SCREEN = Protocol(warmup=3, runs=20, min_duration_s=0.3, max_duration_s=20.0)
+SCREEN = MeasureProtocol(warmup=3, runs=20, min_duration_s=0.3, max_duration_s=20.0)
 
 
-def full_protocol(target_bench: Any) -> Protocol:
-    return Protocol(warmup=target_bench.warmup, runs=target_bench.runs, min_duration_s=target_bench.min_duration_s,
-                    max_duration_s=target_bench.max_duration_s)
+def full_protocol(target_bench: Any) -> MeasureProtocol:
+    return MeasureProtocol(warmup=target_bench.warmup, runs=target_bench.runs,
+                           min_duration_s=target_bench.min_duration_s, max_duration_s=target_bench.max_duration_s)
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def settings_bundle(bundle: Path, runtime: str, settings: Settings) -> tuple[Pat
     return dest, threads
 
 
-def bench_candidate(bundle: Path, runtime: str, settings: Settings, proto: Protocol, *, device: str,
+def bench_candidate(bundle: Path, runtime: str, settings: Settings, proto: MeasureProtocol, *, device: str,
                     run_id: str, store: bool = True) -> Measurement:
     from edgeify.bench import BenchSettings, bench
 

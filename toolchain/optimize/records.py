@@ -7,16 +7,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ..values import Frozen as _Frozen
 
 Objective = Literal["latency", "size", "accuracy"]
 AccuracyMeasure = Literal["labels", "agreement"]
 Status = Literal["measured", "screened", "skipped", "parity-failed", "accuracy-failed", "build-failed",
                  "bench-failed", "not-run"]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Budgets(_Frozen):

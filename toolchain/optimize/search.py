@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from .candidates import Built, CandidateBuilder, Inputs, LocalBuilder, build_candidate
 from .choose import accuracy_ok, pareto
 from .ladder import qdq_model_path, run_ladder
-from .measure import SCREEN, Protocol, bench_candidate
+from .measure import SCREEN, MeasureProtocol, bench_candidate
 from .records import Budgets, Candidate, Objective, Rung, Settings
 from .space import ArtifactPlan, DeviceFacts, SearchSpace, build_space
 
@@ -30,7 +30,7 @@ CANNOT_BEAT = 1.3
 
 class Search:
     def __init__(self, inp: Inputs, spec: TargetSpec, facts: DeviceFacts, budgets: Budgets, objective: Objective,
-                 device: str, run_id: str, full: Protocol, progress: Callable[[str], None],
+                 device: str, run_id: str, full: MeasureProtocol, progress: Callable[[str], None],
                  engines: tuple[str, ...] | None = None, precisions: tuple[str, ...] | None = None,
                  builder: CandidateBuilder | None = None) -> None:
         self.inp, self.spec, self.facts, self.budgets, self.objective = inp, spec, facts, budgets, objective
