@@ -264,6 +264,14 @@ def _measure(site: DeviceSite, bundle_path: str, settings: BenchSettings, *, tim
     return BenchResult.from_dict(reply).replace(device=site.name)
 
 
+def bench_local(bundle: str | os.PathLike[str], settings: BenchSettings | None = None, *,
+                timeout: float | None = None) -> BenchResult:
+    """This machine, directly: the agent over ``DeviceSite.local()``, no devices file, no fleet, nothing stored
+    (a build's quick latency check). Raises the agent's error."""
+    bundle = Path(bundle).resolve()
+    return _bench_local(bundle, settings or settings_for(bundle), timeout=timeout)
+
+
 def _bench_local(bundle: Path, settings: BenchSettings, *, timeout: float | None) -> BenchResult:
     result = _measure(DeviceSite.local(), str(bundle), settings, timeout=timeout)
     return result.replace(warnings=result.warnings + tuple(_warnings(result, local=True)))
@@ -391,6 +399,5 @@ def _store(result: BenchResult) -> int:
         return int(store.add(result))
 
 
-__all__ = ["BenchSettings", "Series", "bench", "bench_series", "budget_error", "deployed_path", "outputs_on_device",
-           "parse_input_shapes",
-           "settings_for"]
+__all__ = ["BenchSettings", "Series", "bench", "bench_local", "bench_series", "budget_error", "deployed_path",
+           "outputs_on_device", "parse_input_shapes", "settings_for"]

@@ -301,11 +301,11 @@ def _load_data(ctx, outputs, calib, eval, preprocess, load_dataset) -> None:
 def quick_latency(bundle_dir: Path) -> dict[str, Any] | None:
     """A short local benchmark for a bundle's report (the real one is `edgeify bench`); ``{"error": ...}`` when
     it cannot run (the build itself succeeded). Also used by ``edgeify build --ladder``."""
-    from .bench import BenchSettings, bench
+    from .bench import BenchSettings, bench_local
 
     quick = BenchSettings(warmup=3, runs=20, min_duration_s=0.3, max_duration_s=20)
     try:
-        res = bench(bundle_dir, "local", settings=quick, store=False)[0].unwrap().to_dict()
+        res = bench_local(bundle_dir, quick).to_dict()  # the bench orchestrator's local path, not the fleet layer
     except Exception as exc:  # the report says why; the build itself succeeded
         return {"error": f"{type(exc).__name__}: {exc}"}
     return {k: res.get(k) for k in ("latency_ms", "throughput_ips", "load_ms", "peak_rss_mb", "protocol")}
