@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..bench import BenchSettings, settings_for
-from ..deploy.connect import open_site
-from ..deploy.deployer import LocalBundle, bundle_name, deploy
-from ..deploy.fleet import run_fleet
+from ..deploy.deployer import LocalBundle, bundle_name
+from ..deploy.fleet import deploy, run_fleet
 from ..deploy.inventory import Device, Inventory
 from ..errors import BundleError, EdgeifyError, InterruptedBuild, RolloutGateError, UnreachableError, UsageError
 from .device import accuracy_device, gate_device, installed, is_unreachable, put_back
@@ -235,8 +234,8 @@ def _one_device(rs: RolloutStore, rid: str, plan: Plan, dev: Device, local: Loca
             else:
                 prev = rs.get(rid).device(dev.name).previous_digest
                 rs.set_device(rid, dev.name, "deploying", detail=detail)
-            with open_site(dev, **connect) as site:
-                report = deploy(site, plan.bundle, device=dev, name=plan.name, force=plan.force)
+            # edgeify.deploy: uploaded, verified, installed atomically (the replaced version kept as `previous`)
+            report = deploy(plan.bundle, dev, name=plan.name, force=plan.force, **connect)[0].unwrap()
             detail["deploy"] = {"status": report.status, "uploaded_bytes": report.uploaded_bytes}
             rs.set_device(rid, dev.name, "deployed", running_digest=report.digest, detail=detail)
             if prev is None or prev == plan.bundle_digest:
