@@ -154,13 +154,17 @@ def print_table(result: Any, wide: bool = False) -> None:
                                        file=console.file, force_terminal=console.is_terminal)
     front = set(result.pareto)
     chosen = result.chosen.index if result.chosen else None
+    from rich import box
+
     table = Table(title=f"optimize {result.run_id}: {result.target} on {result.device}, objective "
-                        f"{result.objective}, accuracy by {result.accuracy_measure}")
+                        f"{result.objective}, accuracy by {result.accuracy_measure}",
+                  box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD, pad_edge=wide, collapse_padding=not wide)
     cols = (("#", "engine", "precision", "recipe", "settings", "size KB", "int8 ops", "acc drop pt", "p50 ms",
              "p95 ms", "meets", "status") if wide else
             ("#", "engine", "prec", "recipe", "KB", "drop pt", "p50 ms", "meets", "status"))
     for col in cols:
-        table.add_column(col, overflow="fold" if wide else "ellipsis", no_wrap=not wide)
+        table.add_column(col, overflow="fold" if wide else "ellipsis", no_wrap=not wide,
+                         width=None if wide else _NARROW.get(col))
     for i, c in enumerate(result.candidates):
         lat = c.latency_ms or c.screen_latency_ms or {}
         mark = ("★ " if i == chosen else "") + ("◆" if i in front else "")
@@ -173,17 +177,19 @@ def print_table(result: Any, wide: bool = False) -> None:
             table.add_row(f"{mark}{i}", c.engine, c.precision, recipe, c.settings.label(), size, ops, drop,
                           _ms(lat.get("p50")), _ms(lat.get("p95")), "yes" if c.meets_budget else "no", status)
         else:
-            table.add_row(f"{mark}{i}", c.engine, c.precision, _cut(recipe, 18), size, drop, _ms(lat.get("p50")),
-                          "yes" if c.meets_budget else "no", _cut(status, 24))
+            table.add_row(f"{mark}{i}", _cut(c.engine, 11), c.precision, _cut(recipe, 16), size, drop,
+                          _ms(lat.get("p50")), "yes" if c.meets_budget else "no", _cut(status, 22))
     out.print(table)
     out.print("★ chosen  ◆ Pareto front (latency, accuracy drop, size); screened rows ran the short protocol"
               + ("" if wide else "; --wide or --format json: settings, int8 ops, p95 and full reasons"))
     if result.ladder:
-        lt = Table(title="quantization ladder")
+        lt = Table(title="quantization ladder", box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD, pad_edge=wide,
+                   collapse_padding=not wide)
         lcols = (("rung", "engine", "precision", "acc drop pt", "cosine", "p50 ms", "int8 ops", "met budget", "why")
-                 if wide else ("rung", "engine", "prec", "drop pt", "cosine", "p50 ms", "met", "why"))
+                 if wide else ("rung", "prec", "drop pt", "cosine", "p50 ms", "met", "why"))
         for col in lcols:
-            lt.add_column(col, overflow="fold" if wide else "ellipsis", no_wrap=not wide)
+            lt.add_column(col, overflow="fold" if wide else "ellipsis", no_wrap=not wide,
+                          width=None if wide else _NARROW.get(col))
         for r in result.ladder:
             drop = "-" if r.accuracy_drop is None else f"{r.accuracy_drop:.2f}"
             cos = "-" if r.cosine is None else f"{r.cosine:.4f}"
@@ -192,13 +198,18 @@ def print_table(result: Any, wide: bool = False) -> None:
                 lt.add_row(r.rung, r.engine, r.precision, drop, cos, _ms(r.latency_p50_ms),
                            f"{r.quantized_ops}/{r.total_ops}" if r.total_ops is not None else "-", met, r.reason)
             else:
-                lt.add_row(_cut(r.rung, 26), r.engine, r.precision, drop, cos, _ms(r.latency_p50_ms), met,
-                           _cut(r.reason, 22))
+                lt.add_row(_cut(f"{r.engine} {r.rung}", 30), r.precision, drop, cos, _ms(r.latency_p50_ms), met,
+                           _cut(r.reason, 20))
         out.print(lt)
     if result.chosen:
         ch = result.chosen
         out.print(f"[bold]chosen[/]: {ch.engine} {ch.precision} ({ch.recipe.name}) → {ch.bundle}\n"
                   f"why: {ch.why}\ntarget: {result.target_reason}; search took {result.wall_s:.0f} s")
+
+
+#: column widths of the 100-column tables (the cells are cut with "…" to fit)
+_NARROW = {"#": 4, "engine": 11, "prec": 12, "recipe": 16, "KB": 5, "drop pt": 7, "p50 ms": 7, "meets": 5,
+           "status": 22, "rung": 30, "cosine": 6, "met": 3, "why": 20}
 
 
 def _cut(text: str, width: int) -> str:
