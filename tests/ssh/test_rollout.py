@@ -2,7 +2,7 @@
 
 - four waves over 20 devices complete, every device ends on the new bundle, re-running is idempotent;
 - a slower bundle fails the canary wave's gate and that wave is rolled back (every device on a known bundle);
-- an unreachable device pauses the rollout (exit 20, never counted as passing), `resume` finishes it;
+- a device whose link is cut mid-wave pauses the rollout (exit 20, never counted as passing), `resume` finishes it;
 - Ctrl-C mid-wave (exit 130), then `resume` finishes it.
 """
 
@@ -185,27 +185,64 @@ def test_slower_bundle_fails_the_canary_and_the_wave_is_rolled_back(fleet, fleet
     assert res.returncode == 2 and "nothing to resume" in res.stderr
 
 
-def test_unreachable_device_pauses_and_resume_finishes(fleet, fleet_env, versions) -> None:
-    names = sorted(fleet)[6:10]
+def test_link_cut_mid_wave_pauses_and_resume_finishes(fleet, fleet_env, versions) -> None:
+    """Three loopback devices and one in a network namespace whose link is cut while its gate is measured
+    (sshd keeps running there): it is retried, reported unreachable and never counted as passing; the rollout
+    pauses (exit 20); with the link back, `resume` finishes it."""
+    require("sshd", "ip", root=True)
+    names = sorted(fleet)[6:9]
     work = _register(fleet, fleet_env, names, "yard")
-    assert run_cli("deploy", str(versions["v1"]), "--devices", "tag:yard", timeout=300).returncode == 0
-    victim = fleet[names[-1]]
-    victim.stop()  # the link to this device is gone for the whole first attempt
+    link = sshlab.NetnsLink("roll").up()
+    ns_dev = None
     try:
-        r = run_cli("rollout", str(versions["v2"]), "--devices", "tag:yard", "--waves", "100%",
-                    "--gate", GATE_EQUAL, *COMMON, "--format", "json", timeout=600)
-        assert r.returncode == 20, r.stderr[-3000:]
-        out = json.loads(r.stdout)
+        any_dev = next(iter(fleet.values()))
+        pub = Path(str(any_dev.root.parent / "client" / "id_ed25519") + ".pub").read_text().strip()
+        ns_dev = sshlab.Sshd("yard-ns", link.ns_addr, fleet_env / "ns-dev", pub, netns=link.ns).start()
+        with (fleet_env / "home" / ".ssh" / "known_hosts").open("a") as f:
+            f.write(ns_dev.known_hosts_line() + "\n")
+        inv = Inventory(fleet_env / "edgeify-home" / "config" / "devices.toml")
+        work["yard-ns"] = fleet_env / "work" / "yard-ns"
+        inv.add(device_for(ns_dev, workdir=work["yard-ns"], tags=("yard",)))
+        inv.save()
+        assert run_cli("deploy", str(versions["v1"]), "--devices", "tag:yard", timeout=300).returncode == 0
+        code = "import sys\nfrom edgeify.cli import main as m\nm.main(sys.argv[1:])\n"
+        proc = subprocess.Popen([sys.executable, "-c", code, "rollout", str(versions["v2"]), "--devices", "tag:yard",
+                                 "--waves", "100%", "--gate", GATE_EQUAL, "--runs", "3", "--samples", "30",
+                                 "--parallel", "4", "--retries", "1", "--format", "json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        from edgeify.rollout import status
+
+        deadline = time.monotonic() + 300
+        cut = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if status().device("yard-ns").status == "deployed":  # installed; its gate is being measured
+                    link.cut()
+                    cut = True
+                    break
+            except Exception:
+                pass
+            time.sleep(0.05)
+        assert cut, "the namespaced device never reached its gate"
+        out_text, err = proc.communicate(timeout=300)
+        assert proc.returncode == 20, err[-3000:]
+        out = json.loads(out_text)
         assert out["state"] == "paused"
         by_name = {d["name"]: d for d in out["devices"]}
-        assert by_name[victim.name]["status"] == "unreachable"  # never counted as passing
-        assert {by_name[n]["status"] for n in names[:-1]} == {"passed"}
+        assert by_name["yard-ns"]["status"] == "unreachable"  # never counted as passing
+        assert by_name["yard-ns"]["detail"]["error"]["exit_code"] in (20, 24, 27)
+        assert {by_name[n]["status"] for n in names} == {"passed"}
+        st = json.loads(run_cli("rollout", "status", out["rollout_id"], "--format", "json").stdout)
+        assert st["state"] == "paused" and st["waves"][0]["unreachable"] == 1
+        link.restore()
+        res = run_cli("rollout", "resume", out["rollout_id"], "--format", "json", timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert json.loads(res.stdout)["state"] == "done"
+        assert set(_on_disk(work).values()) == {_digest(versions["v2"])}
     finally:
-        victim.start()
-    res = run_cli("rollout", "resume", out["rollout_id"], "--format", "json", timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads(res.stdout)["state"] == "done"
-    assert set(_on_disk(work).values()) == {_digest(versions["v2"])}
+        if ns_dev is not None:
+            ns_dev.stop()
+        link.down_all()
 
 
 def test_ctrl_c_mid_wave_then_resume(fleet, fleet_env, versions) -> None:
