@@ -109,3 +109,16 @@ def test_max_time_budget_is_said_up_front_and_a_bare_small_number_warns() -> Non
     assert "3 s" in note and "a bare number is seconds" in note and "--max-time 3m" in note
     assert "warning" not in budget_note("20m", parse_duration("20m")) and "20 min" in budget_note("20m", 1200.0)
     assert "warning" not in budget_note("90", 90.0)
+
+
+def test_a_tiny_int8_build_says_per_call_overhead_dominates(capsys: pytest.CaptureFixture[str]) -> None:
+    """The digits CNN's x86 int8 bundle ran 0.11 ms against ONNX Runtime fp32's 0.030 ms: the build says so."""
+    from edgeify.cli.output import print_build_summary
+
+    summary = {"bundle": "b", "target": "x86-avx2", "engine": "e", "precision": "int8", "size_bytes": 10,
+               "seconds": 1.0, "steps": [], "parity": [], "accuracy": None,
+               "latency": {"latency_ms": {"p50": 0.11, "p95": 0.13}}}
+    print_build_summary(summary)
+    assert "per-call overhead dominates" in capsys.readouterr().err
+    print_build_summary({**summary, "precision": "fp32"})
+    assert "per-call overhead" not in capsys.readouterr().err

@@ -108,6 +108,10 @@ def _f(v: Any, spec: str = ".3f") -> str:
 
 
 # -- build -------------------------------------------------------------------------------------------------------
+#: below this p50 a call's fixed cost (engine dispatch, I/O copies) outweighs what int8 kernels save
+TINY_CALL_MS = 0.2
+
+
 def print_build_summary(s: dict[str, Any]) -> None:
     from edgeify.noise import human_size
 
@@ -135,6 +139,10 @@ def print_build_summary(s: dict[str, Any]) -> None:
     lat = (s.get("latency") or {}).get("latency_ms")
     if lat:
         console.print(f"local latency (quick run): p50 {lat['p50']:.3f} ms, p95 {lat['p95']:.3f} ms")
+        if lat.get("p50") is not None and lat["p50"] < TINY_CALL_MS and s.get("precision", "").startswith("int8"):
+            err_console.print(f"note: at {lat['p50']:.3f} ms a call, per-call overhead dominates a model this small, "
+                              "so int8 kernels may not pay off: another engine or fp32 can be faster here "
+                              f"(`edgeify optimize MODEL --target {s.get('target', '')}` measures them)")
 
 
 # -- bench / results ---------------------------------------------------------------------------------------------
