@@ -57,7 +57,9 @@ if ! "$PY" -m pip install -q -c constraints.txt "$TORCH"; then
   echo "  --extra-index-url, the CPU choice of the install selector on PyTorch's website), or EDGEIFY_TORCH=torch==2.13.0 ./install.sh" >&2
   exit 1
 fi
-"$PY" -m pip install -q -c constraints.txt -e ./runtimes -e ".[$extras]"
+# the runtime with its serving extras (the device service: `python -m edgeify_runtime.serve`, REST + gRPC), pinned by
+# constraints.txt like everything else (a bare `pip install ./runtimes[serve]` would take the newest uvicorn)
+"$PY" -m pip install -q -c constraints.txt -e "./runtimes[serve,grpc]" -e ".[$extras]"
 
 # Packages whose declared dependencies would break the environment are installed with --no-deps here.
 # onnx2tf pins numpy 1.26.4, onnx 1.19, onnxruntime 1.23, protobuf 4.25 and tensorflow 2.19 (it would downgrade
