@@ -25,6 +25,7 @@ import pytest
 import sshlab
 from edgeify.deploy.apps import app_status, deploy_app, resolve_app, stop_app
 from edgeify.deploy.connect import open_site
+from edgeify.deploy.deployer import deploy
 from edgeify.errors import EngineMissingError, RemoteCommandError
 from sshtest import Timer, device_for, run_cli
 
@@ -177,8 +178,11 @@ def test_port_in_use_fails_with_the_apps_own_error(env, lab, workdir: Path, bund
 def test_missing_packages_are_named_and_nothing_starts(env, lab, workdir: Path, bundles, tmp_path: Path) -> None:
     py = sshlab.python_without_engines(tmp_path)  # numpy only: no starlette, uvicorn, prometheus-client
     dev = device_for(lab.devices["dev-c"], workdir=workdir, python=py)
+    with open_site(dev) as site:
+        before = deploy(site, bundles["v2"], device=dev).digest  # what the device runs now
     with open_site(dev) as site, Timer() as t, pytest.raises(EngineMissingError) as exc:
         deploy_app(site, bundles["v1"], app="serve", port=_free_port(), device=dev)
+    assert sshlab.installed(workdir, "model")["digest"] == before  # probed first: `current` was not switched
     assert t.seconds < 30
     e = exc.value
     assert e.exit_code == 11

@@ -9,10 +9,12 @@ report when it is not a loopback address); ``token_file`` turns on its bearer to
 environment through the start request's stdin (never on a command line, in app.json or in a log).
 Steps, each timed in the report:
 
-1. **deploy**: the bundle and the runtime zip, as ``edgeify deploy`` does (nothing sent when unchanged);
-2. **probe**: one device call imports what the app needs (numpy, ``edgeify_runtime`` from the runtime zip, the
-   packages of ``requirements-<app>.txt`` beside the app file). edgeify never pip-installs on a device: a missing
-   package fails here with EngineMissingError (exit 11) and the ``pip install`` line to run there;
+1. **probe**: the runtime zip (uploaded when the device lacks this version), then one device call imports what
+   the app needs (numpy, ``edgeify_runtime`` from the runtime zip, the packages of ``requirements-<app>.txt``
+   beside the app file). edgeify never pip-installs on a device: a missing package fails here with
+   EngineMissingError (exit 11) and the ``pip install`` line to run there, before the bundle is installed, so
+   the device keeps its ``current`` bundle;
+2. **deploy**: the bundle, as ``edgeify deploy`` does (nothing sent when unchanged);
 3. **upload**: an app file of one's own, cached on the device by content hash (``apps/_files/<app>-<sha16>.py``);
 4. **start**: an app of the same name that is running is stopped first (SIGTERM, a bounded wait, then SIGKILL);
    the new one starts in its own session with ``PYTHONPATH`` = the runtime zip, its output in
@@ -196,15 +198,6 @@ class AppError(RemoteCommandError):
         self.info = info
 
 
-def _runtime_of(report: Any, site: DeviceSite) -> RuntimeOnDevice:
-    """The runtime zip a deploy just made sure of (no second device call)."""
-    from .runtime_zip import runtime_package
-
-    workdir = report.workdir or site.workdir
-    return RuntimeOnDevice(package=runtime_package(), path=posixpath.join(workdir, "runtime", report.runtime),
-                           workdir=workdir, uploaded=False, free_bytes=0, python="")
-
-
 def read_token(token_file: str | os.PathLike[str] | None) -> str | None:
     """The bearer token from ``token_file`` (first line, stripped), or None. Never logged."""
     if token_file is None:
@@ -321,20 +314,21 @@ def deploy_app(site: DeviceSite, bundle: str | os.PathLike[str], *, app: str | A
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
-    report = deploy(site, bundle, device=device, name=name, force=force)
-    timings["deploy"] = time.perf_counter() - t0
-    runtime = _runtime_of(report, site)
+    # probe first (from the runtime zip), deploy after: a device that cannot run the app keeps its `current`
+    runtime = install_runtime(site)
     workdir = runtime.workdir
-
-    t = time.perf_counter()
     probe_args: dict[str, Any] = {"modules": list(spec.modules)}
     if spec.module is None:
         probe_args.update(file=spec.remote_file, sha256=spec.sha256)
     probe = app_op(site, runtime, "probe", probe_args, timeout=120)
     if probe.get("missing"):
         raise _missing_error(site, spec, probe["missing"])
-    timings["probe"] = time.perf_counter() - t
+    timings["probe"] = time.perf_counter() - t0
     phase("probed", {"python": probe.get("python")})
+
+    t = time.perf_counter()
+    report = deploy(site, bundle, device=device, name=name, force=force)
+    timings["deploy"] = time.perf_counter() - t
 
     t = time.perf_counter()
     upload = None
