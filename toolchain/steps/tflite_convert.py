@@ -244,8 +244,15 @@ class TfliteConvert(Step):
 
         from . import _onnx2torch
 
-        shapes = [tuple(d if isinstance(d, int) else (self.config.batch if i == 0 else 1)
-                        for i, d in enumerate(t["shape"])) for t in inputs]
+        def dim(t: dict[str, Any], i: int, d: Any) -> int:  # a dynamic dim: the batch, else --calib's, else 1
+            if isinstance(d, int):
+                return d
+            if i == 0:
+                return self.config.batch
+            data = ctx.calib.inputs.get(t["name"]) if ctx.calib is not None else None
+            return int(data.shape[i]) if data is not None and data.ndim > i else 1
+
+        shapes = [tuple(dim(t, i, d) for i, d in enumerate(t["shape"])) for t in inputs]
         args = tuple(torch.from_numpy(np.zeros(s, dtype=np.dtype(t["dtype"]))) for t, s in zip(inputs, shapes,
                                                                                               strict=True))
         ctx.progress("onnx2torch: ONNX -> PyTorch (then litert-torch, layout kept)")
