@@ -92,7 +92,7 @@ from typing import Any
 from .. import CPUFallbackWarning, EdgeifyRuntimeError, load
 from . import REQUIREMENTS
 from .http import Bodies, create_app
-from .limits import fit_connections, guarded_protocol
+from .limits import ACCEPT_BURST, LISTEN_BACKLOG, fit_connections, guarded_protocol
 from .service import Service, read_labels
 from .tls import read_tls, tls_config
 
@@ -177,7 +177,7 @@ def listen(host: str, port: int, family: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(2048)
+        sock.listen(LISTEN_BACKLOG)
     except BaseException:
         sock.close()
         raise
@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                             timeout_graceful_shutdown=args.shutdown_timeout, server_header=False,
                             http=guarded_protocol(max_connections, args.header_timeout),
                             limit_concurrency=max_connections + 1, timeout_keep_alive=args.keep_alive_timeout,
+                            backlog=ACCEPT_BURST,
                             h11_max_incomplete_event_size=H11_MAX_HEADER_BYTES, **tls_config(tls))
     server = uvicorn.Server(config)
     host = f"[{args.host}]" if family == socket.AF_INET6 else args.host
@@ -325,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         task = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started and not task.done():
             await asyncio.sleep(0.01)
+        if server.started:  # asyncio listened with ACCEPT_BURST (its accept-loop count): the kernel's queue again
+            sock.listen(LISTEN_BACKLOG)
         grpc_server = None
         if server.started and args.grpc_port is not None:
             from .grpc_server import start_grpc

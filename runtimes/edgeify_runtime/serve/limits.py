@@ -13,7 +13,8 @@ files") and ``/healthz`` time out for as long as they stayed open. Here:
 * when more than ``max_connections`` are open, a new connection first closes the oldest one that is idle
   (waiting for headers, nothing in flight), so a health check always gets in and is answered;
 * :func:`fit_connections` keeps ``max_connections`` below the process's open-file limit (raising the soft limit
-  to the hard one first), so the server never reaches ``EMFILE``.
+  to the hard one first), and asyncio accepts at most :data:`ACCEPT_BURST` connections at a time, so the server
+  never reaches ``EMFILE``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ from __future__ import annotations
 import resource
 from typing import Any
 
-#: file descriptors kept for everything but client connections (the engine, decode workers, gRPC, logs)
+#: file descriptors kept for everything but client connections (the engine, decode workers, gRPC, logs); more
+#: than ACCEPT_BURST, so connections accepted in one burst never reach the limit before they are counted
 FD_RESERVE = 96
+#: connections asyncio accepts per readiness event (uvicorn's ``backlog`` is also its accept-loop count; the
+#: kernel's listen backlog is set back to LISTEN_BACKLOG once the server runs). asyncio accepts a whole burst
+#: before any protocol sees a connection: with 2048 per burst, 1,100 connections reached EMFILE first, and
+#: asyncio then logs the failed accept in a loop (thousands of tracebacks a second)
+ACCEPT_BURST = 16
+LISTEN_BACKLOG = 2048
 
 
 def fit_connections(wanted: int) -> int:
@@ -104,4 +112,4 @@ def guarded_protocol(max_connections: int, header_timeout: float) -> type:
     return GuardedH11Protocol
 
 
-__all__ = ["FD_RESERVE", "fit_connections", "guarded_protocol"]
+__all__ = ["ACCEPT_BURST", "FD_RESERVE", "LISTEN_BACKLOG", "fit_connections", "guarded_protocol"]
