@@ -41,8 +41,10 @@ class EngineConflictError(EngineMissingError, ValueError):
 
 
 def entry_points(group: str) -> list[tuple[str, str, str]]:
-    """(name, value, distribution) of every entry point in ``group`` (any group: the host reads its own with it); one distribution counted once (the first
-    on ``sys.path`` wins, as for imports). Works on Python 3.8 (no ``entry_points(group=)``, no ``ep.dist``)."""
+    """(name, value, distribution) of every entry point in ``group`` (the host reads its own group with it too).
+
+    One distribution counts once (the first on ``sys.path`` wins, as for imports). Works on Python 3.8 (no
+    ``entry_points(group=)``, no ``ep.dist``)."""
     from importlib import metadata
 
     out: list[tuple[str, str, str]] = []

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..errors import BundleError, EngineMissingError
@@ -128,6 +128,8 @@ class EngineAdapter:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls.option_specs = MappingProxyType(dict(cls.option_specs))  # read-only, like the registry
+        cls.cpu_placement = MappingProxyType(dict(cls.cpu_placement))
         cls.option_keys = frozenset(cls.option_specs)
 
     def __init__(self) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import BundleError, EngineMissingError
 from .base import THREADS, EngineAdapter, Option, ProfileRun, is_bool, names_to_positions, version_at_least
@@ -130,7 +130,7 @@ class LiteRTAdapter(EngineAdapter):
     # reports the version of the module it imported and checks min_version itself (``_import_engine``)
     distributions = ()
     pip = "ai-edge-litert"
-    option_specs = {"threads": THREADS,
+    option_specs: ClassVar[Mapping[str, Option]] = {"threads": THREADS,
                     "xnnpack": Option(is_bool, "use the XNNPACK delegate (default true)")}
     profile_source = "litert interpreter node table (Interpreter._get_ops_details) and delegate partitions"
     can_dump = True

@@ -18,12 +18,20 @@ Options (manifest ``engine.options`` or ``load(options=...)``):
 from __future__ import annotations
 
 import re
-
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import BundleError, EngineMissingError
-from .base import THREADS, EngineAdapter, Option, ProfileRun, TuningAxis, is_bool, names_to_positions, one_of, \
-    scalar_table
+from .base import (
+    THREADS,
+    EngineAdapter,
+    Option,
+    ProfileRun,
+    TuningAxis,
+    is_bool,
+    names_to_positions,
+    one_of,
+    scalar_table,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -51,7 +59,7 @@ class OnnxRuntimeAdapter(EngineAdapter):
     distributions = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
                      "onnxruntime-qnn", "onnxruntime-silicon")
     pip = "onnxruntime"
-    option_specs = {
+    option_specs: ClassVar[Mapping[str, Option]] = {
         "threads": THREADS,
         "graph_optimization_level": Option(one_of(*_OPT_LEVELS), "graph optimizations (default all)"),
         "execution_mode": Option(one_of("sequential", "parallel"), "executor (default sequential)"),
@@ -62,7 +70,7 @@ class OnnxRuntimeAdapter(EngineAdapter):
     }
     tuning_axes = (TuningAxis("graph_optimization_level", ("all", "extended")),
                    TuningAxis("execution_mode", ("sequential", "parallel")))
-    cpu_placement = {"providers": ["CPUExecutionProvider"], "provider_options": None}
+    cpu_placement: ClassVar[Mapping[str, Any]] = {"providers": ["CPUExecutionProvider"], "provider_options": None}
     profile_source = "onnxruntime session profiling (SessionOptions.enable_profiling)"
     can_dump = True
 

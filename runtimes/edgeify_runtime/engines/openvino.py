@@ -15,11 +15,20 @@ Options (manifest ``engine.options`` or ``load(options=...)``):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import BundleError, EngineMissingError
-from .base import THREADS, EngineAdapter, Option, ProfileRun, TuningAxis, matches, names_to_positions, one_of, \
-    scalar_table
+from .base import (
+    THREADS,
+    EngineAdapter,
+    Option,
+    ProfileRun,
+    TuningAxis,
+    matches,
+    names_to_positions,
+    one_of,
+    scalar_table,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -49,7 +58,7 @@ class OpenVINOAdapter(EngineAdapter):
     modules = ("openvino",)
     distributions = ("openvino",)
     pip = "openvino"
-    option_specs = {
+    option_specs: ClassVar[Mapping[str, Option]] = {
         "threads": THREADS,
         "device": Option(matches(r"^[A-Z][A-Z0-9_.:,]*$"), "OpenVINO device name (default CPU)"),
         "inference_precision": Option(one_of(*_CONFIG["INFERENCE_PRECISION_HINT"] or ()), "INFERENCE_PRECISION_HINT"),
@@ -57,7 +66,7 @@ class OpenVINOAdapter(EngineAdapter):
         "config": Option(scalar_table(_CONFIG), "extra compile properties (override the defaults)"),
     }
     tuning_axes = (TuningAxis("performance_hint", ("LATENCY", "THROUGHPUT"), via=("config", "PERFORMANCE_HINT")),)
-    cpu_placement = {"device": "CPU"}
+    cpu_placement: ClassVar[Mapping[str, Any]] = {"device": "CPU"}
     profile_source = "openvino performance counters (PERF_COUNT, InferRequest.get_profiling_info)"
     can_dump = True
 

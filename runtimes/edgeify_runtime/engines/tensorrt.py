@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import BundleError, EngineMissingError
 from .base import EngineAdapter, Option, ProfileRun, int_range, is_bool, names_to_positions, one_of
@@ -116,7 +116,7 @@ class TensorRTAdapter(EngineAdapter):
     pip = "tensorrt"
     install_hint = ("on a Jetson: sudo apt-get install nvidia-jetpack (or python3-libnvinfer), "
                     "plus pip install cuda-python")
-    option_specs = {
+    option_specs: ClassVar[Mapping[str, Option]] = {
         "dla_core": Option(lambda v: v is None or int_range(0, 15)(v), "DLA core (None: the GPU)"),
         "gpu_fallback": Option(is_bool, "layers the DLA cannot run go to the GPU (default true)"),
         "builder": Option(one_of("auto", "trtexec", "python"), "how the plan is built"),
