@@ -30,24 +30,32 @@ def distribution(result: Any) -> str:
     samples = np.asarray(result.samples_ms, dtype=float)
     fig = go.Figure()
     if samples.size:
-        hi = float(np.percentile(samples, 99.9))
+        p50, p99, p999 = (float(x) for x in np.percentile(samples, [50, 99, 99.9]))
+        # the body of the distribution: a long tail (a disturbed run) must not squash the bars into one column
+        hi = max(min(p999, p99 + 2 * (p99 - p50)), p99 * 1.02, float(samples.min()) + 1e-6)
         counts, edges = np.histogram(samples[samples <= hi], bins=60)
         centers = (edges[:-1] + edges[1:]) / 2
         fig.add_trace(go.Bar(x=centers.round(5).tolist(), y=counts.tolist(), width=float(edges[1] - edges[0]),
                              marker_color="#457b9d", name="samples",
                              hovertemplate="%{x:.4f} ms: %{y} samples<extra></extra>"))
-        for key, color in _MARKS:
+        for k, (key, color) in enumerate(_MARKS):  # labels staggered down so close lines do not overlap
             value = result.latency_ms.get(key)
             if value is None:
                 value = float(np.percentile(samples, float(key[1:])))
-            fig.add_vline(x=value, line_color=color, line_dash="dash",
-                          annotation_text=f"{key} {value:.3f}", annotation_position="top")
+            fig.add_vline(x=value, line_color=color, line_dash="dash", annotation_text=f"{key} {value:.3f}",
+                          annotation_position="top right", annotation_yshift=-16 * k,
+                          annotation_font_size=10)
         over = int((samples > hi).sum())
-        title = f"#{result.result_id}: {samples.size} samples" + (f" ({over} above p99.9 not drawn)" if over else "")
+        title = f"#{result.result_id}: {samples.size} samples" + (
+            f" ({over} > {hi:.3f} ms not drawn)" if over else "")
     else:
         title = f"#{result.result_id}: no raw samples stored"
     fig.update_layout(**_LAYOUT, title=title, xaxis_title="latency (ms)", yaxis_title="samples", showlegend=False,
                       bargap=0)
+    if samples.size:  # the drawn range only: a slow outlier must not squash the bars into one column
+        lo = float(samples.min())
+        pad = (hi - lo) * 0.03 or max(hi * 0.01, 1e-6)
+        fig.update_xaxes(range=[lo - pad, hi + pad])
     return _div(fig, "dist")
 
 

@@ -82,10 +82,21 @@ def _fingerprint_view(fp: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _state_view(state: dict[str, Any]) -> dict[str, Any]:
+    """The device state as rows: clocks, governor, throttling, temperature, load, steal, pressure, energy."""
+    keys = ("cpu_freq_mhz", "governor", "throttling", "temperature_c", "load_avg", "cpu", "pressure", "energy")
+    out: dict[str, Any] = {k: state.get(k) if state.get(k) is not None else "not readable here" for k in keys}
+    if state.get("disturbed"):
+        out["disturbed"] = "; ".join(state.get("disturbed_because") or ())
+    out["rule"] = state.get("rule")
+    return out
+
+
 def _result_block(r: Any) -> str:
     lat = r.latency_ms
     head = (f"<h3>#{r.result_id} · {_e(r.device)} · {_e(r.target)} · {_e(r.engine.name)} {_e(r.engine.version)} · "
-            f"{_e(r.precision)} · bundle {_e(r.bundle_digest[:12])} · {_e(r.extra.get('stored_at'))}</h3>")
+            f"{_e(r.precision)} · bundle {_e(r.identity[:12])} · {_e(r.extra.get('stored_at'))}"
+            + (" · <b style='color:#b5651d'>disturbed</b>" if r.disturbed else "") + "</h3>")
     stats = {"p50 / p95 / p99 ms": " / ".join(f"{v:.3f}" if v is not None else "-" for v in (lat.p50, lat.p95,
                                                                                               lat.p99)),
              "mean ± std ms": f"{lat.mean:.3f} ± {lat.std:.3f}" if lat.mean is not None and lat.std is not None
@@ -93,10 +104,13 @@ def _result_block(r: Any) -> str:
              "budget": None if r.budget is None else
              f"{r.budget.percentile} ≤ {r.budget.max_ms} ms: {'met' if r.budget.met else 'over'}",
              "fallback": None if not (r.fallback and r.fallback.used) else r.fallback.reason,
-             "warnings": list(r.warnings) or None}
+             "warnings": list(r.warnings) or None, "series": None if not r.series else
+             f"{r.series.get('id')} run {int(r.series.get('index', 0)) + 1}/{r.series.get('count')}"}
     proto = {k: v for k, v in r.to_dict()["protocol"].items()}
     facts = (f"<h3>result</h3>{_kv_table(stats)}<h3>protocol</h3>{_kv_table(proto)}"
-             f"<h3>fingerprint</h3>{_kv_table(_fingerprint_view(r.fingerprint))}")
+             f"<h3>fingerprint</h3>{_kv_table(_fingerprint_view(r.fingerprint))}"
+             + (f"<h3>device state during the run</h3>{_kv_table(_state_view(r.device_state))}" if r.device_state
+                else ""))
     prof = F.profile_ops(r)
     return (f'<div class="result" id="result-{r.result_id}"><div>{head}{F.distribution(r)}{prof or ""}</div>'
             f'<div class="facts">{facts}</div></div>')
@@ -110,7 +124,8 @@ def _table(rows: tuple[dict[str, Any], ...]) -> str:
         body.append("<tr>" + f"<td>{r['id']}</td><td>{_e(str(r['created_at'])[:19])}</td><td>{_e(r['device'])}</td>"
                     f"<td>{_e(r['target'])}</td><td>{_e(r['model'])}</td><td>{_e(r['engine'])}</td>"
                     f"<td>{_e(r['precision'])}</td><td>{_e(r['threads'])}</td>" + _num(r["p50_ms"]) +
-                    _num(r["p95_ms"]) + _num(r["p99_ms"]) + f"<td>{_e(r['bundle_digest'][:12])}</td>"
+                    _num(r["p95_ms"]) + _num(r["p99_ms"]) +
+                    f"<td>{_e((r.get('bundle_id') or r['bundle_digest'])[:12])}</td>"
                     f"<td>{_e(r['run_id'])}</td></tr>")
     return ('<div class="pager"><button id="pager-prev">‹ newer</button><span id="pager-info"></span>'
             '<button id="pager-next">older ›</button></div>'
