@@ -196,8 +196,14 @@ class TfliteConvert(Step):
             return
         ctx.progress(f"checking {facts.converter}'s float model against the source (fp32 tolerance)")
         with quiet_converter():
-            differs = float_check(ctx, out_dir / facts.variants["fp32"], list(sig.inputs), list(sig.outputs),
-                                  batch=self.config.batch)
+            try:
+                differs = float_check(ctx, out_dir / facts.variants["fp32"], list(sig.inputs), list(sig.outputs),
+                                      batch=self.config.batch)
+            except ConversionError:
+                raise
+            except Exception as exc:  # the float model does not run as its signature says: a converter fault too
+                text = (str(exc).strip().splitlines() or [""])[0][:300]
+                differs = f"it does not run on the source's inputs ({type(exc).__name__}: {text})"
         if differs:
             raise ConversionError(f"the {facts.converter} conversion differs from the source model before any "
                                   f"quantization: {differs}; a converter fault, not a precision one", hint=hint)
@@ -257,7 +263,12 @@ class TfliteConvert(Step):
                                                                                               strict=True))
         ctx.progress("onnx2torch: ONNX -> PyTorch (then litert-torch, layout kept)")
         with quiet_converter():
-            module = _onnx2torch.specialize(_onnx2torch.to_torch(onnx_path), args)
+            module = _onnx2torch.to_torch(onnx_path)
+            try:
+                module = _onnx2torch.specialize(module, args)
+            except Exception as exc:  # the converted module does not run on the example inputs
+                text = (str(exc).strip().splitlines() or [""])[0][:300]
+                raise ConversionError(f"onnx2torch's module does not run: {type(exc).__name__}: {text}") from None
         if self.route(ctx) == "onnx2torch":
             wanted = [self.variant(ctx)]
         else:
