@@ -187,6 +187,8 @@ def main() -> None:
     ap.add_argument("--max-regression", default="5%")
     ap.add_argument("--target-ratio", type=float, default=1.10)
     ap.add_argument("--windows", default="3,5,8,10", help="runs per side per decision")
+    ap.add_argument("--budget-min", type=float, default=None, help="minutes for both series (half each): no new "
+                    "round starts after that (the rounds done are scored)")
     ap.add_argument("--work", type=Path, default=None, help="keep the bundles and the store here")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "gate_calibration")
     a = ap.parse_args()
@@ -223,21 +225,24 @@ def main() -> None:
     settings = BenchSettings(warmup=10, runs=100, min_duration_s=a.min_duration, max_duration_s=60.0,
                              threads=a.threads)
 
-    def series(bundles: list[Path]) -> tuple[list, list, float]:
+    def series(bundles: list[Path], stop_at: float | None) -> tuple[list, list, float]:
         ts = time.monotonic()
         s = bench_series([str(b) for b in bundles], "local", repeat=a.rounds, settings=[settings, settings],
-                         cooldown_s=a.cooldown,
+                         cooldown_s=a.cooldown, stop_at=stop_at,
                          progress=lambda msg: print(msg, file=sys.stderr, flush=True))
         return list(s.runs[0]), list(s.runs[1]), time.monotonic() - ts
 
-    aa_a, aa_b, aa_s = series([base, base])
-    det_a, det_s, det_time = series([base, slow])
+    start = time.monotonic()
+    budget = None if a.budget_min is None else a.budget_min * 60
+    aa_a, aa_b, aa_s = series([base, base], None if budget is None else start + budget / 2)
+    det_a, det_s, det_time = series([base, slow], None if budget is None else start + budget)
+    rounds_aa, rounds_det = len(aa_a), len(det_a)
     load_end = list(os.getloadavg())
     import statistics
 
     true_ratio = statistics.median(s.latency_ms.p50 for s in det_s) / statistics.median(
         r.latency_ms.p50 for r in det_a)
-    per_run_s = (aa_s + det_time) / (4 * a.rounds)
+    per_run_s = (aa_s + det_time) / (2 * (rounds_aa + rounds_det))
     rows = []
     for k in (int(x) for x in a.windows.split(",")):
         aa = decisions(aa_a, aa_b, k, threshold)
@@ -257,7 +262,8 @@ def main() -> None:
     report = {
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_start": load_start, "load_avg_end": load_end,
-        "settings": {"max_regression": threshold, "rounds": a.rounds, "min_duration_s": a.min_duration,
+        "settings": {"max_regression": threshold, "rounds": a.rounds, "rounds_done_aa": rounds_aa,
+                     "rounds_done_detection": rounds_det, "min_duration_s": a.min_duration,
                      "threads": a.threads, "cooldown_s": a.cooldown, "confidence": 0.95,
                      "method": "run-level hierarchical bootstrap, paired rounds (edgeify.analysis.runstats)"},
         "slowdown": {"how": f"extra branch on the input: {describe_variant(depth, m)}, a second output (real "
@@ -265,7 +271,7 @@ def main() -> None:
                      "variant": pick, "in_process_ratio_tried": tried,
                      "measured_ratio_p50": round(true_ratio, 4)},
         "per_run_seconds": round(per_run_s, 2), "setup_s": round(setup_s, 1),
-        "disturbed_runs": disturbed, "total_runs": 4 * a.rounds,
+        "disturbed_runs": disturbed, "total_runs": 2 * (rounds_aa + rounds_det),
         "windows": rows,
         "old_method_one_run_per_side": {"false_alarm_rate": sum(old_aa) / len(old_aa),
                                         "detection_rate": sum(old_det) / len(old_det), "pairs": len(old_aa)},
@@ -286,7 +292,8 @@ def markdown(r: dict) -> str:
         f"{r['load_avg_end'][0]:.1f} at the end (1 min) · machine shared with other jobs",
         "",
         f"digits CNN, x86 fp32 (ONNX Runtime), {s['threads']} thread(s), {s['min_duration_s']} s of timed runs per "
-        f"run, {s['rounds']} rounds per series, cool-down {s['cooldown_s']} s, threshold {s['max_regression']:.0%}, "
+        f"run, {s['rounds_done_aa']} A/A rounds and {s['rounds_done_detection']} detection rounds (interleaved "
+        f"series, each run its own process), cool-down {s['cooldown_s']} s, threshold {s['max_regression']:.0%}, "
         f"{s['confidence']:.0%} interval, {s['method']}.",
         f"Slowdown: {r['slowdown']['how']}; measured ratio (median p50 of all detection rounds) "
         f"**{r['slowdown']['measured_ratio_p50']:.3f}**.",

@@ -224,9 +224,10 @@ class Series:
 
 def bench_series(bundles: Sequence[str | os.PathLike[str]], where: str = "local", *, repeat: int,
                  settings: Sequence[BenchSettings] | None = None, cooldown_s: float = DEFAULT_COOLDOWN_S,
-                 store: bool = True, progress: Any = None, **kw: Any) -> Series:
+                 store: bool = True, progress: Any = None, stop_at: float | None = None, **kw: Any) -> Series:
     """Run ``bundles`` interleaved, ``repeat`` rounds, on this machine or one device; every run is one agent
-    process and one stored result carrying ``series`` {id, index, count}. The first error stops the series."""
+    process and one stored result carrying ``series`` {id, index, count}. The first error stops the series.
+    ``stop_at`` (a ``time.monotonic()`` value): start no new round after it (the rounds done are returned)."""
     import time
     import uuid
 
@@ -238,6 +239,8 @@ def bench_series(bundles: Sequence[str | os.PathLike[str]], where: str = "local"
     runs: list[list[BenchResult]] = [[] for _ in paths]
     order: list[str] = []
     for k in range(repeat):
+        if stop_at is not None and k > 0 and time.monotonic() >= stop_at:
+            break
         idx = list(range(len(paths)))
         if k % 2:
             idx.reverse()
