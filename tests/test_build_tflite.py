@@ -109,6 +109,7 @@ def digits_eval(digits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, labels, _torch_reference(digits["model"], x[:64])
 
 
+@pytest.mark.slow  # every precision from both converters; the quick tier keeps the int8 and CLI builds below
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("source_kind", ["pt2", "onnx"])
 def test_digits_every_precision_rpi5_and_android(digits, digits_onnx, digits_eval, tmp_path: Path, source_kind: str,

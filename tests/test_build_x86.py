@@ -29,6 +29,7 @@ def torch_reference(digits, x: np.ndarray) -> np.ndarray:
         return m(torch.from_numpy(x)).numpy()
 
 
+@pytest.mark.slow  # the whole engine x precision sweep; the quick tier builds int8 and ONNX->OpenVINO below
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_digits_every_engine_and_precision(digits, digits_eval, tmp_path: Path, engine: str, precision: str) -> None:

@@ -26,6 +26,7 @@ from _kit import make_gemm_onnx
 from edgeify import build
 
 WHEELS = ("numpy==1.24.4", "onnxruntime==1.19.2")  # the newest releases with cp38 wheels
+pytestmark = pytest.mark.slow  # a fresh Python 3.8 venv (pip, about a minute the first time)
 
 
 def _base_python() -> Path | None:

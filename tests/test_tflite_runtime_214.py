@@ -23,6 +23,7 @@ from _kit import IN_CI, REPO
 from edgeify.build import build
 
 TFLITE_RUNTIME = "tflite-runtime==2.14.0"
+pytestmark = pytest.mark.slow  # a fresh venv (pip) and TFLite builds
 
 
 def _clean_env() -> dict[str, str]:

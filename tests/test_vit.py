@@ -24,6 +24,7 @@ from _kit import REPO, run_cli
 from edgeify.build import build
 
 VIT = REPO / "examples" / "models" / "vit_tiny.py"
+pytestmark = pytest.mark.slow  # a transformer through every converter: minutes of onnx2tf and litert-torch
 
 
 def _step(result: Any, step_id: str) -> dict[str, Any]:
@@ -124,7 +125,6 @@ def test_vit_x86_and_jetson(vit: dict[str, Any], tmp_path: Path) -> None:
     assert res.quantization.converter == "litert-torch" and res.validation.passed
 
 
-@pytest.mark.slow
 def test_onnx_op_that_only_converts_to_flex_fails_at_conversion(tmp_path: Path) -> None:
     """Det has no TFLite builtin: onnx2tf writes FlexMatrixDeterminant. The build stops at the convert step with
     exit 8 naming the op and the route that works, instead of a bundle that LiteRT cannot load (exit 12)."""
