@@ -22,7 +22,8 @@ EPILOG = examples("edgeify bench build/digits-x86",
                   "edgeify bench build/digits-x86 --threads 1 --runs 200 --min-duration 2 --format json",
                   "edgeify bench build/seq-x86 --input-shape tokens:1,128 --batch 8",
                   "edgeify bench build/digits-rpi5 --device pi-01 --max-latency-ms 5 --percentile p99",
-                  "edgeify bench build/digits-rpi5 --devices tag:pi --format json --samples")
+                  "edgeify bench build/digits-rpi5 --devices tag:pi --format json --samples",
+                  "edgeify bench build/a build/b --repeat 5     # interleaved; then: edgeify compare build/a build/b")
 
 
 def bench(
