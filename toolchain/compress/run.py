@@ -113,6 +113,10 @@ def compress_source(source: SourceModel, opts: CompressOptions, out_dir: Path,
     if opts.prune is not None:
         _need("torch_pruning", "--prune")
     if opts.qat:
+        import logging
+
+        for name in ("torchao", "torch.utils._pytree"):  # "Failed to load <CUDA kernel library>" on CPU builds
+            logging.getLogger(name).setLevel(logging.ERROR)
         _need("torchao", "--qat")
     t0 = time.perf_counter()
     torch.manual_seed(opts.seed)
