@@ -294,11 +294,27 @@ def _bench_device(device: Device, bundle: Path, settings: BenchSettings, *, forc
         raise BundleError(f"device {device.name} benchmarked bundle {result.bundle_digest[:12]}, "
                           f"not {report.digest[:12]} (another deploy replaced it meanwhile?)",
                           hint="rerun the benchmark")
+    _check_identity(device.name, bundle, result)
     deployed = {"status": report.status, "uploaded_bytes": report.uploaded_bytes, "timings_s": report.timings_s,
                 "warnings": report.warnings}
     if report.device_steps:
         deployed["device_steps"] = report.device_steps
     return result.replace(deploy=deployed, warnings=result.warnings + tuple(_warnings(result, local=False)))
+
+
+def _check_identity(device: str, bundle: Path, result: BenchResult) -> None:
+    """The device ran this bundle's identity (files AND engine options): a deployed copy with the same files but
+    another manifest (other engine options) would otherwise be measured under this bundle's name."""
+    from edgeify_runtime.identity import manifest_identity
+    from edgeify_runtime.manifest import Manifest
+
+    want = manifest_identity(Manifest.read(bundle))
+    if result.bundle_id and result.bundle_id != want:
+        raise BundleError(f"device {device} ran bundle {result.bundle_id[:12]} (same files, other engine options), "
+                          f"not {want[:12]}: the deployed manifest is another build's",
+                          hint="the device keeps an earlier build with the same files under this bundle name: deploy "
+                               "this one under another name (`edgeify deploy BUNDLE --device NAME --name OTHER`) "
+                               "or rebuild into another directory")
 
 
 def deployed_path(report: Any) -> str:
