@@ -75,5 +75,9 @@ if [ "${#NO_DEPS[@]}" -gt 0 ]; then
   "$PY" -m pip install -q --no-deps "${NO_DEPS[@]}"
 fi
 
+# Engine plugins shipped in this repository, each its own distribution registered only through entry points
+# (README "Engines"): ncnn (pnnx conversion on the host, the ncnn wheel on the device).
+"$PY" -m pip install -q -c constraints.txt "./plugins/ncnn[host]"
+
 "$PY" -m pip check || echo "pip check: see README 'Install' for the expected messages of --no-deps packages"
 say "done: $(edgeify version 2>/dev/null || echo '?') — try: edgeify targets"

@@ -16,6 +16,11 @@ Spec file format (TOML)::
     extends = "x86-cpu"
     ...
 
+    [engines.NAME]                 # an engine for boards defined elsewhere (an engine plugin's target file)
+    families = ["rpi", "x86"]      # every board of these families gets it (fields as a board's engines.NAME)
+    runtime = "NAME"
+    ...
+
 ``extends`` deep-merges the template under the board: tables merge key by key, and lists of tables that carry an
 ``id`` (pipelines) merge entry by entry, so a board can change one step's config without restating the pipeline.
 
@@ -180,7 +185,7 @@ def _user_dir_docs(directory: Path) -> list[_Doc]:
 
 def build_registry(docs: Iterable[_Doc]) -> Registry:
     docs = list(docs)
-    known_top = {"schema", "families", "templates", "targets"}
+    known_top = {"schema", "families", "templates", "targets", "engines"}
     templates: dict[str, tuple[dict[str, Any], str]] = {}
     families: dict[str, Family] = {}
     for doc in docs:
@@ -214,13 +219,14 @@ def build_registry(docs: Iterable[_Doc]) -> Registry:
                                 hint=f"did you mean {close[0]!r}?" if close else "")
         return _merge(expand(templates[parent][0], templates[parent][1], (*seen, parent)), body)
 
+    added = _family_engines(docs)
     targets: dict[str, TargetSpec] = {}
     for doc in docs:
         for i, raw in enumerate(doc.data.get("targets") or []):
             label = raw.get("name", f"targets[{i}]") if isinstance(raw, dict) else f"targets[{i}]"
             if not isinstance(raw, dict):
                 raise _config_error(f"{doc.source}: {label} is not a table")
-            data = expand(raw, doc.source)
+            data = _with_family_engines(expand(raw, doc.source), added, doc.source)
             try:
                 spec = TargetSpec.model_validate({**data, "source": doc.source})
             except ValidationError as exc:
@@ -238,6 +244,38 @@ def build_registry(docs: Iterable[_Doc]) -> Registry:
             raise _config_error(f"family {fam.name!r} ({fam.source}): default board {fam.default!r} is not defined")
     _check_step_kinds(targets.values())
     return Registry(targets, families, {name: src for name, (_, src) in templates.items()})
+
+
+def _family_engines(docs: list[_Doc]) -> dict[str, tuple[dict[str, Any], tuple[str, ...], str]]:
+    """``[engines.NAME]`` tables (an engine plugin's target file): name -> (engine fields, families, source)."""
+    out: dict[str, tuple[dict[str, Any], tuple[str, ...], str]] = {}
+    for doc in docs:
+        for name, raw in (doc.data.get("engines") or {}).items():
+            if not isinstance(raw, dict) or not isinstance(raw.get("families"), list) or not raw["families"]:
+                raise _config_error(f"{doc.source}: engines.{name} needs `families`, a list of target families")
+            if name in out:
+                raise _config_error(f"engine {name!r} is added to target families twice: {out[name][2]} and "
+                                    f"{doc.source}")
+            out[name] = ({k: v for k, v in raw.items() if k != "families"}, tuple(map(str, raw["families"])),
+                         doc.source)
+    return out
+
+
+def _with_family_engines(data: dict[str, Any], added: Mapping[str, tuple[dict[str, Any], tuple[str, ...], str]],
+                         source: str) -> dict[str, Any]:
+    """A board's expanded fields with the added engines of its family (a board's own engine of that name is an
+    error: one spec never silently replaces another)."""
+    fam = data.get("family")
+    mine = {n: e for n, (e, fams, _) in added.items() if fam in fams}
+    if not mine:
+        return data
+    engines = dict(data.get("engines") or {})
+    for name, eng in mine.items():
+        if name in engines:
+            raise _config_error(f"{source}: target {data.get('name')!r} already has an engine {name!r}; "
+                                f"{added[name][2]} adds one to family {fam!r} too")
+        engines[name] = copy.deepcopy(eng)
+    return {**data, "engines": engines}
 
 
 def _check_step_kinds(specs: Iterable[TargetSpec]) -> None:

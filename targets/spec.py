@@ -37,7 +37,8 @@ class StepRef(_Frozen):
 
 class EngineSpec(_Frozen):
     runtime: str = Field(description="device-side adapter name (edgeify_runtime.engines)")
-    artifact_format: Literal["onnx", "openvino-ir", "tflite", "tensorrt-plan", "pte"]
+    artifact_format: str = Field(description="the format the pipeline's last host step produces (checked when a "
+                                             "build resolves): onnx, openvino-ir, tflite, tensorrt-plan, pte, ...")
     artifact: str = Field(description="artifact file name inside the bundle")
     min_version: str | None = None
     precisions: tuple[Precision, ...]
@@ -176,6 +177,7 @@ class TargetSpec(_Frozen):
                 hint=f"choose one of: {', '.join(self.precisions)}")
         name = engine or self.default_engine[precision]  # type: ignore[index]
         if name not in self.engines:
+            _refuse_uninstalled_engine(name)
             raise TargetError(f"target {self.name!r} has no engine {name!r}",
                               hint=f"choose one of: {', '.join(sorted(self.engines))}")
         spec = self.engines[name]
@@ -190,3 +192,21 @@ class TargetSpec(_Frozen):
                 "engines": sorted(self.engines), "precisions": list(self.precisions),
                 "default_engine": dict(self.default_engine), "status": self.status,
                 "verified_on_hardware": self.verified_on_hardware, "source": self.source}
+
+
+def _refuse_uninstalled_engine(name: str) -> None:
+    """An engine no installed distribution registers (``edgeify.engines``) is a ConfigError (exit 4) saying how
+    an engine plugin is installed: ``edgeify-<name>`` by convention, or ``./plugins/<name>`` of a checkout."""
+    from importlib.metadata import entry_points
+    from pathlib import Path
+
+    from edgeify.errors import ConfigError
+
+    registered = sorted({ep.name for ep in entry_points(group="edgeify.engines")})
+    if name in registered:
+        return
+    plugin = Path(__file__).resolve().parents[1] / "plugins" / name
+    how = f"pip install {plugin}" if (plugin / "pyproject.toml").is_file() else f"pip install edgeify-{name}"
+    raise ConfigError(f"engine {name!r} is not installed: no installed package registers it (engines come from "
+                      f"edgeify and its plugins; installed: {', '.join(registered)})",
+                      hint=f"install its plugin: {how}, then `edgeify engines` lists it")
