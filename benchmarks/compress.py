@@ -107,6 +107,7 @@ def main() -> int:
     from edgeify.bench import BenchSettings, bench
     from edgeify.compress import CompressOptions, compress_source
     from edgeify.compress.prune import count
+    from edgeify.optimize.ops import count_ops
     from edgeify.sources import open_source
 
     work = Path(tempfile.mkdtemp(prefix="edgeify-compress-"))
@@ -164,19 +165,21 @@ def main() -> int:
                         measure_latency=False, use_cache=False)
             r = bench(res.out, "local", settings=settings, store=False)[0].unwrap().to_dict()
             acc = res.validation.accuracy.built_accuracy
-            q = res.quantization.to_dict()
+            quantized, total = count_ops(res.out)
             rows.append({"engine": engine, "variant": v["name"], "precision": precision,
                          "p50_ms": r["latency_ms"]["p50"], "p95_ms": r["latency_ms"]["p95"],
                          "accuracy": acc, "drop_points": round((original_acc - acc) * 100, 2),
                          "macs": v["macs"], "params": v["params"],
                          "size_kb": round(sum(f["size"] for f in res.manifest.files.values()) / 1024, 1),
-                         "quantized_ops": q.get("quantized_ops"), "total_ops": q.get("total_ops"),
+                         "quantized_ops": quantized, "total_ops": total,
                          "compression": v["compression"]})
     load = os.getloadavg()
     cpu = platform.processor() or ""
     with contextlib.suppress(OSError, StopIteration):
         text = Path("/proc/cpuinfo").read_text()
         cpu = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+        flags = next(line for line in text.splitlines() if line.startswith("flags")).split()
+        cpu += " (" + ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16") if f in flags) + ")"
     meta = {"cpu": cpu, "cores": os.cpu_count(), "load_avg": [round(x, 2) for x in load], "threads": args.threads,
             "target": args.target, "original_accuracy": original_acc, "teacher_macs": macs0,
             "width": args.width, "epochs": args.epochs, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
