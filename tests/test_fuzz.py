@@ -20,9 +20,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from edgeify.analysis.gate import parse_threshold
+from edgeify.cli.optimize import parse_duration
 from edgeify.errors import EdgeifyError
+from edgeify.store.select import parse_since
 from edgeify_runtime.errors import EdgeifyRuntimeError
 from edgeify_runtime.manifest import Manifest, TensorSpec
+from edgeify_runtime.serve.cli import _parse_option
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -363,17 +367,17 @@ def test_input_shape_parsers_raise_only_typed_errors(specs: list[str]) -> None:
         assert all(len(s) == 2 and s[1] == 16 for s in out.values())
 
 
+#: the CLI value parsers, imported with this module (a first import inside an example is slow under load and would
+#: count against its deadline)
+_CLI_PARSERS = (parse_duration, parse_since, parse_threshold, _parse_option)
+
+
 @FAST
 @given(text=st.one_of(st.text(max_size=20), st.from_regex(r"\s*[0-9.e+-]{1,25}[hmswd%]?\s*", fullmatch=True)))
 def test_cli_value_parsers_raise_only_typed_errors(text: str) -> None:
     import argparse
 
-    from edgeify.analysis.gate import parse_threshold
-    from edgeify.cli.optimize import parse_duration
-    from edgeify.store.select import parse_since
-    from edgeify_runtime.serve.cli import _parse_option
-
-    for parse in (parse_duration, parse_since, parse_threshold):
+    for parse in _CLI_PARSERS[:3]:
         with contextlib.suppress(EdgeifyError):
             parse(text)
     with contextlib.suppress(argparse.ArgumentTypeError):

@@ -104,6 +104,8 @@ def decode_b64(value: dict[str, Any], where: str) -> np.ndarray:
         dtype = np.dtype(str(value["dtype"])).newbyteorder("<")
     except TypeError:
         raise bad(f"{where}: unknown dtype {str(value['dtype'])[:40]!r}") from None
+    if dtype.kind not in "biuf" or dtype.itemsize == 0:  # e.g. "object" (no raw bytes can hold it; fuzzing found it)
+        raise bad(f"{where}: dtype {dtype.name} is not a number type (bool, int, uint, float)")
     shape = shape_of(value["shape"], where)
     try:
         raw = base64.b64decode(str(value["b64"]), validate=True)
