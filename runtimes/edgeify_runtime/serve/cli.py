@@ -150,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-file", help="require `Authorization: Bearer <token>` on every endpoint; the token is "
                    f"the file's first line (or set {TOKEN_ENV}); never logged")
     p.add_argument("--latency-budget-ms", type=float, default=None, help="the p95 request latency budget, exported "
-                   "as edgeify_latency_budget_seconds for the alert rules (default: the manifest's latency_budget_ms, else "
-                   "max(3 x p95, p95 + 20 ms) of the bundle measured at startup, labelled source=measured)")
+                   "as edgeify_latency_budget_seconds for the alert rules (default: the manifest's "
+                   "latency_budget_ms, else max(3 x p95, p95 + 20 ms) of the bundle measured at startup, labelled "
+                   "source=measured)")
     p.add_argument("--model-name", help="the name the model is served under in /v2 (default: the bundle's "
                    "directory name; for WORKDIR/bundles/NAME/current, NAME)")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: physical cores)")

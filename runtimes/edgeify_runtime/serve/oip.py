@@ -62,7 +62,8 @@ def _tensor(item: Any, where: str, blob: bytes | None) -> np.ndarray:
     if not isinstance(data, list):
         raise bad(f"{where}: data must be a list (flat, row-major) of {datatype} values")
     try:
-        arr = np.asarray(data, dtype=dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below, by its result
+            arr = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise bad(f"{where}: data is not a list of {datatype} values: {exc}") from None
     if arr.size != count:

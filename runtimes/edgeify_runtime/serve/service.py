@@ -205,7 +205,8 @@ class Service:
             if not np.can_cast(arr.dtype, want, casting="same_kind"):
                 raise HTTPError(422, "signature_mismatch", f"input {name!r}: expected {want.name}, got "
                                                            f"{arr.dtype.name} values that cannot be cast safely")
-            cast = arr.astype(want)
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused just below
+                cast = arr.astype(want)
             if want.kind == "f" and non_finite(cast) and not non_finite(arr):
                 raise HTTPError(422, "signature_mismatch", f"input {name!r}: values out of the range of "
                                                            f"{want.name} (they would become infinite)")
