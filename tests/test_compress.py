@@ -254,3 +254,35 @@ def test_ctrl_c_during_training_leaves_nothing(cz: dict[str, Path], tmp_path: Pa
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".edgeify-*"))
     assert not list(home.rglob(".tmp-*"))
+
+
+def test_pruning_keeps_residual_depthwise_and_attention_blocks_consistent() -> None:
+    import torch
+    from edgeify.compress.prune import prune
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 32, 3, padding=1)
+            self.dw = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+            self.pw = nn.Conv2d(32, 32, 1)
+            self.proj = nn.Linear(32, 64)
+            self.attn = nn.MultiheadAttention(64, 4, batch_first=True)
+            self.fc = nn.Linear(64, 5)
+
+        def forward(self, x):
+            y = self.stem(x)
+            y = y + self.pw(self.dw(y)).relu()  # a residual add over a depthwise conv
+            t = self.proj(y.flatten(2).transpose(1, 2))
+            t = t + self.attn(t, t, t, need_weights=False)[0]
+            return self.fc(t.mean(1))
+
+    torch.manual_seed(0)
+    model, x = Block().eval(), torch.randn(2, 3, 8, 8)
+    report = prune(model, (x,), 0.5)
+    assert report.widths == {"stem": [32, 16], "dw": [32, 16], "pw": [32, 16]}  # the residual group, together
+    assert model.dw.groups == model.dw.in_channels == 16  # still depthwise
+    assert model.attn.embed_dim % model.attn.num_heads == 0 and model.fc.out_features == 5
+    assert model(x).shape == (2, 5) and report.macs_after < report.macs_before
+    torch.export.export(model, (x,))  # the pruned model still exports
