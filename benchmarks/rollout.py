@@ -56,10 +56,9 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=30)
     ap.add_argument("--parallel", type=int, default=6)
     args = ap.parse_args()
-    from test_rollout import _slow_bundle  # the same regressed bundle the tests use
-
     from edgeify.deploy.inventory import Inventory
     from sshtest import device_for
+    from test_rollout import _slow_bundle  # the same regressed bundle the tests use
 
     tmp = Path(tempfile.mkdtemp(prefix="edgeify-rollout-bench-"))
     key = tmp / "client" / "id_ed25519"
