@@ -122,3 +122,13 @@ def test_a_tiny_int8_build_says_per_call_overhead_dominates(capsys: pytest.Captu
     assert "per-call overhead dominates" in capsys.readouterr().err
     print_build_summary({**summary, "precision": "fp32"})
     assert "per-call overhead" not in capsys.readouterr().err
+
+
+def test_a_data_warning_is_printed_once(gemm: Path) -> None:
+    calib = gemm.parent / "calib64.npz"
+    np.savez(calib, input=np.random.default_rng(0).standard_normal((8, 16)))  # float64 for a float32 input
+    res = run_cli("build", str(gemm), "--target", "x86", "--calib", str(calib), "-o", str(gemm.parent / "w"),
+                  "--no-latency")
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "float64" in ln]
+    assert len(lines) == 1 and "DataWarning" not in res.stderr, res.stderr

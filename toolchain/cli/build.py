@@ -97,6 +97,11 @@ def build(
         target = with_engine_options(target, engine, precision, engine_option, target_file)  # type: ignore[assignment]
     compress = compress_cli.options(train, prune, prune_importance, distill, qat, train_time, epochs, precision)
     observer = _RichObserver()
+    import warnings
+
+    from edgeify.preflight import DataWarning
+
+    warnings.simplefilter("ignore", DataWarning)  # the observer prints each data warning once, as "warning: ..."
     # with --format json, stdout carries one JSON object: whatever converters print there (NNCF's progress
     # bars, TensorFlow's logs) goes to stderr, at the file-descriptor level, while the build runs
     guard = stdout_to_stderr()  # stdout holds only the table or the JSON: library prints go to stderr

@@ -87,11 +87,16 @@ def optimize(
     """Search engines x precisions x quantization recipes x run-time settings for the fastest bundle that meets
     the budgets, measured on the device; write it to -o. Exit 10 / 13 when no candidate meets the accuracy /
     latency budget. Ctrl-C stops the search: the best so far is reported and written to -o, exit 130."""
+    import warnings
+
     from edgeify.errors import EdgeifyError
     from edgeify.optimize import optimize as run
+    from edgeify.preflight import DataWarning
 
     from .output import stdout_to_stderr
     from .progress import OptimizeProgress
+
+    warnings.simplefilter("once", DataWarning)  # every candidate build loads the same data: say it once
 
     seconds = parse_duration(max_time)
     guard = stdout_to_stderr()  # stdout holds only the table or the JSON: library prints go to stderr
