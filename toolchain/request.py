@@ -91,4 +91,4 @@ class BuildRequest(_Frozen):
         return self.budgets.max_accuracy_drop
 
 
-__all__ = ["BuildRequest", "Budgets", "DataSets"]
+__all__ = ["Budgets", "BuildRequest", "DataSets"]

@@ -12,9 +12,8 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from edgeify.steps.search import SearchRecipe, StepSearch
+from pydantic import BaseModel, ConfigDict, Field
 
 from .records import Recipe, Settings
 

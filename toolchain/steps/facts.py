@@ -28,9 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from edgeify_runtime.errors import BundleError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 @runtime_checkable

@@ -21,8 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import replace
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
