@@ -334,3 +334,38 @@ class Demo(Step):
             fn.cache_clear()
     assert "demo-step" not in step_table()
     assert importlib.util.find_spec("edgeify_demo_step") is None
+
+
+def test_the_cache_key_follows_the_request_a_step_reads(tmp_path: Path) -> None:
+    """A step's cache key holds the request's options for it and the digests of the data sets it names in
+    ``uses_data``: a new train file or option rebuilds it, the same request hits the cache."""
+    from _kit import make_gemm_onnx
+    from edgeify.request import BuildRequest, DataSets
+    from edgeify.sources import open_source
+    from edgeify.steps.base import BuildContext
+    from edgeify.targets import load_registry
+
+    class Trains(Step):
+        kind = "trains-demo"
+        consumes = (ANY_FORMAT,)
+        uses_data = ("train",)
+
+    spec = load_registry(user_dir=Path("/nonexistent")).get("x86-avx2")
+    eng_name, eng = spec.engine_for("fp32", None)
+    src = open_source(str(make_gemm_onnx(tmp_path / "m.onnx")), None)
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    a.write_bytes(b"one")
+    b.write_bytes(b"two")
+
+    def key(**req) -> str:
+        request = BuildRequest(model=str(src.path), target=spec, **req)
+        ctx = BuildContext(source=src, target=spec, engine_name=eng_name, engine=eng, precision="fp32",
+                           work_dir=tmp_path, request=request)
+        return Trains(Trains.Config()).cache_key(ctx, "input-digest")
+
+    base = key()
+    keys = {base, key(data=DataSets(train=str(a))), key(data=DataSets(train=str(b))),
+            key(options={"trains-demo": {"epochs": 2}})}
+    assert len(keys) == 4
+    assert key(data=DataSets(train=str(a))) == key(data=DataSets(train=str(a)))
+    assert key(options={"other-step": {"x": 1}}) == base  # another step's options are not this step's input

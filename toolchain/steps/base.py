@@ -179,8 +179,8 @@ class Step:
     - ``search_space(config, precision)``: what optimize and the ladder may vary (a ``StepSearch``), and
       ``float_layers_option`` (the config key naming layers kept in float);
     - ``tools`` (packages whose versions enter the cache key and the manifest), ``cacheable``,
-      ``uses_calibration``, ``uses_data`` (other request data sets its output depends on: their file digests and
-      the step's request options enter the cache key), ``precision_sensitive``;
+      ``uses_calibration``, ``uses_data`` (other request data sets its output depends on: their file digests
+      enter the cache key, as do the request's options for the step), ``precision_sensitive``;
     - ``validates``: a checking step (every pipeline's last host step must be one);
     - ``transforms_source`` (+ ``finish``): a step that runs before the pipeline on request and replaces the
       source model (``compress``).
@@ -246,7 +246,9 @@ class Step:
         }
         if self.uses_data:
             payload["data"] = data_digests(ctx, self.uses_data)
-            payload["options"] = ctx.request.step_options(self.kind) if ctx.request is not None else {}
+        options = ctx.request.step_options(self.kind) if ctx.request is not None else {}
+        if options:  # the request's options for this step change its output (absent: keys as before)
+            payload["options"] = options
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
