@@ -162,7 +162,8 @@ def pnnx_executable() -> str:
 def _pnnx(model: Path, shapes: list[tuple[Any, ...]], dtypes: list[str], fp16: bool, optlevel: int, work: Path,
           timeout_s: float) -> None:
     short = {"float32": "f32", "float16": "f16", "int64": "i64", "int32": "i32", "int8": "i8", "uint8": "u8"}
-    shape_arg = ",".join(f"[{','.join(str(d) for d in s)}]{short.get(dt, 'f32')}" for s, dt in zip(shapes, dtypes))
+    shape_arg = ",".join(f"[{','.join(str(d) for d in s)}]{short.get(dt, 'f32')}"
+                         for s, dt in zip(shapes, dtypes, strict=True))
     stem = work / "model"
     cmd = [pnnx_executable(), str(model), f"inputshape={shape_arg}", f"fp16={int(fp16)}", f"optlevel={optlevel}",
            "device=cpu", f"pnnxparam={stem}.pnnx.param", f"pnnxbin={stem}.pnnx.bin", f"pnnxpy={stem}_pnnx.py",
@@ -192,7 +193,7 @@ def read_param(path: Path) -> tuple[dict[str, int], list[str], list[str]]:
         parts = line.split()
         if len(parts) < 4:
             continue
-        typ, name, n_in, n_out = parts[0], parts[1], int(parts[2]), int(parts[3])
+        typ, n_in, n_out = parts[0], int(parts[2]), int(parts[3])
         bottoms, tops = parts[4:4 + n_in], parts[4 + n_in:4 + n_in + n_out]
         types[typ] += 1
         consumed.update(bottoms)

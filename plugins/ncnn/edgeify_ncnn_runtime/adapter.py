@@ -21,8 +21,8 @@ Profile: the layer table (name, type), without per-layer times: ncnn's Python mo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgeify_runtime.engines.base import THREADS, EngineAdapter, Option, ProfileRun, TuningAxis, is_bool
 from edgeify_runtime.errors import BundleError
@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
 
     import numpy as np
-
     from edgeify_runtime.manifest import Manifest
 
 SOURCE = "ncnn layer table (Net.layers)"
@@ -46,7 +45,7 @@ class NcnnAdapter(EngineAdapter):
     modules = ("ncnn",)
     distributions = ("ncnn",)
     pip = "ncnn"
-    option_specs = {
+    option_specs: ClassVar[Mapping[str, Option]] = {
         "threads": THREADS,
         "light_mode": Option(is_bool, "free intermediate blobs once consumed (Option.lightmode, default true)"),
         "fp16_storage": Option(is_bool, "fp16 weights/blobs in memory (use_fp16_storage, use_fp16_packed)"),
@@ -98,8 +97,8 @@ class NcnnAdapter(EngineAdapter):
         for t in manifest.inputs:
             if t.shape and t.shape[0] != 1:
                 raise BundleError(f"ncnn: input {t.name!r} has batch {t.shape[0]}; ncnn bundles have batch 1")
-        self._ins = [(t.name, b, tuple(int(d) for d in t.shape[1:])) for t, b in zip(manifest.inputs, in_blobs)]
-        self._outs = [(t.name, b, tuple(t.shape)) for t, b in zip(manifest.outputs, out_blobs)]
+        self._ins = [(t.name, b, tuple(int(d) for d in t.shape[1:])) for t, b in zip(manifest.inputs, in_blobs)]  # noqa: B905 - lengths checked; py3.8
+        self._outs = [(t.name, b, tuple(t.shape)) for t, b in zip(manifest.outputs, out_blobs)]  # noqa: B905 - lengths checked; py3.8
         self.net, self.settings = net, s
 
     def _extractor(self, feeds: Mapping[str, np.ndarray]) -> Any:

@@ -20,10 +20,10 @@ lives on the build host), so per-op parity against the source ONNX matches none 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import BundleError
-from .base import THREADS, EngineAdapter, ProfileRun
+from .base import THREADS, EngineAdapter, Option, ProfileRun
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -42,7 +42,7 @@ class ExecuTorchAdapter(EngineAdapter):
     distributions = ("executorch",)
     pip = "executorch"
     install_hint = "pip install torch executorch (the ExecuTorch Python runtime links libtorch)"
-    option_specs = {"threads": THREADS}
+    option_specs: ClassVar[Mapping[str, Option]] = {"threads": THREADS}
     profile_source = "executorch ETDump (enable_etdump): portable-kernel and XNNPACK delegate events"
     can_dump = True
     target_families = ("rpi", "android", "x86")
@@ -138,7 +138,7 @@ class ExecuTorchAdapter(EngineAdapter):
         rt = self._runtime()
         module = rt._load_for_executorch(str(artifact), enable_etdump=True, debug_buffer_size=_DEBUG_BUFFER)
         torch = self._torch
-        module.forward(tuple(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for v in feeds.values()))
+        module.forward(tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()))
         with tempfile.TemporaryDirectory(prefix="edgeify-etdump-") as d:
             etdp, dbg = _Path(d) / "model.etdp", _Path(d) / "debug.bin"
             module.write_etdump_result_to_file(str(etdp), str(dbg))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -168,10 +167,3 @@ def intermediates(etdump: Path, debug_buffer: Path) -> dict[str, Any]:
         out[key] = np.frombuffer(buf, dtype=dtype, count=count, offset=off).reshape(sizes).copy()
     return out
 
-
-def remove_quietly(*paths: str | os.PathLike[str]) -> None:
-    for p in paths:
-        try:
-            os.unlink(p)
-        except OSError:
-            pass
