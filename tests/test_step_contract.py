@@ -369,3 +369,24 @@ def test_the_cache_key_follows_the_request_a_step_reads(tmp_path: Path) -> None:
     assert len(keys) == 4
     assert key(data=DataSets(train=str(a))) == key(data=DataSets(train=str(a)))
     assert key(options={"other-step": {"x": 1}}) == base  # another step's options are not this step's input
+
+
+def test_build_takes_one_request_or_its_keywords(tmp_path: Path) -> None:
+    """``build(model, target=..., out=...)`` builds a ``BuildRequest``; ``build(request)`` takes one; the result
+    carries it; ``engine_options`` reach the manifest's engine options."""
+    from _kit import make_gemm_onnx
+    from edgeify import build
+    from edgeify.errors import UsageError
+    from edgeify.request import BuildRequest
+
+    model = make_gemm_onnx(tmp_path / "m.onnx")
+    by_kw = build(model, target="x86-avx2", out=tmp_path / "kw", measure_latency=False)
+    req = BuildRequest(model=str(model), target="x86-avx2", out=str(tmp_path / "req"), measure_latency=False,
+                       engine_options={"graph_optimization_level": "basic"})
+    by_req = build(req)
+    assert by_req.request == req and by_kw.request is not None and by_kw.request.target == "x86-avx2"
+    assert by_req.manifest.files == by_kw.manifest.files  # the same bundle payload
+    assert by_req.manifest.engine.options.get("graph_optimization_level") == "basic"
+    assert "graph_optimization_level" not in by_kw.manifest.engine.options
+    with pytest.raises(UsageError):
+        build(req, target="x86-avx2", out=tmp_path / "x")

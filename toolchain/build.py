@@ -52,6 +52,7 @@ class BuildResult:
     latency: dict[str, Any] | None
     seconds: float
     steps: list[dict[str, Any]] = field(default_factory=list)
+    request: BuildRequest | None = None  # what was asked for (edgeify.request.BuildRequest)
 
     @cached_property
     def validation(self) -> ValidationReport:
@@ -244,7 +245,8 @@ def run_build(request: BuildRequest, observer: BuildObserver | None = None) -> B
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return BuildResult(out=out, target=spec.name, family_alias=family, engine=eng_name, precision=precision,
-                       manifest=manifest, latency=latency, seconds=time.perf_counter() - t0, steps=records)
+                       manifest=manifest, latency=latency, seconds=time.perf_counter() - t0, steps=records,
+                       request=req)
 
 
 def _train_file(train: str | None) -> str | None:

@@ -87,7 +87,7 @@ def build_with_ladder(model: str | Path | BuildRequest, *, target: str | None = 
         manifest, latency = write_ladder_bundle(got.bundle, out, tuple(rungs), measure_latency=req.measure_latency)
         return BuildResult(out=out, target=spec.name, family_alias=family, engine=eng_name,
                            precision=got.plan.precision, manifest=manifest, latency=latency,
-                           seconds=0.0, steps=list(manifest.raw.get("steps") or []))
+                           seconds=0.0, steps=list(manifest.raw.get("steps") or []), request=req)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
