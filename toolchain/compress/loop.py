@@ -69,6 +69,11 @@ def train(phase: str, data: TrainData, step: Callable[[Batch], float], *, second
                 if time.monotonic() >= deadline:
                     break
             else:
+                if not losses:
+                    from edgeify.errors import DataError
+
+                    raise DataError(f"--train {data.origin}: epoch {epoch + 1} yielded no batches",
+                                    hint="a loader factory is called once per epoch and must yield batches each time")
                 epoch += 1
                 batches_per_epoch = len(losses)
                 last_mean = sum(losses) / len(losses) if losses else last_mean
