@@ -1,10 +1,11 @@
-"""Every command in the README's ```bash blocks, read at run time, run from a fresh temporary working directory
-with relative paths (issue 17.14), so the docs cannot drift from the code.
+"""Every command in the ```bash blocks of the README and of docs/*.md (in that order), read at run time, run from a
+fresh temporary working directory with relative paths (issue 17.14), so the docs cannot drift from the code.
 
 How each command is treated (printed per command with `-s`; the table below is the whole policy):
 
 * **skipped, exactly two commands**: `./install.sh [--dev]` (it would reinstall the environment this test runs
-  in; `.ci/run` runs it on a fresh machine) and `python -m pytest` (it would run this test inside itself).
+  in; `.ci/run` runs it on a fresh machine) and `python -m pytest` (it would run this test inside itself; so would
+  the README's test-tier commands, `python -m pytest -m ...`).
 * **substituted files** (the README's generic names; the test writes them into the working directory):
   `model.pt2` = the digits CNN from `examples/digits/train.py` (the session's `digits` fixture, which runs that
   script's `main()` once), `model.onnx` = its ONNX export, `calib.npz` / `eval.npz` = its calibration and
@@ -62,8 +63,12 @@ def _command(part: list[str], codes: tuple[int, ...], block: int) -> Command:
     return Command(text, tuple(part), (0, *codes), block, tuple(env))
 
 
+#: the README first (its commands build what the reference pages' commands use), then docs/ by name
+DOC_FILES = (REPO / "README.md", *sorted((REPO / "docs").glob("*.md")))
+
+
 def readme_commands() -> list[Command]:
-    readme = (REPO / "README.md").read_text()
+    readme = "\n".join(p.read_text() for p in DOC_FILES)
     out = []
     for b, block in enumerate(re.findall(r"```bash\n(.*?)```", readme, re.S)):
         joined = re.sub(r"\\\n\s*", " ", block)
@@ -151,7 +156,8 @@ def test_readme_has_commands_and_the_policy_covers_them() -> None:
     assert len(cmds) >= 20
     kinds = [kind(c) for c in cmds]
     skipped = {c.text for c in cmds if kind(c) == "skip"}
-    assert skipped == {"./install.sh", "./install.sh --dev", "python -m pytest"}, skipped  # the two commands
+    tiers = {c for c in skipped if c.startswith("python -m pytest -m ")}  # README "Tests": the tier commands
+    assert skipped - tiers == {"./install.sh", "./install.sh --dev", "python -m pytest"}, skipped  # the two commands
     assert kinds.count("run") >= 15
 
 
