@@ -89,3 +89,14 @@ def test_compare_json_has_the_run_level_fields_and_pairs_a_series() -> None:
     assert "ci" not in d["percentiles"]["p50"]  # no sample-level interval beside a run-level verdict
     single = compare(Selection("A", "id", tuple(ra[:1])), Selection("B", "id", tuple(rb[:1])))
     assert single.method.startswith("sample-level") and any("one run per side" in w for w in single.warnings)
+
+
+def test_a_run_slowed_by_a_burst_of_load_is_left_out_and_named() -> None:
+    rng = np.random.default_rng(6)
+    a, b = make_runs(rng, 8, drift=0.01), make_runs(rng, 8, drift=0.01)
+    b[3] = b[3] * 2.5  # one whole run ran under a burst of other load
+    rl = hierarchical(a, b, threshold=0.05, resamples=500, paired=True)
+    assert rl.left_out_b == (3,) and rl.left_out_a == (3,)  # paired: the whole round goes
+    assert rl.verdict == "same" and len(rl.run_medians_b) == 8  # every run's median is still reported
+    kept = hierarchical(a, b, threshold=0.05, resamples=500, paired=False)
+    assert kept.left_out_b == (3,) and kept.left_out_a == ()

@@ -230,6 +230,10 @@ def compare(sel_a: Any, sel_b: Any, *, alpha: float | None = None, resamples: in
                           confidence=1 - alpha, seed=seed, paired=pairs is not None)
         numbers.update(ratio_p50=rl.ratio, ci=rl.ci, verdict=rl.verdict, p_value=None, confidence=1 - alpha)
         extra.update(method="run-level hierarchical bootstrap", runs_needed=rl.runs_needed, run_level=rl.to_dict())
+        for label, out, sel in (("A", rl.left_out_a, oa), ("B", rl.left_out_b, ob)):
+            if out:
+                warnings.append(f"{label}: run(s) #{', #'.join(str(sel[i].result_id) for i in out)} left out: "
+                                "far from the other runs (a disturbance, not the bundle)")
         if rl.verdict == "inconclusive" and rl.runs_needed:
             warnings.append(f"inconclusive at ±{threshold:.0%}: about {rl.runs_needed} runs per side would settle "
                             "it (the interval narrows as 1/sqrt(runs))")

@@ -11,6 +11,8 @@ run-to-run drift "significant". Here the unit is the run:
   replicate of its median (samples resampled within the run). When both sides come from the same interleaved
   series (A B A B ..., ``bench --repeat`` / ``compare --runs``) with one run of each per round, rounds are
   resampled as pairs (``paired``): drift that hits both A and B of a round cancels;
+* a run (a round, when paired) more than OUTLIER_Z robust z-scores (median / MAD) from the others is left out
+  and named (``left_out_a`` / ``left_out_b``): a burst of load that slowed one whole run is not the bundle;
 * with few runs the bootstrap is too narrow (it cannot see the spread it was not shown): the interval's
   deviations are widened by sqrt(k / (k - 1)) * t(k-1) / z (k: runs, or pairs), a Student-t correction;
 * seeded: the same runs give the same interval.
@@ -35,6 +37,8 @@ DEFAULT_CONFIDENCE = 0.95
 MAX_PER_RUN = 1000
 #: the largest run count :func:`runs_to_settle` reports (beyond it: "more than")
 MAX_RUNS_ESTIMATE = 1000
+#: a run (or an interleaved round) this many robust z-scores from the others is left out as disturbed
+OUTLIER_Z = 3.5
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class RunLevel:
     drift_cv_b: float | None
     runs_needed: int | None
     method: str
+    #: positions (in run order) of runs left out as outliers (a disturbed run / round), per side
+    left_out_a: tuple[int, ...] = ()
+    left_out_b: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -81,6 +88,18 @@ def _within_run_log_medians(runs: Sequence[Sequence[float]], resamples: int, rng
             idx = rng.integers(0, x.size, size=(stop - start, x.size))
             out[j, start:stop] = np.log(np.median(x[idx], axis=1))
     return out
+
+
+def outliers(x: np.ndarray, z: float = OUTLIER_Z) -> np.ndarray:
+    """Indices of values more than ``z`` robust z-scores (0.6745 * |x - median| / MAD) from the median; none when
+    the MAD is 0 or fewer than 4 values are given."""
+    if x.size < 4:
+        return np.array([], dtype=int)
+    med = np.median(x)
+    mad = np.median(np.abs(x - med))
+    if mad <= 0:
+        return np.array([], dtype=int)
+    return np.flatnonzero(0.6745 * np.abs(x - med) / mad > z)
 
 
 def small_sample_factor(k: int, confidence: float) -> float:
@@ -123,14 +142,27 @@ def hierarchical(runs_a: Sequence[Sequence[float]], runs_b: Sequence[Sequence[fl
     ka, kb = len(runs_a), len(runs_b)
     if ka < 2 or kb < 2:
         raise ValueError(f"run-level statistics need at least 2 runs per side (A {ka}, B {kb})")
+    # (outliers are only looked for among 4 or more, so at least 2 runs per side always remain)
     if any(len(r) == 0 for r in (*runs_a, *runs_b)):
         raise ValueError("a run without samples")
     paired = paired and ka == kb
+    med_a = np.array([np.median(np.asarray(r, dtype=np.float64)) for r in runs_a])
+    med_b = np.array([np.median(np.asarray(r, dtype=np.float64)) for r in runs_b])
+    # a run (a round, when paired) far from all the others is a disturbance, not the bundle: left out, and named
+    if paired:
+        out = outliers(np.log(med_b) - np.log(med_a))
+        drop_a = drop_b = [int(i) for i in out]
+    else:
+        drop_a, drop_b = [int(i) for i in outliers(np.log(med_a))], [int(i) for i in outliers(np.log(med_b))]
+    keep_a = [i for i in range(ka) if i not in drop_a]
+    keep_b = [i for i in range(kb) if i not in drop_b]
+    runs_a, runs_b = [runs_a[i] for i in keep_a], [runs_b[i] for i in keep_b]
+    all_a, all_b = med_a, med_b
+    med_a, med_b = med_a[keep_a], med_b[keep_b]
+    ka, kb = len(runs_a), len(runs_b)
     rng = np.random.default_rng(seed)
     la = _within_run_log_medians(runs_a, resamples, rng)
     lb = _within_run_log_medians(runs_b, resamples, rng)
-    med_a = np.array([np.median(np.asarray(r, dtype=np.float64)) for r in runs_a])
-    med_b = np.array([np.median(np.asarray(r, dtype=np.float64)) for r in runs_b])
     point = float(np.log(med_b).mean() - np.log(med_a).mean())
     rep_a = rng.integers(0, resamples, size=(resamples, ka))
     rep_b = rng.integers(0, resamples, size=(resamples, kb))
@@ -146,11 +178,12 @@ def hierarchical(runs_a: Sequence[Sequence[float]], runs_b: Sequence[Sequence[fl
     need = runs_to_settle(ratio, ci, threshold, k) if verdict == "inconclusive" else None
     method = (f"run-level hierarchical bootstrap ({'paired rounds' if paired else 'independent sides'}: runs "
               f"resampled, then samples within each run; statistic: geometric mean of run medians; "
-              f"{resamples} resamples, seed {seed}; small-sample widening x{factor:.2f} for {k} runs)")
+              f"{resamples} resamples, seed {seed}; small-sample widening x{factor:.2f} for {k} runs; runs more than "
+              f"{OUTLIER_Z:g} robust z from the others left out)")
     return RunLevel(verdict=verdict, ratio=ratio, ci=ci, threshold=threshold, confidence=confidence, runs_a=ka,
-                    runs_b=kb, paired=paired, run_medians_a=tuple(float(x) for x in med_a),
-                    run_medians_b=tuple(float(x) for x in med_b), drift_cv_a=_cv(med_a), drift_cv_b=_cv(med_b),
-                    runs_needed=need, method=method)
+                    runs_b=kb, paired=paired, run_medians_a=tuple(float(x) for x in all_a),
+                    run_medians_b=tuple(float(x) for x in all_b), drift_cv_a=_cv(med_a), drift_cv_b=_cv(med_b),
+                    runs_needed=need, method=method, left_out_a=tuple(drop_a), left_out_b=tuple(drop_b))
 
 
 def pair_by_series(results_a: Sequence[Any], results_b: Sequence[Any]) -> tuple[list[Any], list[Any]] | None:
