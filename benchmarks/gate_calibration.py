@@ -12,7 +12,7 @@ cool-down), on this machine:
   * A/A: a series of the same bundle A in both slots; every K consecutive rounds form one gate decision
     (K runs per side, paired by round) -> false-alarm rate = share of decisions that exit 14;
   * detection: a series of A and S; every K rounds one decision -> detection rate = share that exit 14.
-K = 3, 5, 8, 10 are read from the same series (non-overlapping windows), so the table shows what each run count buys
+K = 4, 6, 8, 10 are read from the same series (non-overlapping windows), so the table shows what each run count buys
 and costs in time. The old method (one run per side, sample level) is scored on the same runs for contrast.
 Every result goes to a private SQLite store; JSON and a Markdown table to benchmarks/gate_calibration.{json,md}.
 
@@ -175,7 +175,7 @@ def single_run_decisions(ra: list, rb: list, threshold: float) -> list[bool]:
     from edgeify.store.select import Selection
 
     return [gate(Selection("A", "id", (a,)), Selection("B", "id", (b,)), max_regression=threshold,
-                 run_level=False).regressed for a, b in zip(ra, rb, strict=True)]
+                 run_level=False, resamples=200).regressed for a, b in zip(ra, rb, strict=True)]
 
 
 def main() -> None:
@@ -186,7 +186,7 @@ def main() -> None:
     ap.add_argument("--cooldown", type=float, default=0.5)
     ap.add_argument("--max-regression", default="5%")
     ap.add_argument("--target-ratio", type=float, default=1.10)
-    ap.add_argument("--windows", default="3,5,8,10", help="runs per side per decision")
+    ap.add_argument("--windows", default="4,6,8,10", help="runs per side per decision")
     ap.add_argument("--budget-min", type=float, default=None, help="minutes for both series (half each): no new "
                     "round starts after that (the rounds done are scored)")
     ap.add_argument("--work", type=Path, default=None, help="keep the bundles and the store here")

@@ -199,6 +199,20 @@ def _disturbed_warnings(label: str, results: Sequence[Any]) -> list[str]:
             f": {', '.join(kinds) or 'see results show'}; the rule: `edgeify results show ID`)"]
 
 
+def _pooled(a: Sequence[float], b: Sequence[float], alpha: float) -> dict[str, Any]:
+    """Pooled percentiles of both sides (no sample-level inference: a run-level comparison's table)."""
+    import numpy as np
+
+    xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    q = np.array(PERCENTILES, dtype=np.float64)
+    pa, pb = np.percentile(xa, q), np.percentile(xb, q)
+    rows = tuple(PercentileRatio(f"p{int(p)}", float(x), float(y), float(y / x), (float("nan"), float("nan")))
+                 for p, x, y in zip(q, pa, pb, strict=True))
+    return {"ratio_p50": float(pb[0] / pa[0]), "ci": (float("nan"), float("nan")), "p_value": None,
+            "verdict": "inconclusive", "alpha": alpha, "confidence": 1 - alpha, "percentiles": rows,
+            "method": {"percentiles": "pooled samples of every run, for the table; inference at the run level"}}
+
+
 def compare(sel_a: Any, sel_b: Any, *, alpha: float | None = None, resamples: int = DEFAULT_RESAMPLES,
             seed: int = 0, threshold: float = 0.05, run_level: bool | None = None) -> Comparison:
     """Compare two :class:`~edgeify.store.select.Selection` (results with their raw samples). With two or more
@@ -218,7 +232,9 @@ def compare(sel_a: Any, sel_b: Any, *, alpha: float | None = None, resamples: in
         alpha = 0.05 if use_runs else DEFAULT_ALPHA
     sa = [s for r in ra for s in r.samples_ms]
     sb = [s for r in rb for s in r.samples_ms]
-    numbers = sample_stats(sa, sb, alpha=alpha, resamples=resamples, seed=seed)
+    # run level: the pooled percentiles for the table only (the inference is the run-level one below)
+    numbers = _pooled(sa, sb, alpha) if use_runs else sample_stats(sa, sb, alpha=alpha, resamples=resamples,
+                                                                   seed=seed)
     pct = numbers.pop("percentiles")
     numbers["method_detail"] = numbers.pop("method")
     warnings = _side_warnings(ra, rb) + _disturbed_warnings("A", ra) + _disturbed_warnings("B", rb)

@@ -45,10 +45,11 @@ class GateVerdict:
 
 
 def gate(baseline: Any, candidate: Any, *, max_regression: float, alpha: float | None = None,
-         run_level: bool | None = None) -> GateVerdict:
+         run_level: bool | None = None, resamples: int | None = None) -> GateVerdict:
     """Regressed when compare's verdict is ``slower`` (the interval above 1, and not within the allowance)
     AND the ratio is over ``1 + max_regression``. Several runs per side: run-level inference."""
-    c = compare(baseline, candidate, alpha=alpha, threshold=max_regression, run_level=run_level)
+    more = {} if resamples is None else {"resamples": resamples}
+    c = compare(baseline, candidate, alpha=alpha, threshold=max_regression, run_level=run_level, **more)
     limit = 1 + max_regression
     over = c.ratio_p50 > limit
     regressed = c.verdict == "slower" and over
