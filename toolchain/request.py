@@ -19,11 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+from .values import Frozen as _Frozen  # frozen, extra="forbid" (``target: Any`` takes a TargetSpec as it is)
 
 
 class DataSets(_Frozen):

@@ -13,8 +13,9 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from edgeify.steps.search import SearchRecipe, StepSearch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from ..values import Frozen as _Frozen
 from .records import Recipe, Settings
 
 if TYPE_CHECKING:
@@ -25,10 +26,6 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 #: precisions a search starts from; ``int8-mixed`` only comes from the ladder
 SEARCH_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8-dynamic", "int16x8")
 STATIC_PRECISIONS = ("int8", "int8-mixed", "int16x8")
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class DeviceFacts(_Frozen):
