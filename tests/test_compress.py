@@ -286,3 +286,20 @@ def test_pruning_keeps_residual_depthwise_and_attention_blocks_consistent() -> N
     assert model.attn.embed_dim % model.attn.num_heads == 0 and model.fc.out_features == 5
     assert model(x).shape == (2, 5) and report.macs_after < report.macs_before
     torch.export.export(model, (x,))  # the pruned model still exports
+
+
+def test_distill_and_qat_work_from_a_pt2(cz: dict[str, Path], tmp_path: Path) -> None:
+    """A .pt2's module (a GraphModule with its own batch range and eval-form BatchNorm) fine-tunes too."""
+    import torch
+    from edgeify.compress import CompressOptions, compress_source
+    from edgeify.sources import open_source
+
+    model = _source(cz).load()
+    pt2 = tmp_path / "digits.pt2"
+    dyn = ({0: torch.export.Dim("batch", min=1, max=1024)},)
+    torch.export.save(torch.export.export(model, (torch.randn(2, 1, 8, 8),), dynamic_shapes=dyn), str(pt2))
+    comp = compress_source(open_source(str(pt2)), CompressOptions(train=str(cz["train"]), distill=True, qat=True,
+                                                                  epochs=1), tmp_path / "c")
+    assert comp.record["steps"] == ["distill", "qat"] and comp.record["teacher"]["kind"] == "exported-program"
+    out = torch.export.load(str(comp.source.path)).module()(torch.from_numpy(np.load(cz["eval"])["x"][:5]))
+    assert out.shape == (5, 10)  # the batch dimension stayed dynamic

@@ -121,7 +121,9 @@ def compress_source(source: SourceModel, opts: CompressOptions, out_dir: Path,
     t0 = time.perf_counter()
     torch.manual_seed(opts.seed)
     inputs, outputs = source.pre_signature()
-    batch = torch.export.Dim("batch", min=1, max=4096)
+    # a .pt2's module carries its own batch range (e.g. 2..1024): let export infer it; an eager module gets a named
+    # batch dim, so a model that cannot take any batch size fails here instead of exporting a fixed batch
+    batch = torch.export.Dim.AUTO if source.kind == "exported-program" else torch.export.Dim("batch", min=1, max=4096)
     dynamic = tuple({0: batch} if t.shape and not isinstance(t.shape[0], int) else {} for t in inputs)
     example = tuple(torch.randn(2 if d else s[0], *s[1:]) for s, d in
                     zip(source.example_shapes(batch=2), dynamic, strict=True))  # batch 2: 1 would specialize

@@ -132,9 +132,12 @@ def qat(student: Any, teacher: Any, example: tuple[Any, ...], dynamic: Any, data
                   progress=progress)
     move_exported_model_to_eval(prepared)
     trained, mine = prepared.state_dict(), student.state_dict()
-    missing = [k for k in mine if k not in trained or trained[k].shape != mine[k].shape]
+    params = {k for k, _ in student.named_parameters()}
+    missing = [k for k in mine if (k in params and k not in trained) or (k in trained and trained[k].shape !=
+                                                                          mine[k].shape)]
     if missing:
         raise ConversionError(f"QAT: the fine-tuned graph lost the parameters {missing[:5]}",
                               hint="report this model to edgeify; build without --qat meanwhile")
-    student.load_state_dict({k: trained[k] for k in mine})
+    # buffers the eval-form graph does not use (e.g. num_batches_tracked of a .pt2's BatchNorm) keep their values
+    student.load_state_dict({k: trained.get(k, v) for k, v in mine.items()})
     return stats
