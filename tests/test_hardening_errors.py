@@ -83,6 +83,15 @@ def test_input_shape_beyond_memory_is_refused_with_the_number(tmp_path: Path) ->
     assert "GiB" in run.stderr and "MemoryError" not in run.stderr and "internal error" not in run.stderr
 
 
+def test_build_input_shape_beyond_memory_is_refused_before_any_step(tmp_path: Path) -> None:
+    bundle = sshlab.make_bundle(tmp_path / "src")  # model.onnx: x [batch, 16] float32
+    run = edgeify("build", str(bundle / "model.onnx"), "--target", "x86", "--input-shape", "1000000000,16",
+                  "-o", str(tmp_path / "out"))
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "64000000000 bytes" in run.stderr and "MemoryError" not in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # -- 11: -o on a full filesystem -------------------------------------------------------------------------------
 def test_build_onto_a_full_filesystem_is_a_no_space_error(tmp_path: Path) -> None:
     bundle = sshlab.make_bundle(tmp_path / "src", weight_mb=2)  # a 2 MB model.onnx

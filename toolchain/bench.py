@@ -132,38 +132,9 @@ def parse_input_shapes(specs: Sequence[str], bundle: str | os.PathLike[str]) -> 
 def _check_memory(shapes: dict[str, list[int]], inputs: dict[str, Any]) -> None:
     """Refuse input shapes whose tensors alone exceed the memory this machine has available (before anything
     allocates them: a MemoryError, or an engine's allocation failure, is no answer)."""
-    import math
+    from .preflight import check_input_memory
 
-    import numpy as np
-
-    need = {n: math.prod(s) * np.dtype(inputs[n].dtype).itemsize for n, s in shapes.items()}
-    have = available_memory()
-    if have is not None and sum(need.values()) > have:
-        name = max(need, key=need.get)
-        raise UsageError(f"--input-shape: input {name!r} of shape {shapes[name]} ({inputs[name].dtype}) needs "
-                         f"{need[name]} bytes ({_human(need[name])}); this machine has {_human(have)} of memory "
-                         "available", hint="give smaller dimensions (the batch is the first one)")
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation on this machine (None when unknown)."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:
-        try:
-            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+    check_input_memory({n: (s, inputs[n].dtype) for n, s in shapes.items()})
 
 
 # -- the entry point ---------------------------------------------------------------------------------------------

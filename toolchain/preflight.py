@@ -4,6 +4,7 @@ a second, not a conversion. After the steps: which dynamic dims the build fixed 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ def preflight(source: SourceModel, calib: str | Path | None, eval: str | Path | 
     fixes = source.input_shape_fixes(inputs)
     applied = {(f["input"], f["axis"]): f["value"] for f in fixes}
     sig = [_with_dims(t, applied) for t in inputs]
+    check_input_memory({t.name: (list(t.shape), t.dtype) for t in sig if all(isinstance(d, int) for d in t.shape)})
     classes = n_classes(outputs)
     for path, purpose in ((calib, "calibration"), (eval, "evaluation")):
         if path is None:
@@ -53,6 +55,48 @@ def preflight(source: SourceModel, calib: str | Path | None, eval: str | Path | 
             message(f"warning: {note}")
             warnings.warn(note, DataWarning, stacklevel=3)
     return Preflight(sig, outputs, fixes)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation on this machine (None when unknown)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return None
+
+
+def check_input_memory(tensors: dict[str, tuple[list[int], str]]) -> None:
+    """Refuse (UsageError, exit 2) input shapes ({name: (shape, dtype)}) whose tensors alone need more memory than
+    this machine has available, naming both numbers, before anything allocates them (--input-shape
+    100000000,1,8,8 used to end in a MemoryError after trying 47.7 GiB, or in an engine's allocation failure)."""
+    import math
+
+    import numpy as np
+
+    from .errors import UsageError
+
+    need = {n: math.prod(shape) * np.dtype(dtype).itemsize for n, (shape, dtype) in tensors.items()}
+    have = available_memory()
+    if not need or have is None or sum(need.values()) <= have:
+        return
+    name = max(need, key=lambda n: need[n])
+    shape, dtype = tensors[name]
+    raise UsageError(f"--input-shape: input {name!r} of shape {list(shape)} ({dtype}) needs {need[name]} bytes "
+                     f"({_human(need[name])}); this machine has {_human(have)} of memory available",
+                     hint="give smaller dimensions (the batch is the first one): --input-shape NAME:DIMS")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _with_dims(t: TensorSpec, applied: dict[tuple[str, int], int]) -> TensorSpec:
