@@ -45,7 +45,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .spec import TargetSpec
+from .spec import EngineSpec, TargetSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -271,11 +271,21 @@ def _with_family_engines(data: dict[str, Any], added: Mapping[str, tuple[dict[st
         return data
     engines = dict(data.get("engines") or {})
     for name, eng in mine.items():
+        if name in engines and _same_engine(engines[name], eng):
+            continue  # the same definition (e.g. a target pasted from `edgeify targets show`): nothing to add
         if name in engines:
             raise _config_error(f"{source}: target {data.get('name')!r} already has an engine {name!r}; "
                                 f"{added[name][2]} adds one to family {fam!r} too")
         engines[name] = copy.deepcopy(eng)
     return {**data, "engines": engines}
+
+
+def _same_engine(a: Any, b: Any) -> bool:
+    """Two engine tables that validate to the same EngineSpec (one resolved with its defaults, one not)."""
+    try:
+        return EngineSpec.model_validate(a) == EngineSpec.model_validate(b)
+    except Exception:  # either is invalid: not the same; the registry reports the invalid one where it is used
+        return False
 
 
 def _check_step_kinds(specs: Iterable[TargetSpec]) -> None:

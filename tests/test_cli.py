@@ -122,7 +122,9 @@ def test_bench_json_results_store_and_latency_budget(digits, tmp_path: Path, res
     assert over.returncode == 13 and "over the budget" in over.stderr
     assert "p50" in over.stdout  # the table is still printed
     table = run_cli("results", "--device", "local", "--limit", "5")
-    assert table.returncode == 0 and r["bundle_digest"][:12] in table.stdout.replace("\n", "")
+    # the table names each result's bundle by its identity (files + engine + precision + engine options)
+    assert r["bundle_id"] and r["bundle_id"] != r["bundle_digest"]
+    assert table.returncode == 0 and r["bundle_id"][:12] in table.stdout.replace("\n", "")
 
 
 def test_bench_on_a_corrupted_bundle(tiny_onnx: Path, tmp_path: Path, results_db: Path) -> None:
