@@ -82,7 +82,8 @@ def print_inspect(report: Any) -> None:
     else:
         console.print("not accelerated: none — every op runs where the target's engine intends")
     if er.get("unsupported_on_cpu"):
-        err_console.print(f"[yellow]OpenVINO CPU plugin does not support:[/] {', '.join(er['unsupported_on_cpu'])}")
+        err_console.print(f"[yellow]{report.engine} does not support on this device's CPU:[/] "
+                          f"{', '.join(er['unsupported_on_cpu'])}")
 
 
 __all__ = ["print_inspect", "print_profile"]
