@@ -144,6 +144,7 @@ def test_digits_every_precision_rpi5_and_android(digits, digits_onnx, digits_eva
     assert m.files["model.tflite"]["size"] <= {"fp32": 170_000, "fp16": 90_000}.get(precision, 50_000)
 
 
+@pytest.mark.slow  # int8 from both converters, twice
 @pytest.mark.parametrize("source_kind", ["pt2", "onnx"])
 def test_digits_int8_io_and_rpi4_shares_the_conversion(digits, digits_onnx, digits_eval, tmp_path: Path,
                                                        source_kind: str) -> None:
@@ -222,6 +223,7 @@ def test_torch_op_without_a_tflite_lowering_is_named(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # an onnx2tf run in its own process
 def test_onnx_op_without_an_onnx2tf_converter_is_named(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper, numpy_helper

@@ -48,6 +48,7 @@ def et_int8(digits: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
     return out
 
 
+@pytest.mark.slow  # an int8 PT2E build (the quick tier's ExecuTorch build is the engine contract round trip)
 def test_int8_build_passes_parity_and_records_the_delegation(et_int8: Path) -> None:
     m = Manifest.read(et_int8)
     assert m.engine.name == "executorch" and m.engine.artifact == "model.pte" and m.precision == "int8"
@@ -62,6 +63,7 @@ def test_int8_build_passes_parity_and_records_the_delegation(et_int8: Path) -> N
     assert m.quantization["method"] == "static" and m.quantization["per_channel"] is True
 
 
+@pytest.mark.slow  # the int8 build above
 def test_int8_bundle_benchmarks_and_profiles_locally(et_int8: Path) -> None:
     res = run_cli("bench", str(et_int8), "--threads", "2", "--runs", "20", "--min-duration", "0.2", "--profile",
                   "--format", "json")
@@ -76,6 +78,7 @@ def test_int8_bundle_benchmarks_and_profiles_locally(et_int8: Path) -> None:
     assert prof["placement"]["fallback_count"] == 0
 
 
+@pytest.mark.slow  # a second export and lowering
 def test_an_op_xnnpack_does_not_take_shows_as_portable_fallback(tmp_path: Path) -> None:
     model = tmp_path / "fallback.py"
     model.write_text(FALLBACK_MODEL)

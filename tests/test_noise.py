@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from _kit import run_cli
 from edgeify.noise import human_size, is_noise, strip_noise
 
@@ -31,6 +32,7 @@ def test_x86_int8_build_is_quiet_and_reads_right(digits, tmp_path: Path) -> None
     assert "not gated" in random_row and "│ no " not in random_row, random_row  # reported, not a failure
 
 
+@pytest.mark.slow  # a TFLite conversion (test_build_tflite's CLI build keeps one in the quick tier)
 def test_tflite_build_has_no_native_info_lines(digits, tmp_path: Path) -> None:
     res = run_cli("build", str(digits["model"]), "--target", "rpi5", "--precision", "fp16", "-o",
                   str(tmp_path / "r"), "--no-cache", "--no-latency")

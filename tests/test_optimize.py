@@ -40,6 +40,7 @@ def _dominates(a: dict, b: dict) -> bool:
     return all(x <= y for x, y in zip(ka, kb, strict=True)) and ka != kb
 
 
+@pytest.mark.slow  # a whole optimize search (the other optimize tests here stay quick)
 def test_digits_optimize_meets_budget_json_store_pareto(digits: dict[str, Path], tmp_path: Path,
                                                         results_db: Path) -> None:
     out = tmp_path / "best"

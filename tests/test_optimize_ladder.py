@@ -86,6 +86,7 @@ def test_fp16_rung_keeps_the_ops_that_overflow_in_fp32(low_target: Path, tmp_pat
     assert res.chosen is not None and res.chosen.accuracy_drop <= 1.0  # fp32 (built to find the overflow) or fp16
 
 
+@pytest.mark.slow  # NNCF accuracy-control quantization over the eval set
 def test_openvino_accuracy_control_rung(tmp_path: Path, results_db: Path) -> None:
     """OpenVINO's int8-mixed rung is NNCF's quantize_with_accuracy_control over the labelled eval set: it keeps
     the layer that reads the outlier activation in float, the rest int8."""

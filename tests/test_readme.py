@@ -161,6 +161,7 @@ def test_readme_has_commands_and_the_policy_covers_them() -> None:
     assert kinds.count("run") >= 15
 
 
+@pytest.mark.slow  # every README and docs command: builds, benchmarks, reports
 def test_readme_commands_run_verbatim(workdir: Path, digits) -> None:
     cmds = [c for c in readme_commands() if kind(c) != "slow"]
     counts = _check(cmds, workdir, digits)

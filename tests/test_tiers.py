@@ -8,11 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import _tiers
 import pytest
+import tomllib
 from _kit import REPO
 
 #: directories and modules whose every test starts a service

@@ -22,6 +22,8 @@ import pytest
 RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
 IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
+pytestmark = pytest.mark.slow  # a fresh venv with only the runtime and one engine
+
 
 def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
