@@ -65,3 +65,34 @@ def test_digits_litert_bundle_matches_host_on_arm64(pi5_device, digits, digits_o
         assert diff <= 1e-4 * float(np.abs(ref).max()) + 1e-5
     else:  # the same int8 model: requantization may round one step differently on ARM
         assert diff <= 0.05 * float(np.abs(ref).max())
+
+
+@pytest.mark.parametrize("precision", ["fp32"])
+def test_onnx_transformer_litert_bundle_matches_host_on_arm64(pi5_device, tmp_path: Path, precision: str) -> None:
+    """A ViT exported to ONNX (examples/models/vit_tiny.py: LayerNorm, softmax attention, GELU) takes the ONNX ->
+    PyTorch -> litert-torch route; its rpi5 bundle gives the host's answers on aarch64."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("edgeify_example_vit_tiny_arm64", Path(__file__).parents[2] /
+                                                  "examples" / "models" / "vit_tiny.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    onnx_path = mod.export_onnx(mod.vit_tiny(seed=3), tmp_path / "vit.onnx", opset=18)
+    bundle = tmp_path / "bundle"
+    res = build(onnx_path, target="rpi5", precision=precision, out=bundle, measure_latency=False)
+    assert res.manifest.facts["tflite"]["details"]["route"] == "onnx2torch"
+    x = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    np.savez(tmp_path / "inputs.npz", x=x)
+    with open_site(pi5_device) as site:
+        report = deploy(site, bundle, device=pi5_device)
+        record, out_path = outputs_on_device(site, report, tmp_path / "inputs.npz", tmp_path / "fetched")
+    assert record.to_dict()["fingerprint"]["arch"] == "aarch64"
+    name = res.manifest.outputs[0].name
+    with np.load(out_path, allow_pickle=False) as z:
+        got = z[name]
+    with edgeify_runtime.load(bundle) as model:
+        ref = model.run({"x": x})[name]
+    assert got.shape == ref.shape == (1, 10)
+    assert float(np.abs(got - ref).max()) <= 1e-4 * float(np.abs(ref).max()) + 1e-5
