@@ -16,6 +16,8 @@ runs, interleaved over --rounds rounds (the order rotates each round), each in i
 ONNX Runtime's own perf tool (onnxruntime_perf_test) is looked for on PATH; the onnxruntime wheel does not ship it
 (only ``onnxruntime.tools.onnxruntime_test``, a Python loop that reports a mean, has no thread setting and cannot read
 an OpenVINO IR), so it is reported as not run unless found.
+Then, in one process (--blocks), edgeify's Model.run against bare InferRequest calls on the same compiled model and
+the IR reshaped to a static batch, in alternating blocks: what edgeify adds per call, and what the dynamic batch costs.
 Writes benchmarks/engine_overhead.{json,md}: per-round medians, per-round ratios (edgeify / tool) and the medians
 over rounds, with the CPU and the load (``uptime``) before every round.
 
@@ -114,6 +116,46 @@ def run_raw_openvino(xml: Path, threads: int, seconds: float, precision: str | N
             "command": ["python", "-c", "<raw OpenVINO loop, benchmarks/engine_overhead.py _RAW>", *cmd[3:]]}
 
 
+#: one process, one compiled model: edgeify's Model.run against bare InferRequest calls on the same request, and the
+#: same IR reshaped to a static batch, in alternating blocks (so load drift hits every variant alike)
+_BLOCKS = """
+import json, statistics, sys, time, numpy as np, openvino as ov
+from edgeify_runtime import load
+bundle, threads, prec, rounds, per = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+m = load(bundle, threads=threads); a = m._adapter; req = a._request; port = a._in_ports[0][1]
+spec = m.inputs[0]; shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32); feeds = {spec.name: x}
+core = ov.Core(); static = core.read_model(str(a.artifact_path)); static.reshape(shape)
+sreq = core.compile_model(static, "CPU", dict(a.config)).create_infer_request()
+sreq.set_input_tensor(ov.Tensor(x, shared_memory=True))
+def preset():
+    req.set_tensor(port, ov.Tensor(x, shared_memory=True)); return req.infer
+variants = {"Model.run": lambda: lambda: m.run(feeds),
+            "infer(inputs) as the adapter":
+                lambda: lambda: req.infer({port: x}, share_inputs=True, share_outputs=False),
+            "infer() input set once": preset, "infer() static batch": lambda: sreq.infer}
+S = {k: [] for k in variants}
+for _ in range(rounds):
+    for k, make in variants.items():
+        f = make()
+        for _ in range(5): f()
+        for _ in range(per):
+            t = time.perf_counter_ns(); f(); S[k].append(time.perf_counter_ns() - t)
+print(json.dumps({k: round(statistics.median(v) / 1e6, 4) for k, v in S.items()}))
+"""
+
+
+def run_blocks(bundle: Path, threads: int, precision: str | None, rounds: int, per: int) -> dict:
+    cmd = [sys.executable, "-c", _BLOCKS, str(bundle), str(threads), precision or "-", str(rounds), str(per)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-800:]}
+    p50 = json.loads(proc.stdout.strip().splitlines()[-1])
+    base = p50["Model.run"]
+    return {"p50_ms": p50, "ratio_model_run_to": {k: round(base / v, 4) for k, v in p50.items()},
+            "blocks": rounds, "runs_per_block": per, "uptime_after": uptime()}
+
+
 def parse_benchmark_app(text: str) -> dict:
     out: dict = {}
     for key in ("Median", "Average", "Min", "Max"):
@@ -147,6 +189,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=5.0, help="timed seconds per process")
+    ap.add_argument("--blocks", type=int, default=8, help="in-process alternating blocks per variant (0: skip)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "engine_overhead")
     args = ap.parse_args()
 
@@ -197,6 +240,7 @@ def main() -> int:
         vals = [v for v in vals if v is not None]
         return round(statistics.median(vals), 4) if vals else None
 
+    in_process = run_blocks(bundle, args.threads, prec, args.blocks, 60) if args.blocks else None
     summary = {n: med(n) for n in names}
     summary.update({f"ratio_vs_{t}": med(f"ratio_vs_{t}") for t in names[1:]})
     result = {
@@ -208,7 +252,7 @@ def main() -> int:
         "onnxruntime_perf_test": ort_tool or ("not run: the onnxruntime wheel ships no onnxruntime_perf_test "
                                               "(only onnxruntime.tools.onnxruntime_test: a Python loop, mean only, "
                                               "no thread setting, cannot read an OpenVINO IR)"),
-        "median_over_rounds": summary, "per_round": rounds,
+        "median_over_rounds": summary, "per_round": rounds, "in_process": in_process,
     }
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# benchmarks/engine_overhead.py — {result['started_at']}", "",
@@ -224,6 +268,10 @@ def main() -> int:
                      " | ".join(str(row[f"ratio_vs_{n}"]) for n in names[1:]) + " |")
     lines.append("| median | | " + " | ".join(str(summary[n]) for n in names) + " | " +
                  " | ".join(str(summary[f"ratio_vs_{n}"]) for n in names[1:]) + " |")
+    if in_process and "p50_ms" in in_process:
+        lines += ["", f"In one process, {in_process['blocks']} alternating blocks of {in_process['runs_per_block']} "
+                  "runs per variant (same compiled model; p50 ms; Model.run / variant):", ""]
+        lines += [f"- {k}: {v} ms ({in_process['ratio_model_run_to'][k]})" for k, v in in_process["p50_ms"].items()]
     lines += ["", f"Load after: {result['uptime_after']}", "",
               f"ONNX Runtime's perf tool: {result['onnxruntime_perf_test']}.", "",
               "Commands (round 1): " + "; ".join("`" + " ".join(rounds[0][n]["command"]) + "`" for n in names)]
