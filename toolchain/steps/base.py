@@ -287,7 +287,10 @@ def fault_point(name: str) -> None:
         return
     import time
 
-    Path(os.environ[FAULT_FILE_ENV]).write_text(f"{name} {os.getpid()}", encoding="utf-8")
+    marker = Path(os.environ[FAULT_FILE_ENV])
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{name} {os.getpid()}", encoding="utf-8")
+    os.replace(tmp, marker)  # a test that sees the file sees it whole
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         time.sleep(0.05)
