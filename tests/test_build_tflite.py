@@ -212,6 +212,7 @@ def test_cli_build_and_bench_a_tflite_bundle(digits, tmp_path: Path, results_db:
 
 # -- converter failures name the op ------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a litert-torch conversion attempt (the CLI build keeps one in the quick tier)
 def test_torch_op_without_a_tflite_lowering_is_named(tmp_path: Path) -> None:
     model = tmp_path / "bad.py"
     model.write_text("import torch\n\n"

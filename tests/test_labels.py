@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import edgeify_runtime
+import pytest
 from _kit import run_cli
 
 
@@ -22,6 +23,7 @@ def test_labels_txt_next_to_the_model_is_picked_up(digits, tmp_path: Path) -> No
         assert model.labels == [str(i) for i in range(10)]
 
 
+@pytest.mark.slow  # several CLI builds (the other labels test keeps labels.txt in the quick tier)
 def test_labels_flag_and_its_refusals(digits, tmp_path: Path) -> None:
     names = tmp_path / "names.txt"
     names.write_text("".join(f"digit {i}\n" for i in range(10)) + "\n")

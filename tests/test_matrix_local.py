@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import pytest
 from _kit import make_gemm_onnx, run_cli
 from edgeify_runtime.manifest import Manifest
 
@@ -39,6 +40,7 @@ calib = "calib.npz"
     return p
 
 
+@pytest.mark.slow  # a process-pool matrix build (the serial matrix tests stay quick)
 def test_local_pool_builds_skips_and_reports_failures(tmp_path: Path) -> None:
     out = tmp_path / "zoo"
     r = run_cli("build-matrix", str(_matrix(tmp_path)), "-o", str(out), "--jobs", "2", "--no-latency",

@@ -20,6 +20,7 @@ def test_human_sizes_and_the_noise_patterns() -> None:
         == "a\nb"
 
 
+@pytest.mark.slow  # an NNCF int8 build (the NNCF progress-bar test keeps one in the quick tier)
 def test_x86_int8_build_is_quiet_and_reads_right(digits, tmp_path: Path) -> None:
     res = run_cli("build", str(digits["model"]), "--target", "x86", "--precision", "int8", "--calib",
                   str(digits["calib"]), "-o", str(tmp_path / "b"), "--no-cache", "--no-latency")

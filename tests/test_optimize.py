@@ -123,6 +123,7 @@ def test_no_candidate_meets_accuracy_exit_10(outlier: dict[str, Path], tmp_path:
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.slow  # a search to its end (exit 10 keeps the refusal path in the quick tier)
 def test_no_candidate_meets_latency_exit_13(outlier: dict[str, Path], tmp_path: Path, results_db: Path) -> None:
     proc = run_cli("optimize", str(outlier["model"]), "--target", "x86-avx2", "--engine", "onnxruntime",
                    "--precision", "fp32", "--max-latency-ms", "0.000001", "--percentile", "p95",

@@ -68,6 +68,7 @@ def test_int16x8_rung_holds_where_int8_and_its_recipes_fail(low_target: Path, tm
     assert [r["rung"] for r in manifest["quantization"]["ladder"]] == [r.rung for r in ch.ladder]
 
 
+@pytest.mark.slow  # an fp16 overflow scan and build (the int16x8 rung keeps the ladder in the quick tier)
 def test_fp16_rung_keeps_the_ops_that_overflow_in_fp32(low_target: Path, tmp_path: Path, results_db: Path) -> None:
     from edgeify.optimize.overflow import FP16_MAX
 
