@@ -23,7 +23,17 @@ from types import MappingProxyType
 from typing import Any, Iterable
 
 from ..errors import EngineMissingError
-from .base import EngineAdapter, EngineInfo, Option, ProfileRun, TuningAxis, version_at_least, version_tuple
+from .base import (
+    EngineAdapter,
+    EngineInfo,
+    Option,
+    ProfileRun,
+    TuningAxis,
+    distribution_version,
+    first_importable,
+    version_at_least,
+    version_tuple,
+)
 
 __all__ = [
     "ENGINES", "GROUP", "EngineAdapter", "EngineConflictError", "EngineInfo", "Option", "ProfileRun", "TuningAxis",
@@ -152,27 +162,12 @@ def adapter_classes() -> dict[str, type[EngineAdapter]]:
 
 
 def _find_module(info: EngineInfo) -> str | None:
-    import importlib.util
-
-    for mod in info.modules:
-        try:
-            if importlib.util.find_spec(mod) is not None:
-                return mod
-        except (ImportError, ValueError):  # a broken parent package or a module with __spec__ = None
-            continue
-    return None
+    return first_importable(info.modules)
 
 
 def installed_version(info: EngineInfo) -> str | None:
     """The engine's version from its distribution metadata (no import), or None when no metadata is found."""
-    from importlib import metadata
-
-    for dist in info.distributions:
-        try:
-            return str(metadata.version(dist))
-        except Exception:  # PackageNotFoundError, or corrupt metadata: discovery must not fail
-            continue
-    return None
+    return distribution_version(info.distributions)
 
 
 def is_installed(name: str) -> bool:

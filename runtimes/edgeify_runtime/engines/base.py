@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, ModuleType
@@ -22,6 +22,29 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import numpy as np
 
     from ..manifest import Manifest
+
+
+def first_importable(modules: Iterable[str]) -> str | None:
+    """The first of ``modules`` that is importable here (``find_spec``: nothing is imported)."""
+    for mod in modules:
+        try:
+            if importlib.util.find_spec(mod) is not None:
+                return mod
+        except (ImportError, ValueError):  # a broken parent package or a module with __spec__ = None
+            continue
+    return None
+
+
+def distribution_version(distributions: Iterable[str]) -> str | None:
+    """The version in the first of ``distributions`` with package metadata (no import), else None."""
+    from importlib import metadata
+
+    for dist in distributions:
+        try:
+            return str(metadata.version(dist))
+        except Exception:  # PackageNotFoundError, or corrupt metadata: discovery must not fail
+            continue
+    return None
 
 
 @dataclass(frozen=True)
@@ -151,25 +174,12 @@ class EngineAdapter:
     @classmethod
     def find_module(cls) -> str | None:
         """The first of ``modules`` that is importable here (``find_spec``: nothing is imported)."""
-        for mod in cls.modules:
-            try:
-                if importlib.util.find_spec(mod) is not None:
-                    return mod
-            except (ImportError, ValueError):  # a broken parent package or a module with __spec__ = None
-                continue
-        return None
+        return first_importable(cls.modules)
 
     @classmethod
     def installed_version(cls) -> str | None:
         """The engine's version from its distribution metadata (no import), or None when none is found."""
-        from importlib import metadata
-
-        for dist in cls.distributions:
-            try:
-                return str(metadata.version(dist))
-            except Exception:  # PackageNotFoundError, or corrupt metadata: discovery must not fail
-                continue
-        return None
+        return distribution_version(cls.distributions)
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
