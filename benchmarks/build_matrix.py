@@ -19,26 +19,19 @@ import datetime as dt
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from edgeify_runtime.fingerprint import cpu_summary
+
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ["x86-avx2", "rpi5", "jetson-orin-nano"]
 PRECISIONS = ["fp32", "fp16", "int8"]
 CONVERSIONS = ("onnx-export", "onnx-optimize", "openvino-convert", "tflite-convert", "tflite-quantize",
                "ort-quantize", "nncf-quantize")
-
-
-def _cpu() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def prepare(work: Path) -> Path:
@@ -123,7 +116,7 @@ def main() -> int:
         if not args.skip_ray:
             runs.append(run_ray(matrix, work))
     cells = len(TARGETS) * len(PRECISIONS) * 2
-    print(f"{cells} cells (2 models x {len(TARGETS)} targets x {len(PRECISIONS)} precisions), CPU: {_cpu()}, "
+    print(f"{cells} cells (2 models x {len(TARGETS)} targets x {len(PRECISIONS)} precisions), CPU: {cpu_summary()}, "
           f"{os.cpu_count()} cores")
     print(f"{'run':<24}{'wall s':>8}{'ratio':>7}  {'built/failed':<13}{'conversions ran/cached':<24}nodes")
     base = runs[0]["wall_s"]
@@ -135,7 +128,7 @@ def main() -> int:
     for r in runs:
         print(f"{r['run']}: steps " + ", ".join(f"{k} {v['ran']}/{v['cached']}" for k, v in r.get("steps", {}).items()))
     res = {"benchmark": "build_matrix", "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "cpu": _cpu(), "cores": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "targets": TARGETS,
+           "cpu": cpu_summary(), "cores": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "targets": TARGETS,
            "precisions": PRECISIONS, "models": ["digits-torch (model.pt2)", "digits-onnx (torch.onnx export)"],
            "cells": cells, "runs": runs}
     out = REPO / "benchmarks" / "results" / f"build_matrix-{dt.datetime.now():%Y%m%d-%H%M%S}.json"

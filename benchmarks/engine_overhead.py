@@ -38,6 +38,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgeify_runtime.fingerprint import cpu_summary
+
 REPO = Path(__file__).resolve().parents[1]
 _UNIT = {"ms": 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}
 
@@ -47,16 +49,6 @@ def uptime() -> str:
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "load average: " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def cpu_name() -> str:
-    """/proc/cpuinfo's model name, plus the ISA that tells this machine's EPYC generations apart."""
-    text = Path("/proc/cpuinfo").read_text()
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "unknown")
-    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-    if "avx512_bf16" in flags and "AMD" in name:
-        return f"{name} (Zen 5 class: AVX-512, VNNI, BF16)"
-    return f"{name} ({'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'})"
 
 
 def build_bundle(out: Path) -> Path:
@@ -245,7 +237,7 @@ def main() -> int:
     summary.update({f"ratio_vs_{t}": med(f"ratio_vs_{t}") for t in names[1:]})
     result = {
         "what": "edgeify bench vs the engine's own tool on the same OpenVINO IR (issue 28 item 6)",
-        "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu": cpu_name(), "cores": os.cpu_count(),
+        "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "cpu": cpu_summary(), "cores": os.cpu_count(),
         "threads": args.threads, "seconds_per_process": args.seconds, "rounds": args.rounds,
         "bundle": str(bundle), "precision": manifest["precision"], "target": manifest["target"]["name"],
         "benchmark_app_infer_precision": prec, "input_shape": shape, "uptime_after": uptime(),

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from edgeify_runtime.fingerprint import cpu_summary
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = {  # name -> (factory, input shape)
@@ -31,16 +32,6 @@ MODELS = {  # name -> (factory, input shape)
     "mobilenet_v2": (REPO / "examples" / "models" / "mobilenetv2.py", "mobilenet_v2", (1, 3, 224, 224)),
     "resnet18": (REPO / "examples" / "models" / "resnet18.py", "resnet18", (1, 3, 224, 224)),
 }
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def _table(rows: list[dict]) -> str:
@@ -95,7 +86,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     settings = BenchSettings(threads=args.threads, warmup=args.warmup, runs=args.runs,
                              min_duration_s=args.min_duration)
-    meta = {"when": stamp, "cpu": _cpu(), "cores": os.cpu_count(), "loadavg_start": os.getloadavg(),
+    meta = {"when": stamp, "cpu": cpu_summary(), "cores": os.cpu_count(), "loadavg_start": os.getloadavg(),
             "protocol": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     rows: list[dict] = []
 

@@ -25,12 +25,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from edgeify_runtime.fingerprint import cpu_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,16 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "edgeify", *args], capture_output=True, text=True, timeout=900,
                           check=False)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def export_digits(work: Path) -> Path:
@@ -261,7 +252,7 @@ def main() -> None:
     disturbed = sum(r.disturbed for r in aa_a + aa_b + det_a + det_s)
     report = {
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_start": load_start, "load_avg_end": load_end,
+        "cpu": cpu_summary(), "cores": os.cpu_count(), "load_avg_start": load_start, "load_avg_end": load_end,
         "settings": {"max_regression": threshold, "rounds": a.rounds, "rounds_done_aa": rounds_aa,
                      "rounds_done_detection": rounds_det, "min_duration_s": a.min_duration,
                      "threads": a.threads, "cooldown_s": a.cooldown, "confidence": 0.95,

@@ -20,28 +20,19 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from edgeify_runtime.fingerprint import cpu_summary
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "ssh"))
 sys.path.insert(0, str(REPO / "tests"))
 
 import sshlab  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -101,7 +92,7 @@ def main() -> int:
             d.stop()
     load = os.getloadavg()
     row = {
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_summary(),
         "cores": os.cpu_count(), "load_avg_1_5_15": [round(x, 2) for x in load],
         "devices": args.devices, "runs": args.runs, "samples": args.samples, "parallel": args.parallel,
         "good_rollout": {"exit": good.returncode, "state": g.get("state"), "wall_s": round(wall_good, 1),

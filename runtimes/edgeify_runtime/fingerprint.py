@@ -140,6 +140,15 @@ def cpu_info(cpuinfo: str | None = None, arch: str | None = None) -> dict[str, A
     }
 
 
+def cpu_summary(info: dict[str, Any] | None = None) -> str:
+    """One line naming the CPU for a benchmark table: model, cores and the widest vector ISA, e.g.
+    "AMD EPYC, 2 cores, avx512f avx512_vnni avx512_bf16" (the ISA tells apart CPUs sold under one name)."""
+    info = info or cpu_info()
+    wide = [i for i in info.get("isa") or [] if i.startswith(("avx512", "avx_vnni", "sve", "sme", "dotprod"))]
+    isa = " ".join(wide) or " ".join((info.get("isa") or [])[-2:]) or "no vector ISA found"
+    return f"{info.get('model') or 'unknown CPU'}, {info.get('logical_cores') or '?'} cores, {isa}"
+
+
 def _board_model(merged: dict[str, str]) -> str | None:
     """The board (Raspberry Pi, Jetson, ...) from the device tree or cpuinfo's ``Model`` line."""
     text = _read("/proc/device-tree/model") or _read("/sys/firmware/devicetree/base/model")
