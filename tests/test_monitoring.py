@@ -89,13 +89,20 @@ def _wait(cond: Callable[[], bool], timeout: float) -> float:
 
 def test_live_prometheus_scrapes_the_service_and_the_latency_alert_fires_and_resolves(tmp_path: Path) -> None:
     """No --latency-budget-ms: the service measures its bundle at startup and exports that budget; latency is
-    injected by pausing the service process (SIGSTOP/SIGCONT, as a throttled or busy device would); the alert
-    fires naming the device, and resolves once the pauses stop. The HPA's adapter query returns the live p95."""
+    injected by making the device busy: the service's threads are pinned to one CPU at the lowest priority beside a
+    process spinning on it (SIGSTOP pauses were tried and are not enough: requests that arrive while the process is
+    stopped start their clock after it resumes, so too few of them were slow); the alert fires naming the device,
+    and resolves once the CPU is free again. The HPA's adapter query returns the live p95."""
     from edgeify.deploy.k8s import render_adapter_query
 
     prometheus = _tool("prometheus")
     bundle = serve_load._bundle(tmp_path)
     svc, port = serve_load.start(serve_load.serve_argv(bundle), env=dict(os.environ))
+    # the same query the HPA's adapter rule runs, its 2-minute window shortened as the alert rules' are below
+    # (with 2 minutes, the fast requests from before the slowdown outnumber the slow ones for over a minute)
+    adapter_query = render_adapter_query('job="edgeify-serve"', "instance")
+    assert "[2m]" in adapter_query
+    adapter_query = adapter_query.replace("[2m]", "[10s]")
     rules = (MON / "prometheus-rules.yml").read_text()
     rules = re.sub(r"\[(1m|5m)\]", "[5s]", rules)
     rules = re.sub(r"for: \d+m", "for: 1s", rules)
@@ -108,7 +115,7 @@ def test_live_prometheus_scrapes_the_service_and_the_latency_alert_fires_and_res
     prom = subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
                              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stop, slow = threading.Event(), threading.Event()
+    stop = threading.Event()
 
     def load() -> None:
         body = json.dumps({"inputs": {"x": [[0.5] * 16] * 4}})
@@ -123,16 +130,8 @@ def test_live_prometheus_scrapes_the_service_and_the_latency_alert_fires_and_res
         finally:
             conn.close()
 
-    def pause() -> None:  # injected latency: the process runs 20 ms of every 320 ms (requests in it wait 300)
-        while not stop.is_set():
-            if slow.is_set():
-                svc.send_signal(signal.SIGSTOP)
-                time.sleep(0.3)
-                svc.send_signal(signal.SIGCONT)
-            time.sleep(0.02)
-
     loaders = [threading.Thread(target=load, daemon=True) for _ in range(4)]
-    pauser = threading.Thread(target=pause, daemon=True)
+    hog: list[subprocess.Popen[bytes]] = []
     try:
         _wait(lambda: _up(prom_port), 30)
         budget = _query(prom_port, 'edgeify_latency_budget_seconds{job="edgeify-serve"}')
@@ -140,22 +139,21 @@ def test_live_prometheus_scrapes_the_service_and_the_latency_alert_fires_and_res
         assert float(budget[0]["value"][1]) >= 0.020  # max(3 x p95, p95 + 20 ms)
         for t in loaders:
             t.start()
-        pauser.start()
-        _wait(lambda: bool(_query(prom_port, render_adapter_query('job="edgeify-serve"', "instance"))), 30)
-        assert "EdgeifyLatencyOverBudget" not in _alerts(prom_port)  # unpaused: within the measured budget
-        hpa_sees = float(_query(prom_port, render_adapter_query('job="edgeify-serve"', "instance"))[0]["value"][1])
+        _wait(lambda: bool(_query(prom_port, adapter_query)), 30)
+        assert "EdgeifyLatencyOverBudget" not in _alerts(prom_port)  # not busy: within the measured budget
+        hpa_sees = float(_query(prom_port, adapter_query)[0]["value"][1])
         assert 0 < hpa_sees < float(budget[0]["value"][1])
-        slow.set()
+        _busy(svc.pid, hog, True)
         t0 = time.monotonic()
         fired = _wait(lambda: _alerts(prom_port).get("EdgeifyLatencyOverBudget") == "firing", 60)
         alert = next(a for a in _alerts_full(prom_port) if a["labels"]["alertname"] == "EdgeifyLatencyOverBudget")
         assert alert["labels"]["device"] == "cam-7" and "edgeify bench" in alert["annotations"]["runbook"]
         def hpa_metric() -> float:
-            return float(_query(prom_port, render_adapter_query('job="edgeify-serve"', "instance"))[0]["value"][1])
+            return float(_query(prom_port, adapter_query)[0]["value"][1])
 
-        # the metric the HPA scales on sees the slowdown too (its window is the adapter rule's 2 minutes)
+        # the metric the HPA scales on sees the slowdown too
         _wait(lambda: hpa_metric() > float(budget[0]["value"][1]), 120)
-        paused_p95 = hpa_metric()
+        busy_p95 = hpa_metric()
         dash = json.loads((MON / "grafana-dashboard.json").read_text())
         assert dash["panels"] and all(p["targets"] for p in dash["panels"])
         exprs = [t["expr"].replace("$device", ".*").replace("$instance", ".*") for p in dash["panels"]
@@ -163,23 +161,40 @@ def test_live_prometheus_scrapes_the_service_and_the_latency_alert_fires_and_res
         empty = [e for e in exprs if not _query(prom_port, e)]
         assert not empty, empty  # every panel's PromQL returns data from the live service
         assert "EdgeifyServiceDown" not in _alerts(prom_port)
-        slow.clear()
+        _busy(svc.pid, hog, False)
         resolved = _wait(lambda: "EdgeifyLatencyOverBudget" not in _alerts(prom_port), 60)
         print(f"\nalert (no budget given, measured {float(budget[0]['value'][1]) * 1e3:.1f} ms): firing "
-              f"{fired:.1f} s after the pauses began, resolved {resolved:.1f} s after they stopped; HPA metric "
-              f"{hpa_sees * 1e3:.2f} ms unpaused, {paused_p95 * 1e3:.0f} ms paused; "
+              f"{fired:.1f} s after the CPU became busy, resolved {resolved:.1f} s after it was free; HPA metric "
+              f"{hpa_sees * 1e3:.2f} ms before, {busy_p95 * 1e3:.0f} ms busy; "
               f"total {time.monotonic() - t0:.1f} s")
     finally:
         stop.set()
-        slow.clear()
         with contextlib.suppress(Exception):
-            svc.send_signal(signal.SIGCONT)
+            _busy(svc.pid, hog, False)
         prom.send_signal(signal.SIGTERM)
         try:
             prom.wait(timeout=20)
         except subprocess.TimeoutExpired:
             prom.kill()
         serve_load.stop(svc)
+
+
+def _busy(pid: int, hog: list[subprocess.Popen[bytes]], on: bool) -> None:
+    """A busy device: every thread of ``pid`` pinned to CPU 0 at nice 19 beside a process spinning on CPU 0
+    (``on``), or the spinner gone and the threads free to run anywhere again."""
+    cpu0, every = {min(os.sched_getaffinity(0))}, os.sched_getaffinity(0)
+    if on:
+        hog.append(subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {cpu0})\nwhile True: pass"]))
+    else:
+        for proc in hog:
+            proc.kill()
+            proc.wait(timeout=10)
+        hog.clear()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid), cpu0 if on else every)
+            with contextlib.suppress(PermissionError):  # lowering nice again needs root; the spinner is gone anyway
+                os.setpriority(os.PRIO_PROCESS, int(tid), 19 if on else 0)
 
 
 def _alerts_full(port: int) -> list[dict]:
