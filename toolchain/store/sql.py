@@ -152,6 +152,21 @@ class ResultStore:
             new_id = con.execute(S.benchmarks.insert().values(**row).returning(S.benchmarks.c.id)).scalar_one()
         return int(new_id)
 
+    def annotate(self, extras: dict[int, dict[str, Any]]) -> int:
+        """Merge ``extras[id]`` into each stored result's ``extra`` (e.g. what an optimize run learned after it
+        was measured: its accuracy, chosen or not); ids the store does not hold are skipped. How many changed."""
+        if not extras:
+            return 0
+        c = S.benchmarks.c
+        changed = 0
+        with self._tx(write=True) as con:
+            for rid, stats in con.execute(select(c.id, c.stats).where(c.id.in_([int(i) for i in extras]))).all():
+                raw = json.loads(stats)
+                raw["extra"] = {**(raw.get("extra") or {}), **extras[int(rid)]}
+                con.execute(S.benchmarks.update().where(c.id == rid).values(stats=json.dumps(raw, default=str)))
+                changed += 1
+        return changed
+
     def tag(self, name: str, ids: Iterable[int]) -> list[int]:
         """Name a result (or a set of results); tagging again moves the name to the new ids."""
         wanted = sorted(set(int(i) for i in ids))
