@@ -86,3 +86,40 @@ def test_a_home_relative_workdir_is_refused(tmp_path: Path) -> None:
     run = _edgeify(home, "apps", "manifests", str(bundle), "--device", "pi-02", "-o", str(tmp_path / "k"))
     assert run.returncode == 4 and "hostPath" in run.stderr and "--workdir" in run.stderr
     assert not (tmp_path / "k").exists()
+
+
+def test_daemonset_variant_validates_and_runs_on_every_labelled_node(tmp_path: Path) -> None:
+    bundle = sshlab.make_bundle(tmp_path / "b" / "digits", seed=2)
+    home = tmp_path / "home"
+    assert _edgeify(home, "devices", "add", "pi-01", "--host", "10.200.0.9", "--target", "x86-avx2",
+                    "--workdir", "/var/lib/edgeify").returncode == 0
+    run = _edgeify(home, "apps", "manifests", str(bundle), "--device", "pi-01", "-o", str(tmp_path / "ds"),
+                   "--kind", "daemonset", "--memory-mib", "200", "--format", "json")
+    assert run.returncode == 0, run.stderr
+    texts = [Path(p).read_text() for p in json.loads(run.stdout)["files"]]
+    assert not any("&id" in t or "*id" in t for t in texts)
+    docs = {d["kind"]: d for d in (yaml.safe_load(t) for t in texts)}
+    # no HPA / adapter rule: a DaemonSet has no scale subresource (one pod per node)
+    assert set(docs) == {"DaemonSet", "Service"}
+    for doc in docs.values():
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    ds = docs["DaemonSet"]
+    assert "replicas" not in ds["spec"]
+    assert ds["spec"]["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+    tpl = ds["spec"]["template"]
+    # every node carrying the serve label runs one pod, not the one device's alias
+    assert tpl["spec"]["nodeSelector"] == {"edgeify.io/serve": ds["metadata"]["name"]}
+    c = tpl["spec"]["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    digest = json.loads((bundle / "manifest.json").read_text())["bundle_digest"]
+    assert tpl["spec"]["volumes"][0]["hostPath"]["path"] == f"/var/lib/edgeify/bundles/digits/sha256-{digest}"
+    assert docs["Service"]["spec"]["selector"] == ds["spec"]["selector"]["matchLabels"]
+    # --node pins it to one real hostname; an unknown kind is a usage error naming the choices
+    run2 = _edgeify(home, "apps", "manifests", str(bundle), "--device", "pi-01", "-o", str(tmp_path / "ds2"),
+                    "--kind", "daemonset", "--node", "k3s-7", "--format", "json")
+    assert run2.returncode == 0, run2.stderr
+    ds2 = next(yaml.safe_load(Path(p).read_text()) for p in json.loads(run2.stdout)["files"] if "daemonset" in p)
+    assert ds2["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "k3s-7"}
+    bad = _edgeify(home, "apps", "manifests", str(bundle), "--device", "pi-01", "-o", str(tmp_path / "ds3"),
+                   "--kind", "statefulset")
+    assert bad.returncode == 4 and "deployment, daemonset" in bad.stderr

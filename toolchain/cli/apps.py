@@ -77,6 +77,8 @@ def apps_manifests(
                                                  "bundle's budget, else 2 x its measured p95 + 5 ms]"),
     min_replicas: int = typer.Option(1, "--min-replicas", min=1, help="autoscaler minimum"),
     max_replicas: int = typer.Option(4, "--max-replicas", min=1, help="autoscaler maximum"),
+    kind: str = typer.Option("deployment", "--kind", help="deployment (one node, autoscaled) or daemonset (a pod "
+                                                          "on every node labelled edgeify.io/serve=APP, no HPA)"),
     fmt: Format = FormatOpt,
 ) -> None:
     """Kubernetes manifests for an edge cluster: a Deployment pinned to the device's node with the deployed
@@ -88,7 +90,7 @@ def apps_manifests(
     dev = Inventory().get(device)
     docs = manifests(bundle, dev, name=name, port=port, image=image or DEFAULT_IMAGE, memory_mib=memory_mib,
                      node=node, latency_target_ms=latency_target_ms, min_replicas=min_replicas,
-                     max_replicas=max_replicas)
+                     max_replicas=max_replicas, kind=kind)
     paths = write_manifests(docs, out)
     if fmt == Format.json:
         print_json({"device": device, "files": [str(p) for p in paths]})
@@ -96,9 +98,12 @@ def apps_manifests(
     for p in paths:
         console.print(f"[green]✓[/] wrote {p}")
     if not node:
-        console.print(f"label the device's node once: kubectl label node NODE edgeify.io/device={device}")
+        label = (f"edgeify.io/serve={docs[0]['metadata']['name']} (each node that runs it)" if kind == "daemonset"
+                 else f"edgeify.io/device={device}")
+        console.print(f"label the device's node once: kubectl label node NODE {label}")
     console.print(f"apply on the cluster: kubectl apply -f {out} (deploy the bundle first: edgeify deploy "
-                  f"{bundle} --device {device}); the *-adapter-rules ConfigMap is prometheus-adapter's --config")
+                  f"{bundle} --device {device})" + ("; the *-adapter-rules ConfigMap is prometheus-adapter's "
+                                                    "--config" if kind == "deployment" else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -10,8 +10,13 @@ Written, as plain YAML (no anchors):
   which flips under a running pod); liveness / readiness / startup probes on the Open Inference Protocol health
   endpoints; memory requests from the bundle's measured peak RSS (the newest benchmark in the results store),
   else the value given, else a default, each labelled as what it is; Prometheus scrape annotations;
+- or, with ``kind="daemonset"`` (``--kind daemonset``), a **DaemonSet**: one pod on every node labelled
+  ``edgeify.io/serve=<app>`` (``kubectl label node NODE edgeify.io/serve=APP`` on each node the bundle was
+  deployed to; ``--node`` pins it to one hostname instead), rolled node by node (``maxUnavailable: 1``); the same
+  pod spec, probes and versioned bundle path. A DaemonSet has no scale subresource, so no autoscaler or adapter
+  rule is written with it (one pod per node is the point);
 - a **Service**;
-- an ``autoscaling/v2`` **HorizontalPodAutoscaler** that scales on the service's p95 request latency
+- (Deployment only) an ``autoscaling/v2`` **HorizontalPodAutoscaler** that scales on the service's p95 request latency
   (``edgeify_request_latency_p95_seconds``, a Pods metric);
 - the **prometheus-adapter rule** that computes that metric from the service's Prometheus histogram, as a
   ConfigMap (``config.yaml`` for prometheus-adapter's ``--config``) beside it.
@@ -39,6 +44,10 @@ FALLBACK_MEMORY_MIB = 512
 LIMIT_FACTOR = 2.0
 #: the node label the README tells users to set when they do not pass --node
 DEVICE_LABEL = "edgeify.io/device"
+#: the node label a DaemonSet selects (set on every node that should run the service)
+SERVE_LABEL = "edgeify.io/serve"
+#: the workload kinds ``apps manifests --kind`` writes
+KINDS = ("deployment", "daemonset")
 #: the custom metric the HPA scales on, and the adapter rule that serves it
 LATENCY_METRIC = "edgeify_request_latency_p95_seconds"
 #: HPA latency target when neither --latency-target-ms, the bundle's latency budget nor a measurement gives one
@@ -97,8 +106,11 @@ def manifests(bundle: str | os.PathLike[str], device: Device, *, name: str | Non
               image: str = DEFAULT_IMAGE, memory_mib: int | None = None, max_batch: int = 8,
               namespace: str = "default", node: str | None = None, latency_target_ms: float | None = None,
               min_replicas: int = 1, max_replicas: int = 4,
-              adapter_namespace: str = "monitoring") -> list[dict[str, Any]]:
-    """Deployment, Service, HorizontalPodAutoscaler and the prometheus-adapter rule (ConfigMap)."""
+              adapter_namespace: str = "monitoring", kind: str = "deployment") -> list[dict[str, Any]]:
+    """Deployment, Service, HorizontalPodAutoscaler and the prometheus-adapter rule (ConfigMap); with
+    ``kind="daemonset"`` a DaemonSet and a Service."""
+    if kind not in KINDS:
+        raise ConfigError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
     local = LocalBundle.read(bundle)
     app = bundle_name(local, name)
     k8s_name = "edgeify-" + app.lower().replace("_", "-").replace(".", "-")[:50]
@@ -133,7 +145,10 @@ def manifests(bundle: str | os.PathLike[str], device: Device, *, name: str | Non
         target_source = f"measured: 2 x p95 {facts['p95_ms']:.2f} ms (results store) + 5 ms for HTTP"
     else:
         target_ms, target_source = FALLBACK_TARGET_MS, f"default {FALLBACK_TARGET_MS:g} ms (nothing measured)"
-    selector = {"kubernetes.io/hostname": node} if node else {DEVICE_LABEL: device.name}
+    if node:
+        selector = {"kubernetes.io/hostname": node}
+    else:
+        selector = {SERVE_LABEL: k8s_name} if kind == "daemonset" else {DEVICE_LABEL: device.name}
 
     def labels() -> dict[str, str]:  # a fresh dict per use: the YAML has no anchors
         return {"app.kubernetes.io/name": "edgeify-serve", "app.kubernetes.io/instance": k8s_name}
@@ -148,7 +163,7 @@ def manifests(bundle: str | os.PathLike[str], device: Device, *, name: str | Non
             "--model-name", app]
     probe = {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3}
     ready = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5, "failureThreshold": 2}
-    deployment = {
+    workload = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": k8s_name, **meta()},
         "spec": {"replicas": min_replicas, "selector": {"matchLabels": labels()}, "template": {
             "metadata": {"labels": labels(), "annotations": {
@@ -173,9 +188,16 @@ def manifests(bundle: str | os.PathLike[str], device: Device, *, name: str | Non
                 "volumes": [{"name": "bundle", "hostPath": {"path": bundle_dir, "type": "Directory"}},
                             {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}],
             }}}}
+    if kind == "daemonset":  # one pod per labelled node, replaced node by node
+        spec = workload["spec"]
+        del spec["replicas"]
+        spec["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+        workload["kind"] = "DaemonSet"
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": k8s_name, **meta()},
                "spec": {"selector": labels(), "ports": [{"name": "http", "port": port, "targetPort": "http",
                                                          "protocol": "TCP"}]}}
+    if kind == "daemonset":
+        return [workload, service]
     hpa = {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
         "metadata": {"name": k8s_name, **meta(**{"edgeify.io/latency-target": target_source})},
@@ -192,7 +214,7 @@ def manifests(bundle: str | os.PathLike[str], device: Device, *, name: str | Non
         "metadata": {"name": f"{k8s_name}-adapter-rules", **meta(adapter_namespace)},
         "data": {"config.yaml": dump({"rules": [adapter_rule()]})},
     }
-    return [deployment, service, hpa, adapter]
+    return [workload, service, hpa, adapter]
 
 
 def _plain_dumper() -> Any:
@@ -227,5 +249,5 @@ def write_manifests(docs: list[dict[str, Any]], out: str | os.PathLike[str]) -> 
     return written
 
 
-__all__ = ["ADAPTER_QUERY", "DEVICE_LABEL", "K8S_VERSION", "LATENCY_METRIC", "adapter_rule", "dump", "manifests",
+__all__ = ["ADAPTER_QUERY", "DEVICE_LABEL", "K8S_VERSION", "KINDS", "LATENCY_METRIC", "SERVE_LABEL", "adapter_rule", "dump", "manifests",
            "measured", "measured_peak_rss_mb", "render_adapter_query", "write_manifests"]
