@@ -30,6 +30,10 @@ class Candidate:
     p50_ms: float | None
     accuracy_drop: float | None
     chosen: bool
+    #: hover text: engine, precision, recipe, settings, compression, protocol, result ids
+    details: str = ""
+    #: "screen" | "full" | "" (a result not recorded by an optimize run)
+    protocol: str = ""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class Run:
     run_id: str
     candidates: tuple[Candidate, ...]
     pareto: tuple[int, ...]  # result ids on the front (lower latency and lower accuracy drop)
+    #: the run's decision as optimize recorded it (``optimize.stored.run_record``): why, ladder, failed
+    decision: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,9 @@ def _accuracy_drop(result: Any, manifest: Manifest | None) -> float | None:
 
 def _chosen(result: Any, manifest: Manifest | None) -> bool:
     cand = result.extra.get("candidate") or {}
-    if result.extra.get("chosen") is True or (isinstance(cand, dict) and cand.get("chosen") is True):
+    if isinstance(cand, dict) and "chosen" in cand:  # what the optimize run recorded (optimize.stored)
+        return cand["chosen"] is True
+    if result.extra.get("chosen") is True:
         return True
     optimize = {} if manifest is None else manifest.raw.get("optimize") or {}
     return optimize.get("run_id") == result.run_id and result.run_id is not None
@@ -115,20 +123,50 @@ def pareto_front(points: list[tuple[int, float, float]]) -> tuple[int, ...]:
     return tuple(front)
 
 
+def _details(cand: dict[str, Any], ids: list[int]) -> str:
+    """One candidate's hover lines: what it is, how it was measured, which results."""
+    settings = cand.get("settings") or {}
+    comp = cand.get("compression")
+    lines = [f"{cand.get('engine')} {cand.get('precision')} · recipe {cand.get('recipe') or 'default'}"
+             + (f" ({len(cand['float_layers'])} float layer(s))" if cand.get("float_layers") else ""),
+             "settings " + (", ".join(f"{k}={v}" for k, v in sorted(settings.items())) or "defaults"),
+             "compression " + (", ".join(f"{k}={v}" for k, v in comp.items() if not isinstance(v, (dict, list)))
+                               if isinstance(comp, dict) else str(comp or "none")),
+             f"protocol {cand.get('protocol') or '-'} · results #{', #'.join(map(str, ids))}"
+             + (f" · {cand['size_bytes'] / 1e6:.2f} MB" if isinstance(cand.get("size_bytes"), (int, float)) else "")]
+    return "<br>".join(lines)
+
+
 def _runs(store: Any, run_ids: list[str]) -> tuple[Run, ...]:
+    """One point per optimize candidate (its full-protocol result when it has one, else its screening), with
+    the accuracy, protocol and chosen flag the run recorded (``optimize.stored``); older results: one per result."""
     runs = []
     for run_id in run_ids:
-        cands = []
+        groups: dict[tuple[str, int], list[Any]] = {}
+        decision = None
         for r in store.query(run_id=run_id, limit=None, samples=False, oldest_first=True):
-            m = _manifest(r.bundle, r.bundle_digest)
             cand = r.extra.get("candidate") if isinstance(r.extra.get("candidate"), dict) else {}
+            if isinstance(r.extra.get("optimize_run"), dict):
+                decision = r.extra["optimize_run"]
+            key = ("c", int(cand["index"])) if isinstance(cand.get("index"), int) else ("r", int(r.result_id))
+            groups.setdefault(key, []).append(r)
+        cands = []
+        for results in groups.values():
+            full = [r for r in results if (r.extra.get("candidate") or {}).get("protocol") == "full"]
+            r = (full or results)[-1]
+            cand = r.extra.get("candidate") if isinstance(r.extra.get("candidate"), dict) else {}
+            m = _manifest(r.bundle, r.bundle_digest)
             label = str(r.extra.get("label") or cand.get("label") or "") or \
                 f"#{r.result_id} {r.engine.name or ''} {r.precision or ''} t{r.protocol.threads or '-'}"
+            ids = [int(x.result_id) for x in results]
             cands.append(Candidate(result_id=int(r.result_id), label=label, p50_ms=r.latency_ms.p50,
-                                   accuracy_drop=_accuracy_drop(r, m), chosen=_chosen(r, m)))
+                                   accuracy_drop=_accuracy_drop(r, m), chosen=any(_chosen(x, m) for x in results),
+                                   details=_details(cand, ids) if cand else f"result #{r.result_id}",
+                                   protocol=str(cand.get("protocol") or "")))
         pts = [(c.result_id, c.p50_ms, c.accuracy_drop) for c in cands
                if c.p50_ms is not None and c.accuracy_drop is not None]
-        runs.append(Run(run_id=run_id, candidates=tuple(cands), pareto=pareto_front(pts)))  # type: ignore[arg-type]
+        runs.append(Run(run_id=run_id, candidates=tuple(cands), pareto=pareto_front(pts),  # type: ignore[arg-type]
+                        decision=decision))
     return tuple(runs)
 
 

@@ -82,20 +82,29 @@ def trends(rows: tuple[dict[str, Any], ...]) -> tuple[str, int]:
 
 
 def run_front(run: Run) -> str:
-    """An optimize run: accuracy drop vs p50 latency per candidate, the Pareto front, the chosen one."""
+    """An optimize run: accuracy drop vs p50 latency per candidate (hollow: screening run only), the Pareto
+    front over the two, the chosen one starred; hover shows engine, precision, recipe, settings, compression."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     with_acc = [c for c in run.candidates if c.accuracy_drop is not None and c.p50_ms is not None]
+    hover = "%{text}<br>p50 %{x:.3f} ms, drop %{y:.2f} pt<br>%{customdata}<extra></extra>"
     if with_acc:
-        fig.add_trace(go.Scatter(x=[c.p50_ms for c in with_acc], y=[c.accuracy_drop for c in with_acc],
-                                 mode="markers", name="candidates", text=[c.label for c in with_acc],
-                                 marker={"size": 9, "color": "#8d99ae"},
-                                 hovertemplate="%{text}<br>p50 %{x:.3f} ms, drop %{y:.2f} pt<extra></extra>"))
+        for name, group, symbol in (("candidates (full protocol)", [c for c in with_acc if c.protocol != "screen"],
+                                     "circle"),
+                                    ("candidates (screening only)", [c for c in with_acc if c.protocol == "screen"],
+                                     "circle-open")):
+            if group:
+                fig.add_trace(go.Scatter(x=[c.p50_ms for c in group], y=[c.accuracy_drop for c in group],
+                                         mode="markers", name=name, text=[c.label for c in group],
+                                         customdata=[c.details for c in group], hovertemplate=hover,
+                                         marker={"size": 9, "color": "#8d99ae", "symbol": symbol,
+                                                 "line": {"width": 1.5, "color": "#6c757d"}}))
         front = sorted((c for c in with_acc if c.result_id in run.pareto), key=lambda c: c.p50_ms or 0)
         fig.add_trace(go.Scatter(x=[c.p50_ms for c in front], y=[c.accuracy_drop for c in front],
                                  mode="lines+markers", name="Pareto front", line={"shape": "hv", "color": "#264653"},
-                                 marker={"size": 10, "color": "#264653"}))
+                                 marker={"size": 10, "color": "#264653"}, text=[c.label for c in front],
+                                 customdata=[c.details for c in front], hovertemplate=hover))
         ytitle = "accuracy drop (points)"
     else:
         fig.add_trace(go.Bar(x=[c.label for c in run.candidates], y=[c.p50_ms for c in run.candidates],
@@ -103,12 +112,14 @@ def run_front(run: Run) -> str:
         ytitle = "p50 (ms) — these results carry no accuracy figures"
     chosen = [c for c in run.candidates if c.chosen]
     if chosen:
-        c = chosen[0]
+        c = chosen[-1]
         fig.add_trace(go.Scatter(x=[c.p50_ms if with_acc else c.label], y=[c.accuracy_drop if with_acc else c.p50_ms],
-                                 mode="markers", name=f"chosen: {c.label}",
+                                 mode="markers", name=f"chosen: {c.label}", text=[c.label], customdata=[c.details],
+                                 hovertemplate=hover if with_acc else None,
                                  marker={"symbol": "star", "size": 18, "color": "#e63946"}))
-    fig.update_layout(**_LAYOUT, title=f"optimize run {run.run_id}: {len(run.candidates)} measured candidates",
-                      xaxis_title="p50 latency (ms)" if with_acc else "candidate", yaxis_title=ytitle)
+    fig.update_layout(**{**_LAYOUT, "height": 380}, title=f"optimize run {run.run_id}: {len(run.candidates)} "
+                      "measured candidates", xaxis_title="p50 latency (ms)" if with_acc else "candidate",
+                      yaxis_title=ytitle, legend={"font": {"size": 10}})
     return _div(fig, "run")
 
 

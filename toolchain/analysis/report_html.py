@@ -116,6 +116,55 @@ def _result_block(r: Any) -> str:
             f'<div class="facts">{facts}</div></div>')
 
 
+def _rows_table(cols: tuple[str, ...], rows: list[list[Any]]) -> str:
+    body = "".join("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<table><thead><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _fmt(v: Any, spec: str) -> Any:
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
+def _decision(run: Any) -> str:
+    """Under an optimize run's plot: why the chosen one won, the ladder's rungs, the candidates that failed parity
+    or the budgets (with their reasons), as the run recorded them."""
+    d = run.decision
+    if not d:
+        return ""
+    budgets = d.get("budgets") or {}
+    lat = budgets.get("max_latency_ms")
+    drop = budgets.get("max_accuracy_drop")
+    head = (f"{d.get('objective')} objective on {d.get('target')} ({d.get('device')}); accuracy measure "
+            f"{d.get('accuracy_measure')}; budgets: " + ", ".join(
+                ([f"accuracy drop ≤ {drop} pt"] if drop is not None else [])
+                + ([f"{budgets.get('percentile', 'p50')} ≤ {lat} ms"] if lat is not None else [])) or "none")
+    parts = [f'<div class="note">{_e(head)}</div>']
+    if d.get("chosen"):
+        parts.append(f"<p><b>chosen</b>: {_e(d['chosen'])}<br><b>why</b>: {_e(d.get('why'))}</p>")
+    else:
+        parts.append(f"<p><b>nothing chosen</b>: no candidate met the {_e(d.get('failure'))} budget</p>")
+    if d.get("stopped"):
+        parts.append(f'<div class="note">stopped early: {_e(d["stopped"])}</div>')
+    ladder = d.get("ladder") or []
+    if ladder:
+        parts.append("<h3>quantization ladder</h3>" + _rows_table(
+            ("rung", "engine", "precision", "recipe", "drop pt", "parity", "cosine", "p50 ms", "int8 ops",
+             "accepted", "reason"),
+            [[r.get("rung"), r.get("engine"), r.get("precision"), (r.get("recipe") or {}).get("name"),
+              _fmt(r.get("accuracy_drop"), ".2f"), "passed" if r.get("parity_passed") else "failed",
+              _fmt(r.get("cosine"), ".5f"), _fmt(r.get("latency_p50_ms"), ".3f"),
+              f"{r.get('quantized_ops')}/{r.get('total_ops')}" if r.get("total_ops") else None,
+              "yes" if r.get("accepted") else ("skipped" if r.get("skipped") else "no"), r.get("reason")]
+             for r in ladder]))
+    failed = d.get("failed") or []
+    if failed:
+        parts.append(f"<h3>candidates that failed parity or the budgets ({len(failed)})</h3>" + _rows_table(
+            ("candidate", "status", "drop pt", "p50 ms", "reason"),
+            [[f.get("label"), f.get("status"), _fmt(f.get("accuracy_drop"), ".2f"), _fmt(f.get("p50_ms"), ".3f"),
+              f.get("reason") or "over a budget"] for f in failed]))
+    return "".join(parts)
+
+
 def _table(rows: tuple[dict[str, Any], ...]) -> str:
     cols = ("id", "stored at", "device", "target", "model", "engine", "precision", "threads", "p50 ms", "p95 ms",
             "p99 ms", "bundle", "run")
@@ -149,7 +198,8 @@ def render(data: ReportData) -> str:
             parts.append(f'<div class="note">{left_out} smaller bundle × device group(s) are not drawn</div>')
         if data.runs:
             parts.append("<h2>Optimize runs</h2>")
-            parts += [F.run_front(run) for run in data.runs]
+            for run in data.runs:
+                parts += [F.run_front(run), _decision(run)]
         if data.class_deltas:
             parts.append("<h2>Per-class accuracy (built vs source)</h2>")
             parts += [F.class_deltas(d) for d in data.class_deltas]

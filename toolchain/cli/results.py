@@ -90,8 +90,9 @@ def print_table(found: list[Any], title: str, tags: dict[int, list[str]] | None 
     from .output import _f
 
     t = Table(title=title)
+    optimized = any(isinstance(r.extra.get("candidate"), dict) for r in found)
     for col in ("id", "when", "device", "target", "model / bundle", "engine", "prec", "thr", "p50 ms", "p95 ms",
-                "p99 ms", "ips", "bundle id", "tags"):
+                "p99 ms", "ips", "bundle id", "tags") + (("optimize",) if optimized else ()):
         t.add_column(col, overflow="fold")
     for r in found:
         lat = r.latency_ms
@@ -99,8 +100,22 @@ def print_table(found: list[Any], title: str, tags: dict[int, list[str]] | None 
         t.add_row(str(r.result_id), when, r.device, str(r.target or "-"), _model(r),
                   f"{r.engine.name or '-'} {r.engine.version or ''}".strip(), str(r.precision or "-"),
                   str(r.protocol.threads or "-"), _f(lat.p50), _f(lat.p95), _f(lat.p99), _f(r.throughput_ips, ".1f"),
-                  r.identity[:12], ", ".join((tags or {}).get(int(r.result_id or 0), [])))
+                  r.identity[:12], ", ".join((tags or {}).get(int(r.result_id or 0), [])),
+                  *((optimize_mark(r),) if optimized else ()))
     console.print(t)
+    if optimized:
+        console.print("[dim]optimize: screen = the short screening run, full = the target's full protocol; "
+                      "★ chosen = the candidate the run published (same candidate: same #c)[/]")
+
+
+def optimize_mark(r: Any) -> str:
+    """An optimize run's benchmark: its candidate number, protocol (screen / full), drop, and ★ when chosen."""
+    cand = r.extra.get("candidate")
+    if not isinstance(cand, dict):
+        return ""
+    drop = cand.get("accuracy_drop")
+    return (("★ chosen " if cand.get("chosen") else "") + f"#c{cand.get('index')} {cand.get('protocol') or '?'}"
+            + (f" drop {drop:.2f}pt" if isinstance(drop, (int, float)) else ""))
 
 
 def _model(r: Any) -> str:
@@ -149,6 +164,12 @@ def results_show(
                                           if r.series else "")
                   + (f" · run {r.run_id}" if r.run_id else "") + (f" · tags {', '.join(tags)}" if tags else "")
                   + f" · stored {r.extra.get('stored_at', '-')}")
+    cand = r.extra.get("candidate")
+    if isinstance(cand, dict):
+        console.print(f"optimize run {cand.get('run_id')}: candidate #c{cand.get('index')} {cand.get('label')}, "
+                      f"{cand.get('protocol')} protocol, accuracy drop {cand.get('accuracy_drop')} pt "
+                      f"({cand.get('accuracy_measure')})" + (f" · ★ chosen, published at {cand.get('chosen_bundle')}"
+                                                               if cand.get("chosen") else " · not chosen"))
 
 
 def device_state_lines(state: dict[str, Any] | None) -> list[str]:

@@ -11,13 +11,16 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from . import compress_rungs
 from .candidates import Inputs
-from .choose import accuracy_ok, choose, closest_text, pareto, why
+from .choose import accuracy_ok, closest_text, pareto, why
 from .measure import full_protocol
 from .records import AccuracyMeasure, Budgets, Chosen, Objective, OptimizeResult
 from .space import DeviceFacts
+from .stored import record as record_in_store
 
 
 def _stderr(msg: str) -> None:
@@ -87,8 +90,12 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
              max_time_s: float = 1800.0, engines: list[str] | None = None, precisions: list[str] | None = None,
              target_files: list[str] | tuple[str, ...] = (), use_cache: bool = True,
              trust_source: bool = False, executor: str = "local", ray_address: str | None = None,
-             progress: Callable[[str], None] | None = None) -> OptimizeResult:
-    """Search engines x precisions x recipes x run-time settings of ``target`` for ``model`` on ``device``."""
+             progress: Callable[[str], None] | None = None, compress: str | None = None,
+             train: str | Path | None = None, train_time: str | None = None,
+             epochs: int | None = None) -> OptimizeResult:
+    """Search engines x precisions x recipes x run-time settings of ``target`` for ``model`` on ``device``;
+    with ``compress`` (``"prune,distill,qat"``) also compressed candidates trained on ``train``
+    (``compress_rungs``)."""
     from edgeify.bundle import check_output
     from edgeify.errors import AccuracyGateError, InterruptedBuild, LatencyBudgetError
 
@@ -98,6 +105,7 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
 
     say = progress or _stderr
     t0 = time.perf_counter()
+    compress_req = compress_rungs.parse_compress(compress, None if train is None else str(train), train_time, epochs)
     check_output(out)  # refused before anything is built: -o must be new, empty or an earlier bundle
     run_id = f"opt-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     spec, facts, target_reason = resolve_target(target, device, tuple(target_files))
@@ -117,12 +125,16 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
                  input_shapes=tuple(input_shapes or ()), accuracy_measure=measure, use_cache=use_cache,
                  trust_source=trust_source)
     try:
-        search = Search(inp, spec, facts, budgets, objective, device, run_id, full_protocol(spec.bench), say,
+        if compress_req is not None:  # the source kind, labelled --eval, --train: before any build
+            compress_rungs.check(compress_req, inp)
+        search = (Search if compress_req is None else partial(compress_rungs.CompressSearch, compress_req))(
+                        inp, spec, facts, budgets, objective, device, run_id, full_protocol(spec.bench), say,
                         engines=tuple(engines) if engines else None,
                         precisions=tuple(precisions) if precisions else None, builder=builder)
         search.run()
         cands = [c.model_copy(update={"meets_budget": _meets(c, budgets)}) for c in search.cands]
-        idx = choose(cands, budgets, objective)
+        cands = compress_rungs.mark_front(cands, percentile) if compress_req is not None else cands
+        idx = compress_rungs.choose_kept(cands, budgets, objective)
         ladder = tuple(r for rungs in search.ladders.values() for r in rungs)
         chosen = None
         failure = None
@@ -132,7 +144,8 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
             chosen = Chosen(bundle=str(out), engine=c.engine, precision=c.precision, recipe=c.recipe,
                             settings=c.row()["settings"], latency_ms=dict(c.latency_ms or c.screen_latency_ms or {}),
                             accuracy_drop=c.accuracy_drop, size_bytes=c.size_bytes, quantized_ops=c.quantized_ops,
-                            total_ops=c.total_ops, ladder=rungs, why=why(c, cands, budgets, objective), index=idx)
+                            total_ops=c.total_ops, ladder=rungs, why=why(c, cands, budgets, objective), index=idx,
+                            compression=c.compression)
         else:
             failure = "accuracy" if not any(accuracy_ok(c, budgets) for c in cands) else "latency"
         result = OptimizeResult(run_id=run_id, objective=objective, budgets=budgets, target=spec.name,
@@ -141,6 +154,7 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
                                 ladder=ladder, stopped="; ".join(x for x in (search.stopped, *search.failures) if x),
                                 wall_s=round(time.perf_counter() - t0, 2),
                                 failure=failure)
+        record_in_store(result, say)  # each stored benchmark: its candidate, accuracy, protocol, chosen or not
         if chosen is not None:
             write_chosen(cands[idx], spec.engines[chosen.engine].runtime, out, result, chosen.ladder)
             say(f"chose {chosen.engine} {chosen.precision} ({chosen.recipe.name}): {chosen.why}; wrote {out}")
