@@ -1,10 +1,13 @@
 """Device-side operations for device apps (``edgeify deploy --app``): ``python -m edgeify_runtime.device_apps
-OP`` with a JSON request on stdin (``probe``, ``start``, ``health``, ``stop``, ``status``); one JSON reply.
+OP`` with a JSON request on stdin (``probe``, ``start``, ``health``, ``restart``, ``stop``, ``status``); one
+JSON reply. ``restart`` starts an app again from what app.json and secret.env keep (its argv, environment and
+token), on whatever its bundle's ``current`` now is, and waits until it is healthy (a rollout's step).
 
 Layout in the device's work directory::
 
     WORKDIR/apps/_files/<app>-<sha16>.py     an app file of the user's, cached by content hash
     WORKDIR/apps/<name>/app.json             what runs: app, bundle, digest, host, port, argv, start time
+    WORKDIR/apps/<name>/secret.env           its secret environment (the bearer token), mode 0600
     WORKDIR/apps/<name>/app.pid              the app's pid (written by its monitor shell)
     WORKDIR/apps/<name>/app.log              its stdout + stderr (the previous run's log is app.log.1)
     WORKDIR/apps/<name>/app.exit             its exit status, once it has exited
@@ -22,109 +25,31 @@ import contextlib
 import importlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from typing import Any
 
+from .app_procs import (
+    LOG_TAIL_BYTES,
+    alive,
+    exit_code,
+    instance,
+    log_tail,
+    read_int,
+    read_secret,
+    safe_name,
+    stop_app,
+    write_secret,
+)
 from .device_io import Args, OpError, file_lock, read_json, read_text, run_ops, workdir
 from .manifest import sha256_file
 
 #: $1.. = the app's argv; runs it in the background, records its pid, then its exit status
 MONITOR = ('"$@" & pid=$!; echo "$pid" > app.pid.tmp && mv app.pid.tmp app.pid; '
            'wait "$pid"; echo $? > app.exit.tmp && mv app.exit.tmp app.exit')
-LOG_TAIL_LINES = 20
 #: the app files' directory in WORKDIR/apps (an app's name is a bundle name: it never starts with "_")
 FILES = "_files"
-LOG_TAIL_BYTES = 16384
-
-
-def safe_name(name: Any) -> str:
-    if not isinstance(name, str) or not name or "/" in name or "\x00" in name or name[0] in "._":
-        raise OpError("unsafe", f"unsafe app name: {name!r}")
-    return name
-
-
-def _read_int(path: str) -> int | None:
-    text = read_text(path)
-    try:
-        return int(text.strip()) if text else None
-    except ValueError:
-        return None
-
-
-def log_tail(path: str, lines: int = LOG_TAIL_LINES) -> list[str]:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - LOG_TAIL_BYTES))
-            data = f.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    return data.splitlines()[-lines:]
-
-
-def _alive(pid: int | None, marker: str | None) -> bool:
-    """Is ``pid`` running, and is it our app (its command line holds ``marker``)? A zombie counts as gone."""
-    if not pid or pid <= 1:
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):  # gone, or another user's process: a reused pid
-        return False
-    stat = read_text(f"/proc/{pid}/stat")
-    if stat is not None:
-        if stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]:
-            return False
-        cmdline = read_text(f"/proc/{pid}/cmdline")
-        if marker and cmdline is not None and marker not in cmdline.replace("\x00", " "):
-            return False
-    return True
-
-
-def _instance(work: str, name: Any) -> str:
-    return os.path.join(work, "apps", safe_name(name))
-
-
-def _exit_code(inst: str, wait_s: float = 0.0) -> int | None:
-    deadline = time.monotonic() + wait_s
-    while True:
-        code = _read_int(os.path.join(inst, "app.exit"))
-        if code is not None or time.monotonic() >= deadline:
-            return code
-        time.sleep(0.02)
-
-
-def _wait_gone(pid: int, marker: str | None, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while _alive(pid, marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def _stop(inst: str, timeout: float) -> Args:
-    """SIGTERM the instance's app, wait up to ``timeout`` s, then SIGKILL (and wait up to 5 s more)."""
-    meta = read_json(os.path.join(inst, "app.json")) or {}
-    pid = _read_int(os.path.join(inst, "app.pid"))
-    marker = meta.get("marker")
-    if not _alive(pid, marker):
-        return {"was_running": False, "pid": pid}
-    assert pid is not None
-    t0 = time.monotonic()
-    sent = "TERM"
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    _wait_gone(pid, marker, timeout)
-    if _alive(pid, marker):
-        sent = "KILL"
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid, marker, 5.0)
-    if _alive(pid, marker):
-        raise OpError("stop_failed", f"app pid {pid} survived SIGKILL", pid=pid)
-    return {"was_running": True, "pid": pid, "signal": sent, "seconds": round(time.monotonic() - t0, 3),
-            "exit_code": _exit_code(inst, 2.0), "log_tail": log_tail(os.path.join(inst, "app.log"), 5)}
 
 
 def _describe(work: str, name: str) -> Args | None:
@@ -132,12 +57,12 @@ def _describe(work: str, name: str) -> Args | None:
     meta = read_json(os.path.join(inst, "app.json"))
     if not isinstance(meta, dict):
         return None
-    pid = _read_int(os.path.join(inst, "app.pid"))
-    running = _alive(pid, meta.get("marker"))
+    pid = read_int(os.path.join(inst, "app.pid"))
+    running = alive(pid, meta.get("marker"))
     out = {k: meta.get(k) for k in ("app", "bundle", "digest", "host", "port", "started_at")}
     out.update({"name": name, "pid": pid, "running": running, "log": os.path.join(inst, "app.log")})
     if not running:
-        out["exit_code"] = _exit_code(inst)
+        out["exit_code"] = exit_code(inst)
         out["log_tail"] = log_tail(os.path.join(inst, "app.log"), 5)
     return out
 
@@ -191,7 +116,7 @@ def op_start(args: Args) -> Args:
     """(Install the uploaded app file,) stop a running app of the same name, start the new one."""
     work = workdir(args)
     name = args["name"]
-    inst = _instance(work, name)
+    inst = instance(work, name)
     marker = _install_file(work, args) if args.get("file") else str(args.get("marker") or "")
     port = args.get("port")
     for other in _instances(work):
@@ -204,7 +129,7 @@ def op_start(args: Args) -> Args:
 
 
 def _start_locked(args: Args, inst: str, marker: str, port: Any) -> Args:
-    stopped = _stop(inst, float(args.get("stop_timeout") or 15.0))
+    stopped = stop_app(inst, float(args.get("stop_timeout") or 15.0))
     for f in ("app.pid", "app.exit", "app.pid.tmp", "app.exit.tmp"):
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(inst, f))
@@ -223,7 +148,10 @@ def _start_locked(args: Args, inst: str, marker: str, port: Any) -> Args:
     env = dict(os.environ)
     env.pop("EDGEIFY_DEADLINE_S", None)  # the operation's deadline, not the app's
     env.update(meta["env"])
-    env.update({str(k): str(v) for k, v in (args.get("secret_env") or {}).items()})  # never written to app.json
+    secret = {str(k): str(v) for k, v in (args.get("secret_env") or {}).items()}  # never written to app.json
+    if "secret_env" in args:  # kept, owner-only, so that `restart` starts it with the same token
+        write_secret(inst, secret)
+    env.update(secret)
     env["PYTHONUNBUFFERED"] = "1"
     with open(log_path, "ab") as log, open(os.devnull, "rb") as null:
         monitor = subprocess.Popen(["sh", "-c", MONITOR, "sh", *argv], cwd=inst, stdin=null, stdout=log,
@@ -231,7 +159,7 @@ def _start_locked(args: Args, inst: str, marker: str, port: Any) -> Args:
     deadline = time.monotonic() + 10.0
     pid = None
     while pid is None and time.monotonic() < deadline:
-        pid = _read_int(os.path.join(inst, "app.pid"))
+        pid = read_int(os.path.join(inst, "app.pid"))
         if pid is None:
             if monitor.poll() is not None:
                 break
@@ -269,18 +197,14 @@ def op_install_unit(args: Args) -> Args:
     it. Where systemd is not running, the unit is written and the error says so."""
     work = workdir(args)
     name = args["name"]
-    inst = _instance(work, name)
+    inst = instance(work, name)
     os.makedirs(inst, exist_ok=True)
     system = os.geteuid() == 0
     unit_dir = str(args.get("unit_dir") or ("/etc/systemd/system" if system else
                                             os.path.expanduser("~/.config/systemd/user")))
     unit_name = f"edgeify-{name}.service"
     os.makedirs(unit_dir, exist_ok=True)
-    secret = os.path.join(inst, "secret.env")
-    fd = os.open(secret + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("".join(f"{k}={v}\n" for k, v in (args.get("secret_env") or {}).items()))
-    os.replace(secret + ".tmp", secret)
+    write_secret(inst, {str(k): str(v) for k, v in (args.get("secret_env") or {}).items()})
     path = os.path.join(unit_dir, unit_name)
     with open(path + ".tmp", "w", encoding="utf-8") as f:
         f.write(unit_text(args, inst, system))
@@ -296,7 +220,7 @@ def op_install_unit(args: Args) -> Args:
         raise OpError("no_systemd", f"systemd is not running on this device; the unit was written to {path} "
                                     "but not enabled", unit=path)
     ctl = ["systemctl"] + ([] if system else ["--user"])
-    _stop(inst, float(args.get("stop_timeout") or 15.0))  # an app started without --systemd
+    stop_app(inst, float(args.get("stop_timeout") or 15.0))  # an app started without --systemd
     for cmd in ([*ctl, "daemon-reload"], [*ctl, "enable", unit_name], [*ctl, "restart", unit_name]):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         if proc.returncode != 0:
@@ -337,7 +261,7 @@ def op_health(args: Args) -> Args:
     """Poll ``args["url"]`` every ``interval`` s until it answers 200 with ``bundle_digest`` == ``digest``, the
     app exits, or ``deadline_s`` passes. Between polls the app's pid and the ready line in its log are watched,
     so an exit is reported at once and a fresh ready line triggers the next poll early."""
-    inst = _instance(workdir(args), args["name"])
+    inst = instance(workdir(args), args["name"])
     meta = read_json(os.path.join(inst, "app.json")) or {}
     pid = int(args["pid"])
     marker = meta.get("marker")
@@ -349,8 +273,8 @@ def op_health(args: Args) -> Args:
     deadline = t0 + float(args["deadline_s"])
     last, polls, ready_seen = "no answer yet", 0, False
     while True:
-        if not _alive(pid, marker):
-            code = _exit_code(inst, 2.0)
+        if not alive(pid, marker):
+            code = exit_code(inst, 2.0)
             raise OpError("exited", f"the app exited with code {code} before it was healthy",
                           exit_code=code, seconds=round(time.monotonic() - t0, 3), log_tail=log_tail(log_path))
         polls += 1
@@ -361,9 +285,14 @@ def op_health(args: Args) -> Args:
             except ValueError:
                 health = None
             got = health.get("bundle_digest") if isinstance(health, dict) else None
-            if got == digest:
+            ready = _get(args["ready_url"], max(0.2, min(2.0, deadline - time.monotonic())), headers)[0] \
+                if got == digest and args.get("ready_url") else 200
+            if got == digest and ready == 200:
                 return {"health": health, "seconds": round(time.monotonic() - t0, 3), "polls": polls, "pid": pid}
-            last = f"HTTP 200 for bundle {str(got)[:12]}, not {digest[:12]} (another process answers on that port?)"
+            if got == digest:
+                last = f"{args['ready_url']} answers HTTP {ready}"
+            else:
+                last = f"HTTP 200 for bundle {str(got)[:12]}, not {digest[:12]} (another process answers on that port?)"
         elif status is not None:
             last = f"HTTP {status}: {body.strip()[:200]}"
         else:
@@ -373,21 +302,61 @@ def op_health(args: Args) -> Args:
                 float(args["deadline_s"]), polls, url, last), last=last, log_tail=log_tail(log_path),
                 seconds=round(time.monotonic() - t0, 3))
         next_poll = min(deadline, time.monotonic() + interval)
-        while time.monotonic() < next_poll and _alive(pid, marker):
+        while time.monotonic() < next_poll and alive(pid, marker):
             if not ready_seen and '"event": "ready"' in (read_text(log_path) or "")[-LOG_TAIL_BYTES:]:
                 ready_seen = True
                 break
             time.sleep(0.05)
 
 
+def _health_url(meta: Args, path: str) -> str:
+    host = str(meta.get("host") or "127.0.0.1")
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]", "[::]": "[::1]"}.get(host, host)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{meta.get('port')}{path}"
+
+
+def op_restart(args: Args) -> Args:
+    """Start the app ``name`` again from its app.json (argv, environment) and secret.env, on what its bundle's
+    ``current`` is now (``digest``), then wait until it is healthy with that digest (and ``ready_path``, if
+    given, answers 200). With ``unless_running: true`` an app that already runs ``digest`` is left alone."""
+    work = workdir(args)
+    name = args["name"]
+    inst = instance(work, name)
+    meta = read_json(os.path.join(inst, "app.json"))
+    if not isinstance(meta, dict) or not meta.get("argv"):
+        raise OpError("missing", f"no app named {name!r} on this device",
+                      known=[d["name"] for d in _instances(work)])
+    digest = str(args["digest"])
+    pid = read_int(os.path.join(inst, "app.pid"))
+    if args.get("unless_running") and meta.get("digest") == digest and alive(pid, meta.get("marker")):
+        return {"restarted": False, "pid": pid, "digest": digest}
+    if meta.get("unit"):
+        raise OpError("unit", "app {!r} runs as the systemd unit {}: a rollout restarts detached apps only".format(
+            name, meta["unit"]), unit=meta["unit"])
+    secret = read_secret(inst)
+    start = {**meta, "digest": digest, "secret_env": secret, "stop_timeout": args.get("stop_timeout") or 15.0}
+    with file_lock(os.path.join(inst, ".lock"), what=f"app {name!r}"):
+        started = _start_locked(start, inst, str(meta.get("marker") or ""), meta.get("port"))
+    token = next(iter(secret.values()), None)
+    health = op_health({"workdir": work, "name": name, "pid": started["pid"], "digest": digest, "token": token,
+                        "url": _health_url(meta, str(args.get("health_path") or "/healthz")),
+                        "ready_url": _health_url(meta, args["ready_path"]) if args.get("ready_path") else None,
+                        "deadline_s": float(args.get("deadline_s") or 60.0),
+                        "interval": float(args.get("interval") or 0.5)})
+    return {"restarted": True, "pid": started["pid"], "digest": digest, "stopped": started["stopped"],
+            "health": health.get("health"), "seconds": health.get("seconds"), "port": meta.get("port")}
+
+
 def op_stop(args: Args) -> Args:
     work = workdir(args)
-    inst = _instance(work, args["name"])
+    inst = instance(work, args["name"])
     if not os.path.isfile(os.path.join(inst, "app.json")):
         raise OpError("missing", "no app named {!r} on this device".format(args["name"]),
                       known=[d["name"] for d in _instances(work)])
     with file_lock(os.path.join(inst, ".lock"), what=f"app {args['name']!r}"):
-        out = _stop(inst, float(args.get("timeout") or 15.0))
+        out = stop_app(inst, float(args.get("timeout") or 15.0))
     out["name"] = args["name"]
     return out
 
@@ -397,8 +366,8 @@ def op_status(args: Args) -> Args:
     return {"workdir": work, "apps": _instances(work)}
 
 
-OPS = {"probe": op_probe, "start": op_start, "install_unit": op_install_unit, "health": op_health, "stop": op_stop,
-       "status": op_status}
+OPS = {"probe": op_probe, "start": op_start, "install_unit": op_install_unit, "health": op_health,
+       "restart": op_restart, "stop": op_stop, "status": op_status}
 
 
 def main(argv: list[str] | None = None) -> int:
