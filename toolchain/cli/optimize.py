@@ -79,6 +79,16 @@ def optimize(
                                     "[default: start a private local Ray instance]"),
     trust_source: bool = typer.Option(False, "--trust-source", help="allow a .pt2 that needs full "
                                       "unpickling (it can run code: only for files you trust)"),
+    compress: str = typer.Option(None, "--compress", help="also try compressed models (training: minutes): "
+                                 "prune,distill (channels pruned at 0.25/0.5/0.75, fine-tuned against this "
+                                 "model) and/or qat (quantization-aware int8, first rung of the ladder); kept "
+                                 "only on the Pareto front; needs --train and labelled --eval"),
+    train: str = typer.Option(None, "--train", help="training data for --compress: .npz with the inputs (and "
+                              "`labels`), or a loader pkg.mod:factory (runs that code)"),
+    train_time: str = typer.Option(None, "--train-time", help="training budget per compressed candidate, e.g. "
+                                   "60s [default: up to 60 s, a share of --max-time]"),
+    epochs: int = typer.Option(None, "--epochs", help="training epochs per compressed candidate (with "
+                               "--train-time: whichever ends first)"),
     target_file: list[str] = TargetFiles,
     wide: bool = typer.Option(False, "--wide", help="every column of the candidates table (settings, int8 ops, "
                               "p95, full reasons); the default fits 100 columns"),
@@ -112,7 +122,8 @@ def optimize(
                          percentile=percentile.value, objective=objective.value, max_time_s=seconds,
                          engines=engine or None, precisions=precision or None, target_files=target_file,
                          use_cache=not no_cache, trust_source=trust_source, executor=executor.value,
-                         ray_address=ray_address, progress=progress.say)
+                         ray_address=ray_address, progress=progress.say, compress=compress, train=train,
+                         train_time=train_time, epochs=epochs)
         except EdgeifyError as exc:
             if getattr(exc, "result", None) is None:
                 raise
@@ -152,6 +163,7 @@ def _ms(v: Any) -> str:
 
 def print_table(result: Any, wide: bool = False) -> None:
     """The candidates (and the ladder) as tables: 100 columns by default, every detail with ``wide``."""
+    from edgeify.optimize.compress_rungs import label as compress_label
     from rich.console import Console
     from rich.table import Table
 
@@ -175,6 +187,7 @@ def print_table(result: Any, wide: bool = False) -> None:
         mark = ("★ " if i == chosen else "") + ("◆" if i in front else "")
         ops = f"{c.quantized_ops}/{c.total_ops}" if c.total_ops is not None else "-"
         recipe = c.recipe.name + (f" float: {', '.join(c.recipe.float_layers)}" if c.recipe.float_layers else "")
+        recipe = (f"{compress_label(c)}: " if c.compression else "") + recipe  # e.g. "prune 0.5+kd: default"
         size = "-" if c.size_bytes is None else f"{c.size_bytes / 1024:.0f}"
         drop = "-" if c.accuracy_drop is None else f"{c.accuracy_drop:.2f}"
         status = c.status + (f": {c.reason}" if c.reason else "")

@@ -28,7 +28,9 @@ def optimize(model: str | Path, *, target: str = "auto", out: str | Path, device
              max_time_s: float = 1800.0, engines: list[str] | None = None, precisions: list[str] | None = None,
              target_files: list[str] | tuple[str, ...] = (), use_cache: bool = True,
              trust_source: bool = False, executor: str = "local", ray_address: str | None = None,
-             progress: Callable[[str], None] | None = None) -> OptimizeResult:
+             progress: Callable[[str], None] | None = None, compress: str | None = None,
+             train: str | Path | None = None, train_time: str | None = None,
+             epochs: int | None = None) -> OptimizeResult:
     """The fastest bundle of ``model`` for ``target`` (``"auto"``: from the local fingerprint) that meets the
     budgets, measured on ``device``, written to ``out``. Accuracy drops are percentage points.
 
@@ -37,7 +39,9 @@ def optimize(model: str | Path, *, target: str = "auto", out: str | Path, device
     the accuracy / latency budget; ``InterruptedBuild`` (exit 130) with ``.result`` after Ctrl-C / SIGTERM (the
     best so far, if one met the budgets, written to ``out``). ``progress`` receives one line per step (default:
     stderr). ``executor="ray"`` builds the candidates as Ray tasks on the cluster at ``ray_address`` (None: a
-    private local instance); they are still measured on ``device``."""
+    private local instance); they are still measured on ``device``. ``compress="prune,distill,qat"`` (with
+    ``train`` data; ``train_time`` / ``epochs`` per compressed candidate) adds compressed candidates: a QAT rung
+    first in each ladder, prune+distill at ratios 0.25/0.5/0.75, each kept only on the Pareto front."""
     from .api import run_optimize
 
     return run_optimize(model, target=target, out=out, device=device, calib=calib, eval=eval, preprocess=preprocess,
@@ -45,7 +49,8 @@ def optimize(model: str | Path, *, target: str = "auto", out: str | Path, device
                         max_latency_ms=max_latency_ms, percentile=percentile, objective=objective,
                         max_time_s=max_time_s, engines=engines, precisions=precisions, target_files=target_files,
                         use_cache=use_cache, trust_source=trust_source, executor=executor,
-                        ray_address=ray_address, progress=progress)
+                        ray_address=ray_address, progress=progress, compress=compress, train=train,
+                        train_time=train_time, epochs=epochs)
 
 
 def __getattr__(name: str) -> Any:  # lazy: the pydantic records load on first use

@@ -75,6 +75,9 @@ class Candidate(_Frozen):
     result_ids: tuple[int, ...] = ()
     node: dict[str, Any] | None = Field(default=None, description="the Ray node that built the artifact (id, ip, "
                                         "host, pid) with --executor ray; None: built in this process")
+    compression: dict[str, Any] | None = Field(default=None, description="optimize --compress: phases, prune_ratio, "
+                                               "macs, distilled, qat, accuracy against the original, on_front; "
+                                               "None: not compressed")
     bundle: str | None = Field(default=None, exclude=True)
 
     def key(self) -> str:
@@ -126,6 +129,7 @@ class Chosen(_Frozen):
     ladder: tuple[Rung, ...] = ()
     why: str = ""
     index: int
+    compression: dict[str, Any] | None = None
 
 
 class OptimizeResult(_Frozen):
