@@ -16,6 +16,8 @@ runs, interleaved over --rounds rounds (the order rotates each round), each in i
 ONNX Runtime's own perf tool (onnxruntime_perf_test) is looked for on PATH; the onnxruntime wheel does not ship it
 (only ``onnxruntime.tools.onnxruntime_test``, a Python loop that reports a mean, has no thread setting and cannot read
 an OpenVINO IR), so it is reported as not run unless found.
+``edgeify_dynamic`` is ``edgeify bench`` on a copy of the bundle with the OpenVINO option ``static_shapes: 0``
+(one compile of the IR's dynamic batch, what the adapter did before it compiled static shapes).
 Then, in one process (--blocks), edgeify's Model.run against bare InferRequest calls on the same compiled model and
 the IR reshaped to a static batch, in alternating blocks: what edgeify adds per call, and what the dynamic batch costs.
 Writes benchmarks/engine_overhead.{json,md}: per-round medians, per-round ratios (edgeify / tool) and the medians
@@ -59,6 +61,17 @@ def build_bundle(out: Path) -> Path:
     if proc.returncode != 0:
         sys.exit(f"build failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
     return out
+
+
+def with_options(bundle: Path, dest: Path, options: dict) -> Path:
+    """A copy of ``bundle`` whose manifest ``engine.options`` add ``options`` (same files, as optimize does)."""
+    from edgeify_runtime.manifest import Manifest
+
+    if not dest.exists():
+        shutil.copytree(bundle, dest)
+        m = Manifest.read(dest)
+        m.updated(engine={**m.raw["engine"], "options": {**m.engine.options, **options}}).write(dest)
+    return dest
 
 
 def run_edgeify(bundle: Path, threads: int, seconds: float) -> dict:
@@ -201,8 +214,12 @@ def main() -> int:
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
     ort_tool = shutil.which("onnxruntime_perf_test")
 
+    tmp = tmp or Path(tempfile.mkdtemp(prefix="edgeify-overhead-"))
+    dynamic = with_options(bundle, tmp / f"{bundle.name}-static_shapes0", {"static_shapes": 0})
     runners = {
         "edgeify": lambda: run_edgeify(bundle, args.threads, args.seconds),
+        # the adapter before it compiled static shapes: one compile of the IR's dynamic batch
+        "edgeify_dynamic": lambda: run_edgeify(dynamic, args.threads, args.seconds),
         "benchmark_app_static": lambda: run_benchmark_app(exe, xml, args.threads, args.seconds, prec, "-shape", shape),
         "benchmark_app_dynamic": lambda: run_benchmark_app(exe, xml, args.threads, args.seconds, prec,
                                                            "-data_shape", shape),
@@ -269,8 +286,7 @@ def main() -> int:
               "Commands (round 1): " + "; ".join("`" + " ".join(rounds[0][n]["command"]) + "`" for n in names)]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(json.dumps(summary, indent=2))
-    if tmp is not None:
-        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
