@@ -32,6 +32,7 @@ __all__ = [
     "ModelLoadError",
     "NoSpaceError",
     "ParityError",
+    "PrometheusError",
     "RegressionError",
     "RemoteCommandError",
     "RemoteDiskError",
@@ -148,6 +149,15 @@ class RolloutGateError(EdgeifyError):
 
     exit_code = 17
     meaning = "rollout stopped: a wave failed its on-device gate and was rolled back (`edgeify rollout status`)"
+
+
+class PrometheusError(EdgeifyError):
+    """``--prometheus``: the server does not answer or refuses a query, so a rollout's soak cannot watch its wave;
+    the rollout pauses (nothing is rolled back, nothing counted as passing) until ``resume``."""
+
+    exit_code = 18
+    meaning = "Prometheus (--prometheus) unreachable or a query failed; a soaking rollout pauses"
+    hint = "check the URL (e.g. http://127.0.0.1:9090) and that Prometheus runs, then edgeify rollout resume ID"
 
 
 class DeviceError(EdgeifyError):

@@ -37,6 +37,13 @@ def rollout_cmd(
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop", min=0.0,
                                             help="points of top-1 accuracy (or agreement) the new bundle may lose "
                                                  "[default with --eval: 1.0]"),
+    app: str = typer.Option(None, "--app", help="the app the devices run (serve, or an app file): restarted on the "
+                                                "new bundle after the gate (its health is part of the verdict) and "
+                                                "on the previous one at rollback"),
+    soak: str = typer.Option(None, "--soak", help="after each wave's gate, watch its services on live traffic for "
+                                                  "this long (30s, 5m): p95 over budget, 5xx, down fail the wave"),
+    prometheus: str = typer.Option(None, "--prometheus", help="the Prometheus --soak queries (e.g. "
+                                                              "http://127.0.0.1:9090); targets labelled device=NAME"),
     trust_new_host_key: bool = TrustOpt,
     ask_passphrase: bool = AskPassOpt,
     fmt: Format = FormatOpt,
@@ -72,8 +79,8 @@ def rollout_cmd(
         raise UsageError("a rollout needs --devices", hint="e.g. --devices tag:cameras")
     rec = _finish(lambda: R.start(what, devices, waves=waves, gate=gate, runs=runs, rollback=rollback, name=name,
                                   force=force, samples=samples, retries=retries, progress=progress,
-                                  eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
-                                  parallel=parallel, connect=connect), fmt)
+                                  eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, app=app, soak=soak,
+                                  prometheus=prometheus, parallel=parallel, connect=connect), fmt)
     _show(rec, fmt)
 
 
@@ -123,6 +130,7 @@ def _show(rec: Any, fmt: Format) -> None:
 def register(app: typer.Typer) -> None:
     app.command("rollout", epilog=examples(
         'edgeify rollout build/m --devices tag:cameras --waves 1,10%,50%,100% --gate "p95<=1.05x"',
+        "edgeify rollout build/m --devices tag:cameras --app serve --soak 5m --prometheus http://127.0.0.1:9090",
         "edgeify rollout status --format json",
         "edgeify rollout resume r-0123456789",
         "edgeify rollout abort r-0123456789",

@@ -93,6 +93,35 @@ def put_back(device: Device, name: str, *, expect_current: str, restore: str, **
 
 
 
+#: what the rollout asks of a restarted app: /healthz with the new digest, then (the serve app) OIP readiness
+READY_PATHS = {"serve": "/v2/health/ready"}
+APP_HEALTH_TIMEOUT_S = 60.0
+
+
+def app_on_device(device: Device, name: str, **connect: Any) -> dict[str, Any] | None:
+    """The app named ``name`` on the device (``edgeify apps status``'s entry), or None."""
+    from ..deploy.apps import app_status
+
+    with open_site(device, **connect) as site:
+        apps = app_status(site).get("apps") or []
+    return next((a for a in apps if a.get("name") == name), None)
+
+
+def restart_app(device: Device, plan: Plan, digest: str, *, unless_running: bool = False,
+                **connect: Any) -> dict[str, Any]:
+    """Start the device's app ``plan.name`` again (its stored argv, environment and token) on what the bundle's
+    ``current`` is now, which must be ``digest``, and wait until it answers healthy with that digest (and, for
+    serve, ``/v2/health/ready``). ``unless_running``: leave an app that already runs ``digest`` alone."""
+    from ..deploy.apps import CLIENT_GRACE_S, app_op
+
+    with open_site(device, **connect) as site:
+        out = app_op(site, install_runtime(site), "restart",
+                     {"name": plan.name, "digest": digest, "unless_running": unless_running,
+                      "ready_path": READY_PATHS.get(str(plan.app)), "deadline_s": APP_HEALTH_TIMEOUT_S},
+                     timeout=APP_HEALTH_TIMEOUT_S + 20 + CLIENT_GRACE_S)
+    out.pop("ok", None)
+    return out
+
 
 def accuracy_device(device: Device, plan: Plan, report: Any, inputs_npz: str, labels: Any, work: Any,
                     **connect: Any) -> dict[str, Any]:
@@ -124,5 +153,5 @@ def accuracy_device(device: Device, plan: Plan, report: Any, inputs_npz: str, la
     return out
 
 
-__all__ = ["MAX_ROUNDS_FACTOR", "accuracy_device", "gate_device", "installed", "is_unreachable", "measure",
-           "put_back"]
+__all__ = ["MAX_ROUNDS_FACTOR", "accuracy_device", "app_on_device", "gate_device", "installed", "is_unreachable",
+           "measure", "put_back", "restart_app"]

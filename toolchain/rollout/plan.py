@@ -118,6 +118,12 @@ class Plan:
     #: samples per benchmark run (None: the target's protocol)
     samples: int | None = None
     retries: int = 2
+    #: the device app (``serve``, or an app file's kind) restarted on the new bundle after the gate, and on the
+    #: previous one at rollback; its health is part of each device's verdict (None: bundles only)
+    app: str | None = None
+    #: seconds each wave is watched on live traffic through Prometheus after its gate (None: no soak)
+    soak_s: float | None = None
+    prometheus: str | None = None
 
     def wave_of(self, device: str) -> int:
         for i, names in enumerate(self.waves):

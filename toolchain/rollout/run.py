@@ -16,8 +16,18 @@ from ..bench import BenchSettings, settings_for
 from ..deploy.deployer import LocalBundle, bundle_name
 from ..deploy.fleet import deploy, run_fleet
 from ..deploy.inventory import Device, Inventory
-from ..errors import BundleError, EdgeifyError, InterruptedBuild, RolloutGateError, UnreachableError, UsageError
-from .device import accuracy_device, gate_device, installed, is_unreachable, put_back
+from ..errors import (
+    BundleError,
+    ConfigError,
+    EdgeifyError,
+    InterruptedBuild,
+    PrometheusError,
+    RolloutGateError,
+    UnreachableError,
+    UsageError,
+)
+from . import soak as soaking
+from .device import accuracy_device, app_on_device, gate_device, installed, is_unreachable, put_back, restart_app
 from .plan import Gate, Plan, order_devices, parse_waves, split_waves
 from .state import RolloutRecord, RolloutStore
 
@@ -34,7 +44,8 @@ def _quiet(_msg: str) -> None:
 def plan_rollout(bundle: str, selector: str | Sequence[str], *, waves: str = "1,10%,50%,100%",
                  gate: str | Gate = "p95<=1.05x", runs: int = 3, rollback: str = "wave", name: str | None = None,
                  force: bool = False, samples: int | None = None, retries: int = 2,
-                 eval_data: str | None = None, max_accuracy_drop: float | None = None,
+                 eval_data: str | None = None, max_accuracy_drop: float | None = None, app: str | None = None,
+                 soak: str | float | None = None, prometheus: str | None = None,
                  inventory: Inventory | None = None) -> tuple[Plan, dict[str, Device]]:
     """The plan (validated: bundle, devices, waves, gate) without touching any device."""
     if runs < 2:
@@ -48,6 +59,7 @@ def plan_rollout(bundle: str, selector: str | Sequence[str], *, waves: str = "1,
         _eval_set(eval_data, local)  # bad data fails here (exit 7), before any device is touched
         eval_data = str(Path(eval_data).resolve())
         max_accuracy_drop = 1.0 if max_accuracy_drop is None else max_accuracy_drop
+    app_kind, soak_s = _app_and_soak(app, soak, prometheus)
     inv = inventory or Inventory()
     if isinstance(selector, str):
         devices = inv.select(selector) if ("," in selector or ":" in selector or selector == "all") \
@@ -62,8 +74,31 @@ def plan_rollout(bundle: str, selector: str | Sequence[str], *, waves: str = "1,
                 selector=sel_text, waves=split_waves([d.name for d in ordered], counts),
                 gate=gate if isinstance(gate, Gate) else Gate.parse(gate), runs=runs, rollback=rollback,
                 force=force, samples=samples, retries=retries, eval_data=eval_data,
-                max_accuracy_drop=max_accuracy_drop)
+                max_accuracy_drop=max_accuracy_drop, app=app_kind, soak_s=soak_s,
+                prometheus=prometheus.rstrip("/") if prometheus else None)
     return plan, {d.name: d for d in ordered}
+
+
+def _app_and_soak(app: str | None, soak: str | float | None, prometheus: str | None) -> tuple[str | None,
+                                                                                               float | None]:
+    """``--app`` -> the app's kind; ``--soak`` -> seconds (it needs ``--prometheus`` and the app's service, and
+    Prometheus must answer now: exit 18 before any device is touched)."""
+    from ..deploy.apps import resolve_app
+
+    kind = resolve_app(app).kind if app else None
+    if prometheus and soak is None:
+        raise UsageError("--prometheus is what --soak watches", hint="add --soak DURATION, e.g. --soak 5m")
+    if soak is None:
+        return kind, None
+    soak_s = float(soak) if isinstance(soak, (int, float)) else soaking.parse_duration(soak)
+    if not prometheus:
+        raise UsageError("--soak watches the wave through Prometheus: it needs --prometheus URL",
+                         hint="e.g. --soak 5m --prometheus http://127.0.0.1:9090")
+    if kind is None:
+        raise UsageError("--soak watches the devices' service on live traffic: it needs --app (the service the "
+                         "devices run, e.g. --app serve)", hint="e.g. --app serve --soak 5m --prometheus URL")
+    soaking.check(prometheus)
+    return kind, soak_s
 
 
 #: at most this many --eval samples go to each device (one agent call per bundle)
@@ -164,28 +199,19 @@ def _drive(rs: RolloutStore, rid: str, devices: dict[str, Device], *, progress: 
         for w, names in enumerate(plan.waves):
             rec = rs.get(rid)
             todo = [n for n in names if rec.device(n).status != "passed"]
-            if not todo:
-                continue
-            progress(f"wave {w + 1}/{len(plan.waves)}: {len(names)} device(s) "
-                     f"({'canary' if w == 0 else f'{len(names)} more'}), gate {plan.gate.describe()}")
-            run_fleet([devices[n] for n in todo],
-                      lambda d: _one_device(rs, rid, plan, d, local, settings, progress, connect, evalset),
-                      max_workers=parallel)
+            if todo:
+                progress(f"wave {w + 1}/{len(plan.waves)}: {len(names)} device(s) "
+                         f"({'canary' if w == 0 else f'{len(names)} more'}), gate {plan.gate.describe()}")
+                run_fleet([devices[n] for n in todo],
+                          lambda d: _one_device(rs, rid, plan, d, local, settings, progress, connect, evalset),
+                          max_workers=parallel)
             rec = rs.get(rid)
             unreachable = [n for n in names if rec.device(n).status == "unreachable"]
             failed = [n for n in names if rec.device(n).status not in ("passed", "unreachable")]
+            if not failed and not unreachable and plan.soak_s and w not in rec.detail.get("soaked", []):
+                failed = _soak_wave(rs, rid, w, names, progress)
             if failed:
-                scope = [n for ws in plan.waves[:w + 1] for n in ws] if plan.rollback == "all" else list(names)
-                progress(f"wave {w + 1} failed on {', '.join(failed)}: rolling back {len(scope)} device(s)")
-                t0 = time.monotonic()
-                _roll_back(rs, rec, scope, devices, progress, parallel, connect)
-                rs.set_state(rid, "failed", failed_wave=w, failed_devices=failed,
-                             rollback_seconds=round(time.monotonic() - t0, 3))
-                raise RolloutGateError(
-                    f"rollout {rid}: wave {w + 1} of {len(plan.waves)} failed its gate on "
-                    f"{len(failed)} device(s) ({', '.join(failed[:5])}{'...' if len(failed) > 5 else ''}); "
-                    f"{'every wave' if plan.rollback == 'all' else 'that wave'} was rolled back",
-                    hint=f"edgeify rollout status {rid}  (each device's verdict and what it runs now)")
+                _fail_wave(rs, rid, w, failed, devices, progress, parallel, connect)
             if unreachable:
                 rs.set_state(rid, "paused", paused_wave=w, unreachable=unreachable)
                 raise UnreachableError(
@@ -202,6 +228,58 @@ def _drive(rs: RolloutStore, rid: str, devices: dict[str, Device], *, progress: 
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _soak_wave(rs: RolloutStore, rid: str, w: int, names: Sequence[str], progress: Progress) -> list[str]:
+    """Watch the wave's services on live traffic through Prometheus; returns the devices that failed (stored as
+    ``failed`` with their soak verdict). A Prometheus that stops answering pauses the rollout (exit 18)."""
+    plan = rs.get(rid).plan
+    assert plan.soak_s and plan.prometheus
+    progress(f"wave {w + 1}: soaking {len(names)} device(s) for {plan.soak_s:g} s on live traffic "
+             f"({plan.prometheus})")
+    try:
+        verdicts = soaking.soak(plan.prometheus, list(names), plan.soak_s, progress=progress)
+    except PrometheusError as exc:
+        rs.set_state(rid, "paused", paused_wave=w, soak_error=exc.message)
+        raise PrometheusError(f"rollout {rid} paused at wave {w + 1}: {exc.message}",
+                              hint=f"bring Prometheus back, then edgeify rollout resume {rid} (the wave soaks "
+                                   f"again), or edgeify rollout abort {rid}") from None
+    rec = rs.get(rid)
+    failed = []
+    for n in names:
+        v = verdicts[n]
+        detail = {**rec.device(n).detail, "soak": v}
+        if v["verdict"] == "pass":
+            rs.set_device(rid, n, "passed", detail=detail)
+            progress(f"  {n}: soak passed" + (f" (p95 {v['p95_ms']:.1f} ms, budget {v['budget_ms']:.1f} ms)"
+                                              if "p95_ms" in v and "budget_ms" in v else f" ({v.get('note', '')})"))
+        else:
+            rs.set_device(rid, n, "failed", detail=detail)
+            if v["verdict"] == "fail":
+                failed.append(n)
+            progress(f"  {n}: soak {'FAILED' if v['verdict'] == 'fail' else 'stopped'}: {v.get('reason')}")
+    if not failed:
+        rs.set_state(rid, "running", soaked=[*rec.detail.get("soaked", []), w])
+    return failed
+
+
+def _fail_wave(rs: RolloutStore, rid: str, w: int, failed: Sequence[str], devices: dict[str, Device],
+               progress: Progress, parallel: int | None, connect: dict[str, Any]) -> None:
+    """Roll back the failed wave (or every wave so far), then stop with exit 17."""
+    rec = rs.get(rid)
+    plan = rec.plan
+    names = plan.waves[w]
+    scope = [n for ws in plan.waves[:w + 1] for n in ws] if plan.rollback == "all" else list(names)
+    progress(f"wave {w + 1} failed on {', '.join(failed)}: rolling back {len(scope)} device(s)")
+    t0 = time.monotonic()
+    _roll_back(rs, rec, scope, devices, progress, parallel, connect)
+    rs.set_state(rid, "failed", failed_wave=w, failed_devices=list(failed),
+                 rollback_seconds=round(time.monotonic() - t0, 3))
+    raise RolloutGateError(
+        f"rollout {rid}: wave {w + 1} of {len(plan.waves)} failed its gate on "
+        f"{len(failed)} device(s) ({', '.join(failed[:5])}{'...' if len(failed) > 5 else ''}); "
+        f"{'every wave' if plan.rollback == 'all' else 'that wave'} was rolled back",
+        hint=f"edgeify rollout status {rid}  (each device's verdict and what it runs now)")
 
 
 def _read_fleet(rs: RolloutStore, rid: str, plan: Plan, devices: dict[str, Device], parallel: int | None,
@@ -227,6 +305,13 @@ def _one_device(rs: RolloutStore, rid: str, plan: Plan, dev: Device, local: Loca
         try:
             if not detail.get("baseline_read"):
                 inst = installed(dev, plan.name, **connect)
+                if plan.app:
+                    running = app_on_device(dev, plan.name, **connect)
+                    if running is None or running.get("app") != plan.app:
+                        raise ConfigError(
+                            f"{dev.name} runs no {plan.app} app named {plan.name!r}: a rollout with --app "
+                            "restarts the app a device runs", hint=f"edgeify deploy BUNDLE --device {dev.name} "
+                                                                   f"--app {plan.app} --port PORT, first")
                 detail.update(baseline_read=True)
                 rs.set_device(rid, dev.name, "deploying", previous_digest=inst["current"],
                               running_digest=inst["current"], detail=detail)
@@ -241,8 +326,9 @@ def _one_device(rs: RolloutStore, rid: str, plan: Plan, dev: Device, local: Loca
             if prev is None or prev == plan.bundle_digest:
                 detail["gate"] = {"verdict": "pass", "note": "no previous version on the device: nothing to "
                                   "compare against" if prev is None else "the device already ran this bundle"}
-                rs.set_device(rid, dev.name, "passed", detail=detail)
-                progress(f"  {dev.name}: passed ({detail['gate']['note']})")
+                ok = _restart(dev, plan, detail, progress, connect)
+                rs.set_device(rid, dev.name, "passed" if ok else "failed", detail=detail)
+                progress(f"  {dev.name}: {'passed' if ok else 'FAILED'} ({detail['gate']['note']})")
                 return
             verdict = gate_device(dev, plan, settings, progress=progress, **connect)
             detail["gate"] = verdict.to_dict()
@@ -251,6 +337,8 @@ def _one_device(rs: RolloutStore, rid: str, plan: Plan, dev: Device, local: Loca
                 acc = accuracy_device(dev, plan, report, evalset[0], evalset[1], evalset[2], **connect)
                 detail["accuracy"] = acc
                 ok = acc["passed"]
+            if ok:
+                ok = _restart(dev, plan, detail, progress, connect)
             rs.set_device(rid, dev.name, "passed" if ok else "failed", detail=detail)
             acc_text = (f", accuracy drop {detail['accuracy']['drop']:.2f} pt ({detail['accuracy']['measure']})"
                         if "accuracy" in detail else "")
@@ -277,6 +365,22 @@ def _one_device(rs: RolloutStore, rid: str, plan: Plan, dev: Device, local: Loca
             return
 
 
+def _restart(dev: Device, plan: Plan, detail: dict[str, Any], progress: Progress, connect: dict[str, Any]) -> bool:
+    """With ``--app``: the device's app restarted on the new bundle and healthy, else the device fails (the app's
+    error and log tail in ``detail["app"]``). An unreachable device raises (retried)."""
+    if not plan.app:
+        return True
+    try:
+        detail["app"] = restart_app(dev, plan, plan.bundle_digest, unless_running=True, **connect)
+    except EdgeifyError as exc:
+        if is_unreachable(exc):
+            raise
+        detail["app"] = {"error": exc.message, "log_tail": (getattr(exc, "info", None) or {}).get("log_tail")}
+        progress(f"  {dev.name}: the {plan.app} app is not healthy on the new bundle: {exc.message}")
+        return False
+    return True
+
+
 def _roll_back(rs: RolloutStore, rec: RolloutRecord, names: Sequence[str], devices: dict[str, Device],
                progress: Progress, parallel: int | None, connect: dict[str, Any]) -> None:
     new = rec.plan.bundle_digest
@@ -295,6 +399,12 @@ def _roll_back(rs: RolloutStore, rec: RolloutRecord, names: Sequence[str], devic
             try:
                 now = put_back(dev, rec.plan.name, expect_current=new, restore=r.previous_digest, **connect)
                 detail["rollback"] = {"restored": now}
+                if rec.plan.app:  # the service back on the restored bundle (left alone if it never left it)
+                    try:
+                        detail["rollback"]["app"] = restart_app(dev, rec.plan, now, unless_running=True, **connect)
+                    except EdgeifyError as exc:
+                        detail["rollback"]["app_error"] = exc.message
+                        progress(f"  {dev.name}: the {rec.plan.app} app did not come back healthy: {exc.message}")
                 rs.set_device(rec.id, dev.name, "rolled-back", running_digest=now, detail=detail)
                 progress(f"  {dev.name}: rolled back to {now[:12]}")
                 return
