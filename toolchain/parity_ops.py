@@ -10,6 +10,12 @@ so the first divergent op is where the error enters.
 
 Verdict: inf/NaN in the built tensor where the source is finite, in an fp16 build, is an fp16 overflow; a large
 error in an int8 build is int8 range/resolution; a large error in an fp32 build is the conversion itself.
+
+Source modules: each source node's PyTorch module (``features.3`` / ``nn.Conv2d``) comes from the bundle's
+``facts.source_modules`` (the export step's record), else from the reference ONNX's own node metadata or scope
+names (``steps._source_modules``); an ONNX source without either is named by its nodes. Modules are ranked by the
+error they add: an op's relative error minus the largest relative error of its inputs (what entered it), summed
+per module, so a module downstream of the damage is not blamed for error it only passed on.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgeify_runtime.profile.modules import SourceMap, SourceModule
+
+from .steps._source_modules import node_modules
 
 #: relative error (max |built - source| / max |source|) above which an op's output counts as divergent
 REL_LIMIT = {"fp32": 1e-3, "fp16": 1e-2, "bf16": 5e-2}
@@ -37,6 +46,17 @@ class OpDivergence:
     source_max_abs: float
     nonfinite: int  # built values that are inf/NaN where the source is finite
     cause: str
+    module: str | None = None  # the source module (PyTorch path; "" the model's own forward) the op came from
+    module_type: str | None = None
+    #: relative error this op adds over the largest relative error of its inputs
+    added: float | None = None
+
+    @property
+    def where(self) -> str:
+        """``node_Conv_38 (Conv) in features.0 (nn.Conv2d)``: the op in the user's own names."""
+        at = "" if self.module is None else f" in {self.module or '(root)'}" + (
+            f" ({self.module_type})" if self.module_type else "")
+        return f"{self.name} ({self.type}){at}"
 
 
 @dataclass(frozen=True)
@@ -47,25 +67,56 @@ class OpParity:
     verdict: str | None = None
     note: str | None = None
     checked: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    #: source modules ranked by the error they add: {module, type, ops, error_added, share, max_rel, first_op}
+    modules: tuple[dict[str, Any], ...] = ()
+    #: where the module names come from ("" when the source names none: ``modules`` then ranks nodes)
+    modules_from: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("checked")
+        out["first_divergent"] = self.first.where if self.first is not None else None
         return out
+
+    @property
+    def first(self) -> OpDivergence | None:
+        """The first op (in the source's order) whose output diverges on its own (not downstream of another)."""
+        return next((d for d in self.divergent if not d.cause.startswith("downstream")), None)
 
     def table(self, limit: int = 5) -> str:
         if not self.divergent:
             head = f"per-op parity: {self.matched} of {self.source_tensors} source tensors matched, none diverges"
-            return head + (f" ({self.note})" if self.note else "")
-        lines = [f"first divergent ops (of {self.matched} tensors matched by name with the source):",
-                 f"  {'op':<34} {'type':<14} {'max abs err':>12} {'rel':>9} {'inf/nan':>7}  cause"]
+            return "\n".join([head + (f" ({self.note})" if self.note else ""), *self._module_lines(limit)])
+        lines = [f"first diverging op: {self.first.where}" if self.first is not None else "",
+                 f"first divergent ops (of {self.matched} tensors matched by name with the source):",
+                 f"  {'op':<28} {'module':<22} {'type':<12} {'max abs err':>11} {'rel':>8} {'inf/nan':>7}  cause"]
         for d in self.divergent[:limit]:
             mx = "-" if d.max_abs is None else f"{d.max_abs:.4g}"
             rel = "-" if d.rel is None else f"{d.rel:.3g}"
-            lines.append(f"  {d.name[:34]:<34} {d.type[:14]:<14} {mx:>12} {rel:>9} {d.nonfinite:>7}  {d.cause}")
+            mod = "-" if d.module is None else (d.module or "(root)")
+            lines.append(f"  {_cut(d.name, 28):<28} {_cut(mod, 22):<22} {d.type[:12]:<12} {mx:>11} {rel:>8} "
+                         f"{d.nonfinite:>7}  {d.cause}")
         if self.verdict:
             lines.append(f"looks like: {self.verdict}")
-        return "\n".join(lines)
+        return "\n".join([ln for ln in lines if ln] + self._module_lines(limit))
+
+    def _module_lines(self, limit: int) -> list[str]:
+        rows = [m for m in self.modules if (m.get("error_added") or 0) > 0][:limit]
+        if not rows:
+            return []
+        what = "source modules" if self.modules_from else "source nodes (the source records no modules)"
+        lines = [f"{what} by the error they add (relative error over their inputs', summed):",
+                 f"  {'module' if self.modules_from else 'node':<36} {'type':<16} {'ops':>4} {'added':>9} "
+                 f"{'share':>6} {'max rel':>8}"]
+        for m in rows:
+            name = m["module"] or "(root)"
+            lines.append(f"  {_cut(name, 36):<36} {_cut(m.get('type') or '', 16):<16} {m['ops']:>4} "
+                         f"{m['error_added']:>9.3g} {m['share']:>6.1%} {m['max_rel']:>8.3g}")
+        return lines
+
+
+def _cut(s: str, n: int) -> str:
+    return s if len(s) <= n else s[:n // 2 - 1] + "…" + s[-(n - n // 2):]
 
 
 # -- intermediate tensors ------------------------------------------------------------------------------------
@@ -128,21 +179,57 @@ def _cause(precision: str, nonfinite: int, source_max: float, rel: float | None)
     return "conversion: fp32 values differ"
 
 
+def _modules_of(nodes: list[Any], source_map: SourceMap | None) -> tuple[dict[str, SourceModule], str]:
+    """Source node name -> module: the bundle's record, else the reference ONNX's own metadata."""
+    if source_map:
+        got = {n.name: m for n in nodes if (m := source_map.get(n.name)) is not None}
+        if got:
+            return got, "the bundle's facts.source_modules"
+    got = node_modules(nodes)
+    return got, ("the source ONNX's node metadata" if got else "")
+
+
+def _rank_modules(checked: list[dict[str, Any]], by_module: bool) -> tuple[dict[str, Any], ...]:
+    """Modules (or, without a module map, nodes) ranked by the relative error their ops add."""
+    groups: dict[str, dict[str, Any]] = {}
+    for row in checked:
+        key = row["module"] if by_module else row["name"]
+        if by_module and key is None:
+            continue
+        g = groups.setdefault(key, {"module": key, "type": row["module_type"] if by_module else row["type"],
+                                    "ops": 0, "error_added": 0.0, "max_rel": 0.0, "first_op": row["name"]})
+        g["ops"] += 1
+        g["error_added"] += row["added"] or 0.0
+        g["max_rel"] = max(g["max_rel"], row["rel"] or 0.0)
+    total = sum(g["error_added"] for g in groups.values())
+    for g in groups.values():
+        g["share"] = round(g["error_added"] / total, 4) if total > 0 else 0.0
+        g["error_added"] = float(f"{g['error_added']:.6g}")
+        g["max_rel"] = float(f"{g['max_rel']:.6g}")
+    return tuple(sorted(groups.values(), key=lambda g: (-g["error_added"], -g["max_rel"])))
+
+
 def compare_ops(source_onnx: Path, built: Path, engine: str, precision: str,
-                feeds: dict[str, np.ndarray]) -> OpParity:
-    """Per-op comparison of ``built`` (the artifact file) against ``source_onnx`` on ``feeds`` (float inputs)."""
+                feeds: dict[str, np.ndarray], source_map: SourceMap | None = None) -> OpParity:
+    """Per-op comparison of ``built`` (the artifact file) against ``source_onnx`` on ``feeds`` (float inputs);
+    ``source_map``: the bundle's record of source modules (else the source ONNX's own metadata is read)."""
     ref, nodes = _onnx_all_outputs(source_onnx, feeds)
+    modules, modules_from = _modules_of(nodes, source_map)
     names = set(ref) - set(feeds)
     got = _built_outputs(built, engine, precision, feeds, names)
     if got is None:
         return OpParity(0, len(names), note=f"no per-op comparison for engine {engine} (its adapter has no "
-                                             "intermediate-tensor dump)")
+                                             "intermediate-tensor dump)", modules_from=modules_from)
     limit = REL_LIMIT_INT8 if precision.startswith("int8") or precision == "int16x8" else REL_LIMIT.get(precision, 1e-3)
     divergent: list[OpDivergence] = []
     checked: list[dict[str, Any]] = []
     matched = 0
     tainted: set[str] = set()  # tensors computed from a divergent op's output
+    rel_of: dict[str, float] = {}  # tensor -> relative error (what enters the ops that read it)
     for node in nodes:
+        entering = max((rel_of.get(i, 0.0) for i in node.input), default=0.0)
+        rel_of.update((t, entering) for t in node.output)  # an output the engine fused away passes error on
+        mod = modules.get(node.name)
         if any(i in tainted for i in node.input):
             tainted.update(node.output)
         for t in node.output:
@@ -163,8 +250,13 @@ def compare_ops(source_onnx: Path, built: Path, engine: str, precision: str,
             ok = finite & np.isfinite(g)
             mx = float(np.max(np.abs(g[ok] - r64[ok]))) if ok.any() else None
             rel = mx / src_max if mx is not None and src_max > 0 else (None if mx is None else 0.0)
+            level = float("inf") if nonfinite else (rel or 0.0)
+            rel_of[t] = level
+            added = max(0.0, level - entering) if np.isfinite(level) else (0.0 if entering == level else 1.0)
             row = {"name": node.name or t, "type": node.op_type, "tensor": t, "max_abs": mx, "rel": rel,
-                   "source_max_abs": src_max, "nonfinite": nonfinite}
+                   "source_max_abs": src_max, "nonfinite": nonfinite,
+                   "module": None if mod is None else mod.path, "module_type": None if mod is None else
+                   (mod.type or None), "added": round(added, 9)}
             checked.append(row)
             if nonfinite or (rel is not None and rel > limit):
                 cause = ("downstream of " + next(d.name for d in divergent if d.cause[:10] != "downstream")
@@ -175,16 +267,18 @@ def compare_ops(source_onnx: Path, built: Path, engine: str, precision: str,
     if divergent:
         first = divergent[0]
         kind = "conversion" if first.cause.startswith("conversion") else "precision"
-        verdict = f"{kind} ({first.cause}) starting at {first.name} ({first.type})"
+        verdict = f"{kind} ({first.cause}) starting at {first.where}"
     note = None if matched else "the converter kept no tensor names that match the source's"
-    return OpParity(matched, len(names), tuple(divergent), verdict, note, tuple(checked))
+    return OpParity(matched, len(names), tuple(divergent), verdict, note, tuple(checked),
+                    _rank_modules(checked, bool(modules)), modules_from)
 
 
 def explain_bundle(source_onnx: Path, bundle: Path, feeds: dict[str, np.ndarray]) -> OpParity:
     from edgeify_runtime.manifest import Manifest
 
     m = Manifest.read(bundle)
-    return compare_ops(source_onnx, bundle / m.engine.artifact, m.engine.name, m.precision, feeds)
+    return compare_ops(source_onnx, bundle / m.engine.artifact, m.engine.name, m.precision, feeds,
+                       SourceMap.from_manifest(m))
 
 
 _HINTS = {

@@ -8,6 +8,7 @@ from pathlib import Path
 from edgeify.errors import ConversionError, InputSignatureError
 from pydantic import Field
 
+from ._source_modules import SourceModulesFacts, fx_modules, source_modules
 from .base import SOURCE_MODEL, Artifact, BuildContext, Step, StepConfig, fault_point
 from .records import ExportFacts, FixedDim, Signature
 
@@ -25,7 +26,7 @@ class OnnxExport(Step):
     Config = OnnxExportConfig
     consumes = (SOURCE_MODEL,)
     produces = "onnx"
-    facts = (ExportFacts,)
+    facts = (ExportFacts, SourceModulesFacts)
     tools = ("torch", "onnx", "onnxscript")
     precision_sensitive = False
     config: OnnxExportConfig
@@ -37,6 +38,7 @@ class OnnxExport(Step):
         src = ctx.source
         out = out_dir / "model.onnx"
         upgraded_from: int | None = None
+        fx: dict[str, tuple[str, str]] = {}  # FX node -> module (dynamo exports), for nodes the optimizer fused
         if src.kind == "onnx":
             model = src.load()
             _refuse_custom_ops(ctx, model)
@@ -55,7 +57,7 @@ class OnnxExport(Step):
             exporter = "none (ONNX source)"
             save_single_file(model, out)
         else:
-            exporter = self._export_torch(ctx, out)
+            exporter = self._export_torch(ctx, out, fx)
         model = onnx.load(str(out))
         if self.config.max_opset is not None and opset_of(model) > self.config.max_opset:
             model = self._limit_opset(ctx, model, out)
@@ -67,9 +69,10 @@ class OnnxExport(Step):
             save_single_file(model, out)
         inputs, outputs = signature(model, torch_source=src.is_torch)
         export = ExportFacts(exporter, opset_of(model), upgraded_from, tuple(FixedDim.from_dict(f) for f in fixes))
-        return Artifact("onnx", (out,), Signature(tuple(inputs), tuple(outputs)), export=export)
+        return Artifact("onnx", (out,), Signature(tuple(inputs), tuple(outputs)), export=export,
+                        source_modules=source_modules(model, fx))  # module path per node: profiles, parity
 
-    def _export_torch(self, ctx: BuildContext, out: Path) -> str:
+    def _export_torch(self, ctx: BuildContext, out: Path, fx: dict[str, tuple[str, str]]) -> str:
         import torch
         from edgeify.noise import quiet_python_loggers
 
@@ -104,8 +107,10 @@ class OnnxExport(Step):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(target, args if src.kind != "exported-program" else (), str(out), dynamo=True,
-                                  external_data=False, dynamic_shapes=dyn, optimize=True, verbose=False, **common)
+                prog = torch.onnx.export(target, args if src.kind != "exported-program" else (), str(out),
+                                         dynamo=True, external_data=False, dynamic_shapes=dyn, optimize=True,
+                                         verbose=False, **common)
+            fx.update(fx_modules(getattr(prog, "exported_program", None)))
             return "torch.onnx (dynamo)"
         except Exception as exc:
             if src.kind == "exported-program":

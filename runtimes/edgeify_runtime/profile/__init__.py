@@ -33,6 +33,7 @@ from ..engines import ProfileRun, adapter_classes, create_adapter
 from ..errors import BundleError
 from ..fingerprint import default_threads
 from ..manifest import Manifest
+from .modules import SourceMap
 from .record import FALLBACK_WARN_SHARE, OpProfile, Placement, Profile, build_profile
 
 __all__ = ["DEFAULT_RUNS", "FALLBACK_WARN_SHARE", "OpProfile", "Placement", "Profile", "build_profile",
@@ -90,4 +91,4 @@ def profile_bundle(bundle: str | os.PathLike[str], *, feeds: Mapping[str, Any], 
                                                       workdir=work, timeout_s=timeout_s, overhead=overhead))
         finally:
             model.close()
-    return prof.with_latency(p50_ms)
+    return prof.with_latency(p50_ms).with_modules(SourceMap.from_manifest(manifest))  # source module per op

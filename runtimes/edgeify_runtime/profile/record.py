@@ -3,21 +3,28 @@
 JSON shape (``Profile.to_dict()``, stored in ``BenchResult.profile``)::
 
     {"engine": "onnxruntime", "source": "onnxruntime session profiling", "runs": 20,
-     "ops": [{"name", "type", "time_ms", "share", "placement", "precision", "fallback", "reason", "calls"}, ...],
-     "placement": {"intended", "counts", "fallback_ops": [{"name", "type", "placement", "reason", "share"}],
-                   "fallback_count", "fallback_share"},
+     "ops": [{"name", "type", "time_ms", "share", "placement", "precision", "fallback", "reason", "calls",
+              "module", "module_type", "module_at"}, ...],
+     "placement": {"intended", "counts", "fallback_ops": [{"name", "type", "placement", "reason", "share",
+                                                            "module"}], "fallback_count", "fallback_share"},
+     "modules": [{"module", "type", "at", "time_ms", "share", "ops"}, ...],  # only when the bundle maps them
      "time_ms_missing": null | "why the engine gives no per-op times",
      "overhead": {"profiled_run_ms", "ops_sum_ms", "unattributed_ms", "latency_p50_ms", "ops_sum_vs_p50", ...}}
 
 ``time_ms`` is the mean per inference over the profiled runs; ``share`` is ``time_ms`` over the sum of every op's
 ``time_ms``. Ops are one row per operator (never per delegate partition), sorted by time, slowest first (ops
-without a time keep execution order, after the timed ones). Standard library only.
+without a time keep execution order, after the timed ones). ``module`` is the source module the op came from
+(``features.3`` / ``nn.Conv2d``, from the bundle's ``facts.source_modules``: see ``modules.py``; null when the
+bundle records none or no recorded name fits the engine's); ``modules`` sums the op times per source module,
+slowest first. Standard library only.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
+
+from .modules import SourceMap
 
 #: fallback share above which ``bench --profile`` warns
 FALLBACK_WARN_SHARE = 0.2
@@ -40,6 +47,10 @@ class OpProfile:
     reason: str | None = None
     #: kernel invocations per inference (ORT may run a node more than once in a loop)
     calls: float | None = None
+    #: the source module the op came from (``features.3``; "" is the model's own forward), its class, its line
+    module: str | None = None
+    module_type: str | None = None
+    module_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,37 @@ class Profile:
         out = asdict(self)
         out["ops"] = [asdict(o) for o in self.ops]
         out["placement"]["fallback_ops"] = [dict(f) for f in self.placement.fallback_ops]
+        if any(o.module is not None for o in self.ops):
+            out["modules"] = self.by_module()
         return out
+
+    def by_module(self) -> list[dict[str, Any]]:
+        """Op time summed per source module, slowest first (ops no module was found for: ``module`` null)."""
+        groups: dict[str | None, dict[str, Any]] = {}
+        for o in self.ops:
+            g = groups.setdefault(o.module, {"module": o.module, "type": o.module_type, "at": o.module_at,
+                                             "time_ms": None, "ops": 0})
+            g["ops"] += 1
+            if o.time_ms is not None:
+                g["time_ms"] = (g["time_ms"] or 0.0) + o.time_ms
+        total = sum(g["time_ms"] or 0.0 for g in groups.values())
+        for g in groups.values():
+            g["share"] = round(g["time_ms"] / total, 6) if total and g["time_ms"] is not None else None
+            g["time_ms"] = None if g["time_ms"] is None else round(g["time_ms"], 6)
+        return sorted(groups.values(), key=lambda g: (g["time_ms"] is None, -(g["time_ms"] or 0.0), -g["ops"]))
+
+    def with_modules(self, source_map: SourceMap) -> Profile:
+        """Each op's source module from the bundle's map (unchanged when the map is empty)."""
+        if not source_map:
+            return self
+        ops = []
+        for o in self.ops:
+            m = source_map.lookup(o.name)
+            ops.append(o if m is None else replace(o, module=m.path, module_type=m.type or None,
+                                                   module_at=m.at or None))
+        mods = {o.name: o.module for o in ops}
+        fb = tuple({**f, "module": mods.get(str(f.get("name")))} for f in self.placement.fallback_ops)
+        return replace(self, ops=tuple(ops), placement=replace(self.placement, fallback_ops=fb))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Profile:
