@@ -146,8 +146,9 @@ def profile_ops(result: Any, top: int = 10) -> str | None:
     if not ops:
         return None
     ops = sorted(ops, key=lambda o: -(o.get("time_ms") or 0))[:top][::-1]
-    fig = go.Figure(go.Bar(x=[o.get("time_ms") or 0 for o in ops],
-                           y=[f"{o.get('name')} ({o.get('type')})" for o in ops], orientation="h",
+    fig = go.Figure(go.Bar(x=[o.get("time_ms") or 0 for o in ops],  # the source module first, when recorded
+                           y=[(f"{o['module'] or '(root)'} · " if o.get("module") is not None else "")
+                              + f"{o.get('name')} ({o.get('type')})" for o in ops], orientation="h",
                            marker_color=["#e63946" if o.get("fallback") else "#457b9d" for o in ops],
                            text=[f"{(o.get('share') or 0) * 100:.1f}%" for o in ops], textposition="auto"))
     fig.update_layout(**{**_LAYOUT, "height": 60 + 26 * len(ops), "margin": {"l": 220, "r": 15, "t": 40, "b": 40}},
@@ -156,4 +157,22 @@ def profile_ops(result: Any, top: int = 10) -> str | None:
     return _div(fig, "prof")
 
 
-__all__ = ["class_deltas", "distribution", "profile_ops", "run_front", "trends"]
+def profile_modules(result: Any, top: int = 10) -> str | None:
+    """Op time summed per source module (PyTorch sources: ``profile.modules``); None when the profile has none."""
+    import plotly.graph_objects as go
+
+    mods = [m for m in (result.profile or {}).get("modules") or [] if isinstance(m, dict)]
+    if not mods:
+        return None
+    mods = sorted(mods, key=lambda m: -(m.get("time_ms") or 0))[:top][::-1]
+    fig = go.Figure(go.Bar(x=[m.get("time_ms") or 0 for m in mods], orientation="h", marker_color="#2a9d8f",
+                           y=[("(not mapped)" if m.get("module") is None else (m["module"] or "(root)"))
+                              + (f" ({m['type']})" if m.get("type") else "") for m in mods],
+                           text=[f"{(m.get('share') or 0) * 100:.1f}% · {m.get('ops')} ops" for m in mods],
+                           textposition="auto"))
+    fig.update_layout(**{**_LAYOUT, "height": 60 + 26 * len(mods), "margin": {"l": 220, "r": 15, "t": 40, "b": 40}},
+                      title=f"#{result.result_id}: time by source module", xaxis_title="ms per inference")
+    return _div(fig, "prof")
+
+
+__all__ = ["class_deltas", "distribution", "profile_modules", "profile_ops", "run_front", "trends"]

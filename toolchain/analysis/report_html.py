@@ -111,7 +111,7 @@ def _result_block(r: Any) -> str:
              f"<h3>fingerprint</h3>{_kv_table(_fingerprint_view(r.fingerprint))}"
              + (f"<h3>device state during the run</h3>{_kv_table(_state_view(r.device_state))}" if r.device_state
                 else ""))
-    prof = F.profile_ops(r)
+    prof = (F.profile_ops(r) or "") + (F.profile_modules(r) or "")  # per op, then per source module
     return (f'<div class="result" id="result-{r.result_id}"><div>{head}{F.distribution(r)}{prof or ""}</div>'
             f'<div class="facts">{facts}</div></div>')
 
