@@ -31,7 +31,8 @@ class InspectReport:
     #: op type -> count, and where the histogram comes from
     op_histogram: dict[str, int] = field(default_factory=dict)
     histogram_of: str = ""
-    #: the engine's report on a quick build: {"source", "intended", "counts", "not_accelerated": [...], ...}
+    #: the engine's report on a quick build: {"source", "intended", "counts", "not_accelerated": [...],
+    #: "source_modules": [{"module", "type", "at", "ops": ["name (type)"]}] (PyTorch sources), ...}
     engine_report: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,6 +77,12 @@ def engine_report(bundle: Path) -> dict[str, Any]:
         "ops": len(prof.ops), "not_accelerated": list(prof.placement.fallback_ops),
         "engine_types": dict(Counter(o.type for o in prof.ops).most_common()),
     }
+    if any(o.module is not None for o in prof.ops):  # the source module each engine op came from
+        by: dict[str | None, dict[str, Any]] = {}
+        for o in prof.ops:
+            g = by.setdefault(o.module, {"module": o.module, "type": o.module_type, "at": o.module_at, "ops": []})
+            g["ops"].append(f"{o.name} ({o.type})")
+        report["source_modules"] = list(by.values())
     unsupported = create_adapter(m.engine.name, m.engine.min_version).unsupported_ops(bundle / m.engine.artifact)
     if unsupported is not None:  # the engine's own statement of what it supports (EngineAdapter.unsupported_ops)
         report["unsupported_on_cpu"] = unsupported

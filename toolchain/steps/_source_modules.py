@@ -30,6 +30,10 @@ from .facts import StepFacts
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _FX_ARG = re.compile(r"args = \(%([A-Za-z0-9_]+)")
+#: an activation engines fuse into the op before it, and the ops it is fused into: the fused op is named after the
+#: activation's output tensor (ONNX Runtime ``relu_1_nchwc``), so that tensor points at the producer's module
+_FUSED_ACT = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}
+_FUSES_ACT = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 class SourceModulesFacts(StepFacts):
@@ -136,6 +140,11 @@ def source_modules(model: Any, fx: Mapping[str, tuple[str, str]] | None = None) 
                 names.setdefault(out, i)
     if not names:
         return None
+    producer = {o: n for n in nodes for o in n.output}
+    for node in nodes:
+        src = producer.get(node.input[0]) if node.op_type in _FUSED_ACT and node.input else None
+        if src is not None and src.op_type in _FUSES_ACT and src.name in names and node.output:
+            names[node.output[0]] = names[src.name]
     modules = [list(k) for k in sorted(index, key=index.__getitem__)]
     return SourceModulesFacts(origin=origin, modules=modules, names=names)
 
