@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeify_runtime.manifest import FORMAT_NAME, MANIFEST_NAME, REPORT_NAME, Manifest, sha256_file
 
-from . import __version__
+from .version import __version__
 from .steps.facts import write_facts
 
 if TYPE_CHECKING:

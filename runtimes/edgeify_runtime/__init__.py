@@ -40,15 +40,46 @@ are in the repository's ``examples/apps/``.
 
 from __future__ import annotations
 
-from .engines import available_engines
-from .errors import BundleError, EdgeifyRuntimeError, EngineMissingError, InputSignatureError
-from .fingerprint import fingerprint as device_fingerprint
-from .manifest import SCHEMA_VERSION, Manifest, TensorSpec
-from .session import CPUFallbackWarning, Model, load
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .engines import available_engines
+    from .errors import BundleError, EdgeifyRuntimeError, EngineMissingError, InputSignatureError
+    from .fingerprint import fingerprint as device_fingerprint
+    from .manifest import SCHEMA_VERSION, Manifest, TensorSpec
+    from .session import CPUFallbackWarning, Model, load
 
 #: keep equal to ``version`` in runtimes/pyproject.toml (a test checks); hard-coded so that a copied (not
 #: installed) package still knows its version
 __version__ = "0.1.0"
+
+#: public name -> (module, attribute): found on first use (PEP 562), so that importing one module of the package
+#: (``edgeify_runtime.errors``, ``.manifest``) does not load numpy and the session
+_PUBLIC = {"available_engines": ("engines", "available_engines"), "BundleError": ("errors", "BundleError"),
+           "EdgeifyRuntimeError": ("errors", "EdgeifyRuntimeError"),
+           "EngineMissingError": ("errors", "EngineMissingError"),
+           "InputSignatureError": ("errors", "InputSignatureError"),
+           "device_fingerprint": ("fingerprint", "fingerprint"), "SCHEMA_VERSION": ("manifest", "SCHEMA_VERSION"),
+           "Manifest": ("manifest", "Manifest"), "TensorSpec": ("manifest", "TensorSpec"),
+           "CPUFallbackWarning": ("session", "CPUFallbackWarning"), "Model": ("session", "Model"),
+           "load": ("session", "load")}
+
+
+def __getattr__(name: str) -> Any:
+    where = _PUBLIC.get(name)
+    if where is None:
+        return _submodule(name)
+    return getattr(importlib.import_module(f"{__name__}.{where[0]}"), where[1])
+
+
+def _submodule(name: str) -> Any:
+    """``edgeify_runtime.session`` after a bare ``import edgeify_runtime``, as when the package imported it."""
+    if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return importlib.import_module(f"{__name__}.{name}")
+
 
 __all__ = [
     "SCHEMA_VERSION",
