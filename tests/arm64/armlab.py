@@ -3,7 +3,7 @@
     python tests/arm64/armlab.py build            # build (or reuse) the cached root tarball
     python tests/arm64/armlab.py start [--address 127.0.0.5]   # start sshd in it (prints how to connect)
 
-The root has Python 3.11, numpy, onnxruntime and ai-edge-litert (aarch64 wheels installed from the host with
+The root has Python 3.11, numpy, onnxruntime, ai-edge-litert and ncnn (aarch64 wheels installed from the host with
 ``pip --target``), and openssh-server. edgeify's device-side runtime is *not* installed: the deployer copies it.
 Building takes 4-6 minutes (debootstrap under emulation) and is cached as a tarball keyed by its recipe under
 ``$EDGEIFY_ARM64_CACHE`` (default ``~/.cache/edgeify-tests``). Everything started is stopped by PID; every mount
@@ -36,7 +36,9 @@ from _tiers import starting  # noqa: E402  (a test that starts the emulated devi
 
 SUITE = "bookworm"
 DEB_PACKAGES = ("python3", "python3-venv", "openssh-server")
-WHEELS = ("numpy==2.4.6", "onnxruntime==1.32.0", "ai-edge-litert==2.3.0")
+# the engines a Pi-class device would have pip-installed (ncnn: the ncnn plugin's engine; ExecuTorch is not here:
+# its Python runtime links libtorch, and torch's aarch64 wheel is a CUDA build, see test_arm64_engines.py)
+WHEELS = ("numpy==2.4.6", "onnxruntime==1.32.0", "ai-edge-litert==2.3.0", "ncnn==1.0.20261020")
 PLATFORMS = [f"manylinux_2_{n}_aarch64" for n in (17, 27, 28, 31, 34, 35, 36)] + ["manylinux2014_aarch64"]
 SITE = "/opt/site"
 RECIPE_VERSION = 1

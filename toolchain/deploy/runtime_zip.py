@@ -2,7 +2,8 @@
 checks and installs that zip. Everything else runs from the zip (``python -m edgeify_runtime.<module>``).
 
 ``WORKDIR/runtime/edgeify_runtime-<version>-<hash16>.zip`` is cached by content hash; Python imports it
-straight from the zip (``PYTHONPATH``), so nothing is pip-installed on the device.
+straight from the zip (``PYTHONPATH``), so nothing is pip-installed on the device. The zip also carries the
+device half of every installed engine plugin (its ``edgeify_runtime.engines`` adapter package and entry points).
 """
 
 from __future__ import annotations
@@ -145,17 +146,56 @@ def _runtime_dist_info(version: str) -> list[tuple[str, str]]:
             (f"{base}/entry_points.txt", eps)]
 
 
+def plugin_device_parts() -> tuple[list[tuple[str, Path]], list[tuple[str, str]]]:
+    """The device halves of installed engine plugins, for the zip: every distribution other than edgeify-runtime
+    that registers an adapter in ``edgeify_runtime.engines`` contributes the top-level package its entry points
+    name (its ``.py`` files: a device half is pure Python over edgeify_runtime and its engine's own wheel) and a
+    dist-info with those entry points, so the device's engine registry finds the plugin in the zip as on the host.
+    The engine's own wheel (e.g. ``ncnn``) is the device's to install, as onnxruntime is."""
+    from importlib import metadata, util
+
+    from edgeify_runtime.engines import GROUP, entry_points
+
+    by_dist: dict[str, list[tuple[str, str]]] = {}
+    for name, value, dist in entry_points(GROUP):
+        if dist.lower().replace("_", "-") != "edgeify-runtime":
+            by_dist.setdefault(dist, []).append((name, value))
+    files: list[tuple[str, Path]] = []
+    texts: list[tuple[str, str]] = []
+    for dist, eps in sorted(by_dist.items()):
+        for top in sorted({value.partition(":")[0].strip().split(".")[0] for _, value in eps} - {"edgeify_runtime"}):
+            spec = util.find_spec(top)
+            if spec is None:
+                continue
+            if spec.submodule_search_locations:
+                root = Path(next(iter(spec.submodule_search_locations))).resolve()
+                files += [(f"{top}/{p.relative_to(root).as_posix()}", p) for p in sorted(root.rglob("*.py"))
+                          if "__pycache__" not in p.parts]
+            elif spec.origin and spec.origin.endswith(".py"):
+                files.append((f"{top}.py", Path(spec.origin)))
+        version = metadata.version(dist)
+        base = f"{dist.replace('-', '_')}-{version}.dist-info"
+        texts += [(f"{base}/METADATA", f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"),
+                  (f"{base}/entry_points.txt", f"[{GROUP}]\n" + "".join(f"{n} = {v}\n" for n, v in eps))]
+    return files, texts
+
+
 @functools.lru_cache(maxsize=1)
 def _runtime_zip() -> tuple[bytes, str, str]:
     import edgeify_runtime
 
+    plugin_files, plugin_texts = plugin_device_parts()
+    seen: set[str] = set()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for rel, path in _runtime_sources():
+        for rel, path in [*_runtime_sources(), *plugin_files]:
+            if rel in seen:  # a plugin never overwrites the runtime's own modules
+                continue
+            seen.add(rel)
             info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             zf.writestr(info, path.read_bytes())
-        for rel, text in _runtime_dist_info(edgeify_runtime.__version__):
+        for rel, text in [*_runtime_dist_info(edgeify_runtime.__version__), *plugin_texts]:
             info = zipfile.ZipInfo(rel, date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
             zf.writestr(info, text.encode("utf-8"))
@@ -164,8 +204,8 @@ def _runtime_zip() -> tuple[bytes, str, str]:
 
 
 def runtime_package() -> RuntimePackage:
-    """The installed ``edgeify_runtime`` as a zip (sources only, fixed timestamps: same sources, same bytes),
-    written once to edgeify's cache dir."""
+    """The installed ``edgeify_runtime`` as a zip (sources only, fixed timestamps: same sources, same bytes) with
+    the device halves of installed engine plugins (``plugin_device_parts``), written once to edgeify's cache dir."""
     from ..paths import cache_dir
 
     data, digest, version = _runtime_zip()
@@ -226,4 +266,5 @@ def install_runtime(site: _Site, *, on_progress: ProgressCallback | None = None,
                            python=str(info.get("python") or ""))
 
 
-__all__ = ["BOOTSTRAP", "RuntimeOnDevice", "RuntimePackage", "bootstrap", "install_runtime", "runtime_package"]
+__all__ = ["BOOTSTRAP", "RuntimeOnDevice", "RuntimePackage", "bootstrap", "install_runtime", "plugin_device_parts",
+           "runtime_package"]
