@@ -45,6 +45,7 @@ def write_chosen(c: Candidate, runtime: str, out: Path, result: OptimizeResult, 
             "settings": {**({"threads": threads} if threads else {}), **c.settings.options},
             "latency_ms": c.latency_ms or c.screen_latency_ms, "accuracy_drop": c.accuracy_drop,
             "candidates": len(result.candidates), "stopped": result.stopped,
+            "compression": c.compression,  # optimize --compress: what was done, accuracy against the original
         }
         # `updated` validates it as a reader does (files and digest untouched); written in staging, then published
         manifest.updated(engine=engine, quantization=quant, optimize=optimize).write(staging)

@@ -1,0 +1,133 @@
+"""``edgeify optimize --compress`` (issue 25): compression as rungs of the search, on the digits CNN trained here
+(the ``cz`` fixture of tests/test_compress.py). The refusals run no build; the search tests train for real (by
+epochs, never by wall time) and measure on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _kit import run_cli
+from test_compress import cz  # noqa: F401  (the module fixture: trained digits CNN + data)
+
+UNTRAINED = '''
+import sys
+sys.path.insert(0, {examples!r})
+from model import DigitsCNN
+
+
+def untrained():
+    return DigitsCNN().eval()
+'''
+
+
+@pytest.fixture
+def untrained(tmp_path: Path) -> dict[str, Path]:
+    """A module.py:factory of the (untrained) digits CNN and data files: enough for the refusals (no build)."""
+    from _kit import REPO
+
+    (tmp_path / "untrained.py").write_text(UNTRAINED.format(examples=str(REPO / "examples" / "digits")))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", x=rng.random((16, 1, 8, 8), dtype=np.float32), labels=np.arange(16) % 10)
+    np.savez(tmp_path / "nolabels.npz", x=rng.random((16, 1, 8, 8), dtype=np.float32))
+    return {"model": tmp_path / "untrained.py", "data": tmp_path / "x.npz", "nolabels": tmp_path / "nolabels.npz"}
+
+
+def _optimize(u: dict[str, Path], out: Path, *extra: str):
+    return run_cli("optimize", f"{u['model']}:untrained", "--input-shape", "1,1,8,8", "--target", "x86-avx512",
+                   "--engine", "onnxruntime", "-p", "int8", "--calib", str(u["data"]), "-o", str(out), *extra)
+
+
+def test_compress_refusals_before_any_build(untrained: dict[str, Path], tmp_path: Path, results_db: Path) -> None:
+    import edgeify
+    from edgeify.errors import DataError, UsageError
+
+    out = tmp_path / "out"
+    no_train = _optimize(untrained, out, "--eval", str(untrained["data"]), "--compress", "prune,distill")
+    assert no_train.returncode == 2, no_train.stderr[-2000:]
+    assert "needs training data" in no_train.stderr and "--train" in no_train.stderr
+    assert "building" not in no_train.stderr  # refused up front
+    lines: list[str] = []
+
+    def opt(**kw):
+        return edgeify.optimize(f"{untrained['model']}:untrained", target="x86-avx512", out=out,
+                                calib=untrained["data"], input_shapes=["1,1,8,8"], engines=["onnxruntime"],
+                                precisions=["int8"], progress=lines.append, **kw)
+
+    with pytest.raises(UsageError, match="shrink"):
+        opt(eval=untrained["data"], train=untrained["data"], compress="prune,shrink")
+    with pytest.raises(UsageError, match="--compress"):
+        opt(eval=untrained["data"], train=untrained["data"])
+    with pytest.raises(UsageError, match="labelled --eval"):
+        opt(eval=untrained["nolabels"], train=untrained["data"], compress="qat")
+    with pytest.raises(DataError, match=r"nope\.npz") as missing:
+        opt(eval=untrained["data"], train=tmp_path / "nope.npz", compress="prune,distill")
+    assert missing.value.exit_code == 7  # as for --calib
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.full((4, 1, 8, 8), np.nan, np.float32))
+    with pytest.raises(DataError, match=r"bad\.npz"):
+        opt(eval=untrained["data"], train=bad, compress="qat")
+    assert not any("building" in m for m in lines)
+    assert not out.exists() and not list(tmp_path.glob(".edgeify-optimize-*"))
+
+
+def test_compress_parse() -> None:
+    from edgeify.errors import UsageError
+    from edgeify.optimize.compress_rungs import RATIOS, parse_compress
+
+    assert parse_compress(None, None) is None
+    req = parse_compress(" prune , distill,qat ", "t.npz", "30s", 2)
+    assert req.phases == ("prune", "distill", "qat") and req.prunes and req.qat and req.ratios == RATIOS
+    assert req.train_seconds == 30.0 and req.epochs == 2
+    with pytest.raises(UsageError, match="distillation fine-tunes a pruned student"):
+        parse_compress("distill", "t.npz")
+    with pytest.raises(UsageError, match="not a duration"):
+        parse_compress("qat", "t.npz", "soon")
+
+
+@pytest.mark.slow
+def test_optimize_compress_prune_distill(cz: dict[str, Path], tmp_path: Path, results_db: Path,  # noqa: F811
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """One prune ratio (0.5) + distillation beside the uncompressed int8 search: every candidate says its
+    compression (None when not compressed), the compressed ones' drop is against the ORIGINAL model, and only
+    those on the Pareto front may be chosen."""
+    import edgeify
+    from edgeify.optimize import compress_rungs
+
+    monkeypatch.setattr(compress_rungs, "RATIOS", (0.5,))
+    lines: list[str] = []
+    res = edgeify.optimize(f"{cz['factory']}:trained", target="x86-avx512", out=tmp_path / "best",
+                           calib=cz["calib"], eval=cz["eval"], input_shapes=["1,1,8,8"], engines=["onnxruntime"],
+                           precisions=["int8"], max_accuracy_drop=5.0, compress="prune,distill",
+                           train=cz["train"], epochs=3, progress=lines.append)
+    plain = [c for c in res.candidates if c.compression is None]
+    comp = [c for c in res.candidates if c.compression is not None]
+    assert plain and comp
+    original = next(c.accuracy.source_accuracy for c in plain if c.accuracy and c.accuracy.source_accuracy)
+    for c in comp:
+        rec = c.compression
+        assert rec["phases"] == ["prune", "distill"] and rec["prune_ratio"] == 0.5 and rec["distilled"]
+        assert rec["macs"]["after"] < rec["macs"]["before"] / 2
+        assert rec["original_accuracy"] == pytest.approx(original)
+        assert rec["training"][0]["epochs"] == 3
+        assert isinstance(rec["on_front"], bool)
+        if c.accuracy is not None and c.accuracy.built_accuracy is not None:  # against the original, not the student
+            assert c.accuracy_drop == pytest.approx(round((original - c.accuracy.built_accuracy) * 100, 3))
+            assert c.accuracy.source_accuracy == pytest.approx(original)
+            assert rec["compressed_accuracy"] is not None
+        if not rec["on_front"] and c.latency("p50") is not None:
+            assert "not on the Pareto front" in c.reason and not c.meets_budget
+    assert any("compression rung prune 0.5 + distill" in m for m in lines)
+    rows = res.to_json()["candidates"]
+    assert all("compression" in r for r in rows)
+    assert [r["compression"] is None for r in rows] == [c.compression is None for c in res.candidates]
+    ch = res.chosen
+    assert ch is not None
+    picked = res.candidates[ch.index]
+    assert picked.compression is None or picked.compression["on_front"]
+    assert ch.compression == picked.compression
+    manifest = json.loads((tmp_path / "best" / "manifest.json").read_text())
+    assert manifest["optimize"]["compression"] == ch.compression
