@@ -135,8 +135,8 @@ def render(meta: dict, data: dict, out: Path) -> None:
              f"{meta['original_accuracy']:.2%} on {meta.get('eval_samples', 540)} held-out digits; every drop is "
              "against it (negative: more accurate than the original). Every candidate with a latency; `screen`: the "
              "short screening protocol, `full`: the full protocol. ◆ Pareto front (latency, drop, size), ★ chosen.",
-             "", "| # | engine | precision | compression | recipe, settings | protocol | p50 ms | x best int8-only | drop pt "
-             "| MACs | int8 ops | meets budget | kept |",
+             "", "| # | engine | precision | compression | recipe, settings | protocol | p50 ms | x best int8-only "
+             "| drop pt | MACs | int8 ops | meets budget | kept |",
              "|---:|---|---|---|---|---|---:|---:|---:|---:|---|---|---|"]
     front = set(data["pareto"])
     base = _p50(best_int8) if best_int8 else None
