@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from edgeify_runtime.profile.modules import SourceMap, SourceModule
 
-from .steps._source_modules import node_modules
+from .steps._source_modules import FUSED_ACTIVATIONS, FUSES_ACTIVATION, node_modules
 
 #: relative error (max |built - source| / max |source|) above which an op's output counts as divergent
 REL_LIMIT = {"fp32": 1e-3, "fp16": 1e-2, "bf16": 5e-2}
@@ -226,10 +226,17 @@ def compare_ops(source_onnx: Path, built: Path, engine: str, precision: str,
     matched = 0
     tainted: set[str] = set()  # tensors computed from a divergent op's output
     rel_of: dict[str, float] = {}  # tensor -> relative error (what enters the ops that read it)
+    producer = {t: n for n in nodes for t in n.output}
+    observed: set[str] = set()  # tensors the built model kept and were compared
     for node in nodes:
         entering = max((rel_of.get(i, 0.0) for i in node.input), default=0.0)
+        mod, op_type = modules.get(node.name), node.op_type
+        prod = producer.get(node.input[0]) if node.input else None
+        if (node.op_type in FUSED_ACTIVATIONS and prod is not None and prod.op_type in FUSES_ACTIVATION
+                and node.input[0] not in observed):  # the engine fused conv+relu: the error entered in the conv
+            mod, op_type = modules.get(prod.name, mod), f"{prod.op_type}+{node.op_type}"
+            entering = max((rel_of.get(i, 0.0) for i in prod.input), default=0.0)
         rel_of.update((t, entering) for t in node.output)  # an output the engine fused away passes error on
-        mod = modules.get(node.name)
         if any(i in tainted for i in node.input):
             tainted.update(node.output)
         for t in node.output:
@@ -252,8 +259,9 @@ def compare_ops(source_onnx: Path, built: Path, engine: str, precision: str,
             rel = mx / src_max if mx is not None and src_max > 0 else (None if mx is None else 0.0)
             level = float("inf") if nonfinite else (rel or 0.0)
             rel_of[t] = level
+            observed.add(t)
             added = max(0.0, level - entering) if np.isfinite(level) else (0.0 if entering == level else 1.0)
-            row = {"name": node.name or t, "type": node.op_type, "tensor": t, "max_abs": mx, "rel": rel,
+            row = {"name": node.name or t, "type": op_type, "tensor": t, "max_abs": mx, "rel": rel,
                    "source_max_abs": src_max, "nonfinite": nonfinite,
                    "module": None if mod is None else mod.path, "module_type": None if mod is None else
                    (mod.type or None), "added": round(added, 9)}

@@ -32,8 +32,8 @@ _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
 _FX_ARG = re.compile(r"args = \(%([A-Za-z0-9_]+)")
 #: an activation engines fuse into the op before it, and the ops it is fused into: the fused op is named after the
 #: activation's output tensor (ONNX Runtime ``relu_1_nchwc``), so that tensor points at the producer's module
-_FUSED_ACT = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}
-_FUSES_ACT = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+FUSED_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh"}
+FUSES_ACTIVATION = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 class SourceModulesFacts(StepFacts):
@@ -142,8 +142,8 @@ def source_modules(model: Any, fx: Mapping[str, tuple[str, str]] | None = None) 
         return None
     producer = {o: n for n in nodes for o in n.output}
     for node in nodes:
-        src = producer.get(node.input[0]) if node.op_type in _FUSED_ACT and node.input else None
-        if src is not None and src.op_type in _FUSES_ACT and src.name in names and node.output:
+        src = producer.get(node.input[0]) if node.op_type in FUSED_ACTIVATIONS and node.input else None
+        if src is not None and src.op_type in FUSES_ACTIVATION and src.name in names and node.output:
             names[node.output[0]] = names[src.name]
     modules = [list(k) for k in sorted(index, key=index.__getitem__)]
     return SourceModulesFacts(origin=origin, modules=modules, names=names)
@@ -158,4 +158,4 @@ def node_modules(nodes: Any) -> dict[str, SourceModule]:
     return {n.name: SourceModule(*rec.modules[rec.names[n.name]]) for n in nodes if n.name in rec.names}
 
 
-__all__ = ["SourceModulesFacts", "fx_modules", "node_modules", "short_type", "source_modules"]
+__all__ = ["FUSED_ACTIVATIONS", "FUSES_ACTIVATION", "SourceModulesFacts", "fx_modules", "node_modules", "short_type", "source_modules"]
