@@ -92,8 +92,8 @@ def lines(s: dict[str, Any]) -> list[str]:
     def ms(v: Any) -> str:
         return "-" if v is None else f"{v:.3f}"
 
-    out = [f"sustained {s['duration_s']:g} s: first {s['edge_s']:g} s p50 {ms(f['p50_ms'])} ms (p95 "
-           f"{ms(f['p95_ms'])}, {f['n']} runs) · last {s['edge_s']:g} s p50 {ms(la['p50_ms'])} ms (p95 "
+    out = [f"sustained {s['duration_s']:.1f} s: first {s['edge_s']:.3g} s p50 {ms(f['p50_ms'])} ms (p95 "
+           f"{ms(f['p95_ms'])}, {f['n']} runs) · last {s['edge_s']:.3g} s p50 {ms(la['p50_ms'])} ms (p95 "
            f"{ms(la['p95_ms'])}, {la['n']} runs) · last/first "
            + ("-" if s["last_over_first_p50"] is None else f"{s['last_over_first_p50']:.3f}x")
            + (" [yellow]slowdown[/]" if s["slowdown"] else "")]
