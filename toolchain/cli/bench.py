@@ -12,18 +12,21 @@ from .output import (
     FormatOpt,
     Percentile,
     TrustOpt,
+    console,
     examples,
     fail_fleet,
     passphrase,
     print_json,
 )
+from .sustained import parse_sustained, sustained_lines, sustained_settings, with_sustained
 
 EPILOG = examples("edgeify bench build/digits-x86",
                   "edgeify bench build/digits-x86 --threads 1 --runs 200 --min-duration 2 --format json",
                   "edgeify bench build/seq-x86 --input-shape tokens:1,128 --batch 8",
                   "edgeify bench build/digits-rpi5 --device pi-01 --max-latency-ms 5 --percentile p99",
                   "edgeify bench build/digits-rpi5 --devices tag:pi --format json --samples",
-                  "edgeify bench build/a build/b --repeat 5     # interleaved; then: edgeify compare build/a build/b")
+                  "edgeify bench build/a build/b --repeat 5     # interleaved; then: edgeify compare build/a build/b",
+                  "edgeify bench build/digits-rpi5 --device pi-01 --sustained 60s   # first vs last 10 s")
 
 
 def bench(
@@ -57,6 +60,8 @@ def bench(
     repeat: int = typer.Option(1, "--repeat", min=1, help="run the bundle(s) this many times, interleaved (A B, B A, "
                                "A B, ...), each run its own process, each stored; compare/gate infer at the run level"),
     cooldown: float = typer.Option(0.5, "--cooldown", min=0, help="seconds of rest between the runs of --repeat"),
+    sustained: str = typer.Option(None, "--sustained", metavar="DURATION", help="one long timed run (60s, 5m): "
+                                  "latency over time, the first vs the last 10 s (thermal throttling shows)"),
     no_store: bool = typer.Option(False, "--no-store", help="do not record the result in the results store"),
     force: bool = typer.Option(False, "--force", help="(devices) deploy even if the bundle's target does not fit"),
     trust_new_host_key: bool = TrustOpt,
@@ -83,11 +88,17 @@ def bench(
     shapes = parse_input_shapes(input_shape, bundle) if input_shape else None
     settings = settings_for(bundle, threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration,
                             batch=batch, input_shapes=shapes, profile=profile or None)
+    if sustained:
+        if devices:
+            raise UsageError("--sustained runs on one site", hint="use --device NAME (or none)")
+        settings = sustained_settings(settings, parse_sustained(sustained))
     outcomes = run_bench(bundle, where, settings=settings, store=not no_store, max_latency_ms=max_latency_ms,
                          percentile=percentile.value, force=force, trust_new_host_key=trust_new_host_key,
                          passphrase=passphrase(ask_passphrase))
     if not devices:  # one site: its result, or its own error
         result = outcomes[0].unwrap()
+        if sustained:
+            result = with_sustained(result)
         if fmt == Format.json:
             from .output import print_warnings
 
@@ -97,6 +108,8 @@ def bench(
             from .output import print_bench
 
             print_bench(result)
+            for line in sustained_lines(result.extra.get("sustained")):
+                console.print(line)
             if profile:
                 from .profile_view import print_profile
 
