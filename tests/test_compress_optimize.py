@@ -131,3 +131,77 @@ def test_optimize_compress_prune_distill(cz: dict[str, Path], tmp_path: Path, re
     assert ch.compression == picked.compression
     manifest = json.loads((tmp_path / "best" / "manifest.json").read_text())
     assert manifest["optimize"]["compression"] == ch.compression
+
+
+OUTLIER_TORCH = '''
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+
+class OutlierCNN(nn.Module):
+    """examples/outlier's ONNX model (conv1..conv4 + ReLU, fc) as an eager PyTorch module with its weights."""
+
+    def __init__(self, width=8, layers=4):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(1 if i == 0 else width, width, 3, padding=1) for i in range(layers))
+        self.fc = nn.Linear(width * 64, 10)
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        return self.fc(x.flatten(1))
+
+
+def model():
+    m = OutlierCNN()
+    w = {{i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load({onnx!r}).graph.initializer}}
+    with torch.no_grad():
+        for i, conv in enumerate(m.convs, start=1):
+            conv.weight.copy_(w[f"w{{i}}"])
+            conv.bias.copy_(w[f"b{{i}}"])
+        m.fc.weight.copy_(w["wfc"])
+        m.fc.bias.copy_(w["bfc"])
+    return m.eval()
+'''
+
+
+@pytest.mark.slow
+def test_qat_rung_first_in_the_ladder_of_the_outlier_model(tmp_path: Path, results_db: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outlier model (two conv2 channels 1000x: plain int8 fails its parity gate): with --compress qat the
+    ladder tries QAT before keeping layers in float; QAT's int8 keeps every compute op in int8 and holds a
+    2.5 pt budget against the original model (lr 1e-2, 30 epochs on the training split)."""
+    import importlib.util
+
+    import edgeify
+    from _kit import REPO
+    from edgeify.optimize import compress_rungs
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    spec = importlib.util.spec_from_file_location("edgeify_example_outlier_q", REPO / "examples/outlier/make_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    files = mod.make(tmp_path / "outlier")
+    (tmp_path / "outlier_torch.py").write_text(OUTLIER_TORCH.format(onnx=str(files["model"])))
+    d = load_digits()
+    x_tr, _, y_tr, _ = train_test_split((d.images.astype(np.float32) / 16.0)[:, None], d.target.astype(np.int64),
+                                        test_size=0.3, stratify=d.target, random_state=0)
+    np.savez(tmp_path / "train.npz", x=x_tr, labels=y_tr)
+    monkeypatch.setattr(compress_rungs, "QAT_LR", 1e-2)
+    res = edgeify.optimize(f"{tmp_path / 'outlier_torch.py'}:model", target="x86-avx512", out=tmp_path / "best",
+                           calib=files["calib"], eval=files["eval"], input_shapes=["1,1,8,8"],
+                           engines=["onnxruntime"], precisions=["int8"], max_accuracy_drop=2.5, compress="qat",
+                           train=tmp_path / "train.npz", epochs=30, progress=lambda m: None)
+    ladder = [r for r in res.ladder if r.engine == "onnxruntime"]
+    assert ladder[0].rung == "int8" and not ladder[0].accepted  # plain int8 fails (parity / accuracy)
+    assert ladder[1].rung == "qat"  # QAT is tried before any layer is kept in float
+    qat = ladder[1]
+    assert qat.accepted and qat.quantized_ops == qat.total_ops and qat.accuracy_drop <= 2.5
+    assert not any(r.precision == "int8-mixed" for r in ladder)  # the ladder stopped at QAT
+    ch = res.chosen
+    assert ch is not None and ch.compression["qat"] and ch.compression["phases"] == ["qat"]
+    assert ch.precision == "int8" and ch.quantized_ops == ch.total_ops
+    assert ch.accuracy_drop <= 2.5

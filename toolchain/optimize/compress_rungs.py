@@ -40,6 +40,8 @@ RATIOS = (0.25, 0.5, 0.75)
 MAIN_SHARE = 0.4
 #: training budget of one compressed candidate when neither --train-time nor --epochs is given (seconds, at most)
 DEFAULT_TRAIN_S = 60.0
+#: Adam learning rate of the QAT rung; None: edgeify.compress's default (1e-3)
+QAT_LR: float | None = None
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,8 @@ class CompressSearch(Search):
         from edgeify.compress.options import CompressOptions
 
         if self._qat is None:  # trained once: the fine-tuning does not depend on the engine
-            self._qat = self._compress("qat", CompressOptions(train=self.req.train, qat=True, **self._budget(1)))
+            lr = {} if QAT_LR is None else {"lr": QAT_LR}
+            self._qat = self._compress("qat", CompressOptions(train=self.req.train, qat=True, **lr, **self._budget(1)))
         cands = self._search(*self._qat, engines=(engine,))
         mine = [c for c in cands if c.engine == engine and c.status in ("screened", "measured")]
         best = min(mine, key=lambda c: c.latency("p50") or float("inf"), default=None)
