@@ -43,6 +43,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from edgeify.errors import ConfigError, TargetError
+from edgeify.paths import user_targets_dir
+from edgeify.pipeline import validate_spec_steps
 from pydantic import ValidationError
 
 from .spec import EngineSpec, TargetSpec
@@ -56,14 +59,10 @@ ENTRY_POINT_GROUP = "edgeify.targets"
 
 
 def _config_error(message: str, hint: str = ""):
-    from edgeify.errors import ConfigError
-
     return ConfigError(message, hint=hint)
 
 
 def _target_error(message: str, hint: str = ""):
-    from edgeify.errors import TargetError
-
     return TargetError(message, hint=hint)
 
 
@@ -289,8 +288,6 @@ def _same_engine(a: Any, b: Any) -> bool:
 
 
 def _check_step_kinds(specs: Iterable[TargetSpec]) -> None:
-    from edgeify.pipeline import validate_spec_steps
-
     for spec in specs:
         validate_spec_steps(spec)
 
@@ -298,7 +295,6 @@ def _check_step_kinds(specs: Iterable[TargetSpec]) -> None:
 def load_registry(target_files: Iterable[str | os.PathLike[str]] = (), *, user_dir: Path | None = None,
                   entry_points: bool = True) -> Registry:
     """Load built-in, entry-point, user-dir and explicit target files into one validated registry."""
-    from edgeify.paths import user_targets_dir
 
     docs = _builtin_docs()
     if entry_points:

@@ -11,6 +11,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
+from edgeify.errors import ConfigError, TargetError
 from pydantic import Field, field_validator, model_validator
 
 from ..values import Frozen as _Frozen
@@ -169,7 +170,6 @@ class TargetSpec(_Frozen):
 
     def engine_for(self, precision: str, engine: str | None = None) -> tuple[str, EngineSpec]:
         """The engine to build ``precision`` with; raises TargetError with the alternatives."""
-        from edgeify.errors import TargetError
 
         if precision not in self.precisions:
             raise TargetError(
@@ -199,8 +199,6 @@ def _refuse_uninstalled_engine(name: str) -> None:
     an engine plugin is installed: ``edgeify-<name>`` by convention, or ``./plugins/<name>`` of a checkout."""
     from importlib.metadata import entry_points
     from pathlib import Path
-
-    from edgeify.errors import ConfigError
 
     registered = sorted({ep.name for ep in entry_points(group="edgeify.engines")})
     if name in registered:

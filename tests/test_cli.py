@@ -216,7 +216,8 @@ def test_bench_json_is_one_compact_record_with_budget_and_warnings(tiny_onnx: Pa
 def test_budget_hint_and_foreign_target_warning() -> None:
     """The fix line never suggests int8 for an int8 bundle; a local run of a board's bundle says whose figures
     these are (issue 17.7, 17.13)."""
-    from edgeify.bench import _warnings, budget_error
+    from edgeify.bench import budget_error
+    from edgeify.bench_agent import host_warnings as _warnings
     from edgeify_runtime.result import BenchResult
 
     base = {"bundle_digest": "ab" * 32, "latency_ms": {"p95": 2.0}, "samples_ms": [1.0] * 200,

@@ -16,88 +16,41 @@ result written to the results store. This module is the only writer of benchmark
 
 from __future__ import annotations
 
-import contextlib
 import os
-import platform
 import posixpath
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from edgeify_runtime.identity import manifest_identity
+from edgeify_runtime.manifest import Manifest
 from edgeify_runtime.result import BenchResult
 
+from .bench_agent import (
+    AGENT_MODULE,
+    BenchSettings,
+    bench_here,
+    bench_local,
+    host_warnings,
+    measure,
+    settings_for,
+)
+from .deploy.connect import open_site
+from .deploy.deployer import deploy
 from .deploy.fleet import Outcome, attempt, run_fleet
 from .deploy.inventory import Device, Inventory
 from .deploy.site import DeviceSite
-from .deploy.site_exec import run_module
 from .errors import BundleError, LatencyBudgetError, UsageError
+from .preflight import check_input_memory
+from .store import open_store
 
-AGENT_MODULE = "edgeify_runtime.bench"
-#: seconds allowed on top of the protocol's own bounds (engine import, model load, verify)
-DEADLINE_SLACK_S = 120.0
-#: a p99 from fewer samples than this is mostly the few slowest runs: say so
-MIN_SAMPLES_P99 = 100
 PERCENTILES = ("p50", "p90", "p95", "p99")
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    """The protocol to run; None: the bundle target's declared protocol (``targets.BenchProtocol``)."""
-
-    warmup: int | None = None
-    runs: int | None = None
-    min_duration_s: float | None = None
-    max_duration_s: float | None = None
-    threads: int | None = None
-    batch: int | None = None
-    #: {input name: [dims]} for dynamic dimensions (``--input-shape``)
-    input_shapes: Mapping[str, Sequence[int]] | None = None
-    #: per-op profile (``bench --profile``): True or a run count
-    profile: bool | int | None = None
-    seed: int | None = None
-    #: one run of an interleaved series (``bench_series``): {"id", "index", "count"}
-    series: Mapping[str, Any] | None = None
-
-    def request(self, bundle: str, **more: Any) -> dict[str, Any]:
-        """The agent's JSON request for ``bundle`` (a path on the site); unset fields are left to the agent."""
-        fields = {k: v for k, v in asdict(self).items() if v is not None}
-        if "input_shapes" in fields:
-            fields["input_shapes"] = {k: [int(d) for d in v] for k, v in fields["input_shapes"].items()}
-        return {"bundle": bundle, **fields, **{k: v for k, v in more.items() if v is not None}}
-
-    def deadline(self) -> float:
-        """Warmup and timed phases are each bounded by ``max_duration_s``; plus import/load/verify slack."""
-        return 2 * float(self.max_duration_s or 120.0) + DEADLINE_SLACK_S
-
-
-def settings_for(bundle: str | os.PathLike[str], *, threads: int | None = None, warmup: int | None = None,
-                 runs: int | None = None, min_duration_s: float | None = None, batch: int | None = None,
-                 input_shapes: Mapping[str, Sequence[int]] | None = None, profile: bool | int | None = None,
-                 ) -> BenchSettings:
-    """The settings: what the caller gives, else the bundle target's declared protocol, else the defaults."""
-    from edgeify_runtime.manifest import Manifest
-
-    from .errors import EdgeifyError
-    from .targets import BenchProtocol, load_registry
-
-    manifest = Manifest.read(Path(bundle))
-    proto = BenchProtocol()
-    if manifest.target:
-        with contextlib.suppress(EdgeifyError):  # a user target not installed here: the default protocol
-            proto = load_registry().get(manifest.target).bench
-    return BenchSettings(warmup=proto.warmup if warmup is None else warmup,
-                         runs=proto.runs if runs is None else runs,
-                         min_duration_s=proto.min_duration_s if min_duration_s is None else min_duration_s,
-                         max_duration_s=proto.max_duration_s,
-                         threads=proto.threads if threads is None else threads,
-                         batch=batch, input_shapes=dict(input_shapes) if input_shapes else None, profile=profile)
 
 
 def parse_input_shapes(specs: Sequence[str], bundle: str | os.PathLike[str]) -> dict[str, list[int]]:
     """``--input-shape name:1,16`` (or ``1,16`` for a one-input bundle) -> {name: [dims]}; checked against the
     bundle's signature (names, rank, fixed dimensions)."""
-    from edgeify_runtime.manifest import Manifest
 
     inputs = {t.name: t for t in Manifest.read(Path(bundle)).inputs}
     out: dict[str, list[int]] = {}
@@ -132,7 +85,6 @@ def parse_input_shapes(specs: Sequence[str], bundle: str | os.PathLike[str]) -> 
 def _check_memory(shapes: dict[str, list[int]], inputs: dict[str, Any]) -> None:
     """Refuse input shapes whose tensors alone exceed the memory this machine has available (before anything
     allocates them: a MemoryError, or an engine's allocation failure, is no answer)."""
-    from .preflight import check_input_memory
 
     check_input_memory({n: (s, inputs[n].dtype) for n, s in shapes.items()})
 
@@ -161,7 +113,7 @@ def bench(bundle: str | os.PathLike[str], where: str | Device | Sequence[Device]
         return result
 
     if where == "local":
-        return [attempt("local", lambda: finish(_bench_local(bundle, settings, timeout=timeout)))]
+        return [attempt("local", lambda: finish(bench_here(bundle, settings, timeout=timeout)))]
     if isinstance(where, str):
         devices = (inventory or Inventory()).select(where)
     else:
@@ -229,37 +181,13 @@ def bench_series(bundles: Sequence[str | os.PathLike[str]], where: str = "local"
                   cooldown_s=cooldown_s, order=tuple(order))
 
 
-def _measure(site: DeviceSite, bundle_path: str, settings: BenchSettings, *, timeout: float | None = None,
-             runtime_path: str | None = None, **request: Any) -> BenchResult:
-    """The agent on ``site`` for the bundle at ``bundle_path`` there: its result as a BenchResult."""
-    reply = run_module(site, AGENT_MODULE, request=settings.request(bundle_path, **request),
-                       timeout=timeout or settings.deadline(), runtime_path=runtime_path,
-                       what="the benchmark agent")
-    return BenchResult.from_dict(reply).replace(device=site.name)
-
-
-def bench_local(bundle: str | os.PathLike[str], settings: BenchSettings | None = None, *,
-                timeout: float | None = None) -> BenchResult:
-    """This machine, directly: the agent over ``DeviceSite.local()``, no devices file, no fleet, nothing stored
-    (a build's quick latency check). Raises the agent's error."""
-    bundle = Path(bundle).resolve()
-    return _bench_local(bundle, settings or settings_for(bundle), timeout=timeout)
-
-
-def _bench_local(bundle: Path, settings: BenchSettings, *, timeout: float | None) -> BenchResult:
-    result = _measure(DeviceSite.local(), str(bundle), settings, timeout=timeout)
-    return result.replace(warnings=result.warnings + tuple(_warnings(result, local=True)))
-
-
 def _bench_device(device: Device, bundle: Path, settings: BenchSettings, *, force: bool, timeout: float | None,
                   trust_new_host_key: bool, passphrase: str | None) -> BenchResult:
     """Deploy if needed (sizes + manifest digest; the agent hashes every file), then run the agent there."""
-    from .deploy.connect import open_site
-    from .deploy.deployer import deploy
 
     with open_site(device, trust_new_host_key=trust_new_host_key, passphrase=passphrase) as site:
         report = deploy(site, bundle, device=device, force=force, hash_check=False)
-        result = _measure(site, deployed_path(report), settings, timeout=timeout,
+        result = measure(site, deployed_path(report), settings, timeout=timeout,
                           runtime_path=_runtime_path(site, report))
     if result.bundle_digest != report.digest:
         raise BundleError(f"device {device.name} benchmarked bundle {result.bundle_digest[:12]}, "
@@ -270,14 +198,12 @@ def _bench_device(device: Device, bundle: Path, settings: BenchSettings, *, forc
                 "warnings": report.warnings}
     if report.device_steps:
         deployed["device_steps"] = report.device_steps
-    return result.replace(deploy=deployed, warnings=result.warnings + tuple(_warnings(result, local=False)))
+    return result.replace(deploy=deployed, warnings=result.warnings + tuple(host_warnings(result, local=False)))
 
 
 def _check_identity(device: str, bundle: Path, result: BenchResult) -> None:
     """The device ran this bundle's identity (files AND engine options): a deployed copy with the same files but
     another manifest (other engine options) would otherwise be measured under this bundle's name."""
-    from edgeify_runtime.identity import manifest_identity
-    from edgeify_runtime.manifest import Manifest
 
     want = manifest_identity(Manifest.read(bundle))
     if result.bundle_id and result.bundle_id != want:
@@ -311,7 +237,7 @@ def outputs_on_device(site: DeviceSite, report: Any, inputs_npz: str | os.PathLi
     try:
         site.transport.put(str(inputs_npz), remote_in)
         path = posixpath.join(posixpath.dirname(deployed_path(report)), which)  # current | previous
-        result = _measure(site, path, settings or quick, inputs_npz=remote_in,
+        result = measure(site, path, settings or quick, inputs_npz=remote_in,
                           outputs_npz=remote_out, samples=False, runtime_path=_runtime_path(site, report))
         local_dir.mkdir(parents=True, exist_ok=True)
         local = local_dir / f"{site.name}-{tag}-outputs.npz"
@@ -319,45 +245,6 @@ def outputs_on_device(site: DeviceSite, report: Any, inputs_npz: str | os.PathLi
     finally:
         site.transport.run(["rm", "-f", remote_in, remote_out], timeout=30)
     return result, local
-
-
-# -- host-side facts ---------------------------------------------------------------------------------------------
-def _warnings(result: BenchResult, *, local: bool) -> list[str]:
-    """What makes these figures less than they look: another machine's bundle, too many threads, a thin p99."""
-    out = []
-    fp = result.fingerprint or {}
-    cpu = fp.get("cpu") or {}
-    if local and result.target:
-        spec = _target_spec(result.target)
-        host_arch = fp.get("arch") or platform.machine()
-        if spec is not None and (spec.arch != host_arch or spec.os != "linux"):
-            out.append(f"this bundle is for {result.target} ({spec.arch}, {spec.os}) but ran on this host "
-                       f"({host_arch}, {cpu.get('model') or 'unknown CPU'}): these are this host's figures, not "
-                       f"the device's; benchmark on the device with --device NAME")
-        isa = set(cpu.get("isa") or ())
-        if spec is not None and spec.name == "x86-avx2" and {"avx512f", "avx512_vnni"} <= isa:
-            out.append("this host has AVX-512 VNNI, and the bundle is for x86-avx2 (what `--target x86` picks): "
-                       "a build for --target x86-avx512 may be faster here")
-    cores = cpu.get("usable_cores") or cpu.get("logical_cores")
-    threads = result.protocol.threads
-    if isinstance(cores, int) and isinstance(threads, int) and threads > cores:
-        out.append(f"--threads {threads} is more than the {cores} cores {result.device} may use: the threads "
-                   "share cores and the latency suffers")
-    n = len(result.samples_ms) or (result.protocol.runs_done or 0)
-    if 0 < n < MIN_SAMPLES_P99:
-        out.append(f"p99 from {n} samples (fewer than {MIN_SAMPLES_P99}) is mostly the slowest run or two: "
-                   "raise --runs or --min-duration")
-    return out
-
-
-def _target_spec(name: str) -> Any:
-    from .errors import EdgeifyError
-    from .targets import load_registry
-
-    try:
-        return load_registry().get(name)
-    except EdgeifyError:
-        return None
 
 
 def budget_error(results: Sequence[BenchResult]) -> LatencyBudgetError | None:
@@ -383,11 +270,12 @@ def _budget_hint(r: BenchResult) -> str:
 
 def _store(result: BenchResult) -> int:
     """Write the result to the results store; its id."""
-    from .store import open_store
 
     with open_store() as store:
         return int(store.add(result))
 
 
-__all__ = ["BenchSettings", "Series", "bench", "bench_local", "bench_series", "budget_error", "deployed_path",
-           "outputs_on_device", "parse_input_shapes", "settings_for"]
+_measure = measure  # the name edgeify.rollout.device imports
+
+__all__ = ["AGENT_MODULE", "BenchSettings", "Series", "bench", "bench_local", "bench_series", "budget_error",
+           "deployed_path", "outputs_on_device", "parse_input_shapes", "settings_for"]

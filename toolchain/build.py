@@ -13,9 +13,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edgeify_runtime.envelope import sigterm_as_interrupt
+from edgeify_runtime.errors import BundleError
 
+from . import bundle as bundle_mod
 from . import labels as labels_mod
-from .errors import DataError, InterruptedBuild, NoSpaceError, TargetError
+from .bench_agent import BenchSettings, bench_local
+from .cache import StepCache
+from .compress import transforms as source_transforms
+from .compress.data import is_loader_ref
+from .data import load_dataset
+from .errors import DataError, InterruptedBuild, NoSpaceError, TargetError, UsageError
+from .paths import cache_dir, ensure_writable_dir
+from .pipeline import resolve, step_class
+from .preflight import describe_fixed, fixed_dims, n_classes, preflight
+from .request import Budgets, BuildRequest, DataSets
+from .sources import open_source
+from .steps.base import BuildContext
+from .steps.records import quantization_of, validation_of
+from .targets import load_registry
 from .telemetry import vendor_telemetry_off
 
 if TYPE_CHECKING:
@@ -57,9 +72,6 @@ class BuildResult:
     @cached_property
     def validation(self) -> ValidationReport:
         """The check step's report (every bundle has one: a pipeline's last host step is a ``check``)."""
-        from edgeify_runtime.errors import BundleError
-
-        from .steps.records import validation_of
 
         report = validation_of(self.manifest)
         if report is None:
@@ -68,8 +80,6 @@ class BuildResult:
 
     @cached_property
     def quantization(self) -> Quantization:
-        from .steps.records import quantization_of
-
         return quantization_of(self.manifest)
 
 
@@ -77,7 +87,6 @@ def default_out(model: str | Path, *, target: str, precision: str = "fp32",
                 target_files: list[str] | tuple[str, ...] = ()) -> Path:
     """The bundle directory ``edgeify build`` writes when ``-o`` is not given: ``build/<model>-<board>-<prec>``
     (a family alias resolves to its default board)."""
-    from .targets import load_registry
 
     spec, _ = load_registry(target_files).resolve(target)
     return Path("build") / f"{Path(str(model).split(':')[0]).stem}-{spec.name}-{precision}"
@@ -101,8 +110,6 @@ def build(model: str | Path | BuildRequest, *, target: str | TargetSpec | None =
     ``io_dtype``: the dtype callers feed and receive; ``int8`` (int8 I/O, quantized with the scale and zero
     point recorded in the manifest) only for ``int8`` builds on engines that list it (TFLite).
     """
-    from .errors import UsageError
-    from .request import Budgets, BuildRequest, DataSets
 
     if isinstance(model, BuildRequest):
         if target is not None or out is not None:
@@ -122,23 +129,11 @@ def build(model: str | Path | BuildRequest, *, target: str | TargetSpec | None =
 
 def run_build(request: BuildRequest, observer: BuildObserver | None = None) -> BuildResult:
     """Run one ``BuildRequest``: resolve the pipeline, run the steps (cached), check, publish the bundle."""
-    from . import bundle as bundle_mod
-    from .cache import StepCache
-    from .compress import transforms as source_transforms
-    from .data import load_dataset
-    from .paths import cache_dir, ensure_writable_dir
-    from .pipeline import resolve, step_class
-    from .preflight import describe_fixed, fixed_dims, preflight
-    from .sources import open_source
-    from .steps.base import BuildContext
-    from .targets import load_registry
 
     req = request
     model, target, precision, engine, io_dtype = req.model, req.target, req.precision, req.engine, req.io_dtype
     calib, eval, preprocess = req.data.calibration, req.data.evaluation, req.data.preprocess
     if req.out is None:
-        from .errors import UsageError
-
         raise UsageError("the build request has no out directory", hint="set BuildRequest(out=...)")
     obs = observer or _Silent()
     t0 = time.perf_counter()
@@ -251,7 +246,6 @@ def run_build(request: BuildRequest, observer: BuildObserver | None = None) -> B
 
 def _train_file(train: str | None) -> str | None:
     """The --train path to check for existence (None for a loader reference ``pkg.mod:factory``)."""
-    from .compress.data import is_loader_ref
 
     return None if train is None or is_loader_ref(train) else train
 
@@ -286,7 +280,6 @@ def no_space_error(exc: OSError, out: Path, staging: Path, model: Path) -> NoSpa
 def _load_data(ctx, outputs, calib, eval, preprocess, load_dataset) -> None:
     if ctx.calib is not None or ctx.eval is not None:
         return
-    from .preflight import n_classes
 
     export = next((a for a in outputs.values() if a is not None and a.signature.inputs), None)
     if export is None:
@@ -303,7 +296,6 @@ def _load_data(ctx, outputs, calib, eval, preprocess, load_dataset) -> None:
 def quick_latency(bundle_dir: Path) -> dict[str, Any] | None:
     """A short local benchmark for a bundle's report (the real one is `edgeify bench`); ``{"error": ...}`` when
     it cannot run (the build itself succeeded). Also used by ``edgeify build --ladder``."""
-    from .bench import BenchSettings, bench_local
 
     quick = BenchSettings(warmup=3, runs=20, min_duration_s=0.3, max_duration_s=20)
     try:

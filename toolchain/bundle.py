@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from edgeify_runtime.manifest import FORMAT_NAME, MANIFEST_NAME, REPORT_NAME, Manifest, sha256_file
 
-from .version import __version__
+from .errors import UsageError
+from .report import render_markdown
 from .steps.facts import write_facts
+from .version import __version__
 
 if TYPE_CHECKING:
     from .steps.base import Artifact, BuildContext
@@ -89,8 +91,6 @@ def assemble(dest: Path, ctx: BuildContext, artifact: Artifact, *, steps: list[d
 
 
 def write_report(dest: Path, manifest: Manifest, latency: dict[str, Any] | None) -> str:
-    from .report import render_markdown
-
     text = render_markdown(manifest, latency)
     (dest / REPORT_NAME).write_text(text, encoding="utf-8")
     return text
@@ -121,7 +121,6 @@ def check_output(out: str | os.PathLike[str]) -> Path:
     """Refuse, before anything is built, an ``-o`` that publishing would not replace (``UsageError``, exit 2):
     an empty name, the current directory (or one of its parents), a file, a symlink, a directory holding
     anything but an edgeify bundle, or a place where the staging directory cannot be created."""
-    from .errors import UsageError
 
     if not str(out).strip():
         raise UsageError("-o '': the bundle directory name is empty",
@@ -151,7 +150,6 @@ def check_output(out: str | os.PathLike[str]) -> Path:
 
 def _probe_writable(path: Path) -> None:
     """Create (and remove) a directory where the staging directory will go: the nearest existing ancestor."""
-    from .errors import UsageError
 
     anchor = path.parent
     while not anchor.exists() and anchor != anchor.parent:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def _xdg(var: str, default: str) -> Path:
     return Path(os.environ.get(var) or Path.home() / default)
@@ -46,8 +48,6 @@ def ensure_writable_dir(path: Path, what: str) -> Path:
     """Create ``path`` if needed and prove it is writable (a probe file), or raise ConfigError (exit 4) naming
     ``EDGEIFY_HOME``/XDG variable that put it there. Called before a build starts, not after it ran."""
     import tempfile
-
-    from .errors import ConfigError
 
     var = "EDGEIFY_HOME" if _home() else "XDG_* / HOME"
     try:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError
+from .steps.base import SOURCE_MODEL
 from .steps.registry import STEP_ENTRY_POINT_GROUP, step_class, step_table
 
 if TYPE_CHECKING:
@@ -84,7 +85,6 @@ def _check_formats(spec: TargetSpec, eng_name: str, eng: EngineSpec, precision: 
     """Each step must consume what its input step produces (the source model for the first): a ``ConfigError``
     names both steps otherwise. ``final`` (when a build resolves it): the last host step must also produce the
     engine's ``artifact_format``."""
-    from .steps.base import SOURCE_MODEL
 
     where = f"{spec.source or spec.name}: {spec.name}.engines.{eng_name} ({precision})"
     produced: dict[str | None, str] = {None: SOURCE_MODEL}

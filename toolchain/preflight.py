@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .data import load_dataset
+from .errors import UsageError
+
 if TYPE_CHECKING:
     from edgeify_runtime.manifest import TensorSpec
 
@@ -38,8 +41,6 @@ def n_classes(outputs: list[TensorSpec] | None) -> int | None:
 
 def preflight(source: SourceModel, calib: str | Path | None, eval: str | Path | None,
               preprocess: str | Path | None, message: Callable[[str], None]) -> Preflight:
-    from .data import load_dataset
-
     inputs, outputs = source.pre_signature()
     fixes = source.input_shape_fixes(inputs)
     applied = {(f["input"], f["axis"]): f["value"] for f in fixes}
@@ -77,8 +78,6 @@ def check_input_memory(tensors: dict[str, tuple[list[int], str]]) -> None:
     import math
 
     import numpy as np
-
-    from .errors import UsageError
 
     need = {n: math.prod(shape) * np.dtype(dtype).itemsize for n, (shape, dtype) in tensors.items()}
     have = available_memory()

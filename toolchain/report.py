@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .noise import human_size
+from .steps.records import quantization_of, validation_of
 
 if TYPE_CHECKING:
     from edgeify_runtime.manifest import Manifest
@@ -15,8 +16,6 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
 
 
 def render_markdown(m: Manifest, latency: dict[str, Any] | None) -> str:
-    from .steps.records import quantization_of, validation_of
-
     raw, eng = m.raw, m.engine
     size = sum(f["size"] for f in m.files.values())
     quant = quantization_of(m)

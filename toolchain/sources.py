@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 from edgeify_runtime.manifest import TensorSpec, sha256_file
 
+from ._unpickle_guard import NeedsUnpickling, weights_only_loads
 from .errors import InputSignatureError, ModelLoadError
+from .onnx_utils import signature
 
 ONNX_SUFFIXES = {".onnx"}
 PT2_SUFFIXES = {".pt2"}
@@ -103,8 +105,6 @@ class SourceModel:
 
     def _load_pt2(self) -> Any:
         import torch
-
-        from ._unpickle_guard import NeedsUnpickling, weights_only_loads
 
         try:
             if self.trusted:
@@ -218,8 +218,6 @@ class SourceModel:
         """Inputs (and outputs where known) before any step runs: the ONNX graph, the ``.pt2`` placeholders,
         or ``--input-shape`` for TorchScript/factory sources (whose export makes axis 0 dynamic)."""
         if self.kind == "onnx":
-            from .onnx_utils import signature
-
             return signature(self.load(), torch_source=False)
         if self.kind == "exported-program":
             ep = self.load()

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from edgeify.deploy.apps import app_status, stop_app
+from edgeify.deploy.fleet import on_sites
+from edgeify.deploy.inventory import Inventory
+from edgeify.deploy.k8s import DEFAULT_IMAGE, manifests, write_manifests
 
-from .output import Format, FormatOpt, TrustOpt, console, examples, print_json
+from .output import Format, FormatOpt, TrustOpt, console, examples, print_app_status, print_json
 
 apps_app = typer.Typer(help="Apps started on devices by `edgeify deploy BUNDLE --app serve`.", no_args_is_help=True)
 
@@ -19,11 +23,6 @@ def apps_status(
     fmt: Format = FormatOpt,
 ) -> None:
     """The apps on a device: name, app, port, pid, running or its exit code and last log lines."""
-    from edgeify.deploy.apps import app_status
-    from edgeify.deploy.fleet import on_sites
-    from edgeify.deploy.inventory import Inventory
-
-    from .output import print_app_status
 
     dev = Inventory().get(device)
     data = on_sites(dev, lambda site, _dev: app_status(site), trust_new_host_key=trust_new_host_key)[0].unwrap()
@@ -43,9 +42,6 @@ def apps_stop(
     fmt: Format = FormatOpt,
 ) -> None:
     """Stop an app: SIGTERM (it finishes the requests in flight), then SIGKILL after --timeout."""
-    from edgeify.deploy.apps import stop_app
-    from edgeify.deploy.fleet import on_sites
-    from edgeify.deploy.inventory import Inventory
 
     dev = Inventory().get(device)
     out = on_sites(dev, lambda site, _dev: stop_app(site, name, timeout=timeout),
@@ -84,8 +80,6 @@ def apps_manifests(
     """Kubernetes manifests for an edge cluster: a Deployment pinned to the device's node with the deployed
     bundle mounted from its versioned path there, probes on /v2/health/*, Prometheus scrape annotations; a
     Service; a HorizontalPodAutoscaler on the service's p95 latency and the prometheus-adapter rule behind it."""
-    from edgeify.deploy.inventory import Inventory
-    from edgeify.deploy.k8s import DEFAULT_IMAGE, manifests, write_manifests
 
     dev = Inventory().get(device)
     docs = manifests(bundle, dev, name=name, port=port, image=image or DEFAULT_IMAGE, memory_mib=memory_mib,

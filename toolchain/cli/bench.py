@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from edgeify.bench import bench as run_bench
+from edgeify.bench import bench_series, budget_error, parse_input_shapes, settings_for
+from edgeify.errors import UsageError
 
 from .output import (
     AskPassOpt,
@@ -13,11 +16,16 @@ from .output import (
     Percentile,
     TrustOpt,
     console,
+    err_console,
     examples,
     fail_fleet,
     passphrase,
+    print_bench,
+    print_fleet_bench,
     print_json,
+    print_warnings,
 )
+from .profile_view import print_profile
 from .sustained import parse_sustained, sustained_lines, sustained_settings, with_sustained
 
 EPILOG = examples("edgeify bench build/digits-x86",
@@ -70,9 +78,6 @@ def bench(
 ) -> None:
     """Benchmark a bundle with the device-side agent (in its own process, on this machine or on devices) and
     record the result."""
-    from edgeify.bench import bench as run_bench
-    from edgeify.bench import budget_error, parse_input_shapes, settings_for
-    from edgeify.errors import UsageError
 
     if device and devices:
         raise UsageError("give --device NAME or --devices SELECTOR, not both", hint="e.g. --devices tag:pi")
@@ -100,26 +105,18 @@ def bench(
         if sustained:
             result = with_sustained(result)
         if fmt == Format.json:
-            from .output import print_warnings
-
             print_json(result.to_dict(samples=samples), compact=samples)
             print_warnings(result)
         else:
-            from .output import print_bench
-
             print_bench(result)
             for line in sustained_lines(result.extra.get("sustained")):
                 console.print(line)
             if profile:
-                from .profile_view import print_profile
-
                 print_profile(result.profile, top)
     else:
         if fmt == Format.json:
             print_json({"devices": [o.to_dict(samples=samples) for o in outcomes]}, compact=samples)
         else:
-            from .output import print_fleet_bench
-
             print_fleet_bench(outcomes, f"bench {Path(bundle).name} on {devices}")
         fail_fleet(outcomes)
     err = budget_error([o.result for o in outcomes if o.ok and o.result is not None])
@@ -130,10 +127,6 @@ def bench(
 def _series(bundles: list[Path], where: str, *, repeat: int, cooldown: float, threads: int | None,
             warmup: int | None, runs: int | None, min_duration: float | None, batch: int | None, no_store: bool,
             samples: bool, fmt: Format, trust_new_host_key: bool, ask_passphrase: bool, force: bool) -> None:
-    from edgeify.bench import bench_series, settings_for
-
-    from .output import console, err_console
-
     sets = [settings_for(b, threads=threads, warmup=warmup, runs=runs, min_duration_s=min_duration, batch=batch)
             for b in bundles]
     progress = None if fmt == Format.json else (lambda m: err_console.print(f"[dim]{m}[/]"))

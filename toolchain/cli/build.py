@@ -7,9 +7,29 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgeify.build import build as run_build
+from edgeify.build import default_out
 from edgeify.compress import cli as compress_cli
+from edgeify.errors import EdgeifyError, TargetError, UsageError
+from edgeify.optimize.ladder_build import build_with_ladder
+from edgeify.optimize.space import BF16_FLAGS
+from edgeify.pipeline import resolve
+from edgeify.preflight import DataWarning
+from edgeify.targets import load_registry
+from edgeify_runtime.engines.base import check_bundle_options
+from edgeify_runtime.errors import BundleError
+from edgeify_runtime.identity import manifest_identity
 
-from .output import Format, FormatOpt, TargetFiles, err_console, examples, print_json, stdout_to_stderr
+from .output import (
+    Format,
+    FormatOpt,
+    TargetFiles,
+    err_console,
+    examples,
+    print_build_summary,
+    print_json,
+    stdout_to_stderr,
+)
 
 #: ``--precision``: every precision a target can list (``edgeify targets`` shows which each target has)
 PRECISION_HELP = ("fp32 | fp16 | bf16 (fp32 weights, bfloat16 arithmetic: x86-avx512 on a CPU with avx512_bf16 or "
@@ -86,8 +106,6 @@ def build(
     """Convert, quantize and check MODEL for a target; write a bundle directory atomically."""
     # said at once: loading the converters takes seconds before the first step starts
     err_console.print(f"[dim]building {model} for {target} ({precision}): loading the toolchain…[/]")
-    from edgeify.build import build as run_build
-    from edgeify.build import default_out
 
     if isinstance(target, str):
         refuse_missing_precision(target, precision, target_file)
@@ -99,8 +117,6 @@ def build(
     observer = _RichObserver()
     import warnings
 
-    from edgeify.preflight import DataWarning
-
     warnings.simplefilter("ignore", DataWarning)  # the observer prints each data warning once, as "warning: ..."
     # with --format json, stdout carries one JSON object: whatever converters print there (NNCF's progress
     # bars, TensorFlow's logs) goes to stderr, at the file-descriptor level, while the build runs
@@ -108,16 +124,10 @@ def build(
     with guard:
         try:
             if ladder and compress is not None:
-                from edgeify.errors import UsageError
-
                 raise UsageError("--ladder does not combine with --prune/--distill/--qat yet",
                                  hint="build the compressed model without --ladder")
             if ladder:
-                from edgeify.optimize.ladder_build import build_with_ladder
-
                 if precision != "int8":
-                    from edgeify.errors import UsageError
-
                     raise UsageError("--ladder starts from --precision int8", hint="add --precision int8")
                 result = build_with_ladder(model, target=target, out=out, engine=engine, calib=calib,
                                            eval=eval_data, preprocess=preprocess, input_shapes=input_shape or None,
@@ -140,7 +150,6 @@ def build(
     if fmt == Format.json:
         print_json(summary)
         return
-    from .output import print_build_summary
 
     print_build_summary(summary)
 
@@ -150,12 +159,6 @@ def with_engine_options(target: str, engine: str | None, precision: str, pairs: 
     """The target's spec with ``--engine-option KEY=VALUE`` merged into the chosen engine's options, checked
     against that engine's allow-list (the device-side adapter's own check)."""
     import json
-
-    from edgeify.errors import UsageError
-    from edgeify.pipeline import resolve
-    from edgeify.targets import load_registry
-    from edgeify_runtime.engines.base import check_bundle_options
-    from edgeify_runtime.errors import BundleError
 
     spec, _ = load_registry(target_files).resolve(target)
     name = resolve(spec, engine, precision).engine
@@ -180,8 +183,6 @@ def with_engine_options(target: str, engine: str | None, precision: str, pairs: 
 def refuse_missing_precision(target: str, precision: str, target_files: list[str]) -> None:
     """A precision the target does not list: refused before anything loads, naming the targets of the same
     architecture that have it (bf16: and the CPU flag it needs)."""
-    from edgeify.errors import EdgeifyError, TargetError
-    from edgeify.targets import load_registry
 
     try:
         reg = load_registry(tuple(target_files))
@@ -189,8 +190,6 @@ def refuse_missing_precision(target: str, precision: str, target_files: list[str
     except EdgeifyError:
         return  # the build itself says what is wrong with the target
     if precision not in spec.precisions:
-        from edgeify.optimize.space import BF16_FLAGS
-
         others = [t.name for t in reg if t.arch == spec.arch and precision in t.precisions]
         where = f"; {precision} is on {', '.join(others)}" if others else ""
         if precision == "bf16" and others:
@@ -213,8 +212,6 @@ def build_summary(result: Any) -> dict[str, Any]:
 
 
 def _identity(m: Any) -> str:
-    from edgeify_runtime.identity import manifest_identity
-
     return manifest_identity(m)
 
 

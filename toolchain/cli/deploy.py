@@ -9,6 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgeify.deploy.deployer import rollback
+from edgeify.deploy.fleet import AppSettings, deploy, on_sites
+from edgeify.deploy.inventory import Inventory
+from edgeify.errors import ConfigError
 
 from .output import (
     AskPassOpt,
@@ -61,14 +65,10 @@ def deploy_cmd(
     With --app serve: also install the HTTP service app next to the bundle, (re)start it detached on --port and
     wait until its /healthz answers with the bundle's digest. The app's packages must already be on the device;
     stop it with `edgeify apps stop NAME --device DEV`."""
-    from edgeify.deploy.fleet import AppSettings, deploy
-    from edgeify.deploy.inventory import Inventory
 
     selector, many = selection(device, devices)
     where = selector if many else Inventory().get(selector)  # --device: exactly one name (did-you-mean)
     if app_option and app is None:
-        from edgeify.errors import ConfigError
-
         raise ConfigError("--app-option needs --app", hint="e.g. --app serve --app-option max-batch=16")
     settings = None if app is None else AppSettings(app, port=port, host=host, options=tuple(app_option),
                                                     token_file=token_file, systemd=systemd,
@@ -117,9 +117,6 @@ def rollback_cmd(
     fmt: Format = FormatOpt,
 ) -> None:
     """Make the previous deployed version of a bundle current again (the current one becomes previous)."""
-    from edgeify.deploy.deployer import rollback
-    from edgeify.deploy.fleet import on_sites
-    from edgeify.deploy.inventory import Inventory
 
     selector, many = selection(device, devices)
     where = selector if many else Inventory().get(selector)

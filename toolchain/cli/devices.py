@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from edgeify.deploy.check import check_device
+from edgeify.deploy.connect import endpoint_for
+from edgeify.deploy.deployer import status
+from edgeify.deploy.fleet import on_sites, run_fleet, select
+from edgeify.deploy.inventory import Inventory, make_device
+from edgeify.targets import load_registry
 
 from .output import (
     AskPassOpt,
@@ -16,7 +22,9 @@ from .output import (
     examples,
     fail_fleet,
     passphrase,
+    print_check,
     print_json,
+    print_status,
 )
 
 devices_app = typer.Typer(help="The devices edgeify deploys to (a TOML file in edgeify's config dir).",
@@ -42,8 +50,6 @@ def devices_add(
     replace: bool = typer.Option(False, "--replace", help="overwrite an existing device of that name"),
 ) -> None:
     """Add a device to the devices file (nothing is contacted; `edgeify devices check NAME` connects)."""
-    from edgeify.deploy.inventory import Inventory, make_device
-    from edgeify.targets import load_registry
 
     spec, family = load_registry().resolve(target)  # unknown target: TargetError with a "did you mean"
     if family:
@@ -62,7 +68,6 @@ def devices_add(
 def devices_list(tag: str = typer.Option(None, "--tag", help="only devices with this tag"),
                  fmt: Format = FormatOpt) -> None:
     """List the devices (as stored: unset fields resolve from ~/.ssh/config when connecting)."""
-    from edgeify.deploy.inventory import Inventory
 
     inv = Inventory()
     devs = [d for d in inv if tag is None or tag in d.tags]
@@ -86,8 +91,6 @@ def devices_list(tag: str = typer.Option(None, "--tag", help="only devices with 
 @devices_app.command("show", epilog=examples("edgeify devices show pi-01", "edgeify devices show pi-01 --format json"))
 def devices_show(name: str = typer.Argument(...), fmt: Format = FormatOpt) -> None:
     """Show a device and how its connection resolves (HostName, Port, User, keys, known_hosts); no network."""
-    from edgeify.deploy.connect import endpoint_for
-    from edgeify.deploy.inventory import Inventory
 
     dev = Inventory().get(name)
     ep = endpoint_for(dev)
@@ -107,7 +110,6 @@ def devices_show(name: str = typer.Argument(...), fmt: Format = FormatOpt) -> No
 @devices_app.command("remove", epilog=examples("edgeify devices remove pi-01"))
 def devices_remove(name: str = typer.Argument(...)) -> None:
     """Remove a device from the devices file (nothing on the device is touched)."""
-    from edgeify.deploy.inventory import Inventory
 
     inv = Inventory()
     inv.remove(name)
@@ -125,10 +127,6 @@ def devices_check(
     fmt: Format = FormatOpt,
 ) -> None:
     """Connect to devices and fingerprint them: arch, OS, Python, engines and versions, CPU, memory."""
-    from edgeify.deploy.check import check_device
-    from edgeify.deploy.fleet import run_fleet, select
-
-    from .output import print_check
 
     devs = select(selector)
     pw = passphrase(ask_passphrase)
@@ -147,11 +145,6 @@ def devices_check(
 def devices_status(name: str = typer.Argument(...), trust_new_host_key: bool = TrustOpt,
                    fmt: Format = FormatOpt) -> None:
     """What is deployed on a device: each bundle's current and previous version."""
-    from edgeify.deploy.deployer import status
-    from edgeify.deploy.fleet import on_sites
-    from edgeify.deploy.inventory import Inventory
-
-    from .output import print_status
 
     dev = Inventory().get(name)
     data = on_sites(dev, lambda site, _dev: status(site), trust_new_host_key=trust_new_host_key)[0].unwrap()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from edgeify.engines import host_engines
 
 from .output import Format, FormatOpt, console, examples, print_json
 
@@ -13,7 +14,6 @@ def engines(fmt: Format = FormatOpt,
                                               "placement, profile and dump hooks, target families")) -> None:
     """List the engines edgeify builds for (entry points `edgeify.engines`) and whether each can run on this
     machine (found without importing the engine)."""
-    from edgeify.engines import host_engines
 
     rows = [e.describe() if verbose else e.status() for e in host_engines().values()]
     if fmt == Format.json:

@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgeify.errors import InterruptedBuild, MatrixCellsFailedError, UsageError
+from edgeify.matrix.executors import LocalPool, RayCluster, RayOptions
+from edgeify.matrix.progress import RichMatrixProgress
+from edgeify.matrix.runner import run_matrix
+from edgeify.matrix.spec import load_matrix
 
 from .output import Format, FormatOpt, console, err_console, examples, print_json, stdout_to_stderr
 
@@ -72,11 +77,6 @@ def build_matrix(
     fmt: Format = FormatOpt,
 ) -> None:
     """Build a matrix of models x targets x precisions; each cell an ordinary build, published atomically."""
-    from edgeify.errors import InterruptedBuild, MatrixCellsFailedError, UsageError
-    from edgeify.matrix.executors import LocalPool, RayCluster, RayOptions
-    from edgeify.matrix.progress import RichMatrixProgress
-    from edgeify.matrix.runner import run_matrix
-    from edgeify.matrix.spec import load_matrix
 
     if executor == ExecutorKind.local and ray_address:
         raise UsageError("--ray-address needs --executor ray", hint="add --executor ray")

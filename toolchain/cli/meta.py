@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import typer
+from edgeify import __version__
+from edgeify.errors import EXIT_CODES
 
 from .output import Format, FormatOpt, console, examples, print_json
 
 
 def exit_codes(fmt: Format = FormatOpt) -> None:
     """The documented exit codes."""
-    from edgeify.errors import EXIT_CODES
 
     if fmt == Format.json:
         print_json({str(k): v for k, v in EXIT_CODES.items()})
@@ -20,7 +21,6 @@ def exit_codes(fmt: Format = FormatOpt) -> None:
 
 def version() -> None:
     """Print edgeify's version."""
-    from edgeify import __version__
 
     console.print(__version__)
 

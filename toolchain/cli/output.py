@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgeify.deploy.fleet import first_failure
+from edgeify.errors import EdgeifyError, UsageError
+from edgeify.noise import human_size
 from rich.console import Console
 from rich.table import Table
 
@@ -61,7 +64,6 @@ def passphrase(ask: bool) -> str | None:
 
 def selection(device: str | None, devices: str | None) -> tuple[str, bool]:
     """``--device NAME`` xor ``--devices SELECTOR`` -> (selector, many); neither or both is a usage error."""
-    from edgeify.errors import UsageError
 
     if bool(device) == bool(devices):
         raise UsageError("give exactly one of --device NAME or --devices SELECTOR",
@@ -71,8 +73,6 @@ def selection(device: str | None, devices: str | None) -> tuple[str, bool]:
 
 def fail_fleet(outcomes: list[Any]) -> None:
     """Print each failure; exit with the first failing device's error (its class = its exit code)."""
-    from edgeify.deploy.fleet import first_failure
-    from edgeify.errors import EdgeifyError
 
     failed = [o for o in outcomes if not o.ok]
     for o in failed:
@@ -113,8 +113,6 @@ TINY_CALL_MS = 0.2
 
 
 def print_build_summary(s: dict[str, Any]) -> None:
-    from edgeify.noise import human_size
-
     steps = s.get("steps") or []
     convert = [st for st in steps if st.get("uses") != "check"]
     took = (f"conversion cached, {s['seconds']:.1f} s" if convert and all(st.get("cached") for st in convert)

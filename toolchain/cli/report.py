@@ -6,6 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgeify.analysis.compare import compare as run_compare
+from edgeify.analysis.gate import gate as run_gate
+from edgeify.analysis.gate import parse_threshold
+from edgeify.analysis.report_data import gather
+from edgeify.analysis.report_html import write
+from edgeify.bench import bench_series, settings_for
+from edgeify.errors import RegressionError, UsageError
+from edgeify.results import open_store
+from edgeify.store.select import Selection, make_filters, select
 
 from .output import Format, FormatOpt, console, err_console, print_json
 
@@ -26,13 +35,9 @@ def _selections(a: str, b: str, runs: int | None, device: str | None, threads: i
                 min_duration: float | None) -> tuple[Any, Any, bool | None]:
     """Two selections: fresh interleaved runs of two bundle directories (``--runs``), else from the store
     (``--runs``: each reference's N newest results). The third value: run-level or not (None: decide by count)."""
-    from edgeify.results import open_store
-    from edgeify.store.select import Selection, select
 
     dirs = runs is not None and all((Path(x) / "manifest.json").is_file() for x in (a, b))
     if dirs:
-        from edgeify.bench import bench_series, settings_for
-
         assert runs is not None
         sets = [settings_for(x, threads=threads, min_duration_s=min_duration) for x in (a, b)]
         s = bench_series([a, b], device or "local", repeat=runs, settings=sets,
@@ -61,8 +66,6 @@ def compare(
 
     Example: edgeify compare build/a build/b --runs 5 --format json
     """
-    from edgeify.analysis.compare import compare as run_compare
-    from edgeify.analysis.gate import parse_threshold
 
     limit = parse_threshold(threshold)
     sa, sb, level = _selections(a, b, runs, device, threads, min_duration)
@@ -115,9 +118,6 @@ def gate(
 
     Example: edgeify gate --baseline baseline-main --candidate 57 --max-regression 5%
     """
-    from edgeify.analysis.gate import gate as run_gate
-    from edgeify.analysis.gate import parse_threshold
-    from edgeify.errors import RegressionError
 
     threshold = parse_threshold(max_regression)
     sa, sb, level = _selections(baseline, candidate, runs, device, threads, min_duration)
@@ -151,11 +151,6 @@ def report(
 
     Example: edgeify report --bundle build/digits-x86 --since 7d -o digits.html
     """
-    from edgeify.analysis.report_data import gather
-    from edgeify.analysis.report_html import write
-    from edgeify.errors import UsageError
-    from edgeify.results import open_store
-    from edgeify.store.select import make_filters
 
     if output.is_dir() or not output.name:
         raise UsageError(f"-o {output}: a directory", hint="give a file name, e.g. -o report.html")

@@ -6,9 +6,12 @@ from typing import Any
 
 import click
 import typer
+from edgeify.errors import UsageError
+from edgeify.results import open_store
+from edgeify.store.select import make_filters, nothing_matched
 from typer.core import TyperGroup
 
-from .output import Format, FormatOpt, TargetFiles, console, err_console, print_json
+from .output import Format, FormatOpt, TargetFiles, _f, console, err_console, print_bench, print_json
 
 
 class _ResultsGroup(TyperGroup):
@@ -16,8 +19,6 @@ class _ResultsGroup(TyperGroup):
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         if args and args[0].lstrip("#").isdigit():
-            from edgeify.errors import UsageError
-
             n = args[0].lstrip("#")
             raise UsageError(f"`edgeify results {args[0]}`: results takes options, not an id",
                              hint=f"to show result #{n}: edgeify results show {n}")
@@ -36,8 +37,6 @@ SinceFilter = typer.Option(None, "--since", help="only results stored since: 3d,
 
 def filters(device: str | None, target: str | None, bundle: str | None, run_id: str | None,
             since: str | None, target_files: list[str] | None = None) -> Any:
-    from edgeify.store.select import make_filters
-
     return make_filters(device=device, target=target, bundle=bundle, run_id=run_id, since=since,
                         target_files=target_files or ())
 
@@ -61,8 +60,6 @@ def results_list(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from edgeify.results import open_store
-    from edgeify.store.select import nothing_matched
 
     f = filters(device, target, bundle, run_id, since, target_file)
     with open_store() as store:
@@ -86,8 +83,6 @@ def results_list(
 
 def print_table(found: list[Any], title: str, tags: dict[int, list[str]] | None = None) -> None:
     from rich.table import Table
-
-    from .output import _f
 
     t = Table(title=title)
     optimized = any(isinstance(r.extra.get("candidate"), dict) for r in found)
@@ -140,7 +135,6 @@ def results_show(
 
     Example: edgeify results show 4 --format json
     """
-    from edgeify.results import open_store
 
     with open_store() as store:
         r = store.get(result_id, samples=True)
@@ -148,7 +142,6 @@ def results_show(
     if fmt == Format.json:
         print_json({**r.to_dict(samples=samples), "tags": tags}, compact=samples)
         return
-    from .output import print_bench
 
     print_bench(r)
     proto = {k: v for k, v in r.to_dict()["protocol"].items() if v not in (None, {}, [])}
@@ -208,8 +201,6 @@ def results_tag(
 
     Example: edgeify results tag 41 baseline-main
     """
-    from edgeify.errors import UsageError
-    from edgeify.results import open_store
 
     if len(args) < 2 or not all(a.lstrip("#").isdigit() for a in args[:-1]) or args[-1].lstrip("#").isdigit():
         raise UsageError("results tag takes result ids and then a name",

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from edgeify.engines import engines_for_target
+from edgeify.pipeline import resolve
+from edgeify.targets import load_registry
 
 from .output import Format, FormatOpt, TargetFiles, console, err_console, examples, print_json
 
@@ -20,8 +23,6 @@ def targets_list(ctx: typer.Context, fmt: Format = FormatOpt, target_file: list[
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"target_files": target_file}
         return
-    from edgeify.engines import engines_for_target
-    from edgeify.targets import load_registry
 
     reg = load_registry(target_file)
     usable = {s.name: engines_for_target(s) for s in reg}  # its own engines + plugins serving its family
@@ -51,8 +52,6 @@ def targets_list(ctx: typer.Context, fmt: Format = FormatOpt, target_file: list[
 def targets_show(ctx: typer.Context, name: str = typer.Argument(..., help="target or family name"),
                  fmt: Format = FormatOpt, target_file: list[str] = TargetFiles) -> None:
     """Show a target's full spec and its resolved pipeline for every engine and precision."""
-    from edgeify.pipeline import resolve
-    from edgeify.targets import load_registry
 
     files = list(target_file) + list((ctx.obj or {}).get("target_files", []))
     reg = load_registry(files)

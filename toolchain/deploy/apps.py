@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeify_runtime.serve import REQUIREMENTS
+
 from ..errors import (
     BundleError,
     ConfigError,
@@ -119,8 +121,6 @@ def _requirements(path: Path) -> list[tuple[str, str]]:
 def resolve_app(app: str) -> AppSpec:
     """``serve`` (a module of the runtime) or a path to an app file; reads its requirements."""
     if app in KNOWN_APPS:
-        from edgeify_runtime.serve import REQUIREMENTS
-
         reqs = [(line, IMPORT_NAMES.get(name, name.replace("-", "_"))) for line in REQUIREMENTS
                 for name in [_REQ_NAME.match(line).group(1).lower()]]  # type: ignore[union-attr]
         module = KNOWN_APPS[app]

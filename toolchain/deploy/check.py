@@ -7,14 +7,16 @@ import posixpath
 import time
 from typing import Any
 
+from ..errors import EdgeifyError
+from ..targets import load_registry
+from .connect import open_site
+from .deployer import ensure_runtime
 from .inventory import Device
+from .site_exec import run_module
 
 
 def check_device(dev: Device, *, trust_new_host_key: bool = False, passphrase: str | None = None) -> dict[str, Any]:
     """Connect, make sure the runtime is cached there, take the fingerprint, compare it with the target."""
-    from .connect import open_site
-    from .deployer import ensure_runtime
-    from .site_exec import run_module
 
     t0 = time.perf_counter()
     with open_site(dev, trust_new_host_key=trust_new_host_key, passphrase=passphrase) as site:
@@ -33,8 +35,6 @@ def check_device(dev: Device, *, trust_new_host_key: bool = False, passphrase: s
 
 def target_fit(target: str, fp: dict[str, Any]) -> dict[str, Any]:
     """How a device's fingerprint fits a target: arch, the target's engines present/missing, CPU features."""
-    from ..errors import EdgeifyError
-    from ..targets import load_registry
 
     try:
         spec, _ = load_registry().resolve(target)

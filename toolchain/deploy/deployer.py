@@ -30,13 +30,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeify_runtime.engines.base import check_bundle_options
 from edgeify_runtime.manifest import MANIFEST_NAME, REPORT_NAME, Manifest, sha256_file
 
-from ..errors import BundleError, EdgeifyError, RemoteDiskError, TargetError, TransportLostError
+from ..errors import BundleError, EdgeifyError, EngineMissingError, RemoteDiskError, TargetError, TransportLostError
+from ..targets import load_registry
 from .device_calls import device_op, op_error, space_error
 from .inventory import Device
 from .runtime_zip import RuntimeOnDevice, RuntimePackage, install_runtime, runtime_package
 from .site import DeviceSite
+from .site_exec import run_module
 from .transport import ProgressCallback
 
 BUNDLE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -112,9 +115,6 @@ def check_manifest(manifest: Manifest, where: Path) -> None:
     engine name that is not one, engine options off that engine's allow-list (the runtime's own check,
     ``edgeify_runtime.engines.base.check_bundle_options``), a malformed signature. The files table, names and
     digest were checked by ``Manifest.read``."""
-    from edgeify_runtime.engines.base import check_bundle_options
-
-    from ..errors import EngineMissingError
 
     engine = manifest.engine.name
     if not ENGINE_NAME_RE.match(engine):
@@ -183,7 +183,6 @@ def bundle_name(bundle: LocalBundle, name: str | None) -> str:
 
 def check_fit(manifest: Manifest, device: Device, *, force: bool = False) -> list[str]:
     """Refuse a bundle whose target or engine does not fit the device's target; the problems when forced."""
-    from ..targets import load_registry
 
     bundle_target = manifest.target
     engine = manifest.engine.name
@@ -276,7 +275,6 @@ def run_device_steps(site: DeviceSite, report: DeployReport, *, options: dict[st
 
     Raises the typed error the device reported: EngineMissingError (exit 11) when the device has no TensorRT,
     ConversionError (8) when the engine build failed, BundleError (12)."""
-    from .site_exec import run_module
 
     remote_bundle = posixpath.join(report.workdir or site.workdir, "bundles", report.name, "current")
     args = ["--bundle", remote_bundle] + (["--options", json.dumps(options)] if options else [])

@@ -13,6 +13,7 @@ from ..errors import (
     RemoteDiskError,
     RemoteUnwritableError,
 )
+from .site_exec import run_module
 
 
 def device_op(site: Any, runtime: Any, module: str, op: str, args: dict[str, Any], *, timeout: float = 300.0,
@@ -20,7 +21,6 @@ def device_op(site: Any, runtime: Any, module: str, op: str, args: dict[str, Any
     """Run ``python -m <module> <op>`` from the runtime zip on ``site`` (through ``site_exec.run_module``) with
     ``args`` (+ the work directory) as its JSON request; its reply, or the typed error it reports (``on_error``
     first, then :func:`op_error` by kind, then the exit code)."""
-    from .site_exec import run_module
 
     def error(err: dict[str, Any]) -> BaseException | None:
         exc = on_error(err) if on_error is not None else None

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import ConfigError, EdgeifyError
+from .apps import app_arguments, deploy_app, resolve_app
+from .connect import open_site
+from .deployer import LocalBundle
+from .deployer import deploy as deploy_files
 from .inventory import Device, Inventory
 from .site import DeviceSite
 
@@ -159,7 +163,6 @@ def on_sites(where: Where, fn: Callable[[DeviceSite, Device | None], T], *,
     def one(target: Device | DeviceSite) -> T:
         if isinstance(target, DeviceSite):
             return fn(target, None)
-        from .connect import open_site  # SSH on first use: `import edgeify` stays light
 
         with open_site(target, trust_new_host_key=trust_new_host_key, passphrase=passphrase) as site:
             return fn(site, target)
@@ -181,9 +184,6 @@ def deploy(bundle: str | os.PathLike[str], where: Where, *, name: str | None = N
     :class:`~edgeify.deploy.apps.AppReport`), or its error. A bad bundle, app or device name raises before
     any device is contacted. ``inventory``: an :class:`Inventory` or a devices file [default: edgeify's]."""
     # the deployer, the apps and SSH are imported on first use: `import edgeify` stays light
-    from .apps import app_arguments, deploy_app, resolve_app
-    from .deployer import LocalBundle
-    from .deployer import deploy as deploy_files
 
     LocalBundle.read(bundle)  # the manifest, every file's size, symlinks: refused once, before any connection
     settings = AppSettings(app) if isinstance(app, str) else app

@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import ConfigError
+from ..paths import config_dir
 
 DEFAULT_PYTHON = "python3"
 DEFAULT_WORKDIR = "~/.edgeify"
@@ -107,8 +108,6 @@ def devices_file() -> Path:
 
 
 def _config_dir() -> Path:
-    from ..paths import config_dir
-
     return config_dir()
 
 

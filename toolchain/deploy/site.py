@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import edgeify_runtime
+
 from .inventory import DEFAULT_PYTHON, DEFAULT_WORKDIR, Device
 from .local import LocalTransport
 from .transport import Transport
@@ -21,7 +23,6 @@ from .transport import Transport
 
 def installed_runtime_path() -> str:
     """The directory holding the ``edgeify_runtime`` package this host imports (PYTHONPATH for a local site)."""
-    import edgeify_runtime
 
     return str(Path(edgeify_runtime.__file__).resolve().parent.parent)
 

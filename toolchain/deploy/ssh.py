@@ -34,6 +34,8 @@ from ..errors import (
     HostKeyChangedError,
     HostKeyUnknownError,
     RemoteCommandError,
+    RemoteDiskError,
+    RemoteUnwritableError,
     SessionLostError,
     SSHAuthError,
     TransportLostError,
@@ -375,8 +377,6 @@ class SSHTransport(Transport):
               'df -Pk -- "$d" 2>/dev/null | tail -n 1')
 
     def _diagnose_write_failure(self, remote: str, size: int, exc: RemoteCommandError) -> Exception:
-        from ..errors import RemoteDiskError, RemoteUnwritableError
-
         try:
             out = self.run(["sh", "-c", self._PROBE, "sh", remote], timeout=15).stdout
         except Exception:  # the diagnosis is best effort; report the original failure

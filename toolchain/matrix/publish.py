@@ -15,14 +15,14 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from edgeify_runtime.manifest import Manifest
+
+from ..bundle import publish, staging_dir_for
+
 REPORTS_DIR = "_reports"  # model names start with [a-z0-9], so this never collides with a model directory
 
 
 def publish_bundle(archive: bytes, dest: Path) -> None:
-    from edgeify_runtime.manifest import Manifest
-
-    from ..bundle import publish, staging_dir_for
-
     staging = staging_dir_for(dest)
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:

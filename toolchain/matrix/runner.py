@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from ..targets import load_registry
 from .cells import Cell, expand, plan
 from .publish import publish_bundle, report_path, write_json_atomic
 from .spec import MatrixSpec
@@ -144,7 +145,6 @@ def run_matrix(matrix: MatrixSpec, out: str | Path, executor, *, use_cache: bool
 
     Ctrl-C cancels the cells in flight (on Ray: ``ray.cancel``); finished bundles stay; the result says
     ``interrupted``."""
-    from ..targets import load_registry
 
     obs = observer or _Silent()
     out = Path(out)

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ..build import build
+from ..errors import EdgeifyError, InterruptedBuild
+
 
 @dataclass(frozen=True)
 class CellJob:
@@ -159,8 +162,6 @@ def _summary(result: Any) -> dict[str, Any]:
 
 def run_cell(job: CellJob, shipped: dict[str, dict[str, bytes]] | None = None) -> CellOutcome:
     """Build one cell. Build errors come back in the outcome; only infrastructure failures escape."""
-    from ..build import build
-    from ..errors import EdgeifyError, InterruptedBuild
 
     t0 = time.perf_counter()
     node = node_info()

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import sys
 
+from edgeify.steps.base import fault_point
+
 
 def main(argv: list[str]) -> int:
     import numpy as np
     import onnx2tf
-    from edgeify.steps.base import fault_point
 
     fault_point("onnx2tf")  # interrupt tests: the build is signalled while this subprocess runs
 

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgeify.checks import compare, random_dataset
 from edgeify.errors import ConversionError
 from edgeify.noise import is_noise, native_stderr_filter
+from edgeify_runtime.engines.litert import match_names, ordered_io, quant_params
 from edgeify_runtime.manifest import TensorSpec
 
 from .records import IoQuantization, QParams
@@ -298,7 +300,6 @@ def signature(path: Path, source_in: list[TensorSpec], source_out: list[TensorSp
     """
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
-    from edgeify_runtime.engines.litert import match_names, ordered_io, quant_params
 
     with native_stderr_filter():  # LiteRT logs its XNNPACK line once per process, at the first allocation
         interp = Interpreter(model_path=str(path))
@@ -387,8 +388,6 @@ def float_check(ctx: Any, path: Path, source_in: list[TensorSpec], source_out: l
     ones (``checks.random_dataset``); channels-last models get channels-last inputs."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
-    from edgeify.checks import compare, random_dataset
-    from edgeify_runtime.engines.litert import match_names, ordered_io
 
     ins, outs, _ = signature(path, source_in, source_out, batch=batch, io_dtype="float32")
     data = (ctx.calib.head(samples) if ctx.calib is not None and ctx.calib.count >= samples

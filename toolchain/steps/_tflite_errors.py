@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeify.errors import ConversionError
+from edgeify.noise import strip_noise
+
+from ._tflite import model_ops, read_model
 
 _LOWERING = re.compile(r"Lowering not found: (?P<op>aten\.[A-Za-z0-9_]+)")
 
@@ -47,7 +50,6 @@ def _unlowered_ops(module: Any, args: tuple[Any, ...]) -> list[str]:
 
 def select_tf_ops(path: Path) -> list[str]:
     """The Select TensorFlow (Flex) ops of a ``.tflite`` (custom ops named ``Flex*``), e.g. ``['Erf']``."""
-    from ._tflite import model_ops, read_model
 
     return sorted({name[len("CUSTOM:Flex"):] for name, _ in model_ops(read_model(path))
                    if name.startswith("CUSTOM:Flex")})
@@ -111,7 +113,6 @@ def _is_dump(line: str) -> bool:
 
 def _tail(text: str, lines: int = 15, width: int = 300) -> str:
     """The converter's last meaningful lines: noise, tensor dumps and blank lines dropped, long lines cut."""
-    from edgeify.noise import strip_noise
 
     kept = [ln if len(ln) <= width else ln[:width] + " …" for ln in strip_noise(_strip_ansi(text)).splitlines()
             if ln.strip() and not _is_dump(ln)]

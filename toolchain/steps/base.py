@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from edgeify.request import Budgets, BuildRequest
+from edgeify_runtime.manifest import sha256_file
 from pydantic import BaseModel, ConfigDict
 
 from .facts import read_facts, write_facts
@@ -157,7 +159,6 @@ class BuildContext:
 
     def __post_init__(self) -> None:
         if self.request is None:  # a context made outside build() (inspect, parity): a request saying as much
-            from edgeify.request import Budgets, BuildRequest
 
             self.request = BuildRequest(model=str(getattr(self.source, "spec", "") or ""), target=self.target,
                                         precision=self.precision, engine=self.engine_name, io_dtype=self.io_dtype,
@@ -254,7 +255,6 @@ class Step:
 
 def data_digests(ctx: BuildContext, names: Sequence[str]) -> dict[str, str | None]:
     """sha256 of each named request data set's file (None: not given), for a step's cache key."""
-    from edgeify_runtime.manifest import sha256_file
 
     given = ctx.request.data.named() if ctx.request is not None else {}
     out: dict[str, str | None] = {}

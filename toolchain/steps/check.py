@@ -11,8 +11,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import edgeify_runtime
 import numpy as np
+from edgeify.bundle import assemble
+from edgeify.checks import accuracy, near_miss, parity
+from edgeify.errors import ParityError
+from edgeify.noise import native_stderr_filter
+from edgeify.parity_ops import explain_failure
 from edgeify.targets.spec import Tolerance
+from edgeify_runtime.manifest import TensorSpec
 from pydantic import Field
 
 from .base import ANY_FORMAT, SAME_FORMAT, Artifact, BuildContext, Step, StepConfig, fault_point
@@ -49,11 +56,6 @@ class Check(Step):
     config: CheckConfig
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
-        import edgeify_runtime
-        from edgeify.bundle import assemble
-        from edgeify.checks import accuracy, near_miss, parity
-        from edgeify.errors import ParityError
-
         assert artifact is not None
         staged = out_dir / "bundle"
         if self.config.runtime:  # the engine itself only exists on the device: check its artifact here instead
@@ -70,7 +72,6 @@ class Check(Step):
         tol = self.config.tolerance or ctx.target.tolerances[ctx.precision]
         reference = ctx.source.reference()
         real = ctx.calib if ctx.calib is not None else ctx.eval
-        from edgeify.noise import native_stderr_filter  # LiteRT's "Created ... XNNPACK delegate" INFO line
 
         with native_stderr_filter(), edgeify_runtime.load(staged, options=self.config.engine_options or None) as model:
             fixed = _fixed_batch(model.inputs)
@@ -101,8 +102,6 @@ class Check(Step):
                 failed = getattr(err, "report", None)
                 ratio = near_miss(failed, self.config.near_miss_factor)
                 if failed is None or ratio is None or not (labelled and ctx.precision in self.config.accuracy_decides):
-                    from edgeify.parity_ops import explain_failure  # the first ops whose outputs diverge
-
                     if ratio is not None and ctx.precision in self.config.accuracy_decides:
                         err.hint = (f"it misses by {ratio:.2f}x the limit: pass --eval data with labels and "
                                     "--max-accuracy-drop to let accuracy decide; or " + err.hint)
@@ -123,7 +122,6 @@ class Check(Step):
 
 def _as_float(spec, quantized: dict) -> object:
     """The float tensor a quantized-I/O input stands for (what the source model takes)."""
-    from edgeify_runtime.manifest import TensorSpec
 
     if spec.name in quantized and spec.dtype != "float32":
         return TensorSpec(spec.name, spec.shape, "float32", spec.layout, spec.engine_layout)

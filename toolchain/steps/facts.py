@@ -31,6 +31,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from edgeify_runtime.errors import BundleError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .registry import facts_records
+
 
 @runtime_checkable
 class FactsRecord(Protocol):
@@ -79,7 +81,6 @@ class UnknownFacts:
 def read_facts(raw: Mapping[str, Any] | None, *, where: str = "facts") -> dict[str, Any]:
     """``{namespace: dict}`` -> ``{namespace: record}``, each validated by its declared record class. A malformed
     record is a ``BundleError`` naming the namespace; an undeclared namespace stays an ``UnknownFacts``."""
-    from .registry import facts_records
 
     if raw is None:
         return {}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgeify.errors import ConversionError, DataError
+from edgeify.noise import quiet_nncf_progress
 from pydantic import Field
 
 from .base import Artifact, BuildContext, SearchRecipe, Step, StepConfig, StepSearch, fault_point_feed
@@ -68,7 +69,6 @@ class NncfQuantize(Step):
 
         assert artifact is not None
         nncf.set_log_level(logging.ERROR)
-        from edgeify.noise import quiet_nncf_progress
 
         quiet_nncf_progress()  # its progress bars, from the Python API too
         model = ov.Core().read_model(str(artifact.path))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from edgeify.errors import ConversionError
+from edgeify.onnx_utils import save_single_file
 from edgeify_runtime.engines.onnxruntime import OnnxRuntimeAdapter
 
 from .base import Artifact, BuildContext, Step, StepConfig
@@ -33,7 +34,6 @@ class OnnxOptimize(Step):
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         import onnx
-        from edgeify.onnx_utils import save_single_file
 
         assert artifact is not None
         model = onnx.load(str(artifact.path))

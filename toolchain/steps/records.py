@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from edgeify.targets.spec import Tolerance
 from edgeify_runtime.errors import BundleError
 from edgeify_runtime.manifest import Manifest, TensorSpec
 
@@ -282,8 +283,6 @@ class ValidationReport:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ValidationReport:
-        from edgeify.targets.spec import Tolerance
-
         nm, acc = d.get("near_miss"), d.get("accuracy")
         return cls(Tolerance.model_validate(d["tolerance"]), tuple(OutputCheck.from_dict(r) for r in d["outputs"]),
                    int(d["random_samples"]), int(d["real_samples"]), bool(d["passed"]),

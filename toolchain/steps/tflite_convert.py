@@ -41,9 +41,11 @@ from typing import Any, Literal
 from edgeify.errors import ConversionError, DataError
 from pydantic import Field
 
+from . import _onnx2torch
 from ._onnx2tf_prep import VERSION as PREP_VERSION
 from ._onnx2tf_prep import fuse_gelu
-from ._tflite import quiet_converter, run_error
+from ._onnx2torch import transformer_reason
+from ._tflite import float_check, quiet_converter, run_error
 from ._tflite_errors import _flex_error, _onnx2tf_error, _tail, _torch_error, select_tf_ops
 from .base import Artifact, BuildContext, Step, StepConfig, steps_code_digest, tool_versions
 from .records import ARTIFACT_SCHEMA, TfliteFacts
@@ -190,7 +192,6 @@ class TfliteConvert(Step):
     # -- ONNX: onnx2tf or onnx2torch -> litert-torch, each the other's fallback ------------------------------
     def _float_check(self, ctx: BuildContext, sig: Any, out_dir: Path, facts: TfliteFacts, hint: str) -> None:
         """The fp32 variant (where this run wrote one) against the source at the fp32 tolerance."""
-        from ._tflite import float_check
 
         if "fp32" not in facts.variants:
             return
@@ -247,8 +248,6 @@ class TfliteConvert(Step):
         onnx2tf's fallback, whose cache entry serves every precision) fp32, int8-dynamic and int8 with --calib."""
         import numpy as np
         import torch
-
-        from . import _onnx2torch
 
         def dim(t: dict[str, Any], i: int, d: Any) -> int:  # a dynamic dim: the batch, else --calib's, else 1
             if isinstance(d, int):
@@ -423,7 +422,5 @@ def _transformer_reason(ctx: BuildContext) -> str | None:
 @functools.lru_cache(maxsize=16)
 def _reason_for(path: str, mtime_ns: int, size: int) -> str | None:
     import onnx
-
-    from ._onnx2torch import transformer_reason
 
     return transformer_reason(onnx.load(path, load_external_data=False))

@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from edgeify.errors import ConversionError, DataError
+from edgeify_runtime.engines.litert import match_names, ordered_io
 from pydantic import Field
 
+from . import _tflite
 from .base import Artifact, BuildContext, Step, StepConfig, StepSearch, steps_code_digest
 from .records import ARTIFACT_SCHEMA, Quantization, Signature, TfliteFacts
 
@@ -72,8 +74,6 @@ class TfliteQuantize(Step):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
-        from . import _tflite
-
         conv = artifact.fact(TfliteFacts) if artifact is not None else None
         if artifact is None or conv is None or not conv.variants:
             raise ConversionError("tflite-quantize needs the tflite-convert step's output as its input")
@@ -156,7 +156,6 @@ class TfliteQuantize(Step):
         from ai_edge_litert.interpreter import Interpreter
         from ai_edge_quantizer import calibrator, quantizer, recipe
         from ai_edge_quantizer.utils import qsv_utils
-        from edgeify_runtime.engines.litert import match_names, ordered_io
 
         prec = ctx.precision
         if ctx.calib is None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import ConfigError
+from ..paths import config_dir, results_db
 from .errors import ResultNotFoundError, StoreError, StoreSchemaError
 
 #: the config file's table and key for the store URL
@@ -25,8 +27,6 @@ CONFIG_FILE = "config.toml"
 
 
 def _config_url() -> str | None:
-    from ..paths import config_dir
-
     path = config_dir() / CONFIG_FILE
     if not path.is_file():
         return None
@@ -37,20 +37,15 @@ def _config_url() -> str | None:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        from ..errors import ConfigError
-
         raise ConfigError(f"{path}: {exc}", hint="fix the file (TOML: [results] url = \"postgresql://...\")") from exc
     url = (doc.get("results") or {}).get("url")
     if url is not None and not isinstance(url, str):
-        from ..errors import ConfigError
-
         raise ConfigError(f"{path}: [results] url must be a string", hint='e.g. url = "postgresql://host/edgeify"')
     return url or None
 
 
 def store_url() -> str:
     """The URL :func:`open_store` uses with no argument (see the module docstring for the order)."""
-    from ..paths import results_db
 
     url = os.environ.get("EDGEIFY_RESULTS_URL") or _config_url()
     return normalize_url(url) if url else f"sqlite:///{Path(results_db())}"

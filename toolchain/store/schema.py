@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from edgeify_runtime.identity import manifest_identity
+from edgeify_runtime.result import BenchResult
 from sqlalchemy import (
     Boolean,
     Column,
@@ -29,6 +31,8 @@ from sqlalchemy import (
     select,
     text,
 )
+
+from .errors import StoreSchemaError
 
 #: 1: the pre-versioned SQLite store; 2: full typed records, tags, schema_version; 3: ``bundle_id`` (the bundle's
 #: identity: files, engine, precision and engine options) and ``series`` (interleaved repeated runs).
@@ -114,7 +118,6 @@ def current_version(con: Connection) -> int:
 
 def migrate(con: Connection, *, now: str) -> tuple[int, int]:
     """Bring the store to :data:`SCHEMA_VERSION` inside the caller's transaction; return (from, to)."""
-    from .errors import StoreSchemaError
 
     _lock(con)
     found = current_version(con)
@@ -153,8 +156,6 @@ def _v2_to_v3(con: Connection) -> None:
     still holds the same files (its manifest gives the options); elsewhere it stays null (identity unknown)."""
     from pathlib import Path
 
-    from edgeify_runtime.identity import manifest_identity
-
     _add_columns(con, _V3_COLUMNS, _V3_INDEXES)
     rows = con.execute(select(benchmarks.c.id, benchmarks.c.bundle, benchmarks.c.bundle_digest)).all()
     for row in rows:
@@ -179,7 +180,6 @@ def _v1_to_v2(con: Connection) -> None:
 
 def v1_record(row: Any) -> dict[str, Any]:
     """A version-1 row as a version-2 record dict (``BenchResult.from_dict`` migrates the agent's v1 keys)."""
-    from edgeify_runtime.result import BenchResult
 
     raw = json.loads(row["stats"] or "{}")
     raw["protocol"] = json.loads(row["protocol"] or "{}") or raw.get("protocol") or {}

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeify.errors import ConfigError, TargetError
+from edgeify.targets import load_registry
+from edgeify_runtime.identity import manifest_identity
+
 from ..errors import UsageError
 from .errors import ResultNotFoundError
 
@@ -44,8 +48,6 @@ class Filters:
 def target_names(name: str, target_files: Iterable[str] = ()) -> tuple[str, ...]:
     """A board name -> itself; a family alias (``x86``) -> every board of that family. A name the registry does not
     know is kept as it is (the store may hold results of a target file that is gone)."""
-    from edgeify.errors import ConfigError, TargetError
-    from edgeify.targets import load_registry
 
     try:
         reg = load_registry(list(target_files))
@@ -64,7 +66,6 @@ def target_names(name: str, target_files: Iterable[str] = ()) -> tuple[str, ...]
 def bundle_digest(value: str) -> str:
     """A bundle directory (its identity: files, engine, precision and engine options, see
     ``edgeify_runtime.identity``) or an identity / digest prefix (hex, at least 4 characters)."""
-    from edgeify_runtime.identity import manifest_identity
 
     path = Path(value).expanduser()
     if path.is_dir():
