@@ -28,13 +28,16 @@ from .bench_inputs import dynamic_axes, input_shapes, load_npz, random_feeds, re
 from .bench_request import BenchRequest, RequestError
 from .bench_request import __doc__ as _request_doc_text
 from .device_state import StateProbe
+from .engines import registry
 from .envelope import error_payload, respond
 from .fingerprint import fingerprint, temperatures_c
 from .identity import manifest_identity
 from .manifest import Manifest
+from .profile.agent import profile_for_agent
 from .result import BenchResult, EngineInfo, Fallback, Latency, Protocol
 from .session import Model, load
 from .stats import summarize
+from .trtexec import bench_command, parse_output
 
 AGENT_VERSION = __version__
 TIMER = "perf_counter_ns"
@@ -63,10 +66,9 @@ def peak_rss_mb() -> float | None:
 
 def _import_engine_module(manifest: Manifest, engine: str | None) -> tuple[float | None, str | None]:
     """Import the engine's module up front so ``load_ms`` measures session creation, not the import."""
-    from .engines import ENGINES
 
     name = engine or manifest.engine.name
-    info = ENGINES.get(name)
+    info = registry().get(name)
     if info is None or name != manifest.engine.name:
         return None, None  # load() raises the proper error
     for mod in info.modules:
@@ -180,7 +182,6 @@ def run_benchmark(req: BenchRequest) -> dict[str, Any]:
     timed_s = sum(samples_ns) / 1e9
     profile = None
     if req.profile:  # after the timed model is closed: profiler overhead never reaches the samples
-        from .profile.agent import profile_for_agent
 
         profile = profile_for_agent(req, feeds, threads, summarize(samples_ms).get("p50"))
     if engine_record is not None:
@@ -211,8 +212,6 @@ def trtexec_breakdown(record: Any, req: BenchRequest, shapes: dict[str, list[int
     """trtexec's own timing of the same engine plan (H2D, GPU compute, D2H, enqueue), when the device has
     trtexec: at least ``runs`` iterations and ``min_duration_s`` seconds after trtexec's 200 ms warm-up."""
     import subprocess
-
-    from .trtexec import bench_command, parse_output
 
     exe = (record.meta.get("fingerprint") or {}).get("trtexec")
     if not exe:

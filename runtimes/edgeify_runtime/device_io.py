@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Callable, Dict
 
+from .envelope import respond
 from .errors import EdgeifyRuntimeError
 from .manifest import safe_relpath, sha256_file
 
@@ -158,7 +159,6 @@ def try_lock(path: str) -> Any:
 
 def run_ops(ops: dict[str, Callable[[Args], Args]], argv: list[str] | None, prog: str) -> int:
     """``prog OP`` with the JSON request on stdin: run ``ops[OP]`` and answer through ``envelope.respond``."""
-    from .envelope import respond
 
     argv = list(sys.argv[1:] if argv is None else argv)
 

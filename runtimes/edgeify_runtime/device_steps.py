@@ -20,13 +20,14 @@ import json
 import sys
 from typing import Any
 
+from .bench import RequestError
+from .envelope import respond
 from .errors import BundleError
 from .manifest import Manifest
+from .trt_engine import STEP_KIND, ensure_engine
 
 
 def run_device_steps(bundle: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    from .trt_engine import STEP_KIND, ensure_engine
-
     manifest = Manifest.read(bundle)
     manifest.verify_files(bundle)
     done = []
@@ -41,9 +42,6 @@ def run_device_steps(bundle: str, options: dict[str, Any] | None = None) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .bench import RequestError
-    from .envelope import respond
-
     parser = argparse.ArgumentParser(prog="python -m edgeify_runtime.device_steps",
                                      description="Run the bundle's device steps (e.g. build its TensorRT engine).")
     parser.add_argument("--bundle", required=True, help="the bundle directory on this device")

@@ -14,6 +14,8 @@ import platform
 import sys
 from typing import Any
 
+from .engines import available_engines
+
 FINGERPRINT_VERSION = 1
 
 #: ISA features summarised in ``cpu.isa`` (canonical name -> /proc/cpuinfo flag names that imply it).
@@ -226,7 +228,6 @@ def _numpy_version() -> str | None:
 
 def fingerprint() -> dict[str, Any]:
     """Everything about this device that can change a benchmark result (no host name, no user, no ids)."""
-    from .engines import available_engines
 
     arch = platform.machine()
     try:

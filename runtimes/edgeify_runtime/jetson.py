@@ -28,6 +28,8 @@ import shutil
 import subprocess
 from typing import Any
 
+from .trtexec import parse_version_tag
+
 #: L4T release -> JetPack release, for the releases whose pairing is NVIDIA-documented (a label only: the
 #: fingerprint keys on the L4T release itself, so a missing entry never changes a cache decision)
 JETPACK_BY_L4T = {
@@ -164,7 +166,6 @@ def find_trtexec(root: str = "/") -> str | None:
 
 def trtexec_banner_version(trtexec: str, timeout: float = 60.0) -> str | None:
     """The TensorRT version in ``trtexec --help``'s banner (``[TensorRT v100300]`` -> ``10.3.0``)."""
-    from .trtexec import parse_version_tag
 
     try:
         proc = subprocess.run([trtexec, "--help"], capture_output=True, text=True, timeout=timeout)

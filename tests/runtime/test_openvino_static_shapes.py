@@ -43,7 +43,7 @@ def test_static_shapes_0_keeps_one_dynamic_compile_and_the_option_is_checked(kit
     with er.load(bundle, threads=1) as model:
         assert _shape(model._adapter.compiled_model) == "[?,8]"
         assert model.run(_x(4))["y"].shape == (4, 4) and model._adapter._shaped == {}
-    from edgeify_runtime.engines.base import check_bundle_options
+    from edgeify_runtime.engines import check_bundle_options
     from edgeify_runtime.errors import BundleError
 
     check_bundle_options("openvino", {"static_shapes": 3})

@@ -16,7 +16,7 @@ from edgeify.optimize.space import BF16_FLAGS
 from edgeify.pipeline import resolve
 from edgeify.preflight import DataWarning
 from edgeify.targets import load_registry
-from edgeify_runtime.engines.base import check_bundle_options
+from edgeify_runtime.engines import check_bundle_options
 from edgeify_runtime.errors import BundleError
 from edgeify_runtime.identity import manifest_identity
 

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeify_runtime.engines.base import check_bundle_options
+from edgeify_runtime.engines import check_bundle_options
 from edgeify_runtime.manifest import MANIFEST_NAME, REPORT_NAME, Manifest, sha256_file
 
 from ..errors import BundleError, EdgeifyError, EngineMissingError, RemoteDiskError, TargetError, TransportLostError

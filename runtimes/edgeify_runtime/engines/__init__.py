@@ -37,8 +37,8 @@ from .base import (
 
 __all__ = [
     "ENGINES", "GROUP", "EngineAdapter", "EngineConflictError", "EngineInfo", "Option", "ProfileRun", "TuningAxis",
-    "adapter_class", "adapter_classes", "available_engines", "check_unique", "create_adapter", "engine_info",
-    "engine_status", "entry_points", "installed_version", "is_installed", "load_adapter", "registry",
+    "adapter_class", "adapter_classes", "available_engines", "check_bundle_options", "check_unique", "create_adapter",
+    "engine_info", "engine_status", "entry_points", "installed_version", "is_installed", "load_adapter", "registry",
     "version_at_least", "version_tuple",
 ]
 
@@ -154,6 +154,11 @@ def adapter_class(name: str) -> type[EngineAdapter]:
     if entry is not None and entry[0].engine_info().adapter == info.adapter:
         return entry[0]
     return load_adapter(name, info.adapter, info.distribution or "?")
+
+
+def check_bundle_options(engine: str, options: Mapping[str, Any]) -> None:
+    """Refuse engine options in a bundle's manifest that ``engine``'s adapter does not allow (BundleError)."""
+    adapter_class(engine).check_bundle_options(options)
 
 
 def adapter_classes() -> dict[str, type[EngineAdapter]]:

@@ -432,10 +432,3 @@ def scalar_table(allowed: Mapping[str, tuple[str, ...] | None]) -> Callable[[Any
 
 
 THREADS = Option(int_range(1, 1024), "intra-op threads when the caller of load names none")
-
-
-def check_bundle_options(engine: str, options: Mapping[str, Any]) -> None:
-    """Refuse engine options in a bundle's manifest that ``engine``'s adapter does not allow (BundleError)."""
-    from . import adapter_class
-
-    adapter_class(engine).check_bundle_options(options)

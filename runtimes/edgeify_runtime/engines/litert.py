@@ -28,6 +28,8 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import BundleError, EngineMissingError
+from ..profile import litert
+from ..profile.record import build_profile
 from .base import THREADS, EngineAdapter, Option, ProfileRun, is_bool, names_to_positions, version_at_least
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -263,9 +265,6 @@ class LiteRTAdapter(EngineAdapter):
 
     # -- profile, intermediate tensors ------------------------------------------------------------------------
     def profile_collect(self, run: ProfileRun) -> Any:
-        from ..profile import litert
-        from ..profile.record import build_profile
-
         ops, extra, intended, missing = litert.collect(self)
         return build_profile(self.name, litert.SOURCE, run.runs, ops, intended, {**run.overhead, **extra}, missing)
 

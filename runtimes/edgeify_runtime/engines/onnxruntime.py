@@ -21,6 +21,8 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import BundleError, EngineMissingError
+from ..profile import ort
+from ..profile.record import build_profile
 from .base import (
     THREADS,
     EngineAdapter,
@@ -32,6 +34,7 @@ from .base import (
     one_of,
     scalar_table,
 )
+from .ort_dump import dump
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
@@ -162,22 +165,15 @@ class OnnxRuntimeAdapter(EngineAdapter):
 
     # -- profile, intermediate tensors ------------------------------------------------------------------------
     def profile_options(self, options: Mapping[str, Any], workdir: str) -> dict[str, Any]:
-        from ..profile import ort
-
         ort.prepare(self, workdir)
         return dict(options)
 
     def profile_collect(self, run: ProfileRun) -> Any:
-        from ..profile import ort
-        from ..profile.record import build_profile
-
         ops, extra, intended, missing = ort.collect(self, run.runs, dict(run.options))
         return build_profile(self.name, ort.SOURCE, run.runs, ops, intended, {**run.overhead, **extra}, missing)
 
     def dump_intermediates(self, artifact: Path, feeds: Mapping[str, np.ndarray], names: frozenset[str] = frozenset(),
                            precision: str = "fp32") -> dict[str, np.ndarray]:
-        from .ort_dump import dump
-
         return dump(self._import_engine(), artifact, feeds)
 
     def end_profiling(self) -> str:

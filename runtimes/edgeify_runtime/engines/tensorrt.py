@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import BundleError, EngineMissingError
+from ..profile import tensorrt
+from ..profile.record import build_profile
+from ..trt_engine import ensure_engine, settings_for
 from .base import EngineAdapter, Option, ProfileRun, int_range, is_bool, names_to_positions, one_of
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -142,8 +145,6 @@ class TensorRTAdapter(EngineAdapter):
         self._buffers: dict[str, tuple[Any, int]] = {}
 
     def _load(self, artifact: Path, manifest: Manifest) -> None:
-        from ..trt_engine import ensure_engine, settings_for
-
         self.engine_record = ensure_engine(artifact.parent, manifest, self.options)
         dla = settings_for(manifest, self.options).dla_core
         self.device = "GPU" if dla is None else f"DLA{dla}"
@@ -214,9 +215,6 @@ class TensorRTAdapter(EngineAdapter):
         return results
 
     def profile_collect(self, run: ProfileRun) -> Any:
-        from ..profile import tensorrt
-        from ..profile.record import build_profile
-
         shapes = {k: list(getattr(v, "shape", ())) for k, v in run.feeds.items()}
         ops, extra, intended, missing = tensorrt.collect(self.engine_record, run.workdir, shapes, run.runs,
                                                          run.timeout_s)

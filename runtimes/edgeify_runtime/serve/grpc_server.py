@@ -24,7 +24,10 @@ import numpy as np
 
 from .. import __version__
 from .codec import HTTPError
+from .http import Bodies
 from .oip import DATATYPES, VERSION, oip_datatype
+from .proto import grpc_predict_v2_pb2 as pb
+from .tls import grpc_credentials
 
 #: InferTensorContents field per datatype (FP16 only travels as raw bytes)
 _CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
@@ -85,8 +88,6 @@ def decode_message(message: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray
     also runs in the decode worker processes for large messages."""
     from google.protobuf.message import DecodeError
 
-    from .proto import grpc_predict_v2_pb2 as pb
-
     try:
         request = pb.ModelInferRequest.FromString(message)
     except DecodeError as exc:
@@ -98,7 +99,6 @@ def decode_message(message: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray
 
 def encode_message(model: str, request_id: str, outputs: dict[str, np.ndarray]) -> bytes:
     """A serialized ModelInferResponse with ``outputs`` (in that order) as raw little-endian bytes."""
-    from .proto import grpc_predict_v2_pb2 as pb
 
     resp = pb.ModelInferResponse(model_name=model, model_version=VERSION, id=request_id)
     for name, value in outputs.items():
@@ -220,11 +220,7 @@ async def start_grpc(service: Any, host: str, port: int, *, token: str | None = 
     :func:`~edgeify_runtime.serve.tls.read_tls` settings (else an insecure port)."""
     import grpc
 
-    from .proto import grpc_predict_v2_pb2 as pb
-
     if bodies is None:
-        from .http import Bodies
-
         bodies = Bodies(max_body_bytes=max_message_bytes)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes),
                                       ("grpc.max_send_message_length", max_message_bytes),
@@ -234,12 +230,8 @@ async def start_grpc(service: Any, host: str, port: int, *, token: str | None = 
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
     server.add_registered_method_handlers(name, handlers)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if tls:  # serve.tls.read_tls: the same certificate (and client CA) as the HTTP server
-        from .tls import grpc_credentials
-
-        bound = server.add_secure_port(address, grpc_credentials(grpc, tls))
-    else:
-        bound = server.add_insecure_port(address)
+    # TLS: serve.tls.read_tls, the same certificate (and client CA) as the HTTP server
+    bound = server.add_secure_port(address, grpc_credentials(grpc, tls)) if tls else server.add_insecure_port(address)
     if not bound:
         raise OSError(f"cannot listen on {address} (gRPC)")
     await server.start()

@@ -19,6 +19,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from .codec import HTTPError, decode_request, render_bytes
+from .oip import oip_routes
 from .responses import json_response
 from .service import Service
 
@@ -211,8 +212,6 @@ def create_app(service: Service, *, max_body_bytes: int = 32 << 20, drain_timeou
     from starlette.applications import Starlette
     from starlette.responses import Response
     from starlette.routing import Route
-
-    from .oip import oip_routes
 
     guard = Guard(token)
     own_bodies = bodies is None

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import __version__
 from .codec import HTTPError, bad, dumps, loads, non_finite, non_finite_error, shape_of
+from .responses import json_response
 
 #: Open Inference Protocol datatype <-> numpy dtype
 DATATYPES = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32", "UINT64": "uint64",
@@ -151,8 +152,6 @@ def oip_routes(service: Any, bodies: Any, wrap: Callable[[str, Any], Any]) -> li
     """The /v2 routes; ``wrap(name, handler)`` adds the token check, error rendering and metrics."""
     from starlette.responses import Response
     from starlette.routing import Route
-
-    from .responses import json_response
 
     def check_model(request: Any) -> None:
         name = request.path_params.get("name")
