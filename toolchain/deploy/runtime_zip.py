@@ -21,8 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import edgeify_runtime
+from edgeify_runtime.engines import GROUP, entry_points
 from edgeify_runtime.envelope import parse_reply
 
+from ..errors import EdgeifyError
+from ..paths import cache_dir
+from .device_calls import op_error, space_error
+from .site_exec import no_reply_error
 from .transport import ProgressCallback, Transport
 
 #: the bootstrap (standard library, Python 3.8+): ``check`` says whether the zip is there (size + sha256) and
@@ -121,8 +127,6 @@ class RuntimeOnDevice:
 
 
 def _runtime_sources() -> list[tuple[str, Path]]:
-    import edgeify_runtime
-
     root = Path(edgeify_runtime.__file__).resolve().parent
     out = []
     for p in sorted(root.rglob("*")):
@@ -154,8 +158,6 @@ def plugin_device_parts() -> tuple[list[tuple[str, Path]], list[tuple[str, str]]
     The engine's own wheel (e.g. ``ncnn``) is the device's to install, as onnxruntime is."""
     from importlib import metadata, util
 
-    from edgeify_runtime.engines import GROUP, entry_points
-
     by_dist: dict[str, list[tuple[str, str]]] = {}
     for name, value, dist in entry_points(GROUP):
         if dist.lower().replace("_", "-") != "edgeify-runtime":
@@ -182,8 +184,6 @@ def plugin_device_parts() -> tuple[list[tuple[str, Path]], list[tuple[str, str]]
 
 @functools.lru_cache(maxsize=1)
 def _runtime_zip() -> tuple[bytes, str, str]:
-    import edgeify_runtime
-
     plugin_files, plugin_texts = plugin_device_parts()
     seen: set[str] = set()
     buf = io.BytesIO()
@@ -206,7 +206,6 @@ def _runtime_zip() -> tuple[bytes, str, str]:
 def runtime_package() -> RuntimePackage:
     """The installed ``edgeify_runtime`` as a zip (sources only, fixed timestamps: same sources, same bytes) with
     the device halves of installed engine plugins (``plugin_device_parts``), written once to edgeify's cache dir."""
-    from ..paths import cache_dir
 
     data, digest, version = _runtime_zip()
     name = f"edgeify_runtime-{version}-{digest[:16]}.zip"
@@ -221,8 +220,6 @@ def runtime_package() -> RuntimePackage:
 
 def bootstrap(site: _Site, op: str, args: dict[str, Any], *, timeout: float = 120.0) -> dict[str, Any]:
     """Run the inline bootstrap (``check``, ``install`` or ``discard``) on ``site``; the typed error it reports."""
-    from .device_calls import op_error
-    from .site_exec import no_reply_error
 
     payload = json.dumps({"workdir": site.workdir, **args})
     rc, out, err = site.transport.run([*site.python, "-c", BOOTSTRAP, op], input=payload, timeout=timeout)
@@ -237,8 +234,6 @@ def bootstrap(site: _Site, op: str, args: dict[str, Any], *, timeout: float = 12
 def install_runtime(site: _Site, *, on_progress: ProgressCallback | None = None,
                    check_space: bool = True) -> RuntimeOnDevice:
     """Make sure the device has this runtime version cached (one call when it has; upload + install if not)."""
-    from ..errors import EdgeifyError
-    from .device_calls import space_error
 
     rt = runtime_package()
     if site.is_local and site.runtime_path:  # this machine: the installed edgeify_runtime
