@@ -6,6 +6,9 @@ import warnings
 from pathlib import Path
 
 from edgeify.errors import ConversionError, InputSignatureError
+from edgeify.noise import quiet_python_loggers
+from edgeify.onnx_utils import custom_ops, fix_input_dims, opset_of, save_single_file, signature
+from edgeify.sources import _flatten as flat
 from pydantic import Field
 
 from ._source_modules import SourceModulesFacts, fx_modules, source_modules
@@ -33,7 +36,6 @@ class OnnxExport(Step):
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
         import onnx
-        from edgeify.onnx_utils import opset_of, save_single_file, signature
 
         src = ctx.source
         out = out_dir / "model.onnx"
@@ -63,7 +65,6 @@ class OnnxExport(Step):
             model = self._limit_opset(ctx, model, out)
         fixes = src.input_shape_fixes(src.pre_signature()[0]) if src.kind in ("onnx", "exported-program") else []
         if fixes:  # --input-shape on a source that has its own shapes: fix the dynamic dims it names
-            from edgeify.onnx_utils import fix_input_dims
 
             model = fix_input_dims(model, fixes)
             save_single_file(model, out)
@@ -74,7 +75,6 @@ class OnnxExport(Step):
 
     def _export_torch(self, ctx: BuildContext, out: Path, fx: dict[str, tuple[str, str]]) -> str:
         import torch
-        from edgeify.noise import quiet_python_loggers
 
         quiet_python_loggers()  # "torchvision is not installed" x4 per export (edgeify uses no torchvision ops)
 
@@ -124,7 +124,6 @@ class OnnxExport(Step):
         """Bring an export above ``max_opset`` down to it: the ONNX version converter, else (torch sources) the
         TorchScript exporter at that opset; a ConversionError when neither can."""
         import onnx
-        from edgeify.onnx_utils import opset_of, save_single_file
         from onnx import version_converter
 
         have, limit = opset_of(model), int(self.config.max_opset or 0)
@@ -171,8 +170,6 @@ class OnnxExport(Step):
 
 
 def _refuse_custom_ops(ctx: BuildContext, model) -> None:
-    from edgeify.onnx_utils import custom_ops
-
     ops = custom_ops(model)
     if ops:
         raise ConversionError(
@@ -184,8 +181,6 @@ def _refuse_custom_ops(ctx: BuildContext, model) -> None:
 
 
 def _flatten(out):
-    from edgeify.sources import _flatten as flat
-
     return flat(out)
 
 
