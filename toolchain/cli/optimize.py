@@ -8,9 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from edgeify.errors import EdgeifyError, UsageError
+from edgeify.optimize import optimize as run
+from edgeify.optimize.compress_rungs import label as compress_label
+from edgeify.preflight import DataWarning
 
 from .matrix import ExecutorKind
-from .output import Format, FormatOpt, Percentile, TargetFiles, console, err_console, print_json
+from .output import Format, FormatOpt, Percentile, TargetFiles, console, err_console, print_json, stdout_to_stderr
+from .progress import OptimizeProgress
 
 
 class Objective(str, Enum):
@@ -39,7 +44,6 @@ def _human_seconds(seconds: float) -> str:
 
 def parse_duration(text: str) -> float:
     """``90``, ``90s``, ``20m``, ``1h``, ``1h30m`` -> seconds."""
-    from edgeify.errors import UsageError
 
     parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
     if not text.strip() or parts is None or not any(parts.groups()):
@@ -99,12 +103,6 @@ def optimize(
     latency budget. Ctrl-C stops the search: the best so far is reported and written to -o, exit 130."""
     import warnings
 
-    from edgeify.errors import EdgeifyError
-    from edgeify.optimize import optimize as run
-    from edgeify.preflight import DataWarning
-
-    from .output import stdout_to_stderr
-    from .progress import OptimizeProgress
 
     warnings.simplefilter("once", DataWarning)  # every candidate build loads the same data: say it once
 
@@ -163,7 +161,6 @@ def _ms(v: Any) -> str:
 
 def print_table(result: Any, wide: bool = False) -> None:
     """The candidates (and the ladder) as tables: 100 columns by default, every detail with ``wide``."""
-    from edgeify.optimize.compress_rungs import label as compress_label
     from rich.console import Console
     from rich.table import Table
 
