@@ -21,6 +21,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgeify.errors import EngineMissingError, UsageError
+
+from .runstats import hierarchical, pair_by_series
+
 PERCENTILES = (50, 90, 95, 99)
 #: per side, for the bootstrap (the rank test always sees every sample)
 MAX_SAMPLES = 10_000
@@ -100,7 +104,6 @@ def _need_scipy() -> Any:
     try:
         from scipy import stats
     except ImportError as exc:  # pragma: no cover - scipy is in the pinned set
-        from edgeify.errors import EngineMissingError
 
         raise EngineMissingError("compare/gate need scipy", hint="pip install 'edgeify[report]'") from exc
     return stats
@@ -114,8 +117,6 @@ def sample_stats(a: Sequence[float], b: Sequence[float], *, alpha: float = DEFAU
     stats = _need_scipy()
     xa, xb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if xa.size < 2 or xb.size < 2:
-        from edgeify.errors import UsageError
-
         raise UsageError(f"compare needs raw samples on both sides (A has {xa.size}, B has {xb.size})",
                          hint="benchmark again: `edgeify bench BUNDLE` stores every sample")
     rng = np.random.default_rng(seed)
@@ -218,13 +219,10 @@ def compare(sel_a: Any, sel_b: Any, *, alpha: float | None = None, resamples: in
     """Compare two :class:`~edgeify.store.select.Selection` (results with their raw samples). With two or more
     results (runs) per side, or ``run_level=True``, at the run level (``alpha`` default 0.05); else sample level
     (``alpha`` default 0.01)."""
-    from .runstats import hierarchical, pair_by_series
 
     ra, rb = list(sel_a.results), list(sel_b.results)
     use_runs = len(ra) >= 2 and len(rb) >= 2 if run_level is None else run_level
     if use_runs and (len(ra) < 2 or len(rb) < 2):
-        from edgeify.errors import UsageError
-
         raise UsageError(f"run-level statistics need at least 2 runs per side (A has {len(ra)}, B {len(rb)})",
                          hint="benchmark each bundle several times (`edgeify bench A B --repeat 5`), or give "
                               "`compare DIR_A DIR_B --runs 5` to run them now")
