@@ -9,6 +9,7 @@ import typer
 from edgeify.errors import UsageError
 from edgeify.results import open_store
 from edgeify.store.select import make_filters, nothing_matched
+from edgeify.store.sql import model_name
 from typer.core import TyperGroup
 
 from .output import Format, FormatOpt, TargetFiles, _f, console, err_console, print_bench, print_json
@@ -115,8 +116,6 @@ def optimize_mark(r: Any) -> str:
 
 def _model(r: Any) -> str:
     from pathlib import Path
-
-    from edgeify.store.sql import model_name
 
     name = model_name(r) or "-"
     folder = Path(r.bundle).name if r.bundle else ""
