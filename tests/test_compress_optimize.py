@@ -205,3 +205,39 @@ def test_qat_rung_first_in_the_ladder_of_the_outlier_model(tmp_path: Path, resul
     assert ch is not None and ch.compression["qat"] and ch.compression["phases"] == ["qat"]
     assert ch.precision == "int8" and ch.quantized_ops == ch.total_ops
     assert ch.accuracy_drop <= 2.5
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_compression_rung_keeps_the_best_so_far(cz: dict[str, Path], tmp_path: Path,  # noqa: F811
+                                                                 results_db: Path) -> None:
+    """SIGINT while a prune ratio trains: exit 130, the uncompressed best so far published at -o, no work dir."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, marker = tmp_path / "best", tmp_path / "paused"
+    env = {**os.environ, "EDGEIFY_TEST_PAUSE_AT": "train", "EDGEIFY_TEST_PAUSE_FILE": str(marker)}
+    env.pop("EDGEIFY_DEBUG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "edgeify", "optimize", f"{cz['factory']}:trained",
+                             "--input-shape", "1,1,8,8", "--target", "x86-avx512", "--engine", "onnxruntime",
+                             "-p", "int8", "--calib", str(cz["calib"]), "--eval", str(cz["eval"]),
+                             "--train", str(cz["train"]), "--compress", "prune,distill", "--epochs", "1",
+                             "--max-accuracy-drop", "5", "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 600
+    while not marker.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"training never started: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err[-3000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert "compression rung prune 0.25" in err
+    manifest = json.loads((out / "manifest.json").read_text())  # the uncompressed search had finished
+    assert manifest["precision"] == "int8" and manifest["optimize"]["compression"] is None
+    assert not list(tmp_path.glob(".edgeify-optimize-*")) and not list(tmp_path.glob(".edgeify-staging-*"))
