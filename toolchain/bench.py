@@ -38,8 +38,8 @@ from .bench_agent import (
 )
 from .deploy.connect import open_site
 from .deploy.deployer import deploy
-from .deploy.fleet import Outcome, attempt, run_fleet
 from .deploy.inventory import Device, Inventory
+from .deploy.outcome import Outcome, attempt, run_fleet
 from .deploy.site import DeviceSite
 from .errors import BundleError, LatencyBudgetError, UsageError
 from .preflight import check_input_memory

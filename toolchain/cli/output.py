@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from edgeify.deploy.fleet import first_failure
+from edgeify.deploy.outcome import first_failure
 from edgeify.errors import EdgeifyError, UsageError
 from edgeify.noise import human_size
 from rich.console import Console
