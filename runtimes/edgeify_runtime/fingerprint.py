@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from .engines import available_engines
+from .jetson import jetson_fingerprint
 
 FINGERPRINT_VERSION = 1
 
@@ -256,8 +257,6 @@ def _jetson() -> dict[str, Any] | None:
     """L4T/JetPack, TensorRT, CUDA and GPU compute capability on a Jetson (``edgeify_runtime.jetson``); None
     elsewhere."""
     try:
-        from .jetson import jetson_fingerprint
-
         fp = jetson_fingerprint()
     except Exception:  # a fingerprint never fails
         return None
