@@ -18,8 +18,8 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -38,6 +38,7 @@ pytestmark = pytest.mark.ssh
 
 ADDRESSES = {"svc-a": "127.0.0.40", "svc-b": "127.0.0.41"}
 GATE_EQUAL = "p50<=2x"
+BUDGET_MS = 200
 COMMON = ("--runs", "2", "--samples", "20", "--parallel", "2", "--retries", "0")
 
 
@@ -89,8 +90,11 @@ def services(pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, versions) ->
     inv.save()
     try:
         for name in pair:
+            # a budget given (kept in app.json's argv across restarts): on a loaded 2-core machine the one the
+            # service measures at startup (max(3 x p95, p95 + 20 ms)) is close to the p95 under traffic
             r = run_cli("deploy", str(versions["v1"]), "--device", name, "--app", "serve", "--port",
-                        str(ports[name]), "--format", "json", timeout=180)
+                        str(ports[name]), "--app-option", f"latency-budget-ms={BUDGET_MS}", "--format", "json",
+                        timeout=180)
             assert r.returncode == 0, r.stderr[-3000:]
         yield {"work": work, "ports": ports, "tmp": tmp_path}
     finally:
@@ -135,7 +139,7 @@ def test_rollout_restarts_the_service_and_abort_restarts_it_on_the_previous_bund
                 "--app", "serve", *COMMON, "--format", "json", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
-    assert out["state"] == "done" and [w["devices"] for w in out["waves"]][0] == ["svc-a"]  # the pinned canary
+    assert out["state"] == "done" and out["waves"][0]["devices"] == ["svc-a"]  # the pinned canary
     for d in out["devices"]:
         app = d["detail"]["app"]
         assert d["status"] == "passed" and app["restarted"] is True and app["health"]["bundle_digest"] == v2
@@ -198,8 +202,11 @@ def _up(prom_port: int, n: int) -> bool:
 
 def _busy(pid: int, hog: list[subprocess.Popen[bytes]]) -> None:
     """Every thread of ``pid`` pinned to CPU 0 at nice 19 beside a process spinning on CPU 0 (test_monitoring's
-    way: SIGSTOP pauses are not enough)."""
+    way: SIGSTOP pauses are not enough). The app runs in its own session (setsid), so in its own scheduler
+    autogroup, where a thread's nice only counts against its own group: the group's nice is set to 19 too."""
     cpu0 = {min(os.sched_getaffinity(0))}
+    with contextlib.suppress(OSError):  # kernels without CONFIG_SCHED_AUTOGROUP have no such file
+        Path(f"/proc/{pid}/autogroup").write_text("19")
     hog.append(subprocess.Popen([sys.executable, "-c",
                                  f"import os\nos.sched_setaffinity(0, {cpu0})\nwhile True: pass"]))
     for tid in os.listdir(f"/proc/{pid}/task"):
@@ -256,7 +263,9 @@ def test_soak_fails_a_busy_device_and_its_wave_is_rolled_back(services, versions
                     _busy(busy_pid, hog)
                     break
             time.sleep(0.2)
-        assert busy_pid is not None, "svc-b never passed its gate"
+        if busy_pid is None:
+            out_text, err = proc.communicate(timeout=400)
+            pytest.fail(f"svc-b never passed its gate (exit {proc.returncode}): {err[-3000:]}")
         out_text, err = proc.communicate(timeout=400)
         assert proc.returncode == 17, err[-3000:]
         out = json.loads(out_text)
@@ -264,7 +273,7 @@ def test_soak_fails_a_busy_device_and_its_wave_is_rolled_back(services, versions
         a, b = by["svc-a"], by["svc-b"]
         # the canary soaked 25 s within its budget and keeps the new bundle
         assert a["status"] == "passed" and a["detail"]["soak"]["verdict"] == "pass" and a["bundle_digest"] == v2
-        assert a["detail"]["soak"]["requests"] > 0 and a["detail"]["soak"]["p95_ms"] <= a["detail"]["soak"]["budget_ms"]
+        assert a["detail"]["soak"]["requests"] > 0 and a["detail"]["soak"]["budget_ms"] == BUDGET_MS
         soak = b["detail"]["soak"]
         assert soak["verdict"] == "fail" and "over its budget" in soak["reason"], soak
         assert b["status"] == "rolled-back" and b["bundle_digest"] == v1

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..bench import BenchSettings, _measure
+from ..deploy.apps import CLIENT_GRACE_S, app_op, app_status
 from ..deploy.connect import open_site
 from ..deploy.deployer import rollback, status
 from ..deploy.inventory import Device
@@ -100,8 +101,6 @@ APP_HEALTH_TIMEOUT_S = 60.0
 
 def app_on_device(device: Device, name: str, **connect: Any) -> dict[str, Any] | None:
     """The app named ``name`` on the device (``edgeify apps status``'s entry), or None."""
-    from ..deploy.apps import app_status
-
     with open_site(device, **connect) as site:
         apps = app_status(site).get("apps") or []
     return next((a for a in apps if a.get("name") == name), None)
@@ -112,8 +111,6 @@ def restart_app(device: Device, plan: Plan, digest: str, *, unless_running: bool
     """Start the device's app ``plan.name`` again (its stored argv, environment and token) on what the bundle's
     ``current`` is now, which must be ``digest``, and wait until it answers healthy with that digest (and, for
     serve, ``/v2/health/ready``). ``unless_running``: leave an app that already runs ``digest`` alone."""
-    from ..deploy.apps import CLIENT_GRACE_S, app_op
-
     with open_site(device, **connect) as site:
         out = app_op(site, install_runtime(site), "restart",
                      {"name": plan.name, "digest": digest, "unless_running": unless_running,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bench import BenchSettings, settings_for
+from ..deploy.apps import resolve_app
 from ..deploy.deployer import LocalBundle, bundle_name
 from ..deploy.fleet import deploy, run_fleet
 from ..deploy.inventory import Device, Inventory
@@ -83,8 +84,6 @@ def _app_and_soak(app: str | None, soak: str | float | None, prometheus: str | N
                                                                                                float | None]:
     """``--app`` -> the app's kind; ``--soak`` -> seconds (it needs ``--prometheus`` and the app's service, and
     Prometheus must answer now: exit 18 before any device is touched)."""
-    from ..deploy.apps import resolve_app
-
     kind = resolve_app(app).kind if app else None
     if prometheus and soak is None:
         raise UsageError("--prometheus is what --soak watches", hint="add --soak DURATION, e.g. --soak 5m")

@@ -56,9 +56,15 @@ def interval_s(soak_s: float) -> float:
     return min(15.0, max(1.0, soak_s / 10.0))
 
 
+def _regex_literal(name: str) -> str:
+    """``name`` as an RE2 literal inside a PromQL string (``re.escape`` writes ``\\-``, which PromQL refuses)."""
+    escaped = "".join("\\" + c if c in ".+*?()[]{}|^$\\" else c for c in name)
+    return escaped.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def queries(names: Sequence[str], window: int) -> dict[str, str]:
     """The PromQL of the shipped rules, for these devices, over ``window`` seconds (one series per device)."""
-    sel = f'{DEVICE_LABEL}=~"{"|".join(re.escape(n) for n in names)}"'
+    sel = f'{DEVICE_LABEL}=~"{"|".join(_regex_literal(n) for n in names)}"'
     w = f"[{window}s]"
     by = f"({DEVICE_LABEL})"
     return {
