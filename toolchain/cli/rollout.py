@@ -120,6 +120,12 @@ def _show(rec: Any, fmt: Format) -> None:
         err = (dev["detail"] or {}).get("error") or {}
         verdict = (f"x{g['ratio']:.3f} [{g['ci'][0]:.3f}, {g['ci'][1]:.3f}]" if "ratio" in g
                    else g.get("note") or err.get("message") or "")
+        soak = (dev["detail"] or {}).get("soak") or {}
+        app = (dev["detail"] or {}).get("app") or {}
+        if soak.get("verdict") == "fail":
+            verdict = f"soak: {soak.get('reason')}"
+        elif app.get("error"):
+            verdict = f"app: {app['error']}"
         runs_now = (dev["bundle_digest"] or "none")[:12]
         style = _STATUS_STYLE.get(dev["status"], "")
         t.add_row(str(dev["wave"] + 1), dev["name"], f"[{style}]{dev['status']}[/]" if style else dev["status"],
