@@ -241,3 +241,24 @@ def test_ctrl_c_during_a_compression_rung_keeps_the_best_so_far(cz: dict[str, Pa
     manifest = json.loads((out / "manifest.json").read_text())  # the uncompressed search had finished
     assert manifest["precision"] == "int8" and manifest["optimize"]["compression"] is None
     assert not list(tmp_path.glob(".edgeify-optimize-*")) and not list(tmp_path.glob(".edgeify-staging-*"))
+
+
+def test_a_compressed_candidate_must_beat_the_uncompressed_beyond_noise() -> None:
+    from edgeify.optimize.compress_rungs import choose_kept, mark_front
+    from edgeify.optimize.records import Accuracy, Budgets, Candidate
+
+    def cand(p50: float, drop: float = 0.0, size: int = 100, comp: dict | None = None) -> Candidate:
+        return Candidate(engine="e", precision="int8", latency_ms={"p50": p50}, size_bytes=size, status="measured",
+                         accuracy=Accuracy(measure="labels", drop=drop), accuracy_drop=drop, compression=comp)
+
+    budgets = Budgets(max_accuracy_drop=1.0)
+    pruned = {"prune_ratio": 0.5}
+    tied = mark_front([cand(0.012), cand(0.0121, 0.18, 50, pruned)], "p50")
+    assert tied[1].compression["on_front"]  # on the front by size alone
+    assert choose_kept(tied, budgets, "latency") == 0  # within noise: the uncompressed model
+    faster = mark_front([cand(0.054), cand(0.024, -0.5, 50, pruned)], "p50")
+    assert choose_kept(faster, budgets, "latency") == 1
+    dominated = mark_front([cand(0.020, 0.0, 40), cand(0.024, 0.1, 50, pruned)], "p50")
+    assert dominated[1].compression["on_front"] is False and not dominated[1].meets_budget
+    assert "not on the Pareto front" in dominated[1].reason
+    assert choose_kept(dominated, budgets, "latency") == 0

@@ -28,7 +28,7 @@ from typing import Any
 from edgeify.errors import EdgeifyError, UsageError
 
 from .candidates import Built, CandidateBuilder, Inputs
-from .choose import accuracy_ok, choose, pareto
+from .choose import accuracy_ok, choose, pareto, tied
 from .records import Accuracy, Budgets, Candidate, Objective, Rung
 from .search import Search
 from .space import ArtifactPlan
@@ -337,10 +337,20 @@ def mark_front(cands: Sequence[Candidate], percentile: str) -> list[Candidate]:
 
 
 def choose_kept(cands: Sequence[Candidate], budgets: Budgets, objective: Objective) -> int | None:
-    """``choose`` among the candidates kept: every uncompressed one, the compressed ones on the Pareto front."""
+    """``choose`` among the candidates kept: every uncompressed one, the compressed ones on the Pareto front. A
+    compressed winner must beat the best uncompressed candidate beyond noise on the objective: tied, the
+    uncompressed one is simpler (no fine-tuned weights) and wins."""
     keep = [i for i, c in enumerate(cands) if c.compression is None or c.compression.get("on_front") is not False]
     j = choose([cands[i] for i in keep], budgets, objective)
-    return None if j is None else keep[j]
+    if j is None:
+        return None
+    winner = cands[keep[j]]
+    if winner.compression is not None:
+        plain = [i for i in keep if cands[i].compression is None]
+        k = choose([cands[i] for i in plain], budgets, objective)
+        if k is not None and tied(cands[plain[k]], winner, objective, budgets.percentile):
+            return plain[k]
+    return keep[j]
 
 
 def label(c: Candidate) -> str:
