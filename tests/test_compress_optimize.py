@@ -79,9 +79,11 @@ def test_compress_parse() -> None:
     from edgeify.optimize.compress_rungs import RATIOS, parse_compress
 
     assert parse_compress(None, None) is None
-    req = parse_compress(" prune , distill,qat ", "t.npz", "30s", 2)
+    req = parse_compress(" prune , distill,qat ", "t.npz", "30s", 2, lr=0.01)
     assert req.phases == ("prune", "distill", "qat") and req.prunes and req.qat and req.ratios == RATIOS
-    assert req.train_seconds == 30.0 and req.epochs == 2
+    assert req.train_seconds == 30.0 and req.epochs == 2 and req.lr == 0.01
+    with pytest.raises(UsageError, match="positive learning rate"):
+        parse_compress("qat", "t.npz", lr=0.0)
     with pytest.raises(UsageError, match="distillation fine-tunes a pruned student"):
         parse_compress("distill", "t.npz")
     with pytest.raises(UsageError, match="not a duration"):
@@ -168,8 +170,7 @@ def model():
 
 
 @pytest.mark.slow
-def test_qat_rung_first_in_the_ladder_of_the_outlier_model(tmp_path: Path, results_db: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_qat_rung_first_in_the_ladder_of_the_outlier_model(tmp_path: Path, results_db: Path) -> None:
     """The outlier model (two conv2 channels 1000x: plain int8 fails its parity gate): with --compress qat the
     ladder tries QAT before keeping layers in float; QAT's int8 keeps every compute op in int8 and holds a
     2.5 pt budget against the original model (lr 1e-2, 30 epochs on the training split)."""
@@ -177,7 +178,6 @@ def test_qat_rung_first_in_the_ladder_of_the_outlier_model(tmp_path: Path, resul
 
     import edgeify
     from _kit import REPO
-    from edgeify.optimize import compress_rungs
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -190,11 +190,10 @@ def test_qat_rung_first_in_the_ladder_of_the_outlier_model(tmp_path: Path, resul
     x_tr, _, y_tr, _ = train_test_split((d.images.astype(np.float32) / 16.0)[:, None], d.target.astype(np.int64),
                                         test_size=0.3, stratify=d.target, random_state=0)
     np.savez(tmp_path / "train.npz", x=x_tr, labels=y_tr)
-    monkeypatch.setattr(compress_rungs, "QAT_LR", 1e-2)
     res = edgeify.optimize(f"{tmp_path / 'outlier_torch.py'}:model", target="x86-avx512", out=tmp_path / "best",
                            calib=files["calib"], eval=files["eval"], input_shapes=["1,1,8,8"],
                            engines=["onnxruntime"], precisions=["int8"], max_accuracy_drop=2.5, compress="qat",
-                           train=tmp_path / "train.npz", epochs=30, progress=lambda m: None)
+                           train=tmp_path / "train.npz", epochs=30, train_lr=1e-2, progress=lambda m: None)
     ladder = [r for r in res.ladder if r.engine == "onnxruntime"]
     assert ladder[0].rung == "int8" and not ladder[0].accepted  # plain int8 fails (parity / accuracy)
     assert ladder[1].rung == "qat"  # QAT is tried before any layer is kept in float

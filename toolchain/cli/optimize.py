@@ -93,6 +93,8 @@ def optimize(
                                    "60s [default: up to 60 s, a share of --max-time]"),
     epochs: int = typer.Option(None, "--epochs", help="training epochs per compressed candidate (with "
                                "--train-time: whichever ends first)"),
+    train_lr: float = typer.Option(None, "--train-lr", help="Adam learning rate of the compression training "
+                                   "[default: 0.001]"),
     target_file: list[str] = TargetFiles,
     wide: bool = typer.Option(False, "--wide", help="every column of the candidates table (settings, int8 ops, "
                               "p95, full reasons); the default fits 100 columns"),
@@ -121,7 +123,7 @@ def optimize(
                          engines=engine or None, precisions=precision or None, target_files=target_file,
                          use_cache=not no_cache, trust_source=trust_source, executor=executor.value,
                          ray_address=ray_address, progress=progress.say, compress=compress, train=train,
-                         train_time=train_time, epochs=epochs)
+                         train_time=train_time, epochs=epochs, train_lr=train_lr)
         except EdgeifyError as exc:
             if getattr(exc, "result", None) is None:
                 raise

@@ -30,7 +30,7 @@ def optimize(model: str | Path, *, target: str = "auto", out: str | Path, device
              trust_source: bool = False, executor: str = "local", ray_address: str | None = None,
              progress: Callable[[str], None] | None = None, compress: str | None = None,
              train: str | Path | None = None, train_time: str | None = None,
-             epochs: int | None = None) -> OptimizeResult:
+             epochs: int | None = None, train_lr: float | None = None) -> OptimizeResult:
     """The fastest bundle of ``model`` for ``target`` (``"auto"``: from the local fingerprint) that meets the
     budgets, measured on ``device``, written to ``out``. Accuracy drops are percentage points.
 
@@ -40,8 +40,9 @@ def optimize(model: str | Path, *, target: str = "auto", out: str | Path, device
     best so far, if one met the budgets, written to ``out``). ``progress`` receives one line per step (default:
     stderr). ``executor="ray"`` builds the candidates as Ray tasks on the cluster at ``ray_address`` (None: a
     private local instance); they are still measured on ``device``. ``compress="prune,distill,qat"`` (with
-    ``train`` data; ``train_time`` / ``epochs`` per compressed candidate) adds compressed candidates: a QAT rung
-    first in each ladder, prune+distill at ratios 0.25/0.5/0.75, each kept only on the Pareto front."""
+    ``train`` data; ``train_time`` / ``epochs`` / ``train_lr`` per compressed candidate) adds compressed
+    candidates: a QAT rung first in each ladder, prune+distill at ratios 0.25/0.5/0.75, each kept only on the
+    Pareto front."""
     from .api import run_optimize
 
     return run_optimize(model, target=target, out=out, device=device, calib=calib, eval=eval, preprocess=preprocess,
@@ -50,7 +51,7 @@ def optimize(model: str | Path, *, target: str = "auto", out: str | Path, device
                         max_time_s=max_time_s, engines=engines, precisions=precisions, target_files=target_files,
                         use_cache=use_cache, trust_source=trust_source, executor=executor,
                         ray_address=ray_address, progress=progress, compress=compress, train=train,
-                        train_time=train_time, epochs=epochs)
+                        train_time=train_time, epochs=epochs, train_lr=train_lr)
 
 
 def __getattr__(name: str) -> Any:  # lazy: the pydantic records load on first use

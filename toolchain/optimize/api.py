@@ -92,7 +92,7 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
              trust_source: bool = False, executor: str = "local", ray_address: str | None = None,
              progress: Callable[[str], None] | None = None, compress: str | None = None,
              train: str | Path | None = None, train_time: str | None = None,
-             epochs: int | None = None) -> OptimizeResult:
+             epochs: int | None = None, train_lr: float | None = None) -> OptimizeResult:
     """Search engines x precisions x recipes x run-time settings of ``target`` for ``model`` on ``device``;
     with ``compress`` (``"prune,distill,qat"``) also compressed candidates trained on ``train``
     (``compress_rungs``)."""
@@ -105,7 +105,8 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
 
     say = progress or _stderr
     t0 = time.perf_counter()
-    compress_req = compress_rungs.parse_compress(compress, None if train is None else str(train), train_time, epochs)
+    compress_req = compress_rungs.parse_compress(compress, None if train is None else str(train), train_time, epochs,
+                                                 lr=train_lr)
     check_output(out)  # refused before anything is built: -o must be new, empty or an earlier bundle
     run_id = f"opt-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     spec, facts, target_reason = resolve_target(target, device, tuple(target_files))

@@ -40,8 +40,6 @@ RATIOS = (0.25, 0.5, 0.75)
 MAIN_SHARE = 0.4
 #: training budget of one compressed candidate when neither --train-time nor --epochs is given (seconds, at most)
 DEFAULT_TRAIN_S = 60.0
-#: Adam learning rate of the QAT rung; None: edgeify.compress's default (1e-3)
-QAT_LR: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,8 @@ class CompressRequest:
     train_seconds: float | None = None
     epochs: int | None = None
     ratios: tuple[float, ...] = RATIOS
+    #: Adam learning rate of every training in the run (None: edgeify.compress's default, 1e-3)
+    lr: float | None = None
 
     @property
     def prunes(self) -> bool:
@@ -64,13 +64,14 @@ class CompressRequest:
 
 
 def parse_compress(text: str | None, train: str | None, train_time: str | None = None,
-                   epochs: int | None = None, ratios: Sequence[float] | None = None) -> CompressRequest | None:
+                   epochs: int | None = None, ratios: Sequence[float] | None = None,
+                   lr: float | None = None) -> CompressRequest | None:
     """``--compress prune,distill,qat`` (with ``--train``) as a request; None without ``--compress``."""
     from edgeify.compress.options import parse_duration
 
     if text is None or not text.strip():
-        if train is not None or train_time is not None or epochs is not None:
-            raise UsageError("--train/--train-time/--epochs are for --compress",
+        if train is not None or train_time is not None or epochs is not None or lr is not None:
+            raise UsageError("--train/--train-time/--epochs/--train-lr are for --compress",
                              hint="add --compress prune,distill (and/or qat)")
         return None
     phases = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
@@ -86,9 +87,11 @@ def parse_compress(text: str | None, train: str | None, train_time: str | None =
                          hint="pass --train train.npz (the inputs, optional `labels`) or --train pkg.mod:factory")
     if epochs is not None and epochs < 1:
         raise UsageError(f"--epochs {epochs}: at least 1")
+    if lr is not None and not lr > 0:
+        raise UsageError(f"--train-lr {lr}: a positive learning rate", hint="e.g. --train-lr 0.001")
     return CompressRequest(phases=phases, train=str(train), epochs=epochs,
                            train_seconds=None if train_time is None else parse_duration(train_time),
-                           ratios=tuple(ratios) if ratios else RATIOS)
+                           ratios=tuple(ratios) if ratios else RATIOS, lr=lr)
 
 
 def check(req: CompressRequest, inp: Inputs) -> None:
@@ -211,8 +214,7 @@ class CompressSearch(Search):
         from edgeify.compress.options import CompressOptions
 
         if self._qat is None:  # trained once: the fine-tuning does not depend on the engine
-            lr = {} if QAT_LR is None else {"lr": QAT_LR}
-            self._qat = self._compress("qat", CompressOptions(train=self.req.train, qat=True, **lr, **self._budget(1)))
+            self._qat = self._compress("qat", CompressOptions(train=self.req.train, qat=True, **self._budget(1)))
         cands = self._search(*self._qat, engines=(engine,))
         mine = [c for c in cands if c.engine == engine and c.status in ("screened", "measured")]
         best = min(mine, key=lambda c: c.latency("p50") or float("inf"), default=None)
@@ -240,11 +242,12 @@ class CompressSearch(Search):
             self._search(*got, engines=self._filters[0])
 
     def _budget(self, rungs_left: int) -> dict[str, Any]:
-        """The training budget of one compressed candidate: the user's, else a share of the time left."""
+        """The training budget (and lr) of one compressed candidate: the user's, else a share of the time left."""
+        lr = {} if self.req.lr is None else {"lr": self.req.lr}
         if self.req.train_seconds is not None or self.req.epochs is not None:
-            return {"train_seconds": self.req.train_seconds, "epochs": self.req.epochs}
+            return {"train_seconds": self.req.train_seconds, "epochs": self.req.epochs, **lr}
         left = max(5.0, self.deadline - time.monotonic())
-        return {"train_seconds": min(DEFAULT_TRAIN_S, left / max(rungs_left, 1) / 2), "epochs": None}
+        return {"train_seconds": min(DEFAULT_TRAIN_S, left / max(rungs_left, 1) / 2), "epochs": None, **lr}
 
     def original_accuracy(self) -> float:
         """The original model's top-1 on --eval: as the uncompressed builds measured it, else computed here."""
