@@ -101,6 +101,21 @@ def test_source_map_lookup_of_engine_names() -> None:
     assert m.lookup("node_relu_1").path == "blocks.0.act"  # the longest recorded name wins
 
 
+def test_litert_torch_op_names_carry_their_module() -> None:
+    """litert-torch writes the module scope into each TFLite op's name (as the LiteRT profile shows them): the
+    fused conv+bn+relu is the conv's; a plain map-less bundle still gets its modules."""
+    from edgeify_runtime.profile.modules import SourceMap
+
+    fused = ("#2 m.Net/torch.nn.modules.container.Sequential_blocks/m.Block_0/torch.nn.modules.activation.ReLU_act;;"
+             "m.Net/torch.nn.modules.container.Sequential_blocks/m.Block_0/torch.nn.modules.batchnorm.BatchNorm2d_bn;;"
+             "m.Net/torch.nn.modules.container.Sequential_blocks/m.Block_0/torch.nn.modules.conv.Conv2d_conv;1")
+    got = SourceMap(None).lookup(fused)
+    assert (got.path, got.type) == ("blocks.0.conv", "nn.Conv2d")
+    pool = SourceMap({"modules": [["pool", "nn.AdaptiveAvgPool2d", "tiny_net.py:40"]], "names": {"node_mean": 0}})
+    assert pool.lookup("#4 m.Net/torch.nn.modules.pooling.AdaptiveAvgPool2d_pool;1").at == "tiny_net.py:40"
+    assert SourceMap(None).lookup("x/fq_output_0") is None  # an OpenVINO name is no scope
+
+
 def test_scope_names_of_the_torchscript_exporter() -> None:
     from edgeify.steps._source_modules import _from_scope_name
 

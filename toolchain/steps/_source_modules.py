@@ -23,7 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from edgeify_runtime.profile.modules import NAMESPACE, SourceMap, SourceModule
+from edgeify_runtime.profile.modules import NAMESPACE, SourceMap, SourceModule, short_type
 from pydantic import Field
 
 from .facts import StepFacts
@@ -46,13 +46,6 @@ class SourceModulesFacts(StepFacts):
 
     def source_map(self) -> SourceMap:
         return SourceMap(self.to_dict())
-
-
-def short_type(cls: str) -> str:
-    """``torch.nn.modules.conv.Conv2d`` -> ``nn.Conv2d``; other classes as the exporter wrote them."""
-    if cls.startswith("torch.nn.modules."):
-        return "nn." + cls.rsplit(".", 1)[-1]
-    return cls
 
 
 def _user_line(trace: str) -> str:

@@ -10,7 +10,10 @@ Engines rename what they run: ONNX Runtime fuses (``fused node_linear``, ``relu_
 (``node_linear/WithoutBiases/DequantizationMultiply``), reorders carry both ends (``x_abcd_acdb_node_Conv_38``).
 :meth:`SourceMap.lookup` finds the recorded name inside the engine's: the whole name (a ``/`` name: its first
 part), else the longest recorded name that sits between separators (on a tie, the rightmost: a reorder belongs to the
-op it feeds). Standard library only (the device reads the manifest's JSON; no torch, no onnx).
+op it feeds). litert-torch writes the module scope into the TFLite op's own name
+(``Net/Block_stem/torch.nn.modules.conv.Conv2d_conv;1``, fused ops joined by ``;;``): that name is read directly,
+the last location (the conv a ReLU and BatchNorm were fused into) naming the op, with or without a recorded map.
+Standard library only (the device reads the manifest's JSON; no torch, no onnx).
 
 >>> m = SourceMap({"modules": [["features.0", "nn.Conv2d", ""], ["classifier.3", "nn.Linear", ""]],
 ...                "names": {"node_Conv_38": 0, "getitem": 0, "node_linear_1": 1, "output": 1}})
@@ -31,6 +34,37 @@ NAMESPACE = "source_modules"
 _SEP = re.compile(r"[^0-9A-Za-z]")
 #: names longer than this are only looked up whole (the substring search is quadratic in separators)
 _MAX_SEARCH = 256
+_INDEX = re.compile(r"^#\d+ ")  # the LiteRT profile's "#3 " before a TFLite op name
+_SCOPE_PART = re.compile(r"^(?P<cls>(?:[A-Za-z_]\w*\.)*[A-Z][A-Za-z0-9]*)_(?P<attr>\w+)$")
+_SCOPE_ROOT = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*$")
+
+
+def short_type(cls: str) -> str:
+    """``torch.nn.modules.conv.Conv2d`` -> ``nn.Conv2d``; other classes as the exporter wrote them."""
+    if cls.startswith("torch.nn.modules."):
+        return "nn." + cls.rsplit(".", 1)[-1]
+    return cls
+
+
+def litert_torch_module(name: str) -> SourceModule | None:
+    """The module of a litert-torch TFLite op name (``Net/torch.nn.modules.container.Sequential_blocks/
+    pkg.Block_0/torch.nn.modules.conv.Conv2d_conv;2``: ``blocks.0.conv``, ``nn.Conv2d``); None otherwise."""
+    locs = [re.sub(r";\d+$", "", loc) for loc in _INDEX.sub("", name).split(";;")]
+    for loc in reversed(locs):
+        parts = loc.split("/")
+        if len(parts) < 2 or not _SCOPE_ROOT.match(parts[0]):
+            continue
+        path, cls = [], ""
+        for part in parts[1:]:
+            m = _SCOPE_PART.match(part)
+            if m is None:
+                path = []
+                break
+            path.append(m.group("attr"))
+            cls = m.group("cls")
+        if path:
+            return SourceModule(".".join(path), short_type(cls))
+    return None
 
 
 @dataclass(frozen=True)
@@ -79,8 +113,15 @@ class SourceMap:
 
     def lookup(self, name: str | None) -> SourceModule | None:
         """The source module of an engine op (or tensor) called ``name``; None when nothing recorded fits."""
-        if not name or not self._names:
+        if not name:
             return None
+        scoped = litert_torch_module(name) if "/" in name and "." in name else None
+        if scoped is not None:  # litert-torch's own scope name; the recorded entry adds the user's line
+            known = next((m for m in self.modules if m.path == scoped.path), None)
+            return known or scoped
+        if not self._names:
+            return None
+        name = _INDEX.sub("", name)
         hit = self._names.get(name)
         if hit is None and name.startswith("fused "):
             name = name[len("fused "):]
@@ -107,4 +148,4 @@ class SourceMap:
         return None if best is None else best[2]
 
 
-__all__ = ["NAMESPACE", "SourceMap", "SourceModule"]
+__all__ = ["NAMESPACE", "SourceMap", "SourceModule", "litert_torch_module", "short_type"]

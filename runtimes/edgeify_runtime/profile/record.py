@@ -97,14 +97,14 @@ class Profile:
         return sorted(groups.values(), key=lambda g: (g["time_ms"] is None, -(g["time_ms"] or 0.0), -g["ops"]))
 
     def with_modules(self, source_map: SourceMap) -> Profile:
-        """Each op's source module from the bundle's map (unchanged when the map is empty)."""
-        if not source_map:
-            return self
+        """Each op's source module from the bundle's map, or from the op's own scope name (litert-torch)."""
         ops = []
         for o in self.ops:
             m = source_map.lookup(o.name)
             ops.append(o if m is None else replace(o, module=m.path, module_type=m.type or None,
                                                    module_at=m.at or None))
+        if all(o.module is None for o in ops):
+            return self
         mods = {o.name: o.module for o in ops}
         fb = tuple({**f, "module": mods.get(str(f.get("name")))} for f in self.placement.fallback_ops)
         return replace(self, ops=tuple(ops), placement=replace(self.placement, fallback_ops=fb))
