@@ -174,6 +174,9 @@ class OpenVINOAdapter(EngineAdapter):
         shapes = []
         for k in range(len(self._in_names)):
             ps = self._model.inputs[self._pos_in[k]].get_partial_shape()
+            if ps.is_static:  # e.g. a scalar or fixed-size second input beside a batched one
+                shapes.append(tuple(int(d) for d in ps.to_shape()))
+                continue
             if ps.rank.is_dynamic or any(ps[i].is_dynamic for i in range(1, ps.rank.get_length())):
                 return None
             shapes.append((1, *(ps[i].get_length() for i in range(1, ps.rank.get_length()))))
