@@ -19,6 +19,12 @@ CASES = [
     "from edgeify.deploy.inventory import Device; import edgeify; assert edgeify.deploy.__module__ == "
     "'edgeify.deploy.fleet'",
     "import edgeify, sys; assert 'paramiko' not in sys.modules and 'edgeify.deploy.deployer' not in sys.modules",
+    # `import edgeify` loads none of its modules (PEP 562); a patched public function is kept, then restored
+    "import edgeify, sys; assert not [m for m in sys.modules if m.startswith('edgeify.') and m != 'edgeify.version']"
+    " and 'pydantic' not in sys.modules and 'numpy' not in sys.modules",
+    "import edgeify, unittest.mock as m; f = edgeify.build\n"
+    "with m.patch('edgeify.build', len): assert edgeify.build is len\n"
+    "assert edgeify.build is f and edgeify.targets.load_registry",
 ]
 
 

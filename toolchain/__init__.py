@@ -57,15 +57,23 @@ def _submodule(name: str) -> Any:
 
 
 def _function(name: str) -> property:
-    """A package attribute that is always the public function ``name`` (never the submodule of that name)."""
-    def get(_pkg: types.ModuleType) -> Any:
+    """A package attribute that is always the public function ``name``, never the submodule of that name (a
+    value assigned by a caller, e.g. a test's monkeypatch, is kept until deleted)."""
+    slot = f"_assigned_{name}"
+
+    def get(pkg: types.ModuleType) -> Any:
+        if slot in pkg.__dict__:
+            return pkg.__dict__[slot]
         return getattr(importlib.import_module(_PUBLIC[name]), name)
 
-    def set_(_pkg: types.ModuleType, value: Any) -> None:
+    def set_(pkg: types.ModuleType, value: Any) -> None:
         if not isinstance(value, types.ModuleType):  # the import system binding the submodule is ignored
-            raise AttributeError(f"edgeify.{name} is the public function; it cannot be reassigned")
+            pkg.__dict__[slot] = value
 
-    return property(get, set_)
+    def delete(pkg: types.ModuleType) -> None:
+        pkg.__dict__.pop(slot, None)
+
+    return property(get, set_, delete)
 
 
 class _Package(types.ModuleType):
