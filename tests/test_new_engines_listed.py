@@ -8,10 +8,12 @@ import json
 import subprocess
 import sys
 import zipfile
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 from _kit import run_cli
+from edgeify.deploy.runtime_zip import runtime_package
 from edgeify.optimize.space import DeviceFacts, build_space
 from edgeify.targets import load_registry
 
@@ -43,12 +45,10 @@ def test_optimize_candidates_for_rpi5_include_executorch_and_ncnn() -> None:
 
 
 def test_the_runtime_zip_carries_the_plugins_device_half(tmp_path: Path) -> None:
-    from edgeify.deploy.runtime_zip import runtime_package
-
     rt = runtime_package()
     with zipfile.ZipFile(rt.path) as zf:
         names = set(zf.namelist())
-        eps = zf.read("edgeify_ncnn-0.1.0.dist-info/entry_points.txt").decode()
+        eps = zf.read(f"edgeify_ncnn-{version('edgeify-ncnn')}.dist-info/entry_points.txt").decode()
     assert "edgeify_ncnn_runtime/adapter.py" in names and "edgeify_runtime/bench.py" in names
     assert not any(n.startswith("edgeify_ncnn/") for n in names)  # the host half (pnnx, torch) stays home
     assert eps == "[edgeify_runtime.engines]\nncnn = edgeify_ncnn_runtime.adapter:NcnnAdapter\n"
