@@ -23,6 +23,8 @@ from edgeify.bench import BenchSettings, bench, outputs_on_device
 from edgeify.build import build
 from edgeify.deploy.connect import open_site
 from edgeify.deploy.deployer import deploy
+from edgeify.deploy.inventory import make_device
+from edgeify.errors import EngineMissingError
 from edgeify_runtime.manifest import Manifest
 
 pytestmark = pytest.mark.arm64  # every test here starts the emulated arm64 device
@@ -31,8 +33,6 @@ pytestmark = pytest.mark.arm64  # every test here starts the emulated arm64 devi
 @pytest.fixture()
 def pi5(arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The emulated device as a Pi 5 (``QEMU_CPU=cortex-a76``: the Pi 5's core, not qemu's "max" CPU)."""
-    from edgeify.deploy.inventory import make_device
-
     monkeypatch.setenv("EDGEIFY_RESULTS_DB", str(tmp_path / "results.sqlite"))
     d = arm64.device
     return make_device("emu-pi5-engines", host=d.address, port=d.port, user="root", key=str(d.key),
@@ -90,8 +90,6 @@ def test_ncnn_rpi5_bundle_matches_host_benchmarks_and_profiles_on_arm64(pi5, dig
 def test_an_executorch_bundle_on_arm64_says_what_the_device_must_install(pi5, tmp_path: Path) -> None:
     """No torch on the device (see the module docstring): the agent's typed missing-engine error, not a crash."""
     pytest.importorskip("executorch")
-    from edgeify.errors import EngineMissingError
-
     model = tmp_path / "tiny.py"
     model.write_text("import torch\n\ndef build():\n    torch.manual_seed(0)\n"
                      "    return torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()\n")
