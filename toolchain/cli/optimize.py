@@ -220,7 +220,8 @@ def print_table(result: Any, wide: bool = False) -> None:
         out.print(lt)
     if result.chosen:
         ch = result.chosen
-        out.print(f"[bold]chosen[/]: {ch.engine} {ch.precision} ({ch.recipe.name}) → {ch.bundle}\n"
+        comp = f"{compress_label(result.candidates[ch.index])}, " if ch.compression else ""
+        out.print(f"[bold]chosen[/]: {ch.engine} {ch.precision} ({comp}{ch.recipe.name}) → {ch.bundle}\n"
                   f"why: {ch.why}\ntarget: {result.target_reason}; search took {result.wall_s:.0f} s")
 
 

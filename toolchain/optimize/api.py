@@ -158,7 +158,8 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
         record_in_store(result, say)  # each stored benchmark: its candidate, accuracy, protocol, chosen or not
         if chosen is not None:
             write_chosen(cands[idx], spec.engines[chosen.engine].runtime, out, result, chosen.ladder)
-            say(f"chose {chosen.engine} {chosen.precision} ({chosen.recipe.name}): {chosen.why}; wrote {out}")
+            comp = f"{compress_rungs.label(cands[idx])}, " if chosen.compression else ""
+            say(f"chose {chosen.engine} {chosen.precision} ({comp}{chosen.recipe.name}): {chosen.why}; wrote {out}")
             if not search.interrupted:
                 return result
     finally:
