@@ -174,19 +174,20 @@ def test_rollout_restarts_the_service_and_abort_restarts_it_on_the_previous_bund
 
 
 # -- the soak ------------------------------------------------------------------------------------------------------
-def _prometheus(tmp: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[bytes], int]:
+def _prometheus(tmp: Path, ports: dict[str, int], port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
     from _tiers import starting
 
     starting("prometheus")
     exe = shutil.which("prometheus")
     if exe is None:
         pytest.fail("prometheus is not installed (apt-get install prometheus; install.sh --dev does)")
-    port = sshlab.free_port("127.0.0.1")
+    port = port or sshlab.free_port("127.0.0.1")
     targets = "".join(f"      - {{targets: ['127.0.0.1:{p}'], labels: {{device: {n}}}}}\n" for n, p in ports.items())
     (tmp / "prometheus.yml").write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n"
                                         "  - job_name: edgeify-serve\n    static_configs:\n" + targets)
     proc = subprocess.Popen([exe, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     return proc, port
 
@@ -295,3 +296,69 @@ def test_soak_fails_a_busy_device_and_its_wave_is_rolled_back(services, versions
             prom.wait(timeout=20)
         except subprocess.TimeoutExpired:
             prom.kill()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.mark.prometheus
+def test_prometheus_lost_mid_soak_pauses_and_resume_soaks_again(services, versions) -> None:
+    """Prometheus stops while the wave soaks: the rollout pauses (exit 18), nothing is rolled back or counted as
+    passing; with Prometheus back, `resume` soaks that wave again and finishes. No traffic here: the soak passes
+    with a note saying so."""
+    tmp, ports = services["tmp"], {"svc-a": services["ports"]["svc-a"]}
+    v2 = _digest(versions["v2"])
+    prom, prom_port = _prometheus(tmp, ports)
+    proc = None
+    try:
+        deadline = time.monotonic() + 60
+        while not _up(prom_port, 1):
+            assert time.monotonic() < deadline, "Prometheus never scraped the service"
+            time.sleep(0.5)
+        code = "import sys\nfrom edgeify.cli import main as m\nm.main(sys.argv[1:])\n"
+        proc = subprocess.Popen([sys.executable, "-c", code, "rollout", str(versions["v2"]), "--devices", "svc-a",
+                                 "--waves", "100%", "--gate", GATE_EQUAL, "--app", "serve", "--soak", "20s",
+                                 "--prometheus", f"http://127.0.0.1:{prom_port}", *COMMON, "--format", "json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+        from edgeify.rollout import status
+
+        deadline = time.monotonic() + 300
+        soaking = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(Exception):
+                d = status().device("svc-a")
+                if d.status == "passed" and (d.detail.get("app") or {}).get("digest") == v2:
+                    soaking = True
+                    break
+            time.sleep(0.2)
+        assert soaking, proc.communicate(timeout=60)[1][-3000:]
+        _stop(prom)
+        out_text, err = proc.communicate(timeout=300)
+        assert proc.returncode == 18, err[-3000:]
+        out = json.loads(out_text)
+        assert out["state"] == "paused" and "Prometheus" in out["detail"]["soak_error"]
+        assert out["devices"][0]["bundle_digest"] == v2 and "soak" not in out["devices"][0]["detail"]
+        prom, _ = _prometheus(tmp, ports, port=prom_port)  # back, on the same address
+        deadline = time.monotonic() + 60
+        while not _up(prom_port, 1):
+            assert time.monotonic() < deadline, "Prometheus never came back"
+            time.sleep(0.5)
+        res = run_cli("rollout", "resume", out["rollout_id"], "--format", "json", timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        done = json.loads(res.stdout)
+        assert done["state"] == "done" and done["detail"]["soaked"] == [0]
+        soak = done["devices"][0]["detail"]["soak"]
+        assert soak["verdict"] == "pass" and "no inference traffic" in soak["note"]
+        assert _get(ports["svc-a"], "/healthz")[1]["bundle_digest"] == v2
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+        _stop(prom)
