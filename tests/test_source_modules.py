@@ -206,3 +206,64 @@ def test_failed_parity_names_the_first_diverging_op_by_module(model_file: Path, 
     ranking = err[err.index("source modules by the error they add"):]
     assert ranking.splitlines()[2].split()[0] == "big", ranking  # big adds the error, head only passes it on
     assert not out.exists()
+
+
+def _chain_onnx(path: Path) -> Path:
+    """x -> MatMul -> Mul -> Relu -> MatMul, as onnx.helper writes it (node names, no modules)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 32)).astype(np.float32), "W1"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "S"),
+             numpy_helper.from_array(rng.standard_normal((32, 4)).astype(np.float32), "W2")]
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"], name="proj"),
+             helper.make_node("Mul", ["h", "S"], ["scaled"], name="rescale"),
+             helper.make_node("Relu", ["scaled"], ["act"], name="relu"),
+             helper.make_node("MatMul", ["act", "W2"], ["y"], name="head")]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_tensors_renamed_by_the_converter_are_matched_by_value(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnx2tf keeps no source tensor names: parity matches tensors by value, and a conversion that goes wrong at
+    one op is named as the first diverging op (the built model here is the source's real intermediates, renamed
+    as TFLite names them, with the Mul's output and everything after it off)."""
+    import numpy as np
+    from edgeify import parity_ops
+
+    src = _chain_onnx(tmp_path / "chain.onnx")
+    x = {"x": np.random.default_rng(1).standard_normal((2, 16)).astype(np.float32)}
+    ref, _ = parity_ops._onnx_all_outputs(src, x)
+    renamed = {"model/tf.linalg.matmul/MatMul": ref["h"], "model/tf.math.multiply/Mul": ref["scaled"],
+               "model/tf.nn.relu/Relu": ref["act"], "PartitionedCall:0": ref["y"]}
+    monkeypatch.setattr(parity_ops, "_built_outputs", lambda *a: dict(renamed))
+    ok = parity_ops.compare_ops(src, src, "litert", "fp32", x)
+    assert ok.matched == 4 and ok.divergent == () and "matched by value" in (ok.note or "")
+    broken = {**renamed, "model/tf.math.multiply/Mul": ref["scaled"] * 1.3, "model/tf.nn.relu/Relu": ref["act"] * 1.3,
+              "PartitionedCall:0": ref["y"] * 1.3}
+    monkeypatch.setattr(parity_ops, "_built_outputs", lambda *a: dict(broken))
+    bad = parity_ops.compare_ops(src, src, "litert", "fp32", x)
+    assert bad.first is not None and bad.first.name == "rescale", bad
+    assert bad.first.cause.startswith("conversion") and "first diverging op: rescale (Mul)" in bad.table()
+
+
+@pytest.mark.slow
+def test_onnx2tf_bundle_parity_matches_tensors(digits_onnx: Path, tmp_path: Path) -> None:
+    """A real onnx2tf build (the digits CNN's ONNX for rpi5, fp32): per-op parity compares its intermediates."""
+    out = tmp_path / "rpi5"
+    proc = run_cli("build", str(digits_onnx), "--target", "rpi5", "-o", str(out), "--no-latency", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "manifest.json").read_text())["facts"]["tflite"]["details"]["route"] == "onnx2tf"
+    par = run_cli("inspect", "--parity", str(out), "--source", str(digits_onnx), "--format", "json")
+    assert par.returncode == 0, par.stderr[-2000:]
+    table = json.loads(par.stdout)
+    assert table["matched"] >= 4 and table["divergent"] == [], table  # before: "0 of 9 source tensors matched"
+    assert "matched by value" in table["note"]
+    assert any(m["module"].startswith("features.") for m in table["modules"])  # the ONNX's own module metadata

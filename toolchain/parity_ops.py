@@ -21,6 +21,7 @@ per module, so a module downstream of the damage is not blamed for error it only
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 from edgeify_runtime.profile.modules import SourceMap, SourceModule
 
+from .parity_match import first_unmatched, match_by_value
 from .steps._source_modules import FUSED_ACTIVATIONS, FUSES_ACTIVATION, node_modules
 
 #: relative error (max |built - source| / max |source|) above which an op's output counts as divergent
@@ -148,7 +150,9 @@ def _built_outputs(built: Path, engine: str, precision: str, feeds: dict[str, np
 
     if not adapter_class(engine).can_dump:
         return None
-    return create_adapter(engine).dump_intermediates(built, feeds, frozenset(names), precision)
+    with warnings.catch_warnings():  # LiteRT warns that preserving every tensor is for debugging: it is
+        warnings.simplefilter("ignore")
+        return create_adapter(engine).dump_intermediates(built, feeds, frozenset(names), precision)
 
 
 def _norm(name: str) -> str:
@@ -224,6 +228,11 @@ def compare_ops(source_onnx: Path, built: Path, engine: str, precision: str,
     divergent: list[OpDivergence] = []
     checked: list[dict[str, Any]] = []
     matched = 0
+    alias: dict[str, str] = {}
+    by_value = not any(t in got or _norm(t) in got for t in names)
+    if by_value and got:  # the converter renamed every tensor (onnx2tf): match them by value
+        order = [t for n in nodes for t in n.output if t in names]
+        alias, best, cut = match_by_value(ref, got, order, min(limit, 1e-2))
     tainted: set[str] = set()  # tensors computed from a divergent op's output
     rel_of: dict[str, float] = {}  # tensor -> relative error (what enters the ops that read it)
     producer = {t: n for n in nodes for t in n.output}
@@ -240,7 +249,7 @@ def compare_ops(source_onnx: Path, built: Path, engine: str, precision: str,
         if any(i in tainted for i in node.input):
             tainted.update(node.output)
         for t in node.output:
-            key = t if t in got else _norm(t)
+            key = alias.get(t) or (t if t in got else _norm(t))
             if t not in ref or key not in got:
                 continue
             r = np.asarray(ref[t])
@@ -271,12 +280,26 @@ def compare_ops(source_onnx: Path, built: Path, engine: str, precision: str,
                          if t in tainted and divergent else _cause(precision, nonfinite, src_max, rel))
                 divergent.append(OpDivergence(**row, cause=cause))
                 tainted.update(node.output)
+    note = None if matched else "the converter kept no tensor names that match the source's"
+    if by_value and got:
+        floats = {t for t in names if np.asarray(ref[t]).dtype.kind == "f"}
+        note = (f"the converter kept no source tensor names: {matched} tensors matched by value"
+                + (" (comparison budget reached)" if cut else ""))
+        stop = first_unmatched(nodes, set(alias), floats, set(feeds)) if matched else None
+        if stop is not None and not divergent:
+            out = next(o for o in stop.output if o in floats)
+            mod = modules.get(stop.name)
+            d = best.get(out)
+            divergent.append(OpDivergence(
+                stop.name or out, stop.op_type, out, None, None if d is None else float(f"{d:.6g}"),
+                float(np.max(np.abs(ref[out]))) if ref[out].size else 0.0, 0,
+                "conversion: no built tensor reproduces this output (nor anything computed from it)",
+                None if mod is None else mod.path, None if mod is None else (mod.type or None)))
     verdict = None
     if divergent:
         first = divergent[0]
         kind = "conversion" if first.cause.startswith("conversion") else "precision"
         verdict = f"{kind} ({first.cause}) starting at {first.where}"
-    note = None if matched else "the converter kept no tensor names that match the source's"
     return OpParity(matched, len(names), tuple(divergent), verdict, note, tuple(checked),
                     _rank_modules(checked, bool(modules)), modules_from)
 
