@@ -155,7 +155,7 @@ def plugin_device_parts() -> tuple[list[tuple[str, Path]], list[tuple[str, str]]
     that registers an adapter in ``edgeify_runtime.engines`` contributes the top-level package its entry points
     name (its ``.py`` files: a device half is pure Python over edgeify_runtime and its engine's own wheel) and a
     dist-info with those entry points, so the device's engine registry finds the plugin in the zip as on the host.
-    The engine's own wheel (e.g. ``ncnn``) is the device's to install, as onnxruntime is."""
+    The engine's own wheel is the device's to install, like every built-in engine's."""
     from importlib import metadata, util
 
     by_dist: dict[str, list[tuple[str, str]]] = {}
