@@ -38,7 +38,7 @@ def print_profile(profile: dict[str, Any] | None, top: int = 10, device: str = "
     for o in p.ops[:top]:
         mark = "[red]✗ [/]" if o.fallback else ""
         row = [_cut(o.name, width), o.type, _ms(o.time_ms), _pct(o.share), mark + o.placement, o.precision or ""]
-        table.add_row(*(row[:1] + [_module(o.module, o.module_type)] + row[1:] if mapped else row))
+        table.add_row(*([*row[:1], _module(o.module, o.module_type), *row[1:]] if mapped else row))
     console.print(table)
     if mapped:
         _print_modules(p, top)

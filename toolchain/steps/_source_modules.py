@@ -151,4 +151,5 @@ def node_modules(nodes: Any) -> dict[str, SourceModule]:
     return {n.name: SourceModule(*rec.modules[rec.names[n.name]]) for n in nodes if n.name in rec.names}
 
 
-__all__ = ["FUSED_ACTIVATIONS", "FUSES_ACTIVATION", "SourceModulesFacts", "fx_modules", "node_modules", "short_type", "source_modules"]
+__all__ = ["FUSED_ACTIVATIONS", "FUSES_ACTIVATION", "SourceModulesFacts", "fx_modules", "node_modules", "short_type",
+           "source_modules"]

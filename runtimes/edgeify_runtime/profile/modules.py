@@ -88,7 +88,7 @@ class SourceMap:
         raw = raw or {}
         mods = []
         for m in raw.get("modules") or ():
-            m = list(m) + ["", "", ""]
+            m = [*m, "", "", ""]
             mods.append(SourceModule(str(m[0]), str(m[1]), str(m[2] or "")))
         self.modules: tuple[SourceModule, ...] = tuple(mods)
         self._names: dict[str, int] = {str(k): int(v) for k, v in (raw.get("names") or {}).items()
@@ -136,7 +136,7 @@ class SourceMap:
     def _search(self, name: str) -> int | None:
         seps = [m.start() for m in _SEP.finditer(name)]
         starts = [0] + [i + 1 for i in seps]
-        ends = seps + [len(name)]
+        ends = [*seps, len(name)]
         best: tuple[int, int, int] | None = None  # (length, start, index)
         for s in starts:
             for e in ends:
