@@ -35,6 +35,11 @@ def cache_dir() -> Path:
     return h / "cache" if h else _xdg("XDG_CACHE_HOME", ".cache") / "edgeify"
 
 
+def logs_dir() -> Path:
+    """Per-run logs of library messages edgeify kept off the terminal (the last few runs; safe to delete)."""
+    return cache_dir() / "logs"
+
+
 def user_targets_dir() -> Path:
     return config_dir() / "targets"
 
