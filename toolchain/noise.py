@@ -6,6 +6,12 @@
   ``All log messages before absl::InitializeLog()``, ``Created TensorFlow Lite XNNPACK delegate for CPU``) that
   no environment variable turns off in TF 2.21. :func:`native_stderr_filter` passes file descriptor 2 through a
   pipe and drops only those lines; everything else (real errors) reaches the terminal unchanged and at once.
+
+What is kept off the terminal is not thrown away: the dropped native lines, the Python warnings and warning-level
+log records captured around converters and exporters (:func:`captured_warnings`, :func:`captured_logging`, the
+quieted loggers) and a failed converter's whole output are appended to one log per run (:func:`keep`), under
+``paths.logs_dir()`` (the last :data:`KEEP_LOGS` runs, each cut at :data:`MAX_LOG_BYTES`, mode 0600, values of
+token/password/secret-like keys masked). The CLI names that file under a failed command's ``fix:`` line.
 """
 
 from __future__ import annotations
@@ -16,7 +22,12 @@ import os
 import re
 import sys
 import threading
+import time
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
+
+from .paths import logs_dir
 
 #: lines (from native code) that carry no information for an edgeify user
 NATIVE_NOISE = re.compile(
@@ -56,10 +67,128 @@ def strip_noise(text: str) -> str:
     return "\n".join(ln for ln in text.splitlines() if not is_noise(ln))
 
 
+#: the environment variable naming this run's log: child processes (converter workers) append to the same file
+LOG_ENV = "EDGEIFY_NOISE_LOG"
+KEEP_LOGS = 20
+MAX_LOG_BYTES = 1_000_000
+_MAX_LINE = 2000
+_SECRET = re.compile(r"(?i)(\bbearer\s+|\b[\w.-]*(?:token|secret|passw(?:or)?d|api[_-]?key|authorization|credential)"
+                     r"[\w.-]*[\"']?\s*[:=]\s*[\"']?)((?:bearer\s+)?[^\s\"',;]+)")
+_log_lock = threading.Lock()
+
+
+def redact(line: str) -> str:
+    """``line`` with the values of token/password/secret-like keys (and bearer tokens) masked."""
+    return _SECRET.sub(lambda m: m.group(1) + "***", line)
+
+
+def begin_log() -> Path:
+    """A fresh log for this run (the CLI calls it once per command); its path goes to :data:`LOG_ENV` so child
+    processes append to it. The file is created at the first line kept."""
+    path = logs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    os.environ[LOG_ENV] = str(path)
+    return path
+
+
+def log_path() -> Path | None:
+    """This run's log file (it may not exist yet), or None before :func:`begin_log`/:func:`keep`."""
+    p = os.environ.get(LOG_ENV)
+    return Path(p) if p else None
+
+
+def log_with_content() -> Path | None:
+    """This run's log when something was kept in it (what an error message points to), else None."""
+    path = log_path()
+    try:
+        return path if path is not None and path.stat().st_size > 0 else None
+    except OSError:
+        return None
+
+
+def _rotate(directory: Path) -> None:
+    """Keep the newest ``KEEP_LOGS - 1`` logs (the one being created makes KEEP_LOGS)."""
+    logs = sorted(directory.glob("*.log"), key=lambda p: p.stat().st_mtime if p.exists() else 0.0)
+    for old in logs[:max(0, len(logs) - (KEEP_LOGS - 1))]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+
+
+def keep(source: str, text: str, *, last: int = 400) -> None:
+    """Append ``text`` (its last ``last`` non-blank lines, secrets masked, each line tagged with time and
+    ``source``) to this run's log. Never raises: a log that cannot be written must not fail a build."""
+    lines = [ln.rstrip() for ln in str(text).splitlines() if ln.strip()][-last:]
+    if not lines:
+        return
+    stamp = time.strftime("%H:%M:%S")
+    body = "".join(f"{stamp} [{source}] {redact(ln if len(ln) <= _MAX_LINE else ln[:_MAX_LINE] + ' …')}\n"
+                   for ln in lines).encode("utf-8", "replace")
+    with _log_lock, contextlib.suppress(OSError):
+        path = log_path() or begin_log()
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _rotate(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size < MAX_LOG_BYTES:
+                if size + len(body) > MAX_LOG_BYTES:
+                    body = body[:MAX_LOG_BYTES - size] + f"\n… (log cut at {human_size(MAX_LOG_BYTES)})\n".encode()
+                os.write(fd, body)
+        finally:
+            os.close(fd)
+
+
+class _KeepHandler(logging.Handler):
+    """Log records into this run's log; errors also still reach stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            keep(record.name, f"{record.levelname}: {record.getMessage()}")
+            if record.levelno >= logging.ERROR:
+                sys.stderr.write(f"{record.name}: {record.getMessage()}\n")
+
+
+@contextlib.contextmanager
+def captured_warnings(source: str = "warning") -> Iterator[None]:
+    """Python warnings raised inside go to this run's log instead of the terminal."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            keep(source, "\n".join(dict.fromkeys(
+                f"{w.category.__name__}: {w.message} ({Path(w.filename).name}:{w.lineno})" for w in seen)))
+
+
+@contextlib.contextmanager
+def captured_logging(below: int = logging.ERROR) -> Iterator[None]:
+    """Log records under ``below`` (from any logger, whatever its handlers) go to this run's log instead of
+    the terminal while inside; errors pass as before. In-process and global, as ``logging.disable`` is."""
+    original = logging.Logger.callHandlers
+
+    def call_handlers(self: logging.Logger, record: logging.LogRecord) -> None:
+        if record.levelno >= below:
+            original(self, record)
+        else:
+            with contextlib.suppress(Exception):
+                keep(record.name, f"{record.levelname}: {record.getMessage()}")
+
+    logging.Logger.callHandlers = call_handlers  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        logging.Logger.callHandlers = original  # type: ignore[method-assign]
+
+
 def quiet_python_loggers() -> None:
-    """Silence Python-level chatter (idempotent, imports nothing): torch exporter registration warnings."""
+    """Keep Python-level chatter off the terminal (idempotent, imports nothing): torch exporter registration
+    warnings go to this run's log."""
     for name in _TORCH_NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+        if not any(isinstance(h, _KeepHandler) for h in logger.handlers):
+            logger.addHandler(_KeepHandler())
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the TF C++ logs that still honour it
 
 
@@ -82,7 +211,8 @@ def quiet_nncf_progress() -> None:
 
 @contextlib.contextmanager
 def native_stderr_filter() -> Iterator[None]:
-    """File descriptor 2 through a filter that drops :data:`NATIVE_NOISE` lines (live, line by line)."""
+    """File descriptor 2 through a filter that moves :data:`NATIVE_NOISE` lines to this run's log (live, line
+    by line); every other line reaches the terminal at once."""
     if os.environ.get("EDGEIFY_DEBUG"):
         yield
         return
@@ -97,7 +227,10 @@ def native_stderr_filter() -> Iterator[None]:
     def pump() -> None:
         with os.fdopen(read_fd, "rb") as pipe:
             for raw in pipe:
-                if not is_noise(raw.decode("utf-8", "replace")):
+                line = raw.decode("utf-8", "replace")
+                if is_noise(line):
+                    keep("native stderr", line)
+                else:
                     os.write(saved, raw)
 
     thread = threading.Thread(target=pump, name="edgeify-stderr-filter", daemon=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from edgeify.checks import compare, random_dataset
 from edgeify.errors import ConversionError
-from edgeify.noise import is_noise, native_stderr_filter
+from edgeify.noise import captured_logging, captured_warnings, is_noise, keep, native_stderr_filter
 from edgeify_runtime.engines.litert import match_names, ordered_io, quant_params
 from edgeify_runtime.manifest import TensorSpec
 
@@ -275,6 +275,7 @@ def run_error(path: Path, samples: list[Path] | None = None, timeout: float = 12
         return f"did not finish one inference in {timeout:.0f} s"
     if proc.returncode == 0:
         return None
+    keep("litert probe", proc.stdout + proc.stderr)
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip() and not is_noise(ln)]
     if proc.returncode < 0:
         return f"LiteRT crashed (signal {-proc.returncode})" + (f": {lines[-1]}" if lines else "")
@@ -346,11 +347,8 @@ def signature(path: Path, source_in: list[TensorSpec], source_out: list[TensorSp
 def quiet_converter() -> Iterator[None]:
     """Converters print to stdout (litert-torch's progress, ai-edge-quantizer's size report), but stdout is
     edgeify's (``--format json``): send file descriptor 1 to stderr, turn litert-torch's progress display off
-    mute Python warnings and warning-level logs while a converter runs (errors still raise), and drop
-    TensorFlow's native INFO lines (``edgeify.noise``)."""
-    import logging
-    import warnings
-
+    keep Python warnings and warning-level logs off the terminal while a converter runs (errors still raise), and
+    drop TensorFlow's native INFO lines: all of them go to this run's log (``edgeify.noise``)."""
     old_env = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
     old_tqdm = os.environ.get("TQDM_DISABLE")
@@ -361,13 +359,9 @@ def quiet_converter() -> Iterator[None]:
         with native_stderr_filter():  # first: fd 1 then goes to the filtered fd 2 too
             os.dup2(2, 1)
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # torch.export / torchao deprecation chatter
-                    logging.disable(logging.WARNING)  # "converted in training mode": ExportedProgram modules
-                    try:
-                        yield
-                    finally:
-                        logging.disable(logging.NOTSET)
+                # torch.export / torchao deprecation chatter; "converted in training mode" (ExportedProgram modules)
+                with captured_warnings("converter"), captured_logging():
+                    yield
             finally:
                 sys.stdout.flush()
                 os.dup2(saved, 1)  # before the filter closes its pipe
