@@ -20,6 +20,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from .. import noise
 from ..errors import EdgeifyError
 from ..version import __version__
 from . import output
@@ -128,6 +129,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: one place maps every error to a message, a fix and an exit code."""
     debug = os.environ.get("EDGEIFY_DEBUG", "") not in ("", "0")
+    noise.begin_log()  # library messages kept off the terminal go to this run's log (named if the run fails)
     try:
         app(args=argv, prog_name="edgeify")  # usage errors: typer prints them and exits 2
     except EdgeifyError as exc:
@@ -147,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
             err_console.print_exception()
         else:
             err_console.print(f"[bold red]internal error[/]: {type(exc).__name__}: {exc}\n"
-                              "rerun with EDGEIFY_DEBUG=1 for the traceback and report it")
+                              "rerun with EDGEIFY_DEBUG=1 for the traceback and report it", highlight=False)
+            _print_log_line()
         sys.exit(1)
 
 
@@ -163,6 +166,14 @@ def _print_error(exc: Any) -> None:
     sys.stderr.write(f"{red}error{reset} [{exc.exit_code}] {exc.message}\n")
     if exc.hint:
         sys.stderr.write(f"{yellow}fix:{reset} {exc.hint}\n")
+    _print_log_line()
+
+
+def _print_log_line() -> None:
+    """Name this run's log of library messages (warnings, converter output kept off the terminal), if any."""
+    log = noise.log_with_content()
+    if log is not None:
+        sys.stderr.write(f"log: library messages of this run (kept off the terminal): {log}\n")
     sys.stderr.flush()
 
 
