@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from edgeify.errors import ConversionError, InputSignatureError
-from edgeify.noise import quiet_python_loggers
+from edgeify.noise import captured_warnings, quiet_python_loggers
 from edgeify.onnx_utils import custom_ops, fix_input_dims, opset_of, save_single_file, signature
 from edgeify.sources import _flatten as flat
 from pydantic import Field
@@ -105,8 +104,7 @@ class OnnxExport(Step):
             batch = torch.export.Dim("batch", min=1, max=4096)
             dyn = tuple({0: batch} for _ in names)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with captured_warnings("torch.onnx"):  # kept in this run's log, off the terminal
                 prog = torch.onnx.export(target, args if src.kind != "exported-program" else (), str(out),
                                          dynamo=True, external_data=False, dynamic_shapes=dyn, optimize=True,
                                          verbose=False, **common)
@@ -162,8 +160,7 @@ class OnnxExport(Step):
         import torch
 
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with captured_warnings("torch.onnx"):
                 torch.onnx.export(module, args, str(out), dynamo=False, dynamic_axes=dynamic_axes, **common)
         except Exception as exc:
             raise ConversionError(f"torch.onnx export failed: {type(exc).__name__}: {exc}") from None
