@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeify.errors import ConversionError
-from edgeify.noise import strip_noise
+from edgeify.noise import keep, strip_noise
 
 from ._tflite import model_ops, read_model
 
@@ -69,6 +69,7 @@ _NOT_IMPLEMENTED = re.compile(r"(?P<op>[A-Za-z0-9_]+) OP is not yet implemented"
 
 
 def _onnx2tf_error(text: str, model: Path, code: int) -> ConversionError:
+    keep("onnx2tf", _strip_ansi(text))  # the whole story (tail) in this run's log; the message has its end
     ops = sorted(set(_NOT_IMPLEMENTED.findall(_strip_ansi(text))))
     if not ops:
         ops = _ops_without_converter(model)
