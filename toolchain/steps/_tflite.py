@@ -374,15 +374,24 @@ def quiet_converter() -> Iterator[None]:
                 os.environ[name] = old
 
 
+def fixed_batch(specs: list[TensorSpec]) -> int | None:
+    """The source's own static batch (the first input whose leading dimension is a number; as
+    ``checks.random_dataset`` reads it), or None when the batch is dynamic."""
+    return next((int(t.shape[0]) for t in specs if t.shape and isinstance(t.shape[0], int)), None)
+
+
 def float_check(ctx: Any, path: Path, source_in: list[TensorSpec], source_out: list[TensorSpec], *, batch: int,
                 samples: int = 4) -> str | None:
     """The float ``.tflite`` against the source model at the fp32 tolerance, before anything is quantized (so a
     converter fault is caught as one, not hidden under int8's looser gate): None when it holds, else what
     differs (``output y: max|Δ| 1.4 > 0.000144 (4 inputs)``). Inputs: the first ``--calib`` samples, else random
-    ones (``checks.random_dataset``); channels-last models get channels-last inputs."""
+    ones (``checks.random_dataset``); channels-last models get channels-last inputs. The source is fed in slices of
+    its own fixed batch when it has one (an input shaped ``[2, 3, 8, 8]`` takes exactly 2), else of ``batch``."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
+    batch = fixed_batch(source_in) or batch
+    samples = max(samples, batch)
     ins, outs, _ = signature(path, source_in, source_out, batch=batch, io_dtype="float32")
     data = (ctx.calib.head(samples) if ctx.calib is not None and ctx.calib.count >= samples
             else random_dataset(list(source_in), samples, seed=0))
