@@ -105,6 +105,12 @@ def log_with_content() -> Path | None:
         return None
 
 
+def log_note() -> str | None:
+    """The line a failed command prints under its ``fix:`` line, naming this run's log; None when it is empty."""
+    log = log_with_content()
+    return None if log is None else f"log: library messages of this run (kept off the terminal): {log}"
+
+
 def _rotate(directory: Path) -> None:
     """Keep the newest ``KEEP_LOGS - 1`` logs (the one being created makes KEEP_LOGS)."""
     logs = sorted(directory.glob("*.log"), key=lambda p: p.stat().st_mtime if p.exists() else 0.0)

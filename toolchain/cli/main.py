@@ -171,9 +171,9 @@ def _print_error(exc: Any) -> None:
 
 def _print_log_line() -> None:
     """Name this run's log of library messages (warnings, converter output kept off the terminal), if any."""
-    log = noise.log_with_content()
-    if log is not None:
-        sys.stderr.write(f"log: library messages of this run (kept off the terminal): {log}\n")
+    note = noise.log_note()
+    if note is not None:
+        sys.stderr.write(note + "\n")
     sys.stderr.flush()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from edgeify.errors import EdgeifyError, UsageError
+from edgeify.noise import log_note
 from edgeify.optimize import optimize as run
 from edgeify.optimize.compress_rungs import label as compress_label
 from edgeify.preflight import DataWarning
@@ -154,6 +155,8 @@ def optimize(
         err_console.print(f"error [{failure.exit_code}] {failure.message}")
         if failure.hint:
             err_console.print(f"fix: {failure.hint}")
+        if (note := log_note()) is not None:
+            err_console.print(note, highlight=False, soft_wrap=True)
         raise typer.Exit(failure.exit_code)
 
 
@@ -218,6 +221,10 @@ def print_table(result: Any, wide: bool = False) -> None:
                 lt.add_row(_cut(f"{r.engine} {r.rung}", 30), r.precision, drop, cos, _ms(r.latency_p50_ms), met,
                            _cut(r.reason, 20))
         out.print(lt)
+        named = [r for r in result.ladder if r.float_modules]
+        for r in [x for x in named if x.accepted] or named[-1:]:  # the layers kept in float, by source module
+            out.print(f"kept in float ({r.engine} {r.rung.split(' float:')[0]}): " + "; ".join(
+                f"{layer} = {mod}" for layer, mod in r.float_modules.items()), soft_wrap=wide, highlight=False)
     if result.chosen:
         ch = result.chosen
         comp = f"{compress_label(result.candidates[ch.index])}, " if ch.compression else ""

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from edgeify_runtime.profile.modules import SourceMap
+
 from .records import Recipe, Rung
 from .space import ArtifactPlan, alternate_recipes, quantize_step
 
@@ -33,16 +35,34 @@ class Runner(Protocol):
     def max_accuracy_drop(self) -> float | None: ...
 
 
-def _rung(name: str, built: Built, p50: float | None, accepted: bool, reason: str = "") -> Rung:
+def float_modules(layers: tuple[str, ...] | list[str], manifest: object) -> dict[str, str]:
+    """Each layer kept in float -> the source module it came from (``blocks.2.conv (nn.Conv2d)``), from the
+    manifest's ``facts.source_modules``; layers the source recorded no module for are left out."""
+    if not layers or manifest is None:
+        return {}
+    smap = SourceMap.from_manifest(manifest)
+    out: dict[str, str] = {}
+    for name in layers:
+        mod = smap.get(name) or smap.lookup(name)
+        if mod is not None:
+            out[name] = f"{mod.label} ({mod.type})" if mod.type else mod.label
+    return out
+
+
+def _rung(name: str, built: Built, p50: float | None, accepted: bool, reason: str = "",
+          manifest: object = None) -> Rung:
     """A duplicate build (the very artifact of an earlier rung or candidate) is recorded as skipped: the earlier
-    one's accuracy and latency stand, nothing is measured twice, and it is never accepted a second time."""
+    one's accuracy and latency stand, nothing is measured twice, and it is never accepted a second time. Layers
+    kept in float are named by source module too (``manifest``: where the built one has none, e.g. parity
+    failed)."""
     acc = built.accuracy
     dup = built.status == "duplicate"
     return Rung(rung=name, engine=built.plan.engine, precision=built.plan.precision, recipe=built.plan.recipe,
                 accuracy_drop=None if acc is None else acc.drop, parity_passed=bool(acc and acc.parity_passed),
                 cosine=None if acc is None else acc.cosine, latency_p50_ms=p50, quantized_ops=built.quantized_ops,
                 total_ops=built.total_ops, accepted=accepted and not dup, skipped=dup,
-                reason=reason or (f"skipped: {built.error}" if dup else built.error))
+                reason=reason or (f"skipped: {built.error}" if dup else built.error),
+                float_modules=float_modules(built.plan.recipe.float_layers, built.manifest or manifest))
 
 
 def run_ladder(runner: Runner, base: Built, base_p50: float | None, spec) -> tuple[list[Rung], Built | None]:
@@ -110,7 +130,7 @@ def _mixed(runner: Runner, base: Built, step_id: str, rungs: list[Rung]) -> Buil
     def ok(layers: list[str], label: str) -> Built | None:
         built, p50 = runner.try_plan(plan_for(layers))
         good = runner.accuracy_ok(built)
-        rungs.append(_rung(f"int8-mixed {label}", built, p50, good))
+        rungs.append(_rung(f"int8-mixed {label}", built, p50, good, manifest=base.manifest))
         return built if good else None
 
     chosen: list[str] = []

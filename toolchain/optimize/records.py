@@ -113,6 +113,8 @@ class Rung(_Frozen):
     accepted: bool = False
     skipped: bool = Field(default=False, description="not measured: its build gave an artifact already tried")
     reason: str = ""
+    float_modules: dict[str, str] = Field(default_factory=dict, description="each layer kept in float -> its source "
+                                          "module ('blocks.2.conv (nn.Conv2d)'), where the source records modules")
 
 
 class Chosen(_Frozen):
