@@ -128,3 +128,43 @@ def test_fixed_batch_onnx_source_builds_for_tflite(tmp_path: Path) -> None:
     assert manifest["inputs"][0]["shape"] == [2, 3, 8, 8] and manifest["outputs"][0]["shape"] == [2, 4, 8, 8]
     assert manifest["facts"]["tflite"]["converter"] == "onnx2tf"  # the first route held: its float check passed
     assert manifest["validation"]["passed"] is True
+
+
+@pytest.mark.slow  # an optimize run down the ladder to int8-mixed (real ORT builds), ~1 min
+def test_ladder_names_the_layers_kept_in_float_by_source_module(tmp_path: Path, results_db: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The outlier CNN, its nodes carrying the dynamo exporter's module scopes (as a PyTorch model exported with
+    ``torch.onnx.export(dynamo=True)`` has them): the int8-mixed rung names conv2/conv3 by their modules."""
+    import importlib.util
+
+    import edgeify
+    import onnx
+    from _kit import REPO
+    from edgeify.cli.optimize import print_table
+
+    spec = importlib.util.spec_from_file_location("edgeify_example_outlier_n", REPO / "examples/outlier/make_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    paths = mod.make(tmp_path / "outlier")
+    model = onnx.load(str(paths["model"]))
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            scope = f"blocks.{node.name[len('conv'):]}"
+            for key, value in (("pkg.torch.onnx.name_scopes", repr(["", "blocks", scope, node.name])),
+                               ("pkg.torch.onnx.class_hierarchy",
+                                repr(["Net", "torch.nn.modules.container.Sequential",
+                                      "torch.nn.modules.conv.Conv2d", "aten.conv2d.default"]))):
+                prop = node.metadata_props.add()
+                prop.key, prop.value = key, value
+    onnx.save(model, str(paths["model"]))
+    res = edgeify.optimize(paths["model"], target="x86-avx2", calib=paths["calib"], eval=paths["eval"],
+                           max_accuracy_drop=1.0, engines=["onnxruntime"], precisions=["int8"],
+                           out=tmp_path / "mixed", progress=lambda m: None)
+    ch = res.chosen
+    assert ch is not None and ch.precision == "int8-mixed" and "conv3" in ch.recipe.float_layers
+    accepted = next(r for r in ch.ladder if r.accepted)
+    assert accepted.float_modules["conv3"] == "blocks.3 (nn.Conv2d)", accepted.float_modules
+    assert set(accepted.float_modules) == set(ch.recipe.float_layers) - {"fc"}  # the Gemm carries no scope here
+    print_table(res)
+    out = capsys.readouterr().out
+    assert "kept in float (onnxruntime int8-mixed): " in out and "conv3 = blocks.3 (nn.Conv2d)" in out, out
