@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import edgeify
 import edgeify_runtime
 import numpy as np
 import pytest
@@ -23,8 +24,9 @@ from edgeify.bench import BenchSettings, bench, outputs_on_device
 from edgeify.build import build
 from edgeify.deploy.connect import open_site
 from edgeify.deploy.deployer import deploy
-from edgeify.deploy.inventory import make_device
+from edgeify.deploy.inventory import Inventory, make_device
 from edgeify.errors import EngineMissingError
+from edgeify.results import open_store
 from edgeify_runtime.manifest import Manifest
 
 pytestmark = pytest.mark.arm64  # every test here starts the emulated arm64 device
@@ -104,3 +106,26 @@ def test_an_executorch_bundle_on_arm64_says_what_the_device_must_install(pi5, tm
     assert info.value.exit_code == 11
     assert "engine 'executorch' is not installed on this device" in str(info.value)
     assert "pip install torch executorch" in str(info.value)
+
+
+def test_optimize_on_arm64_searches_the_ncnn_plugin_engine(pi5, digits, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``optimize --device`` with the plugin's engine: its candidate built here, screened on the device, its own
+    tuning axis (light_mode) in the settings tried there; bounded by --max-time (emulated runs)."""
+    pytest.importorskip("edgeify_ncnn")
+    monkeypatch.setenv("EDGEIFY_HOME", str(tmp_path / "home"))  # its own devices file (and step cache)
+    inv = Inventory()
+    inv.add(pi5)
+    inv.save()
+    res = edgeify.optimize(digits["model"], target="rpi5", device=pi5.name, calib=digits["calib"],
+                           eval=digits["eval"], engines=["ncnn"], precisions=["fp32"], max_time_s=40,
+                           out=tmp_path / "best", progress=lambda m: print(f"optimize: {m}"))
+    assert res.device == pi5.name and res.chosen is not None and res.chosen.engine == "ncnn"
+    assert {c.engine for c in res.candidates} == {"ncnn"}
+    assert any("light_mode" in c.settings.options for c in res.candidates)  # the plugin's tuning axis, tried there
+    with open_store() as st:
+        stored = st.query(run_id=res.run_id, limit=100)
+    assert stored and {r.device for r in stored} == {pi5.name}
+    assert all(r.to_dict()["fingerprint"]["arch"] == "aarch64" and r.to_dict()["engine"]["name"] == "ncnn"
+               for r in stored)
+    assert json.loads((tmp_path / "best" / "manifest.json").read_text())["engine"]["name"] == "ncnn"
