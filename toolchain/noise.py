@@ -82,10 +82,13 @@ def redact(line: str) -> str:
     return _SECRET.sub(lambda m: m.group(1) + "***", line)
 
 
-def begin_log() -> Path:
+def begin_log() -> Path | None:
     """A fresh log for this run (the CLI calls it once per command); its path goes to :data:`LOG_ENV` so child
-    processes append to it. The file is created at the first line kept."""
-    path = logs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    processes append to it. The file is created at the first line kept. None (no log) without a home directory."""
+    try:
+        path = logs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    except (RuntimeError, OSError, KeyError):  # Path.home() without HOME or a passwd entry
+        return None
     os.environ[LOG_ENV] = str(path)
     return path
 
@@ -130,6 +133,8 @@ def keep(source: str, text: str, *, last: int = 400) -> None:
                    for ln in lines).encode("utf-8", "replace")
     with _log_lock, contextlib.suppress(OSError):
         path = log_path() or begin_log()
+        if path is None:
+            return
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             _rotate(path.parent)
