@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from edgeify_runtime.profile.modules import SourceMap
 
 from .records import Recipe, Rung
+from .sensitivity import failed_rung
 from .space import ArtifactPlan, alternate_recipes, quantize_step
 
 if TYPE_CHECKING:
@@ -112,8 +113,6 @@ def run_ladder(runner: Runner, base: Built, base_p50: float | None, spec) -> tup
 
 
 def _mixed(runner: Runner, base: Built, step_id: str, rungs: list[Rung]) -> Built | None:
-    from .sensitivity import failed_rung
-
     try:
         ranked = runner.rank_layers(base)
     except Exception as exc:  # its tooling failed: the rung is recorded as failed, the ladder goes on
