@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeify_runtime.manifest import Manifest
+
 ONNX_COMPUTE = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm", "QLinearConv", "QLinearMatMul",
                           "ConvInteger", "MatMulInteger"})
 ONNX_INTEGER = frozenset({"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
@@ -20,7 +22,6 @@ OPENVINO_COMPUTE = frozenset({"Convolution", "GroupConvolution", "MatMul", "Conv
 
 def count_ops(bundle: str | Path) -> tuple[int | None, int | None]:
     """(quantized compute ops, all compute ops) of the bundle's artifact; (None, None) for other formats."""
-    from edgeify_runtime.manifest import Manifest
 
     bundle = Path(bundle)
     engine = Manifest.read(bundle).engine
