@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .ops import ONNX_COMPUTE
+from .records import Recipe, Rung
 
 
 def _channel_error(pre: np.ndarray, post: np.ndarray) -> float:
@@ -153,7 +154,6 @@ def _compute_producers(tensor: str, producer: dict[str, Any], depth: int = 8) ->
 def failed_rung(name: str, base: Any, tool: str, exc: BaseException) -> Any:
     """The ladder's record of a rung whose tooling failed (``exc`` while running ``tool`` for ``base``'s engine):
     not accepted, with the reason, so the ladder goes on to the next rung and the table and JSON show why."""
-    from .records import Recipe, Rung
 
     text = str(exc).strip().splitlines()
     reason = f"failed: {tool} raised {type(exc).__name__}: {text[0][:300] if text else ''}"
