@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from edgeify_runtime.engines import adapter_class
+
 from .records import Settings
 
 if TYPE_CHECKING:
@@ -19,7 +21,6 @@ if TYPE_CHECKING:
 
 def adapter_for(runtime: str) -> type[EngineAdapter] | None:
     """The adapter class registered as ``runtime`` on this host (None: no adapter for it here)."""
-    from edgeify_runtime.engines import adapter_class
 
     try:
         return adapter_class(runtime)
