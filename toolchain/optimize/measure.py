@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeify.bench import BenchSettings, bench
+from edgeify_runtime.manifest import MANIFEST_NAME, Manifest
+
 from .records import Settings
 from .settings import to_engine_options
 
@@ -49,7 +52,6 @@ class Measurement:
 
 def settings_bundle(bundle: Path, runtime: str, settings: Settings) -> tuple[Path, int | None]:
     """``bundle`` itself when ``settings`` need no engine options, else a sibling copy carrying them."""
-    from edgeify_runtime.manifest import MANIFEST_NAME, Manifest
 
     options, threads = to_engine_options(runtime, settings)
     if not options:
@@ -76,8 +78,6 @@ def settings_bundle(bundle: Path, runtime: str, settings: Settings) -> tuple[Pat
 
 def bench_candidate(bundle: Path, runtime: str, settings: Settings, proto: MeasureProtocol, *, device: str,
                     run_id: str, store: bool = True) -> Measurement:
-    from edgeify.bench import BenchSettings, bench
-
     target, threads = settings_bundle(Path(bundle), runtime, settings)
     bs = BenchSettings(warmup=proto.warmup, runs=proto.runs, min_duration_s=proto.min_duration_s,
                        max_duration_s=proto.max_duration_s, threads=threads)
