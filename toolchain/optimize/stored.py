@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from edgeify.errors import EdgeifyError
+from edgeify.results import open_store
+
 from .records import Candidate, OptimizeResult
 
 #: at most this many failed candidates are kept in the run's record (the JSON output has all of them)
@@ -71,8 +74,6 @@ def annotations(result: OptimizeResult) -> dict[int, dict[str, Any]]:
 
 def record(result: OptimizeResult, say: Callable[[str], None] | None = None) -> int:
     """Write :func:`annotations` into the results store; a store error is said, never raised (the run stands)."""
-    from edgeify.errors import EdgeifyError
-    from edgeify.results import open_store
 
     extras = annotations(result)
     if not extras:
