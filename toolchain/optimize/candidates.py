@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from edgeify.build import build
+from edgeify.errors import EdgeifyError, InterruptedBuild, ParityError
+
+from .choose import parity_reason
 from .ops import count_ops
 from .records import Accuracy, AccuracyMeasure, Recipe
 from .space import ArtifactPlan, variant_spec
@@ -95,9 +99,6 @@ def _report_sha256(report: Any) -> str:
 
 
 def build_candidate(inp: Inputs, plan: ArtifactPlan, index: int, observer: Any = None) -> Built:
-    from edgeify.build import build
-    from edgeify.errors import EdgeifyError, InterruptedBuild, ParityError
-
     spec = variant_spec(inp.spec, plan.engine, plan.recipe)
     runtime = spec.engines[plan.engine].runtime
     out = inp.work / f"c{index:03d}-{plan.engine}-{plan.precision}-{plan.recipe.name}"
@@ -111,7 +112,6 @@ def build_candidate(inp: Inputs, plan: ArtifactPlan, index: int, observer: Any =
         raise KeyboardInterrupt from None
     except ParityError as exc:
         report = getattr(exc, "report", None)
-        from .choose import parity_reason
 
         return Built(plan, None, runtime, accuracy_from(report, "agreement", False), error=parity_reason(exc),
                      status="parity-failed", report_sha256=_report_sha256(report))
