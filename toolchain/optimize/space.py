@@ -12,11 +12,16 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
+from edgeify.errors import ConfigError
+from edgeify.pipeline import step_class
 from edgeify.steps.search import SearchRecipe, StepSearch
+from edgeify_runtime.engines import create_adapter
+from edgeify_runtime.fingerprint import fingerprint
 from pydantic import Field
 
 from ..values import Frozen as _Frozen
 from .records import Recipe, Settings
+from .settings import engine_option_names, tuning_axes
 
 if TYPE_CHECKING:
     from edgeify.targets.spec import TargetSpec
@@ -44,8 +49,6 @@ class DeviceFacts(_Frozen):
 
     @classmethod
     def local(cls) -> DeviceFacts:
-        from edgeify_runtime.fingerprint import fingerprint
-
         return cls.from_fingerprint(fingerprint())
 
     @property
@@ -90,7 +93,6 @@ def quantize_step(spec: TargetSpec, engine: str, precision: str, *,
                   max_accuracy_drop: float | None = None) -> QuantizeStep | None:
     """The first step of ``engine``'s pipeline that runs for ``precision`` and declares a search space for it
     (``Step.search_space``); None when no step does."""
-    from edgeify.pipeline import step_class
 
     for step in spec.engines[engine].pipeline:
         if step.precisions is not None and precision not in step.precisions:
@@ -122,7 +124,6 @@ def ladder_only(spec: TargetSpec, engine: str, precision: str) -> bool:
 
 def settings_grid(runtime: str, cores: int, option_keys: frozenset[str]) -> tuple[Settings, ...]:
     """Run-time settings worth trying for ``runtime``; only options the installed adapter understands."""
-    from .settings import engine_option_names, tuning_axes
 
     names = engine_option_names(runtime, option_keys)
     threads = tuple(range(cores, 0, -1))
@@ -139,7 +140,6 @@ def settings_grid(runtime: str, cores: int, option_keys: frozenset[str]) -> tupl
 def build_space(spec: TargetSpec, facts: DeviceFacts, *, has_calib: bool,
                 engines: tuple[str, ...] | None = None, precisions: tuple[str, ...] | None = None) -> SearchSpace:
     """Every engine x precision (and speed recipe) the target offers on this device; settings per runtime."""
-    from edgeify_runtime.engines import create_adapter
 
     arts: list[ArtifactPlan] = []
     skipped: list[str] = []
@@ -177,7 +177,6 @@ def variant_spec(spec: TargetSpec, engine: str, recipe: Recipe) -> TargetSpec:
     """``spec`` with ``recipe``'s overrides applied to one step of ``engine``'s pipeline (name unchanged)."""
     if (not recipe.config and not recipe.float_layers) or recipe.step is None:
         return spec
-    from edgeify.pipeline import step_class
 
     eng = spec.engines[engine]
     extra = dict(recipe.config)
@@ -185,8 +184,6 @@ def variant_spec(spec: TargetSpec, engine: str, recipe: Recipe) -> TargetSpec:
         kind = next(s.uses for s in eng.pipeline if s.id == recipe.step)
         option = step_class(kind).float_layers_option
         if option is None:
-            from edgeify.errors import ConfigError
-
             raise ConfigError(f"step {recipe.step!r} ({kind}) of {spec.name}.engines.{engine} cannot keep layers in "
                               f"float (recipe {recipe.name!r}): it declares no float_layers_option")
         extra[option] = list(recipe.float_layers)
