@@ -9,6 +9,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeify import bundle as bundle_mod
+from edgeify.build import quick_latency
+from edgeify.steps.records import quantization_of
+from edgeify_runtime.manifest import Manifest
+
 from .records import Candidate, OptimizeResult, Rung
 from .settings import to_engine_options
 
@@ -18,7 +23,6 @@ if TYPE_CHECKING:
 
 def _quantization(manifest: Manifest, ladder: tuple[Rung, ...], **details: Any) -> dict[str, Any]:
     """The manifest's quantization record with the ladder's rungs (and ``details``) added, as its JSON."""
-    from edgeify.steps.records import quantization_of
 
     q = quantization_of(manifest)
     return dataclasses.replace(q, ladder=tuple(r.model_dump(mode="json") for r in ladder),
@@ -26,9 +30,6 @@ def _quantization(manifest: Manifest, ladder: tuple[Rung, ...], **details: Any) 
 
 
 def write_chosen(c: Candidate, runtime: str, out: Path, result: OptimizeResult, ladder: tuple[Rung, ...]) -> None:
-    from edgeify import bundle as bundle_mod
-    from edgeify_runtime.manifest import Manifest
-
     src = Path(c.bundle or "")
     staging = bundle_mod.staging_dir_for(out)
     try:
@@ -58,9 +59,6 @@ def write_ladder_bundle(src: Path | None, out: Path, ladder: tuple[Rung, ...], *
                         measure_latency: bool = True) -> tuple[Manifest, dict[str, Any] | None]:
     """Publish the ladder's accepted rung (``src``) at ``out`` with ``quantization.ladder``; returns the manifest
     and the quick latency run (None when not asked)."""
-    from edgeify import bundle as bundle_mod
-    from edgeify.build import quick_latency
-    from edgeify_runtime.manifest import Manifest
 
     staging = bundle_mod.staging_dir_for(out)
     try:
