@@ -9,11 +9,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgeify.data import load_dataset
+from edgeify.errors import EdgeifyError
+from edgeify.steps.base import fault_point
+from edgeify.targets.spec import Tolerance
+from edgeify_runtime.envelope import sigterm_as_interrupt
+
 from .candidates import Built, CandidateBuilder, Inputs, LocalBuilder, build_candidate
 from .choose import accuracy_ok, pareto
 from .ladder import qdq_model_path, run_ladder
 from .measure import SCREEN, MeasureProtocol, bench_candidate
+from .overflow import fp32_nodes, overflow_tensors
 from .records import Budgets, Candidate, Objective, Rung, Settings
+from .sensitivity import rank_layers
 from .space import ArtifactPlan, DeviceFacts, SearchSpace, build_space
 
 if TYPE_CHECKING:
@@ -91,7 +99,6 @@ class Search:
     def fp16_overflow(self, engine: str) -> tuple[str, ...]:
         """Nodes an fp16 build of ``engine`` must keep in fp32: its fp32 artifact (built and screened here if the
         search has not yet) run on the calibration inputs, every tensor beyond fp16's range."""
-        from .overflow import fp32_nodes, overflow_tensors
 
         if self.inp.calib is None:
             return ()
@@ -155,7 +162,6 @@ class Search:
                  + (f"{built.quantized_ops}/{built.total_ops} compute ops int8; " if built.total_ops is not None
                     else "")
                  + self._left())
-        from edgeify.steps.base import fault_point
 
         fault_point("optimize-screened")  # interrupt tests: Ctrl-C lands after a candidate was measured
         return built, p50
@@ -187,10 +193,6 @@ class Search:
         return dup, self.p50.get(tk)
 
     def rank_layers(self, built: Built) -> list[tuple[str, float, tuple[str, ...]]]:
-        from edgeify.targets.spec import Tolerance
-
-        from .sensitivity import rank_layers
-
         if qdq_model_path(built) is None:  # parity failed: rebuild with the gate open, to read the quantized graph
             tol = {**self.spec.tolerances, built.plan.precision: Tolerance(metric="cosine", min_cosine=-1.0)}
             relaxed = dataclasses.replace(self.inp, spec=self.spec.model_copy(update={"tolerances": tol}))
@@ -202,8 +204,6 @@ class Search:
         return rank_layers(path, self._calib_feeds(built.manifest), self.inp.work / "sensitivity")
 
     def _calib_feeds(self, manifest: Manifest) -> list[dict]:
-        from edgeify.data import load_dataset
-
         sig = list(manifest.inputs)
         ds = load_dataset(self.inp.calib, sig, purpose="calibration", preprocess=self.inp.preprocess)
         return list(ds.batches(max_samples=64))
@@ -214,8 +214,6 @@ class Search:
         return grid[0] if grid else Settings(threads=self.facts.physical_cores)
 
     def _screen(self, built: Built, settings: Settings) -> Candidate:
-        from edgeify.errors import EdgeifyError
-
         base = Candidate(engine=built.plan.engine, precision=built.plan.precision, recipe=built.plan.recipe,
                          settings=settings, accuracy=built.accuracy,
                          accuracy_drop=None if built.accuracy is None else built.accuracy.drop,
@@ -242,8 +240,6 @@ class Search:
         return cand
 
     def _full(self, i: int) -> None:
-        from edgeify.errors import EdgeifyError
-
         c = self.cands[i]
         self.say(f"full protocol: {c.engine} {c.precision} ({c.recipe.name}, {c.settings.label()})")
         try:
@@ -259,7 +255,6 @@ class Search:
     def run(self) -> None:
         """All phases; --max-time ends the search where it is, Ctrl-C / SIGTERM too (``interrupted``): what was
         measured is kept (the results store has every benchmark already), the best so far is chosen from it."""
-        from edgeify_runtime.envelope import sigterm_as_interrupt
 
         try:
             with sigterm_as_interrupt():
