@@ -21,7 +21,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from edgeify.errors import EdgeifyError, UsageError
+from edgeify.matrix.executors import RayOptions, cancel_refs, connect_ray, ray_nodes
+from edgeify.matrix.publish import publish_bundle
+from edgeify.matrix.worker import CellJob, collect_inputs, materialize, node_info, pack
+from edgeify_runtime.errors import EdgeifyRuntimeError
+
 from .candidates import Built, CandidateBuilder, Inputs, LocalBuilder, build_candidate
+from .search import Search
 
 if TYPE_CHECKING:
     from edgeify.matrix.executors import RayOptions
@@ -35,8 +42,6 @@ Executor = Literal["local", "ray"]
 def make_builder(executor: str, ray_address: str | None, say: Callable[[str], None]) -> CandidateBuilder:
     """``local``: each candidate built in this process (default); ``ray``: on the Ray cluster at ``ray_address``
     (None: a private local Ray instance). Raises ``ConfigError`` (exit 4) when Ray is missing or unreachable."""
-    from edgeify.errors import UsageError
-    from edgeify.matrix.executors import RayOptions
 
     if executor == "local":
         if ray_address:
@@ -49,7 +54,6 @@ def make_builder(executor: str, ray_address: str | None, say: Callable[[str], No
 
 def _inputs_job(inp: Inputs) -> CellJob:
     """The run's input files in the shape ``matrix.worker`` ships and materializes."""
-    from edgeify.matrix.worker import CellJob
 
     return CellJob(cell_id="optimize", model="optimize", target=inp.spec.name, precision="-", engine=None,
                    model_path=inp.model, calib=inp.calib, eval=inp.eval, preprocess=inp.preprocess)
@@ -64,7 +68,6 @@ def build_on_worker(inp: Inputs, plan: ArtifactPlan, index: int,
                     shipped: dict[str, dict[str, bytes]]) -> tuple[Built, str, bytes | None]:
     """The Ray task: build one candidate in a worker-side temporary directory; (the candidate without its local
     path, the bundle directory's name, the bundle as a tar archive or None)."""
-    from edgeify.matrix.worker import materialize, node_info, pack
 
     node = node_info()
     tmp = Path(tempfile.mkdtemp(prefix="edgeify-candidate-"))
@@ -97,8 +100,6 @@ class RayBuilder:
     """A ``CandidateBuilder`` on a Ray cluster (see the module docstring)."""
 
     def __init__(self, options: RayOptions, say: Callable[[str], None]) -> None:
-        from edgeify.matrix.executors import connect_ray, ray_nodes
-
         self.ray = connect_ray(options, unit="candidate build")
         self.options = options
         self.say = say
@@ -112,8 +113,6 @@ class RayBuilder:
 
     @staticmethod
     def _key(plan: ArtifactPlan) -> str:
-        from .search import Search
-
         return Search._key(plan)
 
     def _submit(self, inp: Inputs, plan: ArtifactPlan, index: int) -> None:
@@ -121,7 +120,6 @@ class RayBuilder:
         if key in self._pending or key in self._done:
             return
         if self._shipped is None:  # once per run: every build reads the same object
-            from edgeify.matrix.worker import collect_inputs
 
             self._shipped = self.ray.put(collect_inputs(_inputs_job(inp)))
         o = self.options
@@ -141,10 +139,6 @@ class RayBuilder:
             self._done[key] = self._receive(ref, inp, plan, time.monotonic() - t0)
 
     def _receive(self, ref: Any, inp: Inputs, plan: ArtifactPlan, seconds: float) -> Built:
-        from edgeify.errors import EdgeifyError
-        from edgeify.matrix.publish import publish_bundle
-        from edgeify_runtime.errors import EdgeifyRuntimeError
-
         exc_types = self.ray.exceptions
         try:
             built, name, archive = self.ray.get(ref)
@@ -183,8 +177,6 @@ class RayBuilder:
         return self._done.pop(key)
 
     def close(self) -> None:
-        from edgeify.matrix.executors import cancel_refs
-
         refs = [v[0] for v in self._pending.values()]
         if refs:
             self.say(f"Ray: cancelling {len(refs)} unfinished candidate build(s)")
