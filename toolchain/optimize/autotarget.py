@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from edgeify.deploy.connect import open_site
+from edgeify.deploy.deployer import ensure_runtime
+from edgeify.deploy.inventory import Inventory
+from edgeify.deploy.site_exec import run_module
+from edgeify.errors import TargetError
+
 from .space import DeviceFacts
 
 if TYPE_CHECKING:
@@ -17,7 +23,6 @@ _ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "
 def choose_target(registry: Registry, facts: DeviceFacts) -> tuple[TargetSpec, str]:
     """The target for ``facts``: same arch, every required CPU feature present, most features matched
     (then a verified board, then the model name); raises TargetError when none fits."""
-    from edgeify.errors import TargetError
 
     arch = _ARCH.get(facts.arch, facts.arch)
     flags = set(facts.flags)
@@ -47,10 +52,6 @@ def choose_target(registry: Registry, facts: DeviceFacts) -> tuple[TargetSpec, s
 def device_facts(device: str) -> DeviceFacts:
     """The fingerprint of a device from the devices file, taken there by the runtime's own fingerprint program
     (the runtime is copied first if the device lacks this version)."""
-    from edgeify.deploy.connect import open_site
-    from edgeify.deploy.deployer import ensure_runtime
-    from edgeify.deploy.inventory import Inventory
-    from edgeify.deploy.site_exec import run_module
 
     with open_site(Inventory().get(device)) as site:
         _, prep = ensure_runtime(site)
