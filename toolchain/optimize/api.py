@@ -14,11 +14,20 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from edgeify.bundle import check_output
+from edgeify.deploy.inventory import Inventory
+from edgeify.errors import AccuracyGateError, EdgeifyError, InterruptedBuild, LatencyBudgetError, TargetError
+from edgeify.targets import load_registry
+
 from . import compress_rungs
+from .autotarget import choose_target, device_facts
 from .candidates import Inputs
-from .choose import accuracy_ok, closest_text, pareto, why
+from .choose import accuracy_ok, closest_text, meets, pareto, why
 from .measure import full_protocol
+from .publish import write_chosen
 from .records import AccuracyMeasure, Budgets, Chosen, Objective, OptimizeResult
+from .remote_build import make_builder
+from .search import Search
 from .space import DeviceFacts
 from .stored import record as record_in_store
 
@@ -46,8 +55,6 @@ def _check_declared_target(reg, device: str, spec, reason: str) -> None:
     """``--target auto --device D`` picks the board from D's own fingerprint; every candidate is then deployed to D,
     whose devices-file entry names a target, and the deployer refuses a bundle built for another one. Say so before
     building anything (instead of every candidate failing its benchmark)."""
-    from edgeify.deploy.inventory import Inventory
-    from edgeify.errors import EdgeifyError, TargetError
 
     declared = Inventory().get(device).target
     try:
@@ -63,10 +70,6 @@ def _check_declared_target(reg, device: str, spec, reason: str) -> None:
 
 
 def resolve_target(target: str, device: str, target_files: tuple[str, ...]) -> tuple[object, DeviceFacts, str]:
-    from edgeify.targets import load_registry
-
-    from .autotarget import choose_target, device_facts
-
     reg = load_registry(target_files)
     if target == "auto":
         facts = DeviceFacts.local() if device == "local" else device_facts(device)
@@ -96,12 +99,6 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
     """Search engines x precisions x recipes x run-time settings of ``target`` for ``model`` on ``device``;
     with ``compress`` (``"prune,distill,qat"``) also compressed candidates trained on ``train``
     (``compress_rungs``)."""
-    from edgeify.bundle import check_output
-    from edgeify.errors import AccuracyGateError, InterruptedBuild, LatencyBudgetError
-
-    from .publish import write_chosen
-    from .remote_build import make_builder
-    from .search import Search
 
     say = progress or _stderr
     t0 = time.perf_counter()
@@ -188,6 +185,4 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
 
 
 def _meets(c, budgets: Budgets) -> bool:
-    from .choose import meets
-
     return meets(c, budgets)
