@@ -14,8 +14,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeify.build import BuildResult
+from edgeify.bundle import check_output
+from edgeify.errors import AccuracyGateError, ParityError
+from edgeify.request import Budgets as RequestBudgets
+from edgeify.request import BuildRequest, DataSets
+from edgeify.targets import load_registry
+
+from .api import accuracy_measure_for
 from .candidates import Inputs
+from .ladder import run_ladder
+from .publish import write_ladder_bundle
 from .records import Budgets
+from .search import Search
 from .space import ArtifactPlan, DeviceFacts
 
 if TYPE_CHECKING:
@@ -30,17 +41,7 @@ def build_with_ladder(model: str | Path | BuildRequest, *, target: str | None = 
                       progress: Callable[[str], None] | None = None) -> Any:
     """Returns the ``BuildResult`` of the published rung; raises the last rung's gate error if none holds.
     ``model`` may be a whole ``BuildRequest`` (its precision is the ladder's start, int8)."""
-    from edgeify.build import BuildResult
-    from edgeify.bundle import check_output
-    from edgeify.errors import AccuracyGateError, ParityError
-    from edgeify.request import Budgets as RequestBudgets
-    from edgeify.request import BuildRequest, DataSets
-    from edgeify.targets import load_registry
 
-    from .api import accuracy_measure_for
-    from .ladder import run_ladder
-    from .publish import write_ladder_bundle
-    from .search import Search
 
     if isinstance(model, BuildRequest):
         req = model
