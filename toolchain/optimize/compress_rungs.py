@@ -25,10 +25,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edgeify.compress.data import load_train
+from edgeify.compress.options import CompressOptions, parse_duration
+from edgeify.compress.run import compress_source, original_accuracy, refuse_unsupported
+from edgeify.data import load_dataset
 from edgeify.errors import EdgeifyError, UsageError
+from edgeify.preflight import n_classes
+from edgeify.sources import open_source
+from edgeify_runtime.envelope import sigterm_as_interrupt
 
 from .candidates import Built, CandidateBuilder, Inputs
 from .choose import accuracy_ok, choose, pareto, tied
+from .ladder import _rung, run_ladder
 from .records import Accuracy, Budgets, Candidate, Objective, Rung
 from .search import Search
 from .space import ArtifactPlan
@@ -67,7 +75,6 @@ def parse_compress(text: str | None, train: str | None, train_time: str | None =
                    epochs: int | None = None, ratios: Sequence[float] | None = None,
                    lr: float | None = None) -> CompressRequest | None:
     """``--compress prune,distill,qat`` (with ``--train``) as a request; None without ``--compress``."""
-    from edgeify.compress.options import parse_duration
 
     if text is None or not text.strip():
         if train is not None or train_time is not None or epochs is not None or lr is not None:
@@ -97,11 +104,6 @@ def parse_compress(text: str | None, train: str | None, train_time: str | None =
 def check(req: CompressRequest, inp: Inputs) -> None:
     """Before anything is built: the source kind (pruning needs the eager module), labelled ``--eval`` (the drop
     against the original is measured on it) and the training data (``DataError``, exit 7)."""
-    from edgeify.compress.data import load_train
-    from edgeify.compress.options import CompressOptions
-    from edgeify.compress.run import refuse_unsupported
-    from edgeify.preflight import n_classes
-    from edgeify.sources import open_source
 
     if inp.eval is None or inp.accuracy_measure != "labels":
         raise UsageError("--compress needs labelled --eval data: every compressed candidate's accuracy is measured "
@@ -169,7 +171,6 @@ class CompressSearch(Search):
         self.deadline = self._t0 + self._all_time
         if self.interrupted or not self.req.prunes:
             return
-        from edgeify_runtime.envelope import sigterm_as_interrupt
 
         try:
             with sigterm_as_interrupt():
@@ -189,8 +190,6 @@ class CompressSearch(Search):
 
     # -- QAT: the first rung of each ladder ----------------------------------------------------------------
     def _phase_ladder(self) -> None:
-        from .ladder import run_ladder
-
         for engine in self.spec.engines:
             base = self.built.get(self._key(ArtifactPlan(engine=engine, precision="int8")))
             if base is None or self.accuracy_ok(base) or self.out_of_time():
@@ -211,8 +210,6 @@ class CompressSearch(Search):
                                              if got2 else "no rung met the budget"))
 
     def _qat_rung(self, engine: str, base: Built) -> tuple[Rung, bool]:
-        from edgeify.compress.options import CompressOptions
-
         if self._qat is None:  # trained once: the fine-tuning does not depend on the engine
             self._qat = self._compress("qat", CompressOptions(train=self.req.train, qat=True, **self._budget(1)))
         cands = self._search(*self._qat, engines=(engine,))
@@ -230,8 +227,6 @@ class CompressSearch(Search):
 
     # -- prune + distill -----------------------------------------------------------------------------------
     def _prune_rungs(self) -> None:
-        from edgeify.compress.options import CompressOptions
-
         distill = "distill" in self.req.phases
         for i, ratio in enumerate(self.req.ratios):
             if self.out_of_time():
@@ -260,8 +255,6 @@ class CompressSearch(Search):
 
     def _compress(self, label: str, opts: Any) -> tuple[Any, dict[str, Any]]:
         """Compress the source with ``opts`` (``edgeify.compress``: training with its progress bar on stderr)."""
-        from edgeify.compress.run import compress_source
-        from edgeify.sources import open_source
 
         self._rung_no += 1
         work = self.inp.work / f"compress-{self._rung_no}"
@@ -303,17 +296,10 @@ class CompressSearch(Search):
 
 
 def _base_rung(base: Built, p50: float | None) -> Rung:
-    from .ladder import _rung
-
     return _rung("int8", base, p50, False, "missed the accuracy budget or parity gate")
 
 
 def _original_accuracy(inp: Inputs) -> float:
-    from edgeify.compress.run import original_accuracy
-    from edgeify.data import load_dataset
-    from edgeify.preflight import n_classes
-    from edgeify.sources import open_source
-
     source = open_source(inp.model, list(inp.input_shapes) or None, trust_source=inp.trust_source)
     inputs, outputs = source.pre_signature()
     data = load_dataset(inp.eval or "", list(inputs), purpose="evaluation", need_labels=True,
