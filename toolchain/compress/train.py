@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from edgeify.errors import ConversionError
+from edgeify.noise import quiet_python_loggers
 
 from .data import Batch, TrainData
 from .loop import TrainStats, train
@@ -109,7 +110,6 @@ def qat(student: Any, teacher: Any, example: tuple[Any, ...], dynamic: Any, data
     """Fake-quant fine-tuning of ``student`` (in place: the trained float weights and BatchNorm statistics are
     copied back, for the engine's own int8 quantizer and its parity gate)."""
     import torch
-    from edgeify.noise import quiet_python_loggers
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
