@@ -10,12 +10,12 @@ import time
 from typing import Any
 
 from edgeify.errors import UsageError
+from edgeify.steps.registry import step_class, step_table
 from pydantic import ValidationError
 
 
 def requested(request: Any) -> list[Any]:
     """The source-transform steps the request asks for, configured from its options (in the order given)."""
-    from edgeify.steps.registry import step_class, step_table
 
     out = []
     for kind in (request.options if request is not None else {}):
