@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edgeify.errors import ConversionError, DataError
 from edgeify.steps.base import fault_point
 
 from .data import Batch, TrainData
@@ -58,8 +59,6 @@ def train(phase: str, data: TrainData, step: Callable[[Batch], float], *, second
                 fault_point(FAULT_POINT)
                 loss = step(batch)
                 if not math.isfinite(loss):
-                    from edgeify.errors import ConversionError
-
                     raise ConversionError(f"{phase}: the training loss became {loss} at step {steps}",
                                           hint="lower the learning rate, or check the training data")
                 first = loss if first is None else first
@@ -70,8 +69,6 @@ def train(phase: str, data: TrainData, step: Callable[[Batch], float], *, second
                     break
             else:
                 if not losses:
-                    from edgeify.errors import DataError
-
                     raise DataError(f"--train {data.origin}: epoch {epoch + 1} yielded no batches",
                                     hint="a loader factory is called once per epoch and must yield batches each time")
                 epoch += 1
