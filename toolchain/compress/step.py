@@ -18,6 +18,9 @@ from edgeify.steps.facts import StepFacts
 from edgeify.steps.records import Signature
 from pydantic import Field
 
+from .options import CompressOptions
+from .run import compress_source
+
 #: the artifact format of a compressed model: a torch.export ExportedProgram file (.pt2)
 EXPORTED_PROGRAM = "torch-exported-program"
 
@@ -66,8 +69,6 @@ class CompressionFacts(StepFacts):
 
 
 def options_of(config: CompressConfig, train: str | None):
-    from .options import CompressOptions
-
     c = config.model_dump()
     return CompressOptions(train=train, prune=c["prune"], importance=c["importance"], distill=c["distill"],
                            qat=c["qat"], train_seconds=c["train_seconds"], epochs=c["epochs"],
@@ -88,8 +89,6 @@ class Compress(Step):
     config: CompressConfig
 
     def run(self, ctx: BuildContext, artifact: Artifact | None, out_dir: Path) -> Artifact:
-        from .run import compress_source
-
         train = ctx.request.data.train if ctx.request is not None else None
         self._compressed = compress_source(ctx.source, options_of(self.config, train), out_dir, ctx.progress)
         ctx.source = self._compressed.source
