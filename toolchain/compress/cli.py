@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from edgeify.errors import UsageError
+from edgeify.request import Budgets, BuildRequest, DataSets
 
 from .options import CompressOptions, parse_duration
 
@@ -25,7 +27,6 @@ EpochsOpt = typer.Option(None, "--epochs", help="training epochs (with --train-t
 def options(train: str | Path | None, prune: float | None, importance: str, distill: bool, qat: bool,
             train_time: str | None, epochs: int | None, precision: str | None = None) -> CompressOptions | None:
     """The typed options, or None when no compression was asked for (``--train`` alone is a usage error)."""
-    from edgeify.errors import UsageError
 
     opts = CompressOptions(train=None if train is None else str(train), prune=prune, importance=importance,
                            distill=distill, qat=qat,
@@ -49,7 +50,6 @@ def build(run_build, model: str, compress: CompressOptions | None, *, observer=N
         return run_build(model, observer=observer, calib=calib, eval=eval, preprocess=preprocess, labels=labels,
                          input_shapes=input_shapes, max_accuracy_drop=max_accuracy_drop, target_files=target_files,
                          **kw)
-    from edgeify.request import Budgets, BuildRequest, DataSets
 
     request = BuildRequest(
         model=str(model), data=DataSets(calibration=calib, evaluation=eval, preprocess=preprocess, labels=labels,
