@@ -16,9 +16,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeify.checks import collect
 from edgeify.errors import AccuracyGateError, ConversionError, EngineMissingError, UsageError
+from edgeify.preflight import n_classes as classes_of
 
+from . import train as tr
+from .data import load_train
 from .options import CompressOptions
+from .prune import count, prune
 
 if TYPE_CHECKING:
     from edgeify.sources import SourceModel
@@ -55,8 +60,6 @@ class Compressed:
 
 
 def original_accuracy(original: SourceModel, data: Any, n_outputs: int) -> float:
-    from edgeify.checks import collect
-
     ref = collect(original.reference().run, data, n_outputs)[0]
     pred = ref.reshape(len(ref), -1).argmax(1)
     return float((pred == data.labels[: len(ref)]).mean())
@@ -103,11 +106,6 @@ def compress_source(source: SourceModel, opts: CompressOptions, out_dir: Path,
     """Prune / distill / QAT ``source`` into ``out_dir/model.pt2``; the returned ``Compressed.source`` is that
     model. Training data is opened and checked first (``DataError`` before any training)."""
     import torch
-    from edgeify.preflight import n_classes as classes_of
-
-    from . import train as tr
-    from .data import load_train
-    from .prune import count, prune
 
     refuse_unsupported(source, opts)
     if opts.prune is not None:
@@ -186,8 +184,6 @@ def compress_source(source: SourceModel, opts: CompressOptions, out_dir: Path,
 
 def _train_phases(student: Any, teacher: Any, example: tuple[Any, ...], dynamic: Any, data: Any,
                   opts: CompressOptions, record: dict[str, Any], progress: Callable[[str], None]) -> None:
-    from . import train as tr
-
     phases = int(opts.distill) + int(opts.qat)
     seconds = None if opts.budget_seconds is None else opts.budget_seconds / max(phases, 1)
     if opts.distill:
