@@ -12,6 +12,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from edgeify_runtime.errors import BundleError
+from edgeify_runtime.manifest import Manifest
+
+from ..steps.records import validation_of
+
 if TYPE_CHECKING:
     from edgeify_runtime.manifest import Manifest
 
@@ -68,8 +73,6 @@ class ReportData:
 
 def _manifest(bundle: str | None, digest: str) -> Manifest | None:
     """The bundle's manifest when it is still the one measured (same digest); None when gone or unreadable."""
-    from edgeify_runtime.errors import BundleError
-    from edgeify_runtime.manifest import Manifest
 
     if not bundle:
         return None
@@ -81,10 +84,6 @@ def _manifest(bundle: str | None, digest: str) -> Manifest | None:
 
 
 def _accuracy(manifest: Manifest | None) -> AccuracyReport | None:
-    from edgeify_runtime.errors import BundleError
-
-    from ..steps.records import validation_of
-
     try:
         v = None if manifest is None else validation_of(manifest)
     except BundleError:  # a report reads whatever bundles are on disk: a malformed one just has no accuracy
