@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 import numpy as np
+from edgeify.errors import UsageError
 
 #: the first and last window (s)
 EDGE_S = 10.0
@@ -25,7 +26,6 @@ _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(s|m|h)?\s*$")
 
 def parse_duration(text: str) -> float:
     """``60s`` / ``2m`` / ``90`` (seconds) -> seconds."""
-    from edgeify.errors import UsageError
 
     m = _DURATION.match(str(text or ""))
     if not m or float(m.group(1)) <= 0:
