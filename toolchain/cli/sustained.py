@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 from edgeify.analysis import sustained as S
+from edgeify.results import open_store
 
 #: the timed phase may run this much past the asked duration before the agent stops it (s)
 SLACK_S = 30.0
@@ -26,8 +27,6 @@ def with_sustained(result: Any) -> Any:
     record = S.summarize(result.samples_ms, result.protocol.timed_phase_s, result.device_state)
     result = result.replace(extra={**result.extra, "sustained": record})
     if result.result_id:
-        from edgeify.results import open_store
-
         with open_store() as store:
             store.annotate({int(result.result_id): {"sustained": record}})
     return result
