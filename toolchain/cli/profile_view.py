@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeify_runtime.profile import Profile
 from rich.table import Table
 
 from .output import console, err_console
@@ -21,7 +22,6 @@ def _pct(v: float | None) -> str:
 
 def print_profile(profile: dict[str, Any] | None, top: int = 10, device: str = "") -> None:
     """Top-N ops, the placement summary, where the rest of the time goes, and the fallback warning."""
-    from edgeify_runtime.profile import Profile
 
     if not profile:
         err_console.print("[yellow]no profile in the result[/] (the device's agent may be older than --profile)")
