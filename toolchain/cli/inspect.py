@@ -7,8 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from edgeify.errors import UsageError
+from edgeify.inspect import inspect_model, inspect_parity
 
 from .output import Format, FormatOpt, TargetFiles, print_json
+from .profile_view import print_inspect
 
 EPILOG = ("Examples:  edgeify inspect model.onnx --target rpi5  ·  edgeify inspect model.pt2 --target x86-avx2 "
           "--engine openvino --format json  ·  edgeify inspect --parity build/m --source model.onnx")
@@ -28,8 +31,6 @@ def inspect(
     fmt: Format = FormatOpt,
 ) -> None:
     """What a build for a target will do, and which ops its engine will not accelerate."""
-    from edgeify.errors import UsageError
-    from edgeify.inspect import inspect_model, inspect_parity
 
     if parity:
         result = inspect_parity(Path(model), source=source, input_shapes=input_shape or None)
@@ -47,8 +48,6 @@ def inspect(
     if fmt == Format.json:
         print_json(report.to_dict())
     else:
-        from .profile_view import print_inspect
-
         print_inspect(report)
 
 
