@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from edgeify import rollout as R
+from edgeify.errors import EdgeifyError, UsageError
 
 from .output import AskPassOpt, Format, FormatOpt, TrustOpt, console, err_console, examples, passphrase, print_json
 
@@ -53,8 +55,6 @@ def rollout_cmd(
     statistics), and rolled back automatically when it fails the gate (exit 17). The plan and every device's
     progress are kept in the results store: `status` shows them, `resume` continues after Ctrl-C (exit 130), a
     crash or unreachable devices (exit 20), `abort` puts every touched device back."""
-    from edgeify import rollout as R
-    from edgeify.errors import UsageError
 
     connect: dict[str, Any] = {"trust_new_host_key": trust_new_host_key, "passphrase": passphrase(ask_passphrase)}
 
@@ -86,8 +86,6 @@ def rollout_cmd(
 
 def _finish(fn: Any, fmt: Format) -> Any:
     """Run the rollout; when it stops with an error, still print its record (JSON: one document) first."""
-    from edgeify import rollout as R
-    from edgeify.errors import EdgeifyError
 
     try:
         return fn()
