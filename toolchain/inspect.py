@@ -18,7 +18,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeify_runtime.bench_inputs import input_shapes, random_feeds, resolve_batch
+from edgeify_runtime.engines import create_adapter
+from edgeify_runtime.manifest import Manifest
+from edgeify_runtime.profile import profile_bundle
+
+from .build import build
 from .errors import UsageError
+from .parity_ops import explain_bundle, reference_onnx
+from .pipeline import resolve
+from .sources import open_source
+from .steps.base import BuildContext
+from .targets import load_registry
 
 
 @dataclass(frozen=True)
@@ -40,9 +51,6 @@ class InspectReport:
 
 
 def _context(model: str, spec: Any, engine: str, precision: str, work: Path, input_shapes: list[str] | None) -> Any:
-    from .sources import open_source
-    from .steps.base import BuildContext
-
     return BuildContext(source=open_source(model, input_shapes), target=spec, engine_name=engine,
                         engine=spec.engines[engine], precision=precision, work_dir=work)
 
@@ -56,9 +64,6 @@ def _histogram_onnx(path: Path) -> dict[str, int]:
 
 
 def _random_feeds(bundle: Path) -> dict[str, Any]:
-    from edgeify_runtime.bench_inputs import input_shapes, random_feeds, resolve_batch
-    from edgeify_runtime.manifest import Manifest
-
     m = Manifest.read(bundle)
     shapes = input_shapes(m.inputs, resolve_batch(m.inputs, None))
     return random_feeds(m.inputs, shapes, 0)
@@ -66,9 +71,6 @@ def _random_feeds(bundle: Path) -> dict[str, Any]:
 
 def engine_report(bundle: Path) -> dict[str, Any]:
     """Where the engine runs each op of ``bundle``, in its own words (one profiled inference)."""
-    from edgeify_runtime.engines import create_adapter
-    from edgeify_runtime.manifest import Manifest
-    from edgeify_runtime.profile import profile_bundle
 
     m = Manifest.read(bundle)
     prof = profile_bundle(bundle, feeds=_random_feeds(bundle), runs=1, warmup=1)
@@ -92,11 +94,6 @@ def engine_report(bundle: Path) -> dict[str, Any]:
 def inspect_model(model: str, *, target: str, engine: str | None = None, precision: str = "fp32",
                   calib: str | None = None, convert: bool = True, input_shapes: list[str] | None = None,
                   target_files: tuple[str, ...] = ()) -> InspectReport:
-    from .build import build
-    from .parity_ops import reference_onnx
-    from .pipeline import resolve
-    from .targets import load_registry
-
     spec, _ = load_registry(target_files).resolve(target)
     pipeline = resolve(spec, engine, precision)
     with tempfile.TemporaryDirectory(prefix="edgeify-inspect-") as tmp:
@@ -123,10 +120,6 @@ def inspect_model(model: str, *, target: str, engine: str | None = None, precisi
 
 def inspect_parity(bundle: Path, *, source: str | None, input_shapes: list[str] | None = None) -> Any:
     """The per-op parity table of ``bundle`` against its source model (``source``: the model file)."""
-    from edgeify_runtime.manifest import Manifest
-
-    from .parity_ops import explain_bundle, reference_onnx
-    from .targets import load_registry
 
     m = Manifest.read(bundle)
     if not source:
