@@ -27,9 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgeify_runtime.engines import adapter_class, create_adapter
+from edgeify_runtime.manifest import Manifest
 from edgeify_runtime.profile.modules import SourceMap, SourceModule
 
+from .cache import StepCache
+from .checks import random_dataset
 from .parity_match import first_unmatched, match_by_value
+from .paths import cache_dir
+from .pipeline import resolve, step_class
 from .steps._source_modules import FUSED_ACTIVATIONS, FUSES_ACTIVATION, node_modules
 
 #: relative error (max |built - source| / max |source|) above which an op's output counts as divergent
@@ -146,7 +152,6 @@ def _onnx_all_outputs(path: Path, feeds: dict[str, np.ndarray]) -> tuple[dict[st
 def _built_outputs(built: Path, engine: str, precision: str, feeds: dict[str, np.ndarray],
                    names: set[str]) -> dict[str, np.ndarray] | None:
     """The built artifact's intermediate tensors from its engine adapter's dump hook (None: it has none)."""
-    from edgeify_runtime.engines import adapter_class, create_adapter
 
     if not adapter_class(engine).can_dump:
         return None
@@ -305,8 +310,6 @@ def compare_ops(source_onnx: Path, built: Path, engine: str, precision: str,
 
 
 def explain_bundle(source_onnx: Path, bundle: Path, feeds: dict[str, np.ndarray]) -> OpParity:
-    from edgeify_runtime.manifest import Manifest
-
     m = Manifest.read(bundle)
     return compare_ops(source_onnx, bundle / m.engine.artifact, m.engine.name, m.precision, feeds,
                        SourceMap.from_manifest(m))
@@ -325,9 +328,6 @@ def reference_onnx(ctx: Any, work: Path) -> Path | None:
     """The source as ONNX: the source itself, else the pipeline's export step output (from the step cache)."""
     if ctx.source.kind == "onnx":
         return Path(ctx.source.path)
-    from .cache import StepCache
-    from .paths import cache_dir
-    from .pipeline import resolve, step_class
 
     pipeline = resolve(ctx.target, ctx.engine_name, ctx.precision)
     first = next(s for s in pipeline.steps if s.input is None)
@@ -343,8 +343,6 @@ def explain_failure(err: Exception, ctx: Any, staged: Path, inputs: list[Any]) -
     """Add the per-op table to a ParityError from the check step (never replaces the error)."""
     import dataclasses
     import tempfile
-
-    from .checks import random_dataset
 
     try:
         with tempfile.TemporaryDirectory(prefix="edgeify-parity-ops-") as tmp:
