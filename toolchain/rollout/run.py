@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bench import BenchSettings, settings_for
+from ..data import load_dataset
 from ..deploy.apps import resolve_app
 from ..deploy.deployer import LocalBundle, bundle_name
 from ..deploy.fleet import deploy, run_fleet
@@ -27,6 +28,7 @@ from ..errors import (
     UnreachableError,
     UsageError,
 )
+from ..store import open_store
 from . import soak as soaking
 from .device import accuracy_device, app_on_device, gate_device, installed, is_unreachable, put_back, restart_app
 from .plan import Gate, Plan, order_devices, parse_waves, split_waves
@@ -105,8 +107,6 @@ EVAL_SAMPLES = 512
 
 
 def _eval_set(path: str, local: LocalBundle) -> Any:
-    from ..data import load_dataset
-
     return load_dataset(path, list(local.manifest.inputs), purpose="evaluation").head(EVAL_SAMPLES)
 
 
@@ -114,7 +114,6 @@ def start(bundle: str, selector: str | Sequence[str], *, store: Any = None, prog
           parallel: int | None = None, connect: dict[str, Any] | None = None, **plan_options: Any) -> RolloutRecord:
     """Plan and run a rollout; an unfinished rollout of the same bundle to the same devices is resumed instead,
     and a finished one is reported as it is (re-running is idempotent)."""
-    from ..store import open_store
 
     inventory = plan_options.pop("inventory", None)
     plan, devices = plan_rollout(bundle, selector, inventory=inventory, **plan_options)
@@ -137,8 +136,6 @@ def start(bundle: str, selector: str | Sequence[str], *, store: Any = None, prog
 
 def resume(rollout_id: str, *, store: Any = None, progress: Progress | None = None, parallel: int | None = None,
            connect: dict[str, Any] | None = None, inventory: Inventory | None = None) -> RolloutRecord:
-    from ..store import open_store
-
     with (store or open_store()) as st:
         rs = RolloutStore(st)
         rec = rs.get(rollout_id)
@@ -155,7 +152,6 @@ def resume(rollout_id: str, *, store: Any = None, progress: Progress | None = No
 def abort(rollout_id: str, *, store: Any = None, progress: Progress | None = None, parallel: int | None = None,
           connect: dict[str, Any] | None = None, inventory: Inventory | None = None) -> RolloutRecord:
     """Roll every device this rollout switched back to what it ran before; the rollout ends ``aborted``."""
-    from ..store import open_store
 
     with (store or open_store()) as st:
         rs = RolloutStore(st)
@@ -168,8 +164,6 @@ def abort(rollout_id: str, *, store: Any = None, progress: Progress | None = Non
 
 
 def status(rollout_id: str | None = None, *, store: Any = None) -> RolloutRecord:
-    from ..store import open_store
-
     with (store or open_store()) as st:
         return RolloutStore(st).get(rollout_id)
 
