@@ -8,7 +8,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from ..bench import BenchSettings, _measure
+from ..bench import outputs_on_device
+from ..bench_agent import BenchSettings
+from ..bench_agent import measure as _measure
 from ..deploy.apps import CLIENT_GRACE_S, app_op, app_status
 from ..deploy.connect import open_site
 from ..deploy.deployer import rollback, status
@@ -126,8 +128,6 @@ def accuracy_device(device: Device, plan: Plan, report: Any, inputs_npz: str, la
     With labels the drop is accuracy(previous) - accuracy(new), in points; without, 100 - the new bundle's
     top-1 agreement with the replaced one."""
     import numpy as np
-
-    from ..bench import outputs_on_device
 
     with open_site(device, **connect) as site:
         _, prev_npz = outputs_on_device(site, report, inputs_npz, work, which="previous")
