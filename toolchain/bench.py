@@ -275,7 +275,5 @@ def _store(result: BenchResult) -> int:
         return int(store.add(result))
 
 
-_measure = measure  # the name edgeify.rollout.device imports
-
 __all__ = ["AGENT_MODULE", "BenchSettings", "Series", "bench", "bench_local", "bench_series", "budget_error",
            "deployed_path", "outputs_on_device", "parse_input_shapes", "settings_for"]
