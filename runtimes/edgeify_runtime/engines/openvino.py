@@ -26,6 +26,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 from ..errors import BundleError, EngineMissingError
+from ..profile import openvino as ov_prof
+from ..profile.record import build_profile
 from .base import (
     THREADS,
     EngineAdapter,
@@ -238,8 +240,6 @@ class OpenVINOAdapter(EngineAdapter):
 
     # -- profile, intermediate tensors ------------------------------------------------------------------------
     def profile_options(self, options: Mapping[str, Any], workdir: str) -> dict[str, Any]:
-        from ..profile import openvino as ov_prof
-
         self._counters = ov_prof.Counters()
         return ov_prof.options_with_counters(dict(options))
 
@@ -249,9 +249,6 @@ class OpenVINOAdapter(EngineAdapter):
             self._counters.add(info)
 
     def profile_collect(self, run: ProfileRun) -> Any:
-        from ..profile import openvino as ov_prof
-        from ..profile.record import build_profile
-
         ops, extra, intended, missing = ov_prof.collect(self, self._counters, run.manifest)
         return build_profile(self.name, ov_prof.SOURCE, run.runs, ops, intended, {**run.overhead, **extra}, missing)
 
