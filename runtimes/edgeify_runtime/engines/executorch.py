@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
-from ..errors import BundleError
+from ..errors import BundleError, EngineMissingError
+from ..profile import executorch as et_prof
+from ..profile.record import build_profile
 from .base import THREADS, EngineAdapter, Option, ProfileRun
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,8 +67,6 @@ class ExecuTorchAdapter(EngineAdapter):
             self._torch = importlib.import_module("torch")
             return importlib.import_module(RUNTIME)
         except ImportError as exc:
-            from ..errors import EngineMissingError
-
             raise EngineMissingError(f"executorch {self.version}: its Python runtime cannot be imported ({exc})",
                                      hint=self.install_hint) from exc
 
@@ -116,9 +116,6 @@ class ExecuTorchAdapter(EngineAdapter):
     def profile_collect(self, run: ProfileRun) -> Any:
         from pathlib import Path
 
-        from ..profile import executorch as et_prof
-        from ..profile.record import build_profile
-
         if not self.etdump_path or self._module is None or not self._module.has_etdump():
             raise BundleError("executorch: this runtime build recorded no ETDump",
                               hint="an executorch wheel built with the event tracer (the PyPI wheel is) is needed")
@@ -132,8 +129,6 @@ class ExecuTorchAdapter(EngineAdapter):
         from pathlib import Path as _Path
 
         import numpy as np
-
-        from ..profile import executorch as et_prof
 
         rt = self._runtime()
         module = rt._load_for_executorch(str(artifact), enable_etdump=True, debug_buffer_size=_DEBUG_BUFFER)
