@@ -33,6 +33,7 @@ from ..engines import ProfileRun, adapter_classes, create_adapter
 from ..errors import BundleError
 from ..fingerprint import default_threads
 from ..manifest import Manifest
+from ..session import Model
 from .modules import SourceMap
 from .record import FALLBACK_WARN_SHARE, OpProfile, Placement, Profile, build_profile
 
@@ -56,7 +57,6 @@ def profile_bundle(bundle: str | os.PathLike[str], *, feeds: Mapping[str, Any], 
     end-to-end p50 of a separate latency run) is recorded beside the per-op sum. The engine's adapter does the
     engine-specific part (``profile_options``, ``profile_mark``, ``profile_collect``).
     """
-    from ..session import Model
 
     bundle_dir = Path(bundle)
     manifest = Manifest.read(bundle_dir)
