@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from edgeify.analysis.report_data import Run
 from edgeify.analysis.report_html import _decision
-from edgeify.optimize.records import Budgets, Candidate, Chosen, OptimizeResult, Recipe, Rung, Settings
+from edgeify.optimize.records import Accuracy, Budgets, Candidate, Chosen, OptimizeResult, Recipe, Rung, Settings
 from edgeify.optimize.stored import annotations
 
 
@@ -49,3 +49,19 @@ def test_annotations_mark_protocol_chosen_and_carry_the_decision() -> None:
     html = _decision(Run(run_id="opt-x", candidates=(), pareto=(), decision=decision))
     assert "latency objective: best of 2" in html and "quantization ladder" in html and "cosine 0.91" in html
     assert "accuracy drop ≤ 1.0 pt" in html and "p50 ≤" not in html  # no latency budget given: none shown
+
+
+def test_a_tie_goes_to_the_engines_default_option_value() -> None:
+    """optimize_repeat.py saw run 2 of 3 pick performance_hint=THROUGHPUT over LATENCY (tied within noise, both
+    one option set): LATENCY is OpenVINO's own default (the first value of its tuning axis), so it is simpler."""
+    from edgeify.optimize.choose import choose, simplicity
+
+    def cand(hint: str, p50: float) -> Candidate:
+        return Candidate(engine="openvino", precision="int8", settings=Settings(threads=2,
+                         options={"performance_hint": hint}), latency_ms={"p50": p50}, accuracy_drop=0.0,
+                         accuracy=Accuracy(measure="labels", drop=0.0), size_bytes=10, status="measured")
+
+    lat, thr = cand("LATENCY", 1.00), cand("THROUGHPUT", 0.97)
+    assert simplicity(lat) < simplicity(thr)
+    assert choose([thr, lat], Budgets(), "latency") == 1  # tied (3%): the default hint
+    assert choose([cand("THROUGHPUT", 0.80), lat], Budgets(), "latency") == 0  # apart: the faster one

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .records import Budgets, Candidate, Objective
+from .settings import tuning_axes
 
 
 def accuracy_ok(c: Candidate, budgets: Budgets) -> bool:
@@ -47,9 +48,16 @@ ACCURACY_TIE_PT = 0.25
 SIZE_TIE = 0.01
 
 
+def _non_default_options(c: Candidate) -> int:
+    """Options set to something other than the engine's default: the first value of each of its adapter's tuning
+    axes is the engine's own default (``performance_hint=LATENCY`` is no change from the default settings)."""
+    defaults = {a.option: a.values[0] for a in tuning_axes(c.engine) if a.values}
+    return sum(1 for k, v in c.settings.options.items() if k not in defaults or defaults[k] != v)
+
+
 def simplicity(c: Candidate) -> tuple[int, int, int, int, int]:
     """Smaller is simpler: default settings, fewer threads, the engine's default recipe, fewer float layers, size."""
-    return (len(c.settings.options), c.settings.threads or 0, 0 if c.recipe.name == "default" else 1,
+    return (_non_default_options(c), c.settings.threads or 0, 0 if c.recipe.name == "default" else 1,
             len(c.recipe.float_layers), int(c.size_bytes or 0))
 
 
