@@ -32,7 +32,10 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
+from edgeify_runtime.device_files import DIGEST_LINK_PREFIX
+
 from ..errors import ConfigError
+from ..results import open_store
 from .deployer import LocalBundle, bundle_name
 from .inventory import Device
 
@@ -63,8 +66,6 @@ def measured(bundle: Path) -> dict[str, float]:
     """``{"peak_rss_mb": ..., "p95_ms": ...}`` from the newest stored benchmarks of ``bundle`` (what is known)."""
     out: dict[str, float] = {}
     try:
-        from ..results import open_store
-
         for result in open_store().query(bundle=str(bundle.resolve()), limit=5, samples=False):
             if result.peak_rss_mb and "peak_rss_mb" not in out:
                 out["peak_rss_mb"] = float(result.peak_rss_mb)
@@ -123,7 +124,6 @@ def manifests(bundle: str | os.PathLike[str], device: Device, *, name: str | Non
         raise ConfigError(f"device {device.name}: the work directory {workdir!r} is relative to a home directory; "
                           "a hostPath volume needs an absolute path",
                           hint=f"edgeify devices add {device.name} ... --workdir /var/lib/edgeify --replace")
-    from edgeify_runtime.device_files import DIGEST_LINK_PREFIX
 
     bundle_dir = posixpath.join(workdir, "bundles", app, DIGEST_LINK_PREFIX + local.digest)
     facts = measured(local.path)
