@@ -106,14 +106,15 @@ def test_failed_tflite_build_names_its_log(tmp_path: Path) -> None:
     res = run_cli("build", str(model), "--target", "rpi5", "--precision", "fp16", "-o", str(tmp_path / "b"),
                   "--no-cache", "--no-latency", "--format", "json", env={"EDGEIFY_HOME": str(tmp_path / "home")})
     assert res.returncode == 9, res.stderr
-    assert json.loads(res.stdout)["ok"] is False  # stdout: the JSON object only
+    data = json.loads(res.stdout)  # stdout: the JSON object only
+    assert data["ok"] is False and data["error"]["exit_code"] == 9
     assert "XNNPACK" not in res.stderr and "oneDNN" not in res.stderr
     lines = res.stderr.splitlines()
     fix = next(i for i, ln in enumerate(lines) if ln.startswith("fix: "))
     m = re.fullmatch(r"log: library messages of this run \(kept off the terminal\): (\S+)", lines[fix + 1])
     assert m, res.stderr
     log = Path(m.group(1))
-    assert log.parent == tmp_path / "home" / "cache" / "logs"
+    assert log.parent == tmp_path / "home" / "cache" / "logs" and data["log"] == str(log)
     assert "[native stderr] INFO: Created TensorFlow Lite XNNPACK delegate for CPU" in log.read_text()
 
 

@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
             err_console.print_exception()
         _print_error(exc)
         if _wants_json(sys.argv[1:] if argv is None else argv) and not output.json_printed:
-            output.print_json({"ok": False, "error": exc.to_dict()})  # scripts read stdout: one JSON object
+            log = noise.log_with_content()  # the run's library messages, when any were kept off the terminal
+            output.print_json({"ok": False, "error": exc.to_dict(), **({"log": str(log)} if log else {})})
         if exc.exit_code == 130:
             _exit_now(130)
         sys.exit(exc.exit_code)
