@@ -253,3 +253,32 @@ def test_a_plugin_registers_like_the_builtins(tmp_path: Path) -> None:
                          env={**os.environ, "PYTHONPATH": str(clash)})
     assert out.returncode != 0 and "EngineConflictError" in out.stderr
     assert "edgeify-runtime" in out.stderr and "edgeify-clash" in out.stderr
+
+
+def test_a_broken_plugin_adapter_is_refused_by_name_and_the_others_still_work(tmp_path: Path) -> None:
+    """A plugin whose device half cannot be imported (deployed without its dependencies): the device's registry
+    still serves every other engine; the broken one is listed unavailable with the import error, and using it is
+    an EngineMissingError naming its distribution."""
+    (tmp_path / "edgeify_broken.py").write_text("import no_such_engine_module_here\n")
+    _dist(tmp_path, "edgeify-broken", {"edgeify_runtime.engines": ["broken = edgeify_broken:Adapter"]})
+    code = textwrap.dedent("""
+        import json
+        from edgeify_runtime.engines import create_adapter, engine_info, engine_status, EngineMissingError
+        rows = {r["name"]: r for r in engine_status()}
+        try:
+            engine_info("broken")
+            err = None
+        except EngineMissingError as exc:
+            err = str(exc)
+        print(json.dumps({"rows": rows, "err": err, "ort": engine_info("onnxruntime").name,
+                          "load": type(create_adapter("onnxruntime")).__name__}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen["ort"] == "onnxruntime" and seen["load"].endswith("Adapter")
+    assert seen["rows"]["broken"]["available"] is False and seen["rows"]["broken"]["distribution"] == "edgeify-broken"
+    assert "no_such_engine_module_here" in seen["rows"]["broken"]["reason"]
+    assert seen["err"] and "edgeify-broken" in seen["err"] and "cannot be imported" in seen["err"]
+    assert seen["rows"]["onnxruntime"]["available"] is True

@@ -37,7 +37,8 @@ from .base import (
 
 __all__ = [
     "ENGINES", "GROUP", "EngineAdapter", "EngineConflictError", "EngineInfo", "Option", "ProfileRun", "TuningAxis",
-    "adapter_class", "adapter_classes", "available_engines", "check_bundle_options", "check_unique", "create_adapter",
+    "adapter_class", "adapter_classes", "available_engines", "broken_adapters", "check_bundle_options", "check_unique",
+    "create_adapter",
     "engine_info", "engine_status", "entry_points", "installed_version", "is_installed", "load_adapter", "registry",
     "version_at_least", "version_tuple",
 ]
@@ -104,10 +105,27 @@ def load_adapter(name: str, value: str, dist: str) -> type[EngineAdapter]:
 
 
 @functools.lru_cache(maxsize=1)
-def _classes() -> Mapping[str, tuple[type[EngineAdapter], str]]:
+def _loaded() -> tuple[Mapping[str, tuple[type[EngineAdapter], str]], Mapping[str, tuple[EngineMissingError, str]]]:
+    """(the adapters that import, the ones that do not): one plugin whose adapter cannot be imported (a device half
+    deployed without its dependencies, a broken install) is refused by name when used, never breaks the others."""
     table = check_unique(entry_points(GROUP), "engine")
-    return MappingProxyType({name: (load_adapter(name, value, dist), dist)
-                             for name, (value, dist) in sorted(table.items())})
+    loaded: dict[str, tuple[type[EngineAdapter], str]] = {}
+    broken: dict[str, tuple[EngineMissingError, str]] = {}
+    for name, (value, dist) in sorted(table.items()):
+        try:
+            loaded[name] = (load_adapter(name, value, dist), dist)
+        except EngineMissingError as exc:
+            broken[name] = (exc, dist)
+    return MappingProxyType(loaded), MappingProxyType(broken)
+
+
+def _classes() -> Mapping[str, tuple[type[EngineAdapter], str]]:
+    return _loaded()[0]
+
+
+def broken_adapters() -> Mapping[str, tuple[EngineMissingError, str]]:
+    """name -> (the import error, the distribution) of every registered adapter that cannot be imported."""
+    return _loaded()[1]
 
 
 @functools.lru_cache(maxsize=1)
@@ -138,6 +156,8 @@ def engine_info(name: str) -> EngineInfo:
     try:
         return table[name]
     except KeyError:
+        if name in broken_adapters():
+            raise broken_adapters()[name][0] from None
         close = difflib.get_close_matches(str(name), list(table), n=1)
         suggestion = f" Did you mean {close[0]!r}?" if close else ""
         raise EngineMissingError(
@@ -205,6 +225,8 @@ def engine_status() -> list[dict[str, Any]]:
         except Exception as exc:  # a broken plugin is reported, not fatal to the listing
             ok, reason = False, f"{type(exc).__name__}: {exc}"
         rows.append({"name": name, "distribution": info.distribution, "available": bool(ok), "reason": reason})
+    for name, (exc, dist) in broken_adapters().items():
+        rows.append({"name": name, "distribution": dist, "available": False, "reason": str(exc)})
     return rows
 
 
