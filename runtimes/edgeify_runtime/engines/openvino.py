@@ -15,7 +15,7 @@ Options (manifest ``engine.options`` or ``load(options=...)``):
 
 Static shapes: with a synchronous ``infer()`` an IR with a dynamic batch (``[?,3,224,224]``) ran 8-13% slower on the
 CPU plugin than the same IR reshaped to a static batch (benchmarks/engine_overhead.py, MobileNetV2); with
-``start_async`` + ``wait`` (below) the two measured within load noise (0.91x-1.04x). So the model is compiled at
+``start_async`` + ``wait`` (below) the two measured within load noise (0.91x-1.04x). The model is compiled at
 load for batch 1 (when the batch axis 0 is its only dynamic dimension), and the first ``static_shapes`` distinct input
 shapes fed to ``run`` each get a static compile of their own (made on first use, kept); any further shape runs on
 one dynamic compile (made on first use). A loaded model accepts every shape it accepted before; each static
