@@ -96,6 +96,10 @@ def optimize(
                                "--train-time: whichever ends first)"),
     train_lr: float = typer.Option(None, "--train-lr", help="Adam learning rate of the compression training "
                                    "[default: 0.001]"),
+    confirm_rounds: int = typer.Option(3, "--confirm-rounds", min=0, help="before choosing, re-measure the "
+                                       "finalists (within 15% of the best, at most 3) in this many interleaved "
+                                       "rounds; within run-level noise they are tied and the simplest wins "
+                                       "(0: off; stops at --max-time)"),
     target_file: list[str] = TargetFiles,
     wide: bool = typer.Option(False, "--wide", help="every column of the candidates table (settings, int8 ops, "
                               "p95, full reasons); the default fits 100 columns"),
@@ -124,7 +128,7 @@ def optimize(
                          engines=engine or None, precisions=precision or None, target_files=target_file,
                          use_cache=not no_cache, trust_source=trust_source, executor=executor.value,
                          ray_address=ray_address, progress=progress.say, compress=compress, train=train,
-                         train_time=train_time, epochs=epochs, train_lr=train_lr)
+                         train_time=train_time, epochs=epochs, train_lr=train_lr, confirm_rounds=confirm_rounds)
         except EdgeifyError as exc:
             if getattr(exc, "result", None) is None:
                 raise

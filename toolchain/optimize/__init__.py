@@ -30,7 +30,8 @@ def optimize(model: str | Path, *, target: str = "auto", out: str | Path, device
              trust_source: bool = False, executor: str = "local", ray_address: str | None = None,
              progress: Callable[[str], None] | None = None, compress: str | None = None,
              train: str | Path | None = None, train_time: str | None = None,
-             epochs: int | None = None, train_lr: float | None = None) -> OptimizeResult:
+             epochs: int | None = None, train_lr: float | None = None,
+             confirm_rounds: int | None = None) -> OptimizeResult:
     """The fastest bundle of ``model`` for ``target`` (``"auto"``: from the local fingerprint) that meets the
     budgets, measured on ``device``, written to ``out``. Accuracy drops are percentage points.
 
@@ -42,7 +43,8 @@ def optimize(model: str | Path, *, target: str = "auto", out: str | Path, device
     private local instance); they are still measured on ``device``. ``compress="prune,distill,qat"`` (with
     ``train`` data; ``train_time`` / ``epochs`` / ``train_lr`` per compressed candidate) adds compressed
     candidates: a QAT rung first in each ladder, prune+distill at ratios 0.25/0.5/0.75, each kept only on the
-    Pareto front."""
+    Pareto front. ``confirm_rounds`` (default 3, 0: off): the finalists re-measured in that many interleaved rounds
+    before choosing; candidates within run-level noise are tied and the simplest wins."""
     from .api import run_optimize
 
     return run_optimize(model, target=target, out=out, device=device, calib=calib, eval=eval, preprocess=preprocess,
@@ -51,7 +53,7 @@ def optimize(model: str | Path, *, target: str = "auto", out: str | Path, device
                         max_time_s=max_time_s, engines=engines, precisions=precisions, target_files=target_files,
                         use_cache=use_cache, trust_source=trust_source, executor=executor,
                         ray_address=ray_address, progress=progress, compress=compress, train=train,
-                        train_time=train_time, epochs=epochs, train_lr=train_lr)
+                        train_time=train_time, epochs=epochs, train_lr=train_lr, confirm_rounds=confirm_rounds)
 
 
 def __getattr__(name: str) -> Any:  # lazy: the pydantic records load on first use

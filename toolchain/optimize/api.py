@@ -23,6 +23,7 @@ from . import compress_rungs
 from .autotarget import choose_target, device_facts
 from .candidates import Inputs
 from .choose import accuracy_ok, closest_text, meets, pareto, why
+from .confirm import DEFAULT_ROUNDS, confirm, why_text
 from .measure import full_protocol
 from .publish import write_chosen
 from .records import AccuracyMeasure, Budgets, Chosen, Objective, OptimizeResult
@@ -95,7 +96,8 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
              trust_source: bool = False, executor: str = "local", ray_address: str | None = None,
              progress: Callable[[str], None] | None = None, compress: str | None = None,
              train: str | Path | None = None, train_time: str | None = None,
-             epochs: int | None = None, train_lr: float | None = None) -> OptimizeResult:
+             epochs: int | None = None, train_lr: float | None = None,
+             confirm_rounds: int | None = None) -> OptimizeResult:
     """Search engines x precisions x recipes x run-time settings of ``target`` for ``model`` on ``device``;
     with ``compress`` (``"prune,distill,qat"``) also compressed candidates trained on ``train``
     (``compress_rungs``)."""
@@ -133,6 +135,13 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
         cands = [c.model_copy(update={"meets_budget": _meets(c, budgets)}) for c in search.cands]
         cands = compress_rungs.mark_front(cands, percentile) if compress_req is not None else cands
         idx = compress_rungs.choose_kept(cands, budgets, objective)
+        confirmed = None  # the finalists re-measured in interleaved rounds: ties within run-level noise
+        if idx is not None and objective == "latency" and compress_req is None and not search.interrupted:
+            confirmed = confirm(cands, budgets, rounds=DEFAULT_ROUNDS if confirm_rounds is None else confirm_rounds,
+                                runtime_of=lambda e: spec.engines[e].runtime,
+                                proto=full_protocol(spec.bench), device=device, run_id=run_id,
+                                deadline=search.deadline, say=say)
+            idx = idx if confirmed is None or confirmed.get("chosen") is None else confirmed["chosen"]
         ladder = tuple(r for rungs in search.ladders.values() for r in rungs)
         chosen = None
         failure = None
@@ -142,7 +151,8 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
             chosen = Chosen(bundle=str(out), engine=c.engine, precision=c.precision, recipe=c.recipe,
                             settings=c.row()["settings"], latency_ms=dict(c.latency_ms or c.screen_latency_ms or {}),
                             accuracy_drop=c.accuracy_drop, size_bytes=c.size_bytes, quantized_ops=c.quantized_ops,
-                            total_ops=c.total_ops, ladder=rungs, why=why(c, cands, budgets, objective), index=idx,
+                            total_ops=c.total_ops, ladder=rungs, index=idx, why="; ".join(
+                                x for x in (why(c, cands, budgets, objective), why_text(confirmed)) if x),
                             compression=c.compression)
         else:
             failure = "accuracy" if not any(accuracy_ok(c, budgets) for c in cands) else "latency"
@@ -151,7 +161,7 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
                                 chosen=chosen, candidates=tuple(cands), pareto=tuple(pareto(cands, percentile)),
                                 ladder=ladder, stopped="; ".join(x for x in (search.stopped, *search.failures) if x),
                                 wall_s=round(time.perf_counter() - t0, 2),
-                                failure=failure)
+                                failure=failure, confirm=confirmed)
         record_in_store(result, say)  # each stored benchmark: its candidate, accuracy, protocol, chosen or not
         if chosen is not None:
             write_chosen(cands[idx], spec.engines[chosen.engine].runtime, out, result, chosen.ladder)

@@ -149,6 +149,8 @@ class OptimizeResult(_Frozen):
     stopped: str = Field(default="", description="why the search stopped early (--max-time, Ctrl-C), if it did")
     wall_s: float = 0.0
     failure: Literal["accuracy", "latency"] | None = None
+    confirm: dict[str, Any] | None = Field(default=None, description="the finalists re-measured in interleaved "
+                                           "rounds before choosing (optimize.confirm); None: not run")
 
     def to_json(self) -> dict[str, Any]:
         out = self.model_dump(mode="json", exclude={"candidates", "chosen", "ladder"})
