@@ -96,3 +96,49 @@ def test_onnx_transformer_litert_bundle_matches_host_on_arm64(pi5_device, tmp_pa
         ref = model.run({"x": x})[name]
     assert got.shape == ref.shape == (1, 10)
     assert float(np.abs(got - ref).max()) <= 1e-4 * float(np.abs(ref).max()) + 1e-5
+
+
+def test_onnx_text_encoder_int8_litert_bundle_agrees_with_host_and_benchmarks_on_arm64(pi5_device,
+                                                                                       tmp_path: Path) -> None:
+    """A small text encoder of our own (token embedding, PyTorch's encoder layers, LayerNorm; int64 ids) exported
+    to ONNX, built for rpi5 int8 on --calib (the route in the manifest): on aarch64 it gives the host's answers,
+    and the on-device agent benchmarks it (the result carries the device's fingerprint)."""
+    import importlib.util
+    import sys
+
+    import torch
+    from edgeify.bench import BenchSettings, bench
+
+    spec = importlib.util.spec_from_file_location("edgeify_transformers_models_arm64",
+                                                  Path(__file__).parents[1] / "test_transformers_tflite.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    net, name, data = mod._models()["text"]
+    onnx_path = tmp_path / "text.onnx"
+    torch.onnx.export(net, (torch.from_numpy(data[:1]),), str(onnx_path), input_names=[name], output_names=["y"],
+                      external_data=False)
+    np.savez(tmp_path / "calib.npz", **{name: data})
+    bundle = tmp_path / "bundle"
+    res = build(onnx_path, target="rpi5", precision="int8", calib=tmp_path / "calib.npz", out=bundle,
+                measure_latency=False)
+    assert res.manifest.facts["tflite"]["details"]["route"]  # the route taken is recorded
+    x = data[:1]
+    np.savez(tmp_path / "inputs.npz", **{name: x})
+    with open_site(pi5_device) as site:
+        report = deploy(site, bundle, device=pi5_device)
+        record, out_path = outputs_on_device(site, report, tmp_path / "inputs.npz", tmp_path / "fetched")
+    assert record.to_dict()["fingerprint"]["arch"] == "aarch64"
+    out_name = res.manifest.outputs[0].name
+    with np.load(out_path, allow_pickle=False) as z:
+        got = z[out_name]
+    with edgeify_runtime.load(bundle) as model:
+        ref = model.run({name: x})[out_name]
+    assert got.shape == ref.shape == (1, 4) and got.argmax() == ref.argmax()
+    assert float(np.abs(got - ref).max()) <= 0.05 * float(np.abs(ref).max()) + 1e-4  # one int8 step at most
+    quick = BenchSettings(warmup=2, runs=10, min_duration_s=0.0, max_duration_s=120.0, threads=1)
+    result = bench(bundle, pi5_device, settings=quick)[0].unwrap().to_dict()
+    assert result["fingerprint"]["arch"] == "aarch64" and result["latency_ms"]["p50"] > 0
+    print(json.dumps({"bundle": "text encoder onnx litert int8", "route": res.manifest.facts["tflite"]["details"]
+                      ["route"], "max_abs_diff_host_vs_arm64": float(np.abs(got - ref).max()),
+                      "device_p50_ms": result["latency_ms"]["p50"]}))
