@@ -4,8 +4,9 @@
    (examples/models/mobilenetv2.py, random weights, random calibration inputs: speed, not accuracy). This also
    fills the step cache, so the optimize runs below start from the same cached artifacts.
 2. `edgeify optimize` --runs times (3) on the same model, same flags, each its own process with a bounded
-   --max-time: which candidate each chose, its "why", and whether differing picks are ones the output calls tied
-   (both measured the same way and within optimize's own latency tie band, choose.LATENCY_TIE).
+   --max-time: which candidate each chose, its "why", and whether differing picks are ones the output calls tied:
+   the run's own confirmation (optimize.confirm: its finalists re-measured in interleaved rounds, ``confirm.tied``);
+   for a run without one, both measured the same way and within optimize's latency tie band (choose.LATENCY_TIE).
 3. Re-measure: every pick and every hand-built bundle, --rounds interleaved rounds (order rotates), each run its
    own agent process with the target's full protocol; a bundle's figure is the median of its rounds' p50. The
    check: each pick within --within (1.10x) of the fastest hand-built bundle.
@@ -13,7 +14,8 @@
 Writes benchmarks/optimize_repeat.{json,md} with the CPU and the load (`uptime`) before every phase.
 
     python benchmarks/optimize_repeat.py [--runs 3] [--max-time 300] [--rounds 3] \\
-        [--engine openvino --engine onnxruntime] [--precision fp32 --precision bf16 --precision int8]
+        [--engine openvino --engine onnxruntime] [--precision fp32 --precision bf16 --precision int8] \\
+        [--confirm-rounds N]   # passed to optimize (default: optimize's own)
 """
 
 from __future__ import annotations
@@ -59,9 +61,15 @@ def key(c: dict) -> str:
 
 
 def tied_in(run: dict, a: str, b: str) -> bool | None:
-    """Does ``run``'s own candidate table call the candidates keyed ``a`` and ``b`` tied (same protocol, within
-    optimize's latency tie band)? None when one of them is not in its table."""
+    """Does ``run``'s own output call the candidates keyed ``a`` and ``b`` tied? Its confirmation's ``tied`` when
+    its finalists were re-measured (a candidate not among them was not tied), else its table (same protocol,
+    within optimize's latency tie band). None when one of them is not in its table."""
     from edgeify.optimize.choose import LATENCY_TIE
+
+    conf = run.get("confirm") or {}
+    if conf.get("tied") is not None:
+        tied = {key(run["candidates"][i]) for i in conf["tied"]}
+        return a in tied and b in tied
 
     rows = {key(c): c for c in run["candidates"] if (c.get("latency_ms") or {}).get("p50") is not None}
     ca, cb = rows.get(a), rows.get(b)
@@ -69,6 +77,19 @@ def tied_in(run: dict, a: str, b: str) -> bool | None:
         return None
     la, lb = ca["latency_ms"]["p50"], cb["latency_ms"]["p50"]
     return ca.get("latency_protocol") == cb.get("latency_protocol") and abs(la - lb) <= LATENCY_TIE * min(la, lb)
+
+
+def confirm_summary(run: dict) -> str:
+    """The run's confirmation in one cell: rounds, each finalist vs the pick (ratio, interval, tied or not)."""
+    conf = run.get("confirm")
+    if not conf:
+        return "off"
+    if conf.get("skipped"):
+        return f"skipped: {conf['skipped']}"
+    labels = {f["index"]: f["label"] for f in conf["finalists"]}
+    return f"{conf['rounds_done']} rounds; " + "; ".join(
+        f"{labels[c['b']]} x{c['ratio']:.3f} [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] {'tied' if c['tied'] else 'apart'}"
+        for c in conf["comparisons"])
 
 
 def bench_p50(bundle: Path, threads: int | None) -> tuple[float | None, bool]:
@@ -93,6 +114,7 @@ def main() -> int:
     ap.add_argument("--engine", action="append", dest="engines")
     ap.add_argument("--precision", action="append", dest="precisions")
     ap.add_argument("--threads", type=int, default=None, help="hand-built bundles' threads (default: the target's)")
+    ap.add_argument("--confirm-rounds", type=int, default=None, help="optimize --confirm-rounds (default: its own)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "optimize_repeat")
     args = ap.parse_args()
     engines = args.engines or ["openvino", "onnxruntime"]
@@ -125,6 +147,7 @@ def main() -> int:
     for i in range(args.runs):
         out = work / f"pick-{i + 1}"
         flags = [x for e in engines for x in ("--engine", e)] + [x for p in precisions for x in ("--precision", p)]
+        flags += [] if args.confirm_rounds is None else ["--confirm-rounds", str(args.confirm_rounds)]
         t0 = time.perf_counter()
         proc = edgeify("optimize", SOURCE, *common, *flags, "--calib", str(calib), "--max-time", f"{args.max_time:g}",
                        "-o", str(out), "--format", "json", timeout=args.max_time * 3 + 600)
@@ -138,10 +161,10 @@ def main() -> int:
                "run_id": data.get("run_id"), "stopped": data.get("stopped"), "candidates": data.get("candidates", []),
                "pick": key({**ch, "recipe": ch["recipe"]}) if ch else None, "bundle": str(out) if ch else None,
                "threads": (ch or {}).get("settings", {}).get("threads"), "why": (ch or {}).get("why"),
-               "p50_in_search": (ch or {}).get("latency_ms", {}).get("p50")}
+               "p50_in_search": (ch or {}).get("latency_ms", {}).get("p50"), "confirm": data.get("confirm")}
         runs.append(run)
         say(f"optimize run {i + 1}: exit {proc.returncode} in {wall} s, chose {run['pick']} "
-            f"(p50 {run['p50_in_search']} ms in the search)")
+            f"(p50 {run['p50_in_search']} ms in the search); confirm: {confirm_summary(run)}")
 
     picks = [r["pick"] for r in runs if r["pick"]]
     same = len(set(picks)) == 1 and len(picks) == args.runs
@@ -200,9 +223,10 @@ def main() -> int:
           f"precisions {', '.join(precisions)}; MobileNetV2 (random weights), batch 1; --max-time {args.max_time:g} s "
           "per optimize run.", "", "Load: " + "; ".join(f"{k}: {v.split('load average:')[-1].strip()}"
                                                        for k, v in loads.items()), "",
-          "| optimize run | exit | wall s | pick | p50 in search ms | stopped |", "|---|---|---|---|---|---|"]
-    md += [f"| {r['run']} | {r['exit']} | {r['wall_s']} | {r['pick']} | {r['p50_in_search']} | {r['stopped'] or ''} |"
-           for r in runs]
+          "| optimize run | exit | wall s | pick | p50 in search ms | confirmation (finalists re-measured) | stopped |",
+          "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['run']} | {r['exit']} | {r['wall_s']} | {r['pick']} | {r['p50_in_search']} | "
+           f"{confirm_summary(r)} | {r['stopped'] or ''} |" for r in runs]
     md += ["", f"Same pick in all runs: **{same}**" + ("" if same else f"; differing picks tied in the run's own "
                                                        f"output: {ties}") + f" → reproducible: **{reproducible}**.",
            "", f"Re-measure ({args.rounds} interleaved rounds, each run its own process, median of round p50s):", "",

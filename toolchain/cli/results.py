@@ -100,8 +100,9 @@ def print_table(found: list[Any], title: str, tags: dict[int, list[str]] | None 
                   *((optimize_mark(r),) if optimized else ()))
     console.print(t)
     if optimized:
-        console.print("[dim]optimize: screen = the short screening run, full = the target's full protocol; "
-                      "★ chosen = the candidate the run published (same candidate: same #c)[/]")
+        console.print("[dim]optimize: screen = the short screening run, full = the target's full protocol, "
+                      "confirm = a finalist's re-measure round; ★ chosen = the candidate the run published (same "
+                      "candidate: same #c)[/]")
 
 
 def optimize_mark(r: Any) -> str:

@@ -140,7 +140,7 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
             confirmed = confirm(cands, budgets, rounds=DEFAULT_ROUNDS if confirm_rounds is None else confirm_rounds,
                                 runtime_of=lambda e: spec.engines[e].runtime,
                                 proto=full_protocol(spec.bench), device=device, run_id=run_id,
-                                deadline=search.deadline, say=say)
+                                deadline=search.deadline, say=say, pick=idx)
             idx = idx if confirmed is None or confirmed.get("chosen") is None else confirmed["chosen"]
         ladder = tuple(r for rungs in search.ladders.values() for r in rungs)
         chosen = None
@@ -151,8 +151,9 @@ def run_optimize(model: str | Path, *, target: str = "auto", out: str | Path, de
             chosen = Chosen(bundle=str(out), engine=c.engine, precision=c.precision, recipe=c.recipe,
                             settings=c.row()["settings"], latency_ms=dict(c.latency_ms or c.screen_latency_ms or {}),
                             accuracy_drop=c.accuracy_drop, size_bytes=c.size_bytes, quantized_ops=c.quantized_ops,
-                            total_ops=c.total_ops, ladder=rungs, index=idx, why="; ".join(
-                                x for x in (why(c, cands, budgets, objective), why_text(confirmed)) if x),
+                            total_ops=c.total_ops, ladder=rungs, index=idx,
+                            why="; ".join(x for x in (why(c, cands, budgets, objective, confirmed=why_text(
+                                confirmed)), why_text(confirmed, skipped=True)) if x),
                             compression=c.compression)
         else:
             failure = "accuracy" if not any(accuracy_ok(c, budgets) for c in cands) else "latency"

@@ -176,7 +176,10 @@ def runner_up(c: Candidate, r: Candidate, objective: Objective, percentile: str)
             f"{ratio * (1 + LATENCY_TIE):.3f}] from ±{LATENCY_TIE:.0%} run-to-run noise; {verdict})")
 
 
-def why(c: Candidate, cands: Sequence[Candidate], budgets: Budgets, objective: Objective) -> str:
+def why(c: Candidate, cands: Sequence[Candidate], budgets: Budgets, objective: Objective,
+        confirmed: str = "") -> str:
+    """Why ``c`` won; ``confirmed`` (optimize.confirm's clause, when its rounds ran) replaces the runner-up named
+    from single runs: the re-measured finalists' run-level ratios and ties are the decision."""
     ok = [x for x in cands if meets(x, budgets)]
     lat = c.latency(budgets.percentile)
     parts = [f"{objective} objective: best of {len(ok)} candidate(s) meeting the budgets "
@@ -187,7 +190,9 @@ def why(c: Candidate, cands: Sequence[Candidate], budgets: Budgets, objective: O
         parts.append(f"accuracy drop {c.accuracy_drop:.2f} pt"
                      + (f" <= {budgets.max_accuracy_drop}" if budgets.max_accuracy_drop is not None else ""))
     runner = sorted((x for x in ok if x is not c), key=lambda x: _sort_key(x, objective, budgets.percentile))
-    if runner:
+    if confirmed:
+        parts.append(confirmed)
+    elif runner:
         parts.append(runner_up(c, runner[0], objective, budgets.percentile))
         n_tied = sum(tied(x, c, objective, budgets.percentile) for x in runner)
         if n_tied:

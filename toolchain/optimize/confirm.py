@@ -34,8 +34,9 @@ MAX_FINALISTS = 3
 DEFAULT_ROUNDS = 3
 
 
-def finalists(cands: Sequence[Candidate], budgets: Budgets) -> list[int]:
-    """Indices: the best fully measured candidate meeting the budgets, then those within FINALIST_BAND of it."""
+def finalists(cands: Sequence[Candidate], budgets: Budgets, pick: int | None = None) -> list[int]:
+    """Indices: the best fully measured candidate meeting the budgets, then those within FINALIST_BAND of it;
+    ``pick`` (the single-run choice, when it is within the band) always among them."""
     p = budgets.percentile
     full = [i for i, c in enumerate(cands) if c.latency_ms is not None and meets(c, budgets) and c.bundle
             and (c.compression is None or c.compression.get("on_front") is not False)]
@@ -43,7 +44,10 @@ def finalists(cands: Sequence[Candidate], budgets: Budgets) -> list[int]:
     if not full:
         return []
     best = cands[full[0]].latency(p) or float("inf")
-    return [i for i in full if (cands[i].latency(p) or float("inf")) <= best * (1 + FINALIST_BAND)][:MAX_FINALISTS]
+    near = [i for i in full if (cands[i].latency(p) or float("inf")) <= best * (1 + FINALIST_BAND)]
+    if pick in near[MAX_FINALISTS:]:
+        return [*near[:MAX_FINALISTS - 1], pick]
+    return near[:MAX_FINALISTS]
 
 
 def _label(c: Candidate) -> str:
@@ -52,12 +56,12 @@ def _label(c: Candidate) -> str:
 
 def confirm(cands: Sequence[Candidate], budgets: Budgets, *, rounds: int, runtime_of: Callable[[str], str],
             proto: MeasureProtocol, device: str, run_id: str, deadline: float, say: Callable[[str], None],
-            cooldown_s: float = 0.5) -> dict[str, Any] | None:
+            pick: int | None = None, cooldown_s: float = 0.5) -> dict[str, Any] | None:
     """Re-measure the finalists; the record (``OptimizeResult.confirm``) with ``chosen`` (a candidate index) and
     ``tied``, or with ``skipped`` (why not) and no ``chosen``. None when ``rounds`` is 0 (turned off)."""
     if rounds <= 0:
         return None
-    fin = finalists(cands, budgets)
+    fin = finalists(cands, budgets, pick)
     rec: dict[str, Any] = {"rounds": rounds, "band": FINALIST_BAND, "threshold": LATENCY_TIE,
                            "finalists": [{"index": i, "label": _label(cands[i])} for i in fin]}
     if len(fin) < 2:
@@ -109,17 +113,19 @@ def confirm(cands: Sequence[Candidate], budgets: Budgets, *, rounds: int, runtim
     return rec
 
 
-def why_text(rec: dict[str, Any] | None) -> str:
-    """The "why" clause of the confirmation: rounds, each finalist's ratio to the pick with its interval."""
-    if not rec:
+def why_text(rec: dict[str, Any] | None, *, skipped: bool = False) -> str:
+    """The "why" clause of the confirmation: rounds, each finalist's ratio to the pick with its interval; with
+    ``skipped=True`` why the finalists were not re-measured; '' when neither applies."""
+    if not rec or bool(rec.get("skipped")) != skipped:
         return ""
-    if rec.get("skipped"):
+    if skipped:
         return f"not re-measured: {rec['skipped']}"
     labels = {f["index"]: f["label"] for f in rec["finalists"]}
     parts = [f"{labels[c['b']]} x{c['ratio']:.3f} [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] "
              f"{'tied' if c['tied'] else c['verdict']}" for c in rec["comparisons"]]
     return (f"re-measured {len(rec['finalists'])} finalist(s) in {rec['rounds_done']} interleaved round(s), run-level "
-            f"ratio to the pick (95% interval, tie ±{rec['threshold']:.0%}): " + "; ".join(parts)
+            f"ratio to the pick, {labels[rec['chosen']]} (95% interval, tie ±{rec['threshold']:.0%}): "
+            + "; ".join(parts)
             + (f"; {len(rec['tied'])} tied: the simplest was chosen" if len(rec["tied"]) > 1 else ""))
 
 

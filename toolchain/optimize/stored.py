@@ -65,6 +65,9 @@ def annotations(result: OptimizeResult) -> dict[int, dict[str, Any]]:
             screened = c.screen_latency_ms is not None
             protocol = "screen" if screened and k == 0 and (len(ids) > 1 or c.latency_ms is None) else "full"
             out[int(rid)] = {"candidate": candidate_record(result, i, protocol)}
+    for f in (result.confirm or {}).get("finalists", ()):  # optimize.confirm's interleaved re-measure rounds
+        for rid in f.get("result_ids", ()):
+            out[int(rid)] = {"candidate": candidate_record(result, int(f["index"]), "confirm")}
     if out:  # the run's decision on one result: the chosen candidate's last run, else the run's first
         key = result.candidates[result.chosen.index].result_ids[-1] if result.chosen is not None and \
             result.candidates[result.chosen.index].result_ids else min(out)
