@@ -95,7 +95,8 @@ def test_two_candidates_of_equal_speed_are_tied_and_the_simpler_wins(fp32_bundle
     assert sorted(rec["tied"]) == [0, 1] and rec["chosen"] == 1  # tied; the simpler (smaller) one
     (cmp,) = rec["comparisons"]
     assert cmp["tied"] and cmp["verdict"] in ("same", "inconclusive")
-    assert "tied" in confirm_mod.why_text(rec) and "4 interleaved round(s)" in confirm_mod.why_text(rec)
+    text = confirm_mod.why_text(rec)
+    assert "runner-up" in text and "tied" in text and "4 interleaved round(s)" in text
 
 
 def test_confirmation_respects_max_time_and_off() -> None:

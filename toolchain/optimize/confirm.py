@@ -121,8 +121,9 @@ def why_text(rec: dict[str, Any] | None, *, skipped: bool = False) -> str:
     if skipped:
         return f"not re-measured: {rec['skipped']}"
     labels = {f["index"]: f["label"] for f in rec["finalists"]}
-    parts = [f"{labels[c['b']]} x{c['ratio']:.3f} [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] "
-             f"{'tied' if c['tied'] else c['verdict']}" for c in rec["comparisons"]]
+    by_ratio = sorted(rec["comparisons"], key=lambda c: c["ratio"])  # the runner-up first: the nearest to the pick
+    parts = [f"{'runner-up ' if k == 0 else ''}{labels[c['b']]} x{c['ratio']:.3f} [{c['ci'][0]:.3f}, "
+             f"{c['ci'][1]:.3f}] {'tied' if c['tied'] else c['verdict']}" for k, c in enumerate(by_ratio)]
     return (f"re-measured {len(rec['finalists'])} finalist(s) in {rec['rounds_done']} interleaved round(s), run-level "
             f"ratio to the pick, {labels[rec['chosen']]} (95% interval, tie ±{rec['threshold']:.0%}): "
             + "; ".join(parts)
