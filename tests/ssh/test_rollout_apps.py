@@ -183,7 +183,9 @@ def _prometheus(tmp: Path, ports: dict[str, int], port: int | None = None) -> tu
         pytest.fail("prometheus is not installed (apt-get install prometheus; install.sh --dev does)")
     port = port or sshlab.free_port("127.0.0.1")
     targets = "".join(f"      - {{targets: ['127.0.0.1:{p}'], labels: {{device: {n}}}}}\n" for n, p in ports.items())
-    (tmp / "prometheus.yml").write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n"
+    # scrapes every 2 s with 2 s to answer: a starved service's /metrics takes far longer than a request
+    (tmp / "prometheus.yml").write_text("global: {scrape_interval: 2s, scrape_timeout: 2s, evaluation_interval: 1s}\n"
+                                        "scrape_configs:\n"
                                         "  - job_name: edgeify-serve\n    static_configs:\n" + targets)
     proc = subprocess.Popen([exe, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{port}"],
@@ -276,7 +278,9 @@ def test_soak_fails_a_busy_device_and_its_wave_is_rolled_back(services, versions
         assert a["status"] == "passed" and a["detail"]["soak"]["verdict"] == "pass" and a["bundle_digest"] == v2
         assert a["detail"]["soak"]["requests"] > 0 and a["detail"]["soak"]["budget_ms"] == BUDGET_MS
         soak = b["detail"]["soak"]
-        assert soak["verdict"] == "fail" and "over its budget" in soak["reason"], soak
+        # the busy service is slower than its budget; under a loaded machine it can be too starved to be scraped at
+        # all, and then it fails as down (EdgeifyServiceDown): either is the soak failing the device
+        assert soak["verdict"] == "fail" and ("over its budget" in soak["reason"] or "down:" in soak["reason"]), soak
         assert b["status"] == "rolled-back" and b["bundle_digest"] == v1
         assert b["detail"]["rollback"]["app"]["health"]["bundle_digest"] == v1
         assert _get(ports["svc-b"], "/healthz")[1]["bundle_digest"] == v1  # the service runs the previous again
