@@ -110,3 +110,14 @@ def test_confirmation_respects_max_time_and_off() -> None:
     far = b.model_copy(update={"latency_ms": {"p50": 2.0}})  # beyond the band: one finalist, nothing to confirm
     one = confirm_mod.confirm([a, far], Budgets(), rounds=3, deadline=time.monotonic() + 60, **kw)
     assert one is not None and "nothing to confirm" in one["skipped"] and [f["index"] for f in one["finalists"]] == [0]
+
+
+def test_the_best_artifacts_simplest_settings_are_a_finalist_even_if_only_screened() -> None:
+    """One slow screening run must not keep the engine's default settings out of the final (optimize_repeat: the
+    default performance hint screened 1.6x slower, re-measured equal)."""
+    best = _cand("/b/x", Settings(threads=2, options={"execution_mode": "parallel"}), 1)
+    slow_screen = _cand("/b/x", Settings(threads=2), 1).model_copy(
+        update={"latency_ms": None, "screen_latency_ms": {"p50": 1.6}, "status": "screened"})
+    other = _cand("/b/y", Settings(threads=2), 1).model_copy(update={"latency_ms": {"p50": 1.05}})
+    assert confirm_mod.finalists([best, slow_screen, other], Budgets()) == [0, 2, 1]
+    assert confirm_mod.finalists([best, other], Budgets()) == [0, 1]

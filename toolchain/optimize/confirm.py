@@ -48,9 +48,11 @@ def finalists(cands: Sequence[Candidate], budgets: Budgets, pick: int | None = N
     near = [i for i in full if (cands[i].latency(p) or float("inf")) <= best * (1 + FINALIST_BAND)]
     if pick in near[MAX_FINALISTS:]:
         near = [*near[:MAX_FINALISTS - 1], pick]
-    # the simplest settings of the best artifact, even if only screened (one slow screening run must not keep the
-    # engine's defaults out of the final: optimize_repeat saw LATENCY screened 1.6x slow, re-measured equal)
-    same = [i for i, c in enumerate(cands) if c.bundle == cands[full[0]].bundle and meets(c, budgets)]
+    # the simplest settings of the best artifact at its thread count, even if only screened (one slow screening run
+    # must not keep the engine's defaults out of the final: optimize_repeat saw LATENCY screened 1.6x slow)
+    top = cands[full[0]]  # (same thread count: fewer threads is a real speed axis, not a no-op)
+    same = [i for i, c in enumerate(cands) if c.bundle == top.bundle and c.settings.threads == top.settings.threads
+            and meets(c, budgets)]
     simplest = min(same, key=lambda i: simplicity(cands[i]))
     if simplest not in near[:MAX_FINALISTS]:
         near = [*near[:MAX_FINALISTS - 1], simplest]
