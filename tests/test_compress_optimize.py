@@ -6,6 +6,7 @@ epochs, never by wall time) and measure on this machine.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -135,38 +136,9 @@ def test_optimize_compress_prune_distill(cz: dict[str, Path], tmp_path: Path, re
     assert manifest["optimize"]["compression"] == ch.compression
 
 
-OUTLIER_TORCH = '''
-import onnx
-import torch
-from onnx import numpy_helper
-from torch import nn
-
-
-class OutlierCNN(nn.Module):
-    """examples/outlier's ONNX model (conv1..conv4 + ReLU, fc) as an eager PyTorch module with its weights."""
-
-    def __init__(self, width=8, layers=4):
-        super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(1 if i == 0 else width, width, 3, padding=1) for i in range(layers))
-        self.fc = nn.Linear(width * 64, 10)
-
-    def forward(self, x):
-        for conv in self.convs:
-            x = torch.relu(conv(x))
-        return self.fc(x.flatten(1))
-
-
-def model():
-    m = OutlierCNN()
-    w = {{i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in onnx.load({onnx!r}).graph.initializer}}
-    with torch.no_grad():
-        for i, conv in enumerate(m.convs, start=1):
-            conv.weight.copy_(w[f"w{{i}}"])
-            conv.bias.copy_(w[f"b{{i}}"])
-        m.fc.weight.copy_(w["wfc"])
-        m.fc.bias.copy_(w["bfc"])
-    return m.eval()
-'''
+# examples/outlier's ONNX model as an eager PyTorch module with its weights: the benchmark's own template
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from compress_outlier import TORCH_MODEL as OUTLIER_TORCH  # noqa: E402
 
 
 @pytest.mark.slow
