@@ -6,8 +6,9 @@ on live traffic through a real Prometheus (``--soak``/``--prometheus``).
   service on it; a device that runs no such app fails before anything is installed on it;
 - ``--soak``: a Prometheus started here scrapes both services (labelled device=NAME) under load from this test;
   the second wave's device is made busy once its service runs the new bundle (its threads pinned to one CPU at
-  nice 19 beside a spinner, as tests/test_monitoring.py does), its p95 goes over the budget the service measured
-  at startup, the soak fails it, the wave is rolled back and its service restarted on the previous bundle.
+  nice 19 beside two spinners, as tests/test_monitoring.py does with one), its p95 goes over the 30 ms budget
+  given to the services at deploy, the soak fails it, the wave is rolled back and its service restarted on the
+  previous bundle.
 
 Every service started here is stopped by its pid in a finalizer; Prometheus and sshd too.
 """
@@ -38,7 +39,11 @@ pytestmark = pytest.mark.ssh
 
 ADDRESSES = {"svc-a": "127.0.0.40", "svc-b": "127.0.0.41"}
 GATE_EQUAL = "p50<=2x"
-BUDGET_MS = 200
+# the soak's latency budget, given to both services: the canary's p95 under this test's traffic is 2-3 ms; the busy
+# device's reached 120-175 ms on the CI machine with one spinner, 99 ms here with two. 200 ms was too close (CI: p95
+# 122.5 ms, the soak passed the busy device); 30 ms (the service's own measured budget is at least 20 ms) keeps a
+# wide margin on both sides
+BUDGET_MS = 30
 COMMON = ("--runs", "2", "--samples", "20", "--parallel", "2", "--retries", "0")
 
 
@@ -204,14 +209,16 @@ def _up(prom_port: int, n: int) -> bool:
 
 
 def _busy(pid: int, hog: list[subprocess.Popen[bytes]]) -> None:
-    """Every thread of ``pid`` pinned to CPU 0 at nice 19 beside a process spinning on CPU 0 (test_monitoring's
-    way: SIGSTOP pauses are not enough). The app runs in its own session (setsid), so in its own scheduler
-    autogroup, where a thread's nice only counts against its own group: the group's nice is set to 19 too."""
+    """Every thread of ``pid`` pinned to CPU 0 at nice 19 beside two processes spinning on CPU 0 (test_monitoring's
+    way, one spinner more: SIGSTOP pauses are not enough). The app runs in its own session (setsid), so in its own
+    scheduler autogroup, where a thread's nice only counts against its own group: the group's nice is set to 19 too.
+    Two spinners: the service's threads get at most a third of CPU 0 even where nice is not honoured."""
     cpu0 = {min(os.sched_getaffinity(0))}
     with contextlib.suppress(OSError):  # kernels without CONFIG_SCHED_AUTOGROUP have no such file
         Path(f"/proc/{pid}/autogroup").write_text("19")
-    hog.append(subprocess.Popen([sys.executable, "-c",
-                                 f"import os\nos.sched_setaffinity(0, {cpu0})\nwhile True: pass"]))
+    for _ in range(2):
+        hog.append(subprocess.Popen([sys.executable, "-c",
+                                     f"import os\nos.sched_setaffinity(0, {cpu0})\nwhile True: pass"]))
     for tid in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.sched_setaffinity(int(tid), cpu0)
