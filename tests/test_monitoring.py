@@ -184,7 +184,8 @@ def _busy(pid: int, hog: list[subprocess.Popen[bytes]], on: bool) -> None:
     (``on``), or the spinner gone and the threads free to run anywhere again."""
     cpu0, every = {min(os.sched_getaffinity(0))}, os.sched_getaffinity(0)
     if on:
-        hog.append(subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {cpu0})\nwhile True: pass"]))
+        spin = f"import os\nos.sched_setaffinity(0, {cpu0})\nwhile True: pass"
+        hog.append(subprocess.Popen([sys.executable, "-c", spin]))
     else:
         for proc in hog:
             proc.kill()

@@ -85,6 +85,7 @@ def test_digits_optimize_meets_budget_json_store_pareto(digits: dict[str, Path],
         assert model.engine_name == "onnxruntime"
 
 
+@pytest.mark.slow  # a search over the outlier model's ladder, 26 s (exit 10, --max-time and Ctrl-C stay quick)
 def test_outlier_plain_int8_fails_optimize_returns_mostly_int8_mixed(outlier: dict[str, Path],
                                                                      tmp_path: Path, results_db: Path) -> None:
     import edgeify

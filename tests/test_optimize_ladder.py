@@ -48,6 +48,7 @@ def _optimize(paths: dict[str, Path], target_file: Path, out: Path):
                             precisions=["int8"], out=out, progress=lambda m: None)
 
 
+@pytest.mark.slow  # int8 recipes then an int16x8 build, 24 s (test_optimize's ladder test stays quick)
 def test_int16x8_rung_holds_where_int8_and_its_recipes_fail(low_target: Path, tmp_path: Path,
                                                             results_db: Path) -> None:
     paths = _make(tmp_path / "m", 1000.0)
@@ -68,7 +69,7 @@ def test_int16x8_rung_holds_where_int8_and_its_recipes_fail(low_target: Path, tm
     assert [r["rung"] for r in manifest["quantization"]["ladder"]] == [r.rung for r in ch.ladder]
 
 
-@pytest.mark.slow  # an fp16 overflow scan and build (the int16x8 rung keeps the ladder in the quick tier)
+@pytest.mark.slow  # an fp16 overflow scan and build (test_optimize's ladder test keeps the ladder quick)
 def test_fp16_rung_keeps_the_ops_that_overflow_in_fp32(low_target: Path, tmp_path: Path, results_db: Path) -> None:
     from edgeify.optimize.overflow import FP16_MAX
 

@@ -31,6 +31,7 @@ def benched(tiny_onnx: Path, tmp_path: Path, results_db: Path) -> dict:
             "cwd": tmp_path}
 
 
+@pytest.mark.slow  # five benches into a store, 13 s (the gate's exit 14 test stays quick)
 def test_results_filters_show_tag_compare_and_gate(benched: dict) -> None:
     ids, cwd = benched["ids"], benched["cwd"]
     fam = run_cli("results", "--target", "x86", "--format", "json")  # the family alias build accepts

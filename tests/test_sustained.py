@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from _kit import run_cli
 from edgeify.analysis.sustained import summarize
 from edgeify.results import open_store
 
 
+@pytest.mark.slow  # a sustained bench of 9 s (the slowdown rule stays quick)
 def test_bench_sustained_reports_first_and_last_windows_and_stores_them(tiny_onnx: Path, tmp_path: Path,
                                                                         results_db: Path) -> None:
     bundle = tmp_path / "b"

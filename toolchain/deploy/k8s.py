@@ -249,5 +249,5 @@ def write_manifests(docs: list[dict[str, Any]], out: str | os.PathLike[str]) -> 
     return written
 
 
-__all__ = ["ADAPTER_QUERY", "DEVICE_LABEL", "K8S_VERSION", "KINDS", "LATENCY_METRIC", "SERVE_LABEL", "adapter_rule", "dump", "manifests",
-           "measured", "measured_peak_rss_mb", "render_adapter_query", "write_manifests"]
+__all__ = ["ADAPTER_QUERY", "DEVICE_LABEL", "K8S_VERSION", "KINDS", "LATENCY_METRIC", "SERVE_LABEL", "adapter_rule",
+           "dump", "manifests", "measured", "measured_peak_rss_mb", "render_adapter_query", "write_manifests"]
