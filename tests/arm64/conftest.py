@@ -66,12 +66,33 @@ def arm64(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arm64]:
         dev.stop()
 
 
-@pytest.fixture()
-def arm64_device(arm64: Arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """An inventory entry for the emulated device (target rpi5: a Raspberry Pi 5 stand-in), fresh results DB."""
+def _emulated(arm64: Arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, target: str,
+              qemu_cpu: str | None = None):
+    """An inventory entry for the emulated device as ``target``, with a fresh results DB; ``qemu_cpu`` sets the
+    core qemu emulates (``QEMU_CPU``) for the device's Python."""
     from edgeify.deploy.inventory import make_device
 
     monkeypatch.setenv("EDGEIFY_RESULTS_DB", str(tmp_path / "results.sqlite"))
     d = arm64.device
-    return make_device("emu-arm64", host=d.address, port=d.port, user="root", key=str(d.key),
-                       python=d.python, workdir=d.workdir, target="rpi5", tags=("arm64", "emulated"))
+    python = f"env QEMU_CPU={qemu_cpu} {d.python}" if qemu_cpu else d.python
+    return make_device(name, host=d.address, port=d.port, user="root", key=str(d.key), python=python,
+                       workdir=d.workdir, target=target, tags=("arm64", "emulated"))
+
+
+@pytest.fixture()
+def arm64_device(arm64: Arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The emulated device as target rpi5 (a Raspberry Pi 5 stand-in) on qemu's default CPU."""
+    return _emulated(arm64, tmp_path, monkeypatch, "emu-arm64", "rpi5")
+
+
+@pytest.fixture()
+def pi5_device(arm64: Arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The emulated device as a Pi 5 (``QEMU_CPU=cortex-a76``: the Pi 5's core, not qemu's "max" CPU, whose
+    hardware capabilities made XNNPACK's int8 kernels give wrong answers: see test_arm64_litert.py)."""
+    return _emulated(arm64, tmp_path, monkeypatch, "emu-pi5", "rpi5", qemu_cpu="cortex-a76")
+
+
+@pytest.fixture()
+def jetson_device(arm64: Arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The emulated device as a Jetson Orin Nano (no NVIDIA GPU: its bundles run on ONNX Runtime's CPU provider)."""
+    return _emulated(arm64, tmp_path, monkeypatch, "emu-jetson", "jetson-orin-nano")

@@ -24,7 +24,7 @@ from edgeify.bench import BenchSettings, bench, outputs_on_device
 from edgeify.build import build
 from edgeify.deploy.connect import open_site
 from edgeify.deploy.deployer import deploy
-from edgeify.deploy.inventory import Inventory, make_device
+from edgeify.deploy.inventory import Inventory
 from edgeify.errors import EngineMissingError
 from edgeify.results import open_store
 from edgeify_runtime.manifest import Manifest
@@ -32,17 +32,7 @@ from edgeify_runtime.manifest import Manifest
 pytestmark = pytest.mark.arm64  # every test here starts the emulated arm64 device
 
 
-@pytest.fixture()
-def pi5(arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The emulated device as a Pi 5 (``QEMU_CPU=cortex-a76``: the Pi 5's core, not qemu's "max" CPU)."""
-    monkeypatch.setenv("EDGEIFY_RESULTS_DB", str(tmp_path / "results.sqlite"))
-    d = arm64.device
-    return make_device("emu-pi5-engines", host=d.address, port=d.port, user="root", key=str(d.key),
-                       python=f"env QEMU_CPU=cortex-a76 {d.python}", workdir=d.workdir, target="rpi5",
-                       tags=("arm64", "emulated"))
-
-
-def test_ncnn_rpi5_bundle_matches_host_benchmarks_and_profiles_on_arm64(pi5, digits, tmp_path: Path) -> None:
+def test_ncnn_rpi5_bundle_matches_host_benchmarks_and_profiles_on_arm64(pi5_device, digits, tmp_path: Path) -> None:
     pytest.importorskip("edgeify_ncnn")
     bundle = tmp_path / "ncnn-fp32"
     res = build(digits["model"], target="rpi5", engine="ncnn", precision="fp32", calib=digits["calib"],
@@ -51,11 +41,11 @@ def test_ncnn_rpi5_bundle_matches_host_benchmarks_and_profiles_on_arm64(pi5, dig
     with np.load(digits["eval"]) as z:
         x = z["x"][7:8]  # ncnn has no batch axis: the bundle's batch is 1
     np.savez(tmp_path / "inputs.npz", x=x)
-    with open_site(pi5) as site:
+    with open_site(pi5_device) as site:
         # the device has the ncnn wheel but not the plugin: nothing named edgeify_ncnn_runtime is installed there
         rc, _, err = site.transport.run([*site.python, "-c", "import ncnn, edgeify_ncnn_runtime"], timeout=120)
         assert rc != 0 and "No module named 'edgeify_ncnn_runtime'" in err
-        report = deploy(site, bundle, device=pi5)
+        report = deploy(site, bundle, device=pi5_device)
         record, out_path = outputs_on_device(site, report, tmp_path / "inputs.npz", tmp_path / "fetched",
                                              settings=BenchSettings(warmup=0, runs=1, min_duration_s=0.0,
                                                                     max_duration_s=300.0))
@@ -79,7 +69,7 @@ def test_ncnn_rpi5_bundle_matches_host_benchmarks_and_profiles_on_arm64(pi5, dig
     assert diff <= 1e-4 * float(np.abs(ref).max()) + 1e-5  # fp32 on ARM NEON vs x86: rounding only
 
     settings = BenchSettings(warmup=1, runs=5, min_duration_s=0.0, max_duration_s=300.0, threads=2, profile=True)
-    bench_res = bench(bundle, pi5, settings=settings)[0].unwrap().to_dict()
+    bench_res = bench(bundle, pi5_device, settings=settings)[0].unwrap().to_dict()
     assert bench_res["fingerprint"]["arch"] == "aarch64" and bench_res["deploy"]["status"] == "unchanged"
     assert bench_res["protocol"]["runs_done"] >= 5 and bench_res["result_id"] > 0
     prof = bench_res["profile"]
@@ -89,7 +79,7 @@ def test_ncnn_rpi5_bundle_matches_host_benchmarks_and_profiles_on_arm64(pi5, dig
                       "emulated_p50_ms": bench_res["latency_ms"]["p50"], "layers": len(prof["ops"])}))
 
 
-def test_an_executorch_bundle_on_arm64_says_what_the_device_must_install(pi5, tmp_path: Path) -> None:
+def test_an_executorch_bundle_on_arm64_says_what_the_device_must_install(pi5_device, tmp_path: Path) -> None:
     """No torch on the device (see the module docstring): the agent's typed missing-engine error, not a crash."""
     pytest.importorskip("executorch")
     model = tmp_path / "tiny.py"
@@ -100,7 +90,7 @@ def test_an_executorch_bundle_on_arm64_says_what_the_device_must_install(pi5, tm
           measure_latency=False)
     assert Manifest.read(bundle).engine.name == "executorch"
     quick = BenchSettings(warmup=0, runs=1, min_duration_s=0.0, max_duration_s=120.0)
-    (outcome,) = bench(bundle, pi5, settings=quick, store=False)
+    (outcome,) = bench(bundle, pi5_device, settings=quick, store=False)
     with pytest.raises(EngineMissingError) as info:  # exit 11, the device's own answer
         outcome.unwrap()
     assert info.value.exit_code == 11
@@ -108,24 +98,24 @@ def test_an_executorch_bundle_on_arm64_says_what_the_device_must_install(pi5, tm
     assert "pip install torch executorch" in str(info.value)
 
 
-def test_optimize_on_arm64_searches_the_ncnn_plugin_engine(pi5, digits, tmp_path: Path,
+def test_optimize_on_arm64_searches_the_ncnn_plugin_engine(pi5_device, digits, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """``optimize --device`` with the plugin's engine: its candidate built here, screened on the device, its own
     tuning axis (light_mode) in the settings tried there; bounded by --max-time (emulated runs)."""
     pytest.importorskip("edgeify_ncnn")
     monkeypatch.setenv("EDGEIFY_HOME", str(tmp_path / "home"))  # its own devices file (and step cache)
     inv = Inventory()
-    inv.add(pi5)
+    inv.add(pi5_device)
     inv.save()
-    res = edgeify.optimize(digits["model"], target="rpi5", device=pi5.name, calib=digits["calib"],
+    res = edgeify.optimize(digits["model"], target="rpi5", device=pi5_device.name, calib=digits["calib"],
                            eval=digits["eval"], engines=["ncnn"], precisions=["fp32"], max_time_s=40,
                            out=tmp_path / "best", progress=lambda m: print(f"optimize: {m}"))
-    assert res.device == pi5.name and res.chosen is not None and res.chosen.engine == "ncnn"
+    assert res.device == pi5_device.name and res.chosen is not None and res.chosen.engine == "ncnn"
     assert {c.engine for c in res.candidates} == {"ncnn"}
     assert any("light_mode" in c.settings.options for c in res.candidates)  # the plugin's tuning axis, tried there
     with open_store() as st:
         stored = st.query(run_id=res.run_id, limit=100)
-    assert stored and {r.device for r in stored} == {pi5.name}
+    assert stored and {r.device for r in stored} == {pi5_device.name}
     assert all(r.to_dict()["fingerprint"]["arch"] == "aarch64" and r.to_dict()["engine"]["name"] == "ncnn"
                for r in stored)
     assert json.loads((tmp_path / "best" / "manifest.json").read_text())["engine"]["name"] == "ncnn"

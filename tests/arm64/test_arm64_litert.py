@@ -24,17 +24,6 @@ from edgeify.deploy.deployer import deploy
 pytestmark = pytest.mark.arm64  # every test here starts the emulated arm64 device
 
 
-@pytest.fixture()
-def pi5_device(arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from edgeify.deploy.inventory import make_device
-
-    monkeypatch.setenv("EDGEIFY_RESULTS_DB", str(tmp_path / "results.sqlite"))
-    d = arm64.device
-    return make_device("emu-pi5", host=d.address, port=d.port, user="root", key=str(d.key),
-                       python=f"env QEMU_CPU=cortex-a76 {d.python}", workdir=d.workdir, target="rpi5",
-                       tags=("arm64", "emulated"))
-
-
 @pytest.mark.parametrize(("source_kind", "precision"), [("onnx", "fp32"), ("pt2", "int8")])
 def test_digits_litert_bundle_matches_host_on_arm64(pi5_device, digits, digits_onnx, tmp_path: Path,
                                                     source_kind: str, precision: str) -> None:

@@ -20,17 +20,13 @@ from test_compress import _request, cz  # noqa: F401  (tests/: the trained digit
 pytestmark = pytest.mark.arm64  # starts the emulated arm64 device
 
 
-def test_compressed_jetson_int8_bundle_matches_host_on_arm64(arm64, cz: dict[str, Path], tmp_path: Path,  # noqa: F811
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compressed_jetson_int8_bundle_matches_host_on_arm64(jetson_device, cz: dict[str, Path],  # noqa: F811
+                                                             tmp_path: Path) -> None:
     import onnx
     from edgeify import build
-    from edgeify.deploy.inventory import make_device
     from onnx import numpy_helper
 
-    monkeypatch.setenv("EDGEIFY_RESULTS_DB", str(tmp_path / "results.sqlite"))
-    d = arm64.device
-    device = make_device("emu-jetson", host=d.address, port=d.port, user="root", key=str(d.key), python=d.python,
-                         workdir=d.workdir, target="jetson-orin-nano", tags=("arm64", "emulated"))
+    device = jetson_device
     bundle = tmp_path / "jetson-compressed"
     req = _request(cz, bundle, precision="int8", train=str(cz["train"]), prune=0.5, distill=True, qat=True,
                    epochs=2).model_copy(update={"target": "jetson-orin-nano", "engine": "onnxruntime"})

@@ -31,16 +31,6 @@ pytestmark = pytest.mark.arm64  # every test here starts the emulated arm64 devi
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-@pytest.fixture()
-def jetson_device(arm64, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from edgeify.deploy.inventory import make_device
-
-    monkeypatch.setenv("EDGEIFY_RESULTS_DB", str(tmp_path / "results.sqlite"))
-    d = arm64.device
-    return make_device("emu-jetson", host=d.address, port=d.port, user="root", key=str(d.key), python=d.python,
-                       workdir=d.workdir, target="jetson-orin-nano", tags=("arm64", "emulated"))
-
-
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_onnxruntime_fallback_bundle_matches_host_on_arm64(jetson_device, digits, tmp_path: Path,
                                                            precision: str) -> None:
