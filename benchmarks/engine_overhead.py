@@ -12,7 +12,9 @@ runs, interleaved over --rounds rounds (the order rotates each round), each in i
       - ``dynamic_sync``: the same with ``-api sync`` (benchmark_app's default API is async, 1 request);
   * two minimal Python loops on raw OpenVINO with edgeify's compile config, one InferRequest, the input set once:
     ``openvino_python`` (sync ``infer()``, like Model.run) and ``openvino_python_async`` (``start_async(); wait()``,
-    like benchmark_app). They split edgeify's own cost from the cost of calling OpenVINO from Python.
+    like benchmark_app). They split edgeify's own cost from the cost of calling OpenVINO from Python;
+    ``openvino_python_async_static`` is the async loop on the IR reshaped static for batch 1 (benchmark_app -shape's
+    model from Python).
 ONNX Runtime's own perf tool (onnxruntime_perf_test) is looked for on PATH; the onnxruntime wheel does not ship it
 (only ``onnxruntime.tools.onnxruntime_test``, a Python loop that reports a mean, has no thread setting and cannot read
 an OpenVINO IR), so it is reported as not run unless found.
@@ -93,10 +95,13 @@ def run_edgeify(bundle: Path, threads: int, seconds: float) -> dict:
 _RAW = """
 import statistics, sys, time, numpy as np, openvino as ov
 xml, threads, prec, seconds, api = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5]
+static = sys.argv[6] == "static"
 core = ov.Core(); model = core.read_model(xml)
 cfg = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
 if prec != "-": cfg["INFERENCE_PRECISION_HINT"] = prec
 shape = [d.get_length() if d.is_static else 1 for d in model.inputs[0].get_partial_shape()]
+if static:  # the IR reshaped to the batch of 1 before compiling, as benchmark_app -shape does
+    model.reshape({model.inputs[0]: ov.PartialShape(shape)})
 req = core.compile_model(model, "CPU", cfg).create_infer_request()
 req.set_input_tensor(ov.Tensor(np.random.default_rng(0).random(shape, dtype=np.float32), shared_memory=True))
 def run():
@@ -112,8 +117,10 @@ print(statistics.median(s) / 1e6, statistics.mean(s) / 1e6, len(s))
 """
 
 
-def run_raw_openvino(xml: Path, threads: int, seconds: float, precision: str | None, api: str = "sync") -> dict:
-    cmd = [sys.executable, "-c", _RAW, str(xml), str(threads), precision or "-", str(seconds), api]
+def run_raw_openvino(xml: Path, threads: int, seconds: float, precision: str | None, api: str = "sync",
+                     static: bool = False) -> dict:
+    cmd = [sys.executable, "-c", _RAW, str(xml), str(threads), precision or "-", str(seconds), api,
+           "static" if static else "as-read"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     if proc.returncode != 0:
         return {"error": proc.stderr[-800:], "command": ["python", "-c", "<raw OpenVINO loop>", *cmd[3:]]}
@@ -230,6 +237,9 @@ def main() -> int:
                                                                 "-data_shape", shape, api="sync"),
         "openvino_python": lambda: run_raw_openvino(xml, args.threads, args.seconds, prec),
         "openvino_python_async": lambda: run_raw_openvino(xml, args.threads, args.seconds, prec, api="async"),
+        # the same loop on the IR reshaped static for batch 1: splits "a Python caller" from "a static compile"
+        "openvino_python_async_static": lambda: run_raw_openvino(xml, args.threads, args.seconds, prec,
+                                                                 api="async", static=True),
     }
     names = list(runners)
     rounds = []
