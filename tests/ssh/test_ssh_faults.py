@@ -156,6 +156,42 @@ def test_link_cut_mid_upload(env, lab, tmp_path: Path, bundles, fault_matrix) ->
         link.down_all()
 
 
+def test_link_cut_during_authentication_is_a_lost_link_not_an_auth_failure(env, lab, tmp_path: Path, bundles,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The veth goes down right after the handshake, before the key is offered (a rollout hit this in a dry run:
+    paramiko's "No route to host" during authentication was reported as exit 21, so the rollout failed the device
+    and rolled its wave back instead of pausing on an unreachable device). A network failure there is exit 24."""
+    require("sshd", "ip", root=True)
+    from edgeify.deploy.ssh import SSHTransport
+
+    link = sshlab.NetnsLink("auth").up()
+    sshd = None
+    try:
+        sshd = sshlab.Sshd("netns-auth", link.ns_addr, tmp_path / "ns-dev", lab.client_pub, netns=link.ns).start()
+        with env.known_hosts.open("a") as f:
+            f.write(sshd.known_hosts_line() + "\n")
+        dev = device_for(sshd, workdir=tmp_path / "ns-work")
+        checked = SSHTransport._check_host_key
+
+        def check_then_cut(self, key, known) -> None:  # our own step between handshake and authentication
+            checked(self, key, known)
+            link.cut()
+
+        monkeypatch.setattr(SSHTransport, "_check_host_key", check_then_cut)
+        with pytest.raises(TransportLostError) as exc, open_site(dev) as site:
+            deploy(site, bundles["v1"], device=dev)
+        assert exc.value.exit_code == 24 and "during authentication" in exc.value.message
+        assert not isinstance(exc.value, SSHAuthError)
+        monkeypatch.setattr(SSHTransport, "_check_host_key", checked)
+        link.restore()
+        with open_site(dev) as site:  # the same device and key authenticate once the link is back
+            assert deploy(site, bundles["v1"], device=dev).status == "installed"
+    finally:
+        if sshd is not None:
+            sshd.stop()
+        link.down_all()
+
+
 def test_sshd_killed_mid_benchmark(env, own_sshd: sshlab.Sshd, workdir: Path, bundles, fault_matrix) -> None:
     dev = device_for(own_sshd, name="doomed", workdir=workdir)
     good = _install_good(dev, bundles["v1"], workdir)

@@ -197,6 +197,8 @@ class SSHTransport(Transport):
                 return False
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 tried.append(what)
+                if isinstance(exc, OSError):  # the network failed (no route, reset, timeout): not the server's no
+                    raise TransportLostError(f"{self.where}: connection lost during authentication: {exc}") from None
                 if not t.is_active():  # MaxAuthTries reached: the server hung up
                     raise SSHAuthError(f"{self.where}: the server closed the connection during authentication "
                                        f"after trying {', '.join(tried)}",
