@@ -6,6 +6,7 @@ Set EDGEIFY_FAULT_MATRIX=path.json to write the table (case, exit code, seconds 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -119,15 +120,26 @@ def test_unreachable_device(env, own_sshd: sshlab.Sshd, workdir: Path, bundles, 
     fault_matrix.record("unreachable (closed port)", exc.value, t.seconds, _assert_intact(workdir, good))
 
 
-def test_link_cut_mid_upload(env, lab, tmp_path: Path, bundles, fault_matrix) -> None:
-    """A device in a network namespace; its veth goes down during the transfer (sshd keeps running)."""
+@contextlib.contextmanager
+def _netns_device(env, lab, tmp_path: Path, name: str) -> Iterator[tuple[sshlab.NetnsLink, sshlab.Sshd]]:
+    """A real sshd inside a fresh network namespace (its host key known), behind a veth the test can cut."""
     require("sshd", "ip", root=True)
-    link = sshlab.NetnsLink("cut").up()
+    link = sshlab.NetnsLink(name).up()
     sshd = None
     try:
-        sshd = sshlab.Sshd("netns", link.ns_addr, tmp_path / "ns-dev", lab.client_pub, netns=link.ns).start()
+        sshd = sshlab.Sshd(f"netns-{name}", link.ns_addr, tmp_path / "ns-dev", lab.client_pub, netns=link.ns).start()
         with env.known_hosts.open("a") as f:
             f.write(sshd.known_hosts_line() + "\n")
+        yield link, sshd
+    finally:
+        if sshd is not None:
+            sshd.stop()
+        link.down_all()
+
+
+def test_link_cut_mid_upload(env, lab, tmp_path: Path, bundles, fault_matrix) -> None:
+    """A device in a network namespace; its veth goes down during the transfer (sshd keeps running)."""
+    with _netns_device(env, lab, tmp_path, "cut") as (link, sshd):
         workdir = tmp_path / "ns-work"
         dev = device_for(sshd, workdir=workdir)
         good = _install_good(dev, bundles["v1"], workdir)
@@ -150,10 +162,6 @@ def test_link_cut_mid_upload(env, lab, tmp_path: Path, bundles, fault_matrix) ->
         with open_site(dev) as site:  # once the link is back, the same deploy goes through
             r = deploy(site, bundles["big"], device=dev)
         assert r.status == "installed" and sshlab.installed(workdir, "model")["digest"] == _digest(bundles["big"])
-    finally:
-        if sshd is not None:
-            sshd.stop()
-        link.down_all()
 
 
 def test_link_cut_during_authentication_is_a_lost_link_not_an_auth_failure(env, lab, tmp_path: Path, bundles,
@@ -161,15 +169,9 @@ def test_link_cut_during_authentication_is_a_lost_link_not_an_auth_failure(env, 
     """The veth goes down right after the handshake, before the key is offered (a rollout hit this in a dry run:
     paramiko's "No route to host" during authentication was reported as exit 21, so the rollout failed the device
     and rolled its wave back instead of pausing on an unreachable device). A network failure there is exit 24."""
-    require("sshd", "ip", root=True)
     from edgeify.deploy.ssh import SSHTransport
 
-    link = sshlab.NetnsLink("auth").up()
-    sshd = None
-    try:
-        sshd = sshlab.Sshd("netns-auth", link.ns_addr, tmp_path / "ns-dev", lab.client_pub, netns=link.ns).start()
-        with env.known_hosts.open("a") as f:
-            f.write(sshd.known_hosts_line() + "\n")
+    with _netns_device(env, lab, tmp_path, "auth") as (link, sshd):
         dev = device_for(sshd, workdir=tmp_path / "ns-work")
         checked = SSHTransport._check_host_key
 
@@ -186,10 +188,6 @@ def test_link_cut_during_authentication_is_a_lost_link_not_an_auth_failure(env, 
         link.restore()
         with open_site(dev) as site:  # the same device and key authenticate once the link is back
             assert deploy(site, bundles["v1"], device=dev).status == "installed"
-    finally:
-        if sshd is not None:
-            sshd.stop()
-        link.down_all()
 
 
 def test_sshd_killed_mid_benchmark(env, own_sshd: sshlab.Sshd, workdir: Path, bundles, fault_matrix) -> None:
